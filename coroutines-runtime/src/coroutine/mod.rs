@@ -1,0 +1,20 @@
+//! Coroutines: the task record, the one way to suspend, and the switch.
+//!
+//! A coroutine is a [`Task`] plus a stack from the `generator` crate. It runs
+//! only on its worker thread; it leaves the processor through exactly two
+//! doors, both in [`switch`]: [`yield_now`] (back of the queue) and [`park`]
+//! (until a [`Waker`] wakes it).
+
+mod id;
+mod park;
+mod stack;
+pub(crate) mod switch;
+mod task;
+
+pub use id::CoroutineId;
+pub(crate) use park::begin_park;
+pub use park::{park, WakeReason, Waker};
+pub(crate) use stack::{StackPool, Stacks};
+pub use switch::{in_coroutine, yield_now};
+pub use task::{Completion, TaskRef};
+pub(crate) use task::{Lifecycle, Suspend, Task};

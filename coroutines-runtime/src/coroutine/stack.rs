@@ -1,0 +1,192 @@
+//! Coroutine stacks: sizing, pooling, and clear errors at the map limit.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
+use std::sync::OnceLock;
+
+use generator::Gn;
+
+/// A coroutine's generator: the stack plus its saved registers.
+pub(crate) type Gen = generator::Generator<'static, (), ()>;
+
+/// Memory mappings one stack takes: the stack and its guard page.
+const MAPPINGS_PER_STACK: usize = 2;
+/// Mappings left for everything else in the process (libraries, heap arenas,
+/// thread stacks); below this headroom every new stack is probed first.
+const MAPPING_HEADROOM: usize = 8192;
+
+/// Converts a stack size in bytes to the `generator` crate's unit, machine
+/// words, rounded up to an even count: an odd count turns on usage tracking,
+/// which touches every page of every stack.
+pub(crate) fn words(bytes: usize) -> usize {
+    let words = bytes.div_ceil(core::mem::size_of::<usize>());
+    words + (words & 1)
+}
+
+/// Process-wide accounting of mapped stacks, to turn the kernel's map limit
+/// into a clear error instead of a panic inside the `generator` crate.
+pub(crate) struct Stacks;
+
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+
+impl Stacks {
+    /// Maps a fresh stack of `bytes` running `body`.
+    pub(crate) fn create(bytes: usize, body: impl FnOnce() + Send + 'static) -> io::Result<Gen> {
+        if MAPPED.load(Ordering::Relaxed) * MAPPINGS_PER_STACK + MAPPING_HEADROOM
+            > max_map_count()
+        {
+            probe(bytes)?;
+        }
+        let generator = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Gn::<()>::new_opt(words(bytes), body)
+        }))
+        .map_err(|_| map_error(bytes, io::Error::from_raw_os_error(libc::ENOMEM)))?;
+        MAPPED.fetch_add(1, Ordering::Relaxed);
+        Ok(generator)
+    }
+
+    /// Accounts for a stack being unmapped.
+    pub(crate) fn release(generator: Gen) {
+        drop(generator);
+        MAPPED.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Accounts for a stack that is leaked on purpose (a suspended coroutine
+    /// at shutdown: dropping it would unwind it).
+    pub(crate) fn leak(generator: Gen) {
+        core::mem::forget(generator);
+    }
+
+    /// Checks that a stack of `bytes` is within the process's stack limit.
+    pub(crate) fn validate(bytes: usize) -> io::Result<()> {
+        let mut limit = core::mem::MaybeUninit::<libc::rlimit>::uninit();
+        // SAFETY: getrlimit writes one rlimit into the buffer.
+        let ret = unsafe { libc::getrlimit(libc::RLIMIT_STACK, limit.as_mut_ptr()) };
+        // SAFETY: initialised when getrlimit returned 0.
+        let max = (ret == 0).then(|| unsafe { limit.assume_init() }.rlim_max);
+        match max {
+            Some(max) if max != libc::RLIM_INFINITY && bytes as u64 > max => {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "coroutine stack size of {bytes} bytes exceeds the stack limit \
+                         (RLIMIT_STACK hard limit of {max} bytes)"
+                    ),
+                ))
+            }
+            _ if bytes == 0 => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "coroutine stack size must be greater than zero",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Maps and unmaps a stack the way the `generator` crate does, to learn
+/// whether its allocation would fail and why.
+fn probe(bytes: usize) -> io::Result<()> {
+    let page = 4096;
+    let len = bytes.div_ceil(page) * page + 2 * page;
+    // SAFETY: an anonymous private mapping that nothing else references.
+    let ptr = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(map_error(bytes, io::Error::last_os_error()));
+    }
+    // SAFETY: the first page of the mapping made above.
+    let protect = unsafe { libc::mprotect(ptr, page, libc::PROT_NONE) };
+    let result = if protect == 0 {
+        Ok(())
+    } else {
+        Err(map_error(bytes, io::Error::last_os_error()))
+    };
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(ptr, len) };
+    result
+}
+
+fn map_error(bytes: usize, cause: io::Error) -> io::Error {
+    let limit = max_map_count();
+    let mapped = MAPPED.load(Ordering::Relaxed);
+    io::Error::new(
+        cause.kind(),
+        format!(
+            "could not map a {} KiB coroutine stack ({cause}): {mapped} coroutine stacks are \
+             mapped, each takes {MAPPINGS_PER_STACK} memory mappings, and the kernel allows \
+             vm.max_map_count = {limit} per process; raise it (sysctl -w \
+             vm.max_map_count=...) or keep fewer coroutines alive at once",
+            bytes / 1024
+        ),
+    )
+}
+
+/// The kernel's per-process mapping limit, read once.
+fn max_map_count() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(65530)
+    })
+}
+
+/// A worker's cache of finished generators of one stack size: re-using one
+/// costs ~40 ns where mapping a fresh stack costs ~10 us.
+pub(crate) struct StackPool {
+    bytes: usize,
+    capacity: usize,
+    free: Vec<Gen>,
+}
+
+impl StackPool {
+    pub(crate) fn new(bytes: usize, capacity: usize) -> StackPool {
+        StackPool {
+            bytes,
+            capacity,
+            free: Vec::new(),
+        }
+    }
+
+    /// A generator running `body` on a stack of `bytes`, re-used if one of
+    /// that size is cached.
+    pub(crate) fn get(
+        &mut self,
+        bytes: usize,
+        body: impl FnOnce() + Send + 'static,
+    ) -> io::Result<Gen> {
+        if bytes == self.bytes {
+            if let Some(mut generator) = self.free.pop() {
+                generator.init_code(body);
+                return Ok(generator);
+            }
+        }
+        Stacks::create(bytes, body)
+    }
+
+    /// Returns a finished generator's stack to the cache, or unmaps it.
+    pub(crate) fn put(&mut self, bytes: usize, generator: Gen) {
+        if bytes == self.bytes && self.free.len() < self.capacity {
+            self.free.push(generator);
+        } else {
+            Stacks::release(generator);
+        }
+    }
+}
+
+impl Drop for StackPool {
+    fn drop(&mut self) {
+        for generator in self.free.drain(..) {
+            Stacks::release(generator);
+        }
+    }
+}

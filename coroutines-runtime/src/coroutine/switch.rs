@@ -1,0 +1,71 @@
+//! The switch path: the only code that enters or leaves a coroutine.
+//!
+//! Entering is [`run`] (called by a worker), leaving is [`suspend`] (called
+//! by the coroutine). Anything that must change with the running coroutine
+//! (today the `CURRENT` pointer; later its own thread pointer) is switched
+//! here and nowhere else.
+
+use core::cell::Cell;
+use core::ptr;
+use std::sync::Arc;
+
+use super::stack::Gen;
+use super::task::{Suspend, Task};
+
+thread_local! {
+    /// The coroutine running on this thread, or null on a plain thread or in
+    /// the scheduler. A `const` thread-local without a destructor: reading it
+    /// is one load, valid before `main` and inside signal handlers.
+    static CURRENT: Cell<*const Task> = const { Cell::new(ptr::null()) };
+}
+
+/// Returns whether the caller runs inside a coroutine.
+///
+/// # Examples
+/// ```
+/// assert!(!coroutines_runtime::in_coroutine());
+/// ```
+#[inline]
+pub fn in_coroutine() -> bool {
+    !CURRENT.with(Cell::get).is_null()
+}
+
+/// The running coroutine's task. The reference is valid while the coroutine
+/// runs: its worker holds an `Arc` to it across the switch.
+#[inline]
+pub(crate) fn current() -> Option<&'static Task> {
+    let task = CURRENT.with(Cell::get);
+    // SAFETY: non-null only between `run`'s enter and leave, while `run`'s
+    // caller keeps the task alive.
+    unsafe { task.as_ref() }
+}
+
+/// Runs `task` on this thread until it suspends or finishes.
+pub(crate) fn run(task: &Arc<Task>, generator: &mut Gen) {
+    CURRENT.with(|current| current.set(Arc::as_ptr(task)));
+    generator.resume();
+    CURRENT.with(|current| current.set(ptr::null()));
+}
+
+/// Leaves the current coroutine; its worker carries out `action`.
+pub(crate) fn suspend(task: &Task, action: Suspend) {
+    // SAFETY: we are the running coroutine, about to switch away.
+    unsafe { task.set_suspend(action) };
+    generator::co_yield_with(());
+}
+
+/// Cooperatively gives up the processor to other coroutines on this worker.
+///
+/// Outside a coroutine it yields the OS thread, like
+/// [`std::thread::yield_now`].
+///
+/// # Examples
+/// ```
+/// coroutines_runtime::yield_now();
+/// ```
+pub fn yield_now() {
+    match current() {
+        Some(task) => suspend(task, Suspend::Yield),
+        None => crate::sys::sched_yield(),
+    }
+}

@@ -1,0 +1,202 @@
+//! The task record: everything the runtime knows about one coroutine.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::id::CoroutineId;
+use super::park::Waker;
+use super::stack::Gen;
+use crate::scheduler::Shared;
+
+/// Where a coroutine is in its life. Stored in [`Task::lifecycle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Lifecycle {
+    /// Spawned, never run, holds no stack. Any worker may take it: that is
+    /// how new work spreads over idle workers.
+    New = 0,
+    /// Has run at least once and owns a stack. Runs only on its `home`
+    /// worker, because code on its stack may hold addresses of that thread's
+    /// thread-locals; only a runtime built with work stealing moves it.
+    Started = 1,
+    /// The body returned, panicked or could not start; the stack is gone.
+    /// Final.
+    Done = 2,
+}
+
+/// What a coroutine asks its worker to do once the switch away from it has
+/// completed. Written by the coroutine right before it leaves, taken by the
+/// worker right after.
+pub(crate) enum Suspend {
+    /// Nothing: the coroutine finished.
+    Nothing,
+    /// Put it at the back of the run queue.
+    Yield,
+    /// Park it: hand a [`Waker`] to `register` and, with a deadline, arm a
+    /// timer that wakes it with `TimedOut`.
+    Park {
+        deadline: Option<Instant>,
+        /// Lives in the parked coroutine's frame, which stays valid while it
+        /// is suspended.
+        register: *mut (dyn FnMut(Waker) + 'static),
+    },
+}
+
+/// Receives the outcome of a coroutine that could not complete by itself:
+/// its stack could not be allocated, it overflowed its stack, or its runtime
+/// shut down before it finished.
+pub trait Completion: Send + Sync {
+    /// Delivers `payload` as the coroutine's panic. Called at most once, and
+    /// only if the body did not complete.
+    fn fail(&self, payload: Box<dyn Any + Send>);
+}
+
+/// The runtime's record of one coroutine.
+pub(crate) struct Task {
+    pub(crate) id: CoroutineId,
+    pub(crate) name: Option<Box<str>>,
+    pub(crate) shared: Arc<Shared>,
+    /// Index of the worker that runs it once started.
+    pub(crate) home: AtomicUsize,
+    lifecycle: AtomicU8,
+    /// The park word; see `park.rs`.
+    pub(crate) park: AtomicU64,
+    /// Its place in the runtime's registry while started.
+    pub(crate) slot: AtomicU64,
+    /// Requested stack size in bytes.
+    pub(crate) stack_bytes: usize,
+    /// The body, until the first run moves it onto a stack.
+    body: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
+    /// The generator, from the first run until the coroutine is done.
+    generator: UnsafeCell<Option<Gen>>,
+    suspend: UnsafeCell<Suspend>,
+    pub(crate) completion: Arc<dyn Completion>,
+}
+
+// SAFETY: `body`, `generator` and `suspend` are touched only by the thread
+// that currently runs or schedules the coroutine; a task reaches another
+// thread only through a run queue, whose push/pop pair orders the accesses.
+// Everything else is atomic or immutable.
+unsafe impl Sync for Task {}
+// SAFETY: as above; the boxed body is `Send`, and a started generator moves
+// between threads only with work stealing, which the user opted into.
+unsafe impl Send for Task {}
+
+impl Task {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        name: Option<Box<str>>,
+        stack_bytes: usize,
+        body: Box<dyn FnOnce() + Send>,
+        completion: Arc<dyn Completion>,
+    ) -> Task {
+        Task {
+            id: CoroutineId::next(),
+            name,
+            shared,
+            home: AtomicUsize::new(0),
+            lifecycle: AtomicU8::new(Lifecycle::New as u8),
+            park: AtomicU64::new(0),
+            slot: AtomicU64::new(0),
+            stack_bytes,
+            body: UnsafeCell::new(Some(body)),
+            generator: UnsafeCell::new(None),
+            suspend: UnsafeCell::new(Suspend::Nothing),
+            completion,
+        }
+    }
+
+    pub(crate) fn lifecycle(&self) -> Lifecycle {
+        match self.lifecycle.load(Ordering::Acquire) {
+            0 => Lifecycle::New,
+            1 => Lifecycle::Started,
+            _ => Lifecycle::Done,
+        }
+    }
+
+    pub(crate) fn set_lifecycle(&self, state: Lifecycle) {
+        self.lifecycle.store(state as u8, Ordering::Release);
+    }
+
+    /// # Safety
+    /// Only the thread that is about to run the task for the first time.
+    pub(crate) unsafe fn take_body(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        // SAFETY: exclusive per the contract.
+        unsafe { (*self.body.get()).take() }
+    }
+
+    /// # Safety
+    /// Only the thread that runs (or is about to run) the task.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn generator(&self) -> &mut Option<Gen> {
+        // SAFETY: exclusive per the contract.
+        unsafe { &mut *self.generator.get() }
+    }
+
+    /// # Safety
+    /// Only the running coroutine itself, right before it switches away.
+    pub(crate) unsafe fn set_suspend(&self, action: Suspend) {
+        // SAFETY: exclusive per the contract.
+        unsafe { *self.suspend.get() = action };
+    }
+
+    /// # Safety
+    /// Only its worker, right after the switch away from it.
+    pub(crate) unsafe fn take_suspend(&self) -> Suspend {
+        // SAFETY: exclusive per the contract.
+        unsafe { core::mem::replace(&mut *self.suspend.get(), Suspend::Nothing) }
+    }
+}
+
+/// A shared handle to a coroutine's record: its identity and whether it has
+/// finished.
+#[derive(Clone)]
+pub struct TaskRef(pub(crate) Arc<Task>);
+
+impl TaskRef {
+    /// The coroutine's unique id.
+    pub fn id(&self) -> CoroutineId {
+        self.0.id
+    }
+
+    /// The name given at spawn, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+
+    /// Whether the coroutine has finished running.
+    pub fn is_done(&self) -> bool {
+        self.0.lifecycle() == Lifecycle::Done
+    }
+}
+
+impl core::fmt::Debug for TaskRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TaskRef")
+            .field("id", &self.0.id)
+            .field("name", &self.0.name)
+            .finish()
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(generator) = self.generator.get_mut().take() {
+            // Suspended and unreachable (its runtime shut down, or nothing
+            // holds a waker for it any more). Dropping the generator would
+            // unwind its stack, which aborts under `panic = "abort"`; the
+            // stack is leaked instead.
+            super::Stacks::leak(generator);
+        }
+        if self.lifecycle() != Lifecycle::Done {
+            self.shared.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+            self.completion.fail(Box::new(String::from(
+                "the coroutine was dropped before it finished: its runtime shut down, \
+                 or nothing was left that could wake it",
+            )));
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The engine behind [`coroutines`](https://docs.rs/coroutines): the
+//! scheduler, the reactor and the hook layer.
+//!
+//! Users depend on the `coroutines` crate, whose API mirrors `std::thread`.
+//! This crate is what it is built on:
+//! - [`coroutine`]: the task record, parking and the switch path;
+//! - [`scheduler`]: worker threads, run queues, placement, runtimes;
+//! - `reactor`: per-worker epoll and timers;
+//! - [`sync`]: the runtime's own lock-free or spinning primitives;
+//! - `sys`: raw system calls and everything platform-specific.
+
+pub mod coroutine;
+mod reactor;
+pub mod scheduler;
+pub mod sync;
+mod sys;
+
+pub use coroutine::{
+    in_coroutine, park, yield_now, Completion, CoroutineId, TaskRef, WakeReason, Waker,
+};
+pub use scheduler::{
+    current_stats, current_task, default_runtime, init_default_runtime, spawn, Config,
+    started_default_runtime, Runtime, SpawnOptions, Stats, DEFAULT_STACK_SIZE, WORKERS_ENV,
+};

@@ -1,0 +1,69 @@
+//! Runtime configuration and where its defaults come from.
+
+use std::io;
+
+/// The environment variable that overrides the default worker count, like
+/// Go's `GOMAXPROCS`. Explicit configuration wins over it.
+pub const WORKERS_ENV: &str = "COROUTINES_WORKERS";
+
+/// Default coroutine stack: 64 KiB is ample for ordinary blocking code
+/// (std's I/O paths use a few KiB) and only touched pages become resident.
+pub const DEFAULT_STACK_SIZE: usize = 64 * 1024;
+
+/// Finished stacks each worker keeps for re-use. 256 x 64 KiB bounds the
+/// address space a worker holds on to at 16 MiB, of which only the pages the
+/// coroutines touched are resident.
+pub(crate) const STACK_POOL_CAPACITY: usize = 256;
+
+/// How a runtime is set up. `None` fields take their defaults when the
+/// runtime is built.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Worker threads; default: `COROUTINES_WORKERS`, else the CPU count.
+    pub workers: Option<usize>,
+    /// Whether idle workers may steal coroutines that have already started;
+    /// default `false`.
+    pub work_stealing: Option<bool>,
+    /// Stack size in bytes of coroutines spawned without one; default
+    /// [`DEFAULT_STACK_SIZE`].
+    pub stack_size: Option<usize>,
+}
+
+/// A configuration with every default resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub(crate) workers: usize,
+    pub(crate) work_stealing: bool,
+    pub(crate) stack_size: usize,
+}
+
+impl Config {
+    pub(crate) fn resolve(&self) -> io::Result<Resolved> {
+        let workers = match self.workers {
+            Some(0) => return Err(invalid("a runtime needs at least one worker".into())),
+            Some(n) => n,
+            None => match std::env::var(WORKERS_ENV) {
+                Ok(text) => match text.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(invalid(format!(
+                            "{WORKERS_ENV} must be a positive integer, got {text:?}"
+                        )))
+                    }
+                },
+                Err(_) => num_cpus::get().max(1),
+            },
+        };
+        let stack_size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
+        crate::coroutine::Stacks::validate(stack_size)?;
+        Ok(Resolved {
+            workers,
+            work_stealing: self.work_stealing.unwrap_or(false),
+            stack_size,
+        })
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}

@@ -1,0 +1,97 @@
+//! The M:N scheduler: worker threads, their run queues, and placement.
+//!
+//! Each worker has a local deque of coroutines any worker may take (new ones,
+//! and with work stealing also started ones), a ready queue of started
+//! coroutines pinned to it, and an inbox where other threads put the pinned
+//! coroutines they wake. Spawns from outside the runtime go to a global
+//! injector. Idle workers sleep in their reactor and are woken through it.
+
+mod config;
+mod registry;
+mod runtime;
+mod stats;
+mod worker;
+
+use core::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_deque::Injector;
+
+pub use config::{Config, DEFAULT_STACK_SIZE, WORKERS_ENV};
+pub(crate) use config::{Resolved, STACK_POOL_CAPACITY};
+pub(crate) use registry::Registry;
+pub use runtime::{
+    current_stats, current_task, default_runtime, init_default_runtime, spawn,
+    started_default_runtime, Runtime,
+    SpawnOptions,
+};
+pub use stats::Stats;
+pub(crate) use stats::Counters;
+pub(crate) use worker::{Local, WorkerShared};
+
+use crate::coroutine::{switch, Task};
+
+/// State shared by a runtime's workers and handles.
+pub(crate) struct Shared {
+    pub(crate) config: Resolved,
+    pub(crate) workers: Box<[WorkerShared]>,
+    /// Spawns from threads that are not this runtime's workers.
+    pub(crate) injector: Injector<Arc<Task>>,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) registry: Registry,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    /// Queues a new coroutine: on the spawning worker if there is one (an
+    /// idle worker may take it from there), else in the injector.
+    pub(crate) fn submit(self: &Arc<Self>, task: Arc<Task>) {
+        self.counters.spawned.fetch_add(1, Ordering::Relaxed);
+        match self.current_local() {
+            Some(local) => local.queue.push(task),
+            None => self.injector.push(task),
+        }
+        self.notify_idle();
+    }
+
+    /// The worker-local state of the calling thread, if it is one of this
+    /// runtime's workers. Inside a coroutine the worker is found through the
+    /// coroutine itself, not a thread-local, so this keeps working once each
+    /// coroutine has its own thread pointer.
+    pub(crate) fn current_local(self: &Arc<Self>) -> Option<&Local> {
+        match switch::current() {
+            Some(task) if Arc::ptr_eq(&task.shared, self) => {
+                let home = task.home.load(Ordering::Relaxed);
+                // SAFETY: a running coroutine runs on its home worker's thread.
+                Some(unsafe { self.workers[home].local() })
+            }
+            Some(_) => None,
+            None => worker::current_local(self),
+        }
+    }
+
+    /// Wakes one sleeping worker so it can look for work anyone may take.
+    pub(crate) fn notify_idle(&self) {
+        fence(Ordering::SeqCst);
+        for worker in self.workers.iter() {
+            if worker.try_notify() {
+                return;
+            }
+        }
+    }
+}
+
+/// Makes a woken coroutine runnable on its worker.
+pub(crate) fn schedule(task: Arc<Task>) {
+    let shared = task.shared.clone();
+    let home = task.home.load(Ordering::Relaxed);
+    match shared.current_local() {
+        Some(local) if local.index == home => local.push(task),
+        _ => {
+            let worker = &shared.workers[home];
+            worker.inbox.push(task);
+            fence(Ordering::SeqCst);
+            worker.try_notify();
+        }
+    }
+}

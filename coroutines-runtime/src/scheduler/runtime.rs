@@ -1,0 +1,259 @@
+//! A runtime instance: its workers, spawning into it, and shutting it down.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+use std::io;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use crossbeam_deque::{Injector, Worker};
+
+use super::{worker, Config, Counters, Registry, Shared, Stats, WorkerShared};
+use crate::coroutine::{switch, Completion, Task, TaskRef};
+use crate::reactor::Poller;
+use crate::sync::SpinLock;
+
+/// A set of worker threads running coroutines.
+///
+/// Dropping it shuts the workers down: coroutines that have not finished are
+/// abandoned (their stacks are leaked, never unwound) and their join handles
+/// report an error.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    threads: SpinLock<Vec<JoinHandle<()>>>,
+}
+
+/// Options for one spawn.
+#[derive(Clone, Debug, Default)]
+pub struct SpawnOptions {
+    /// The coroutine's name.
+    pub name: Option<String>,
+    /// Its stack size in bytes; the runtime's default if `None`.
+    pub stack_size: Option<usize>,
+}
+
+impl Runtime {
+    /// Starts a runtime with `config`.
+    pub fn new(config: &Config) -> io::Result<Runtime> {
+        let config = config.resolve()?;
+        let queues: Vec<Worker<Arc<Task>>> =
+            (0..config.workers).map(|_| Worker::new_fifo()).collect();
+        let workers = queues
+            .iter()
+            .map(|queue| Ok(WorkerShared::new(queue.stealer(), Poller::new()?)))
+            .collect::<io::Result<Box<[_]>>>()?;
+        let shared = Arc::new(Shared {
+            registry: Registry::new(config.workers),
+            config,
+            workers,
+            injector: Injector::new(),
+            shutdown: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let mut threads = Vec::with_capacity(queues.len());
+        for (index, queue) in queues.into_iter().enumerate() {
+            let worker_shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("coroutines-worker-{index}"))
+                .spawn(move || worker::run(worker_shared, index, queue));
+            match thread {
+                Ok(thread) => threads.push(thread),
+                Err(error) => {
+                    let runtime = Runtime {
+                        shared,
+                        threads: SpinLock::new(threads),
+                    };
+                    drop(runtime);
+                    return Err(io::Error::new(
+                        error.kind(),
+                        format!("could not start worker thread {index}: {error}"),
+                    ));
+                }
+            }
+        }
+        Ok(Runtime {
+            shared,
+            threads: SpinLock::new(threads),
+        })
+    }
+
+    /// Spawns a coroutine running `body`; `completion` hears of it if the
+    /// body cannot run to its end.
+    pub fn spawn_raw(
+        &self,
+        options: SpawnOptions,
+        body: Box<dyn FnOnce() + Send>,
+        completion: Arc<dyn Completion>,
+    ) -> io::Result<TaskRef> {
+        spawn_into(&self.shared, options, body, completion)
+    }
+
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.shared.workers.len()
+    }
+
+    /// Whether work stealing of started coroutines is on.
+    pub fn work_stealing(&self) -> bool {
+        self.shared.config.work_stealing
+    }
+
+    /// The default stack size of its coroutines, in bytes.
+    pub fn stack_size(&self) -> usize {
+        self.shared.config.stack_size
+    }
+
+    /// A snapshot of its counters.
+    pub fn stats(&self) -> Stats {
+        stats_of(&self.shared)
+    }
+}
+
+/// Spawns into the running coroutine's runtime, or outside coroutines into
+/// the process-wide runtime, which starts on first use.
+///
+/// # Panics
+/// If the process-wide runtime cannot start.
+pub fn spawn(
+    options: SpawnOptions,
+    body: Box<dyn FnOnce() + Send>,
+    completion: Arc<dyn Completion>,
+) -> io::Result<TaskRef> {
+    match switch::current() {
+        Some(task) => {
+            let shared = task.shared.clone();
+            spawn_into(&shared, options, body, completion)
+        }
+        None => default_runtime().spawn_raw(options, body, completion),
+    }
+}
+
+/// The counters of the running coroutine's runtime, or `None` outside one.
+pub fn current_stats() -> Option<Stats> {
+    switch::current().map(|task| stats_of(&task.shared))
+}
+
+/// The running coroutine's handle, or `None` outside one.
+pub fn current_task() -> Option<TaskRef> {
+    // SAFETY: see `switch::current`; the `Arc` is re-counted from the
+    // reference the worker keeps alive for the duration of the run.
+    switch::current().map(|task| unsafe {
+        Arc::increment_strong_count(task as *const Task);
+        TaskRef(Arc::from_raw(task as *const Task))
+    })
+}
+
+fn spawn_into(
+    shared: &Arc<Shared>,
+    options: SpawnOptions,
+    body: Box<dyn FnOnce() + Send>,
+    completion: Arc<dyn Completion>,
+) -> io::Result<TaskRef> {
+    if shared.shutdown.load(Ordering::Acquire) {
+        return Err(io::Error::other("the runtime has shut down"));
+    }
+    let stack_bytes = match options.stack_size {
+        Some(bytes) => {
+            crate::coroutine::Stacks::validate(bytes)?;
+            bytes
+        }
+        None => shared.config.stack_size,
+    };
+    let name = options.name.map(String::into_boxed_str);
+    let task = Arc::new(Task::new(
+        shared.clone(),
+        name,
+        stack_bytes,
+        body,
+        completion,
+    ));
+    shared.submit(task.clone());
+    Ok(TaskRef(task))
+}
+
+fn stats_of(shared: &Shared) -> Stats {
+    let load = Counters::load;
+    let spawned = load(&shared.counters.spawned);
+    let ended = load(&shared.counters.finished) + load(&shared.counters.abandoned);
+    Stats {
+        workers: shared.workers.len(),
+        spawned,
+        alive: spawned.saturating_sub(ended),
+        context_switches: shared
+            .workers
+            .iter()
+            .map(|w| w.switches.load(Ordering::Relaxed))
+            .sum(),
+        migrations: load(&shared.counters.migrations),
+        ..Stats::default()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        for worker in self.shared.workers.iter() {
+            worker.poller.notify();
+        }
+        let inside = switch::current().is_some_and(|task| Arc::ptr_eq(&task.shared, &self.shared))
+            || worker::current_local(&self.shared).is_some();
+        if !inside {
+            for thread in self.threads.lock().drain(..) {
+                let _ = thread.join();
+            }
+        }
+        // Started coroutines that never finished, and new ones nobody took.
+        drop(self.shared.registry.drain());
+        while !self.shared.injector.steal().is_empty() {}
+    }
+}
+
+static DEFAULT: OnceLock<Runtime> = OnceLock::new();
+/// Serialises starting the process-wide runtime; a spin lock because the
+/// caller may be a coroutine of another runtime.
+static DEFAULT_INIT: SpinLock<()> = SpinLock::new(());
+
+/// The process-wide runtime if it has started.
+pub fn started_default_runtime() -> Option<&'static Runtime> {
+    DEFAULT.get()
+}
+
+/// The process-wide runtime that `spawn` uses outside coroutines, started
+/// with the default configuration on first use.
+///
+/// # Panics
+/// If it cannot be started (for example `COROUTINES_WORKERS` is invalid).
+pub fn default_runtime() -> &'static Runtime {
+    if let Some(runtime) = DEFAULT.get() {
+        return runtime;
+    }
+    let _init = DEFAULT_INIT.lock();
+    if let Some(runtime) = DEFAULT.get() {
+        return runtime;
+    }
+    match Runtime::new(&Config::default()) {
+        Ok(runtime) => DEFAULT.get_or_init(|| runtime),
+        Err(error) => panic!("failed to start the coroutines runtime: {error}"),
+    }
+}
+
+/// Starts the process-wide runtime with `config`.
+///
+/// # Errors
+/// If it has already started (configuration must come before the first
+/// spawn from outside a runtime), or it cannot be started.
+pub fn init_default_runtime(config: &Config) -> io::Result<&'static Runtime> {
+    let _init = DEFAULT_INIT.lock();
+    if let Some(running) = DEFAULT.get() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "the process-wide coroutines runtime has already started (with {} workers); \
+                 configure it before anything spawns a coroutine outside a runtime, \
+                 e.g. with #[coroutines::main(...)] on main",
+                running.workers()
+            ),
+        ));
+    }
+    let runtime = Runtime::new(config)?;
+    Ok(DEFAULT.get_or_init(|| runtime))
+}

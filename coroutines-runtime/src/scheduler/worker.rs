@@ -1,0 +1,345 @@
+//! A worker thread: its queues, its loop, and how it sleeps.
+
+use core::cell::{Cell, RefCell};
+use core::ptr;
+use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+
+use super::Shared;
+use crate::coroutine::{self, switch, Lifecycle, StackPool, Suspend, Task};
+use crate::reactor::{Poller, Timers};
+
+/// Every this many runs a busy worker polls its reactor, fires due timers
+/// and takes from the injector first, so none of them starves. A prime, as
+/// in Go's scheduler, so it does not beat in step with user loops.
+const MAINTENANCE_INTERVAL: u32 = 61;
+
+thread_local! {
+    /// The worker whose scheduler code runs on this thread (null on other
+    /// threads). Consulted only outside coroutines; see
+    /// `Shared::current_local`.
+    static WORKER: Cell<*const Local> = const { Cell::new(ptr::null()) };
+}
+
+/// The part of a worker that other threads see.
+pub(crate) struct WorkerShared {
+    pub(crate) stealer: Stealer<Arc<Task>>,
+    /// Started coroutines woken by other threads.
+    pub(crate) inbox: Injector<Arc<Task>>,
+    pub(crate) poller: Poller,
+    /// The worker is about to sleep, or sleeps, in its poller.
+    sleeping: AtomicBool,
+    /// A notification is on its way; further ones are redundant.
+    notified: AtomicBool,
+    /// Switches into coroutines; written by the worker only.
+    pub(crate) switches: AtomicU64,
+    /// The worker's local state while its thread runs.
+    local: AtomicPtr<Local>,
+}
+
+impl WorkerShared {
+    pub(crate) fn new(stealer: Stealer<Arc<Task>>, poller: Poller) -> WorkerShared {
+        WorkerShared {
+            stealer,
+            inbox: Injector::new(),
+            poller,
+            sleeping: AtomicBool::new(false),
+            notified: AtomicBool::new(false),
+            switches: AtomicU64::new(0),
+            local: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Wakes the worker if it sleeps and nobody has notified it yet. The
+    /// caller has published its work and issued a `SeqCst` fence.
+    pub(crate) fn try_notify(&self) -> bool {
+        if self.sleeping.load(Ordering::Relaxed) && !self.notified.swap(true, Ordering::AcqRel) {
+            self.poller.notify();
+            return true;
+        }
+        false
+    }
+
+    /// The worker's local state.
+    ///
+    /// # Safety
+    /// Only on this worker's own thread.
+    pub(crate) unsafe fn local(&self) -> &Local {
+        // SAFETY: set before the worker runs any coroutine and cleared only
+        // after its loop ends; the caller is on the worker's thread.
+        unsafe { &*self.local.load(Ordering::Acquire) }
+    }
+}
+
+/// The local state of the worker running on this thread, if it belongs to
+/// `shared`.
+pub(crate) fn current_local(shared: &Arc<Shared>) -> Option<&Local> {
+    let local = WORKER.with(Cell::get);
+    // SAFETY: non-null only on a worker thread while its loop runs.
+    let local = unsafe { local.as_ref() }?;
+    ptr::eq(local.shared, Arc::as_ptr(shared)).then_some(local)
+}
+
+/// A worker's own state; touched only by its thread.
+pub(crate) struct Local {
+    pub(crate) index: usize,
+    shared: *const Shared,
+    /// Runnable coroutines any worker may take.
+    pub(crate) queue: Worker<Arc<Task>>,
+    /// Started coroutines pinned to this worker, in run order.
+    ready: RefCell<VecDeque<Arc<Task>>>,
+    pub(crate) timers: RefCell<Timers>,
+    stacks: RefCell<StackPool>,
+    tick: Cell<u32>,
+}
+
+impl Local {
+    /// Queues a runnable coroutine on this worker.
+    pub(crate) fn push(&self, task: Arc<Task>) {
+        // SAFETY: `shared` outlives the worker loop.
+        let stealing = unsafe { &*self.shared }.config.work_stealing;
+        if stealing || task.lifecycle() == Lifecycle::New {
+            self.queue.push(task);
+        } else {
+            self.ready.borrow_mut().push_back(task);
+        }
+    }
+}
+
+/// Runs worker `index` of `shared` on the calling thread until shutdown.
+pub(crate) fn run(shared: Arc<Shared>, index: usize, queue: Worker<Arc<Task>>) {
+    let local = Local {
+        index,
+        shared: Arc::as_ptr(&shared),
+        queue,
+        ready: RefCell::new(VecDeque::new()),
+        timers: RefCell::new(Timers::new()),
+        stacks: RefCell::new(StackPool::new(
+            shared.config.stack_size,
+            super::STACK_POOL_CAPACITY,
+        )),
+        tick: Cell::new(0),
+    };
+    let me = &shared.workers[index];
+    me.local
+        .store(&local as *const Local as *mut Local, Ordering::Release);
+    WORKER.with(|worker| worker.set(&local));
+
+    while !shared.shutdown.load(Ordering::Acquire) {
+        match local.next_task(&shared) {
+            Some(task) => local.run_task(&shared, task),
+            None => local.idle(&shared),
+        }
+    }
+
+    WORKER.with(|worker| worker.set(ptr::null()));
+    me.local.store(ptr::null_mut(), Ordering::Release);
+    // Dropping the queues drops their tasks, which fails the join handles
+    // of those that never finished.
+    while local.queue.pop().is_some() {}
+    local.ready.borrow_mut().clear();
+    while !me.inbox.steal().is_empty() {}
+    local.timers.borrow_mut().drain().for_each(drop);
+}
+
+impl Local {
+    fn shared(&self) -> &Shared {
+        // SAFETY: the worker loop holds an `Arc<Shared>`.
+        unsafe { &*self.shared }
+    }
+
+    fn next_task(&self, shared: &Shared) -> Option<Arc<Task>> {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        let me = &shared.workers[self.index];
+        if tick.is_multiple_of(MAINTENANCE_INTERVAL) {
+            self.poll_reactor(false);
+            if let Some(task) = steal_one(|| shared.injector.steal_batch_and_pop(&self.queue)) {
+                return Some(task);
+            }
+        }
+        while let Steal::Success(task) = me.inbox.steal() {
+            self.push(task);
+        }
+        let fairness = tick % MAINTENANCE_INTERVAL == 1;
+        let ready = || self.ready.borrow_mut().pop_front();
+        // New coroutines before woken ones keeps run order FIFO for
+        // coroutines that yield to each other; every interval the ready
+        // queue goes first, so a stream of spawns cannot starve it.
+        let local = if fairness {
+            ready().or_else(|| self.queue.pop())
+        } else {
+            self.queue.pop().or_else(ready)
+        };
+        local
+            .or_else(|| steal_one(|| shared.injector.steal_batch_and_pop(&self.queue)))
+            .or_else(|| self.steal_from_others(shared))
+    }
+
+    fn steal_from_others(&self, shared: &Shared) -> Option<Arc<Task>> {
+        let n = shared.workers.len();
+        (1..n)
+            .map(|offset| &shared.workers[(self.index + offset) % n])
+            .find_map(|victim| {
+                steal_one(|| victim.stealer.steal_batch_and_pop(&self.queue)).or_else(|| {
+                    if shared.config.work_stealing {
+                        steal_one(|| victim.inbox.steal_batch_and_pop(&self.queue))
+                    } else {
+                        None
+                    }
+                })
+            })
+    }
+
+    fn has_work(&self, shared: &Shared) -> bool {
+        !self.queue.is_empty()
+            || !self.ready.borrow().is_empty()
+            || !shared.workers[self.index].inbox.is_empty()
+            || !shared.injector.is_empty()
+            || shared.workers.iter().any(|w| {
+                !w.stealer.is_empty() || (shared.config.work_stealing && !w.inbox.is_empty())
+            })
+    }
+
+    fn run_task(&self, shared: &Shared, task: Arc<Task>) {
+        match task.lifecycle() {
+            Lifecycle::New => {
+                if !self.start(shared, &task) {
+                    return;
+                }
+            }
+            Lifecycle::Started => {
+                if task.home.load(Ordering::Relaxed) != self.index {
+                    task.home.store(self.index, Ordering::Relaxed);
+                    shared.counters.migrations.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Lifecycle::Done => return,
+        }
+
+        // SAFETY: this worker owns the task while it runs it.
+        let slot = unsafe { task.generator() };
+        let generator = slot.as_mut().expect("a started coroutine has a generator");
+        switch::run(&task, generator);
+        let switches = &shared.workers[self.index].switches;
+        switches.store(switches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+
+        // SAFETY: the coroutine has switched away; this worker owns it.
+        match unsafe { task.take_suspend() } {
+            Suspend::Yield => self.push(task),
+            Suspend::Park { deadline, register } => {
+                // SAFETY: `register` lives in the parked coroutine's frame,
+                // which stays valid while it is suspended (see `park`).
+                let register = unsafe { &mut *register };
+                match coroutine::begin_park(&task, register) {
+                    None => self.push(task),
+                    Some(waker) => {
+                        if let Some(deadline) = deadline {
+                            self.timers.borrow_mut().insert(deadline, waker);
+                        }
+                    }
+                }
+            }
+            Suspend::Nothing => self.finish(shared, &task),
+        }
+    }
+
+    /// Gives a new coroutine its stack. Returns false if it could not start.
+    fn start(&self, shared: &Shared, task: &Arc<Task>) -> bool {
+        // SAFETY: a new task is owned by the worker that dequeued it.
+        let body = unsafe { task.take_body() }.expect("a new coroutine has a body");
+        let generator = self
+            .stacks
+            .borrow_mut()
+            .get(task.stack_bytes, body);
+        match generator {
+            Ok(mut generator) => {
+                generator.set_local_data(Arc::as_ptr(task) as *mut u8);
+                task.home.store(self.index, Ordering::Relaxed);
+                let slot = shared.registry.insert(self.index, task.clone());
+                task.slot.store(slot, Ordering::Relaxed);
+                // SAFETY: as above.
+                *unsafe { task.generator() } = Some(generator);
+                task.set_lifecycle(Lifecycle::Started);
+                true
+            }
+            Err(error) => {
+                task.set_lifecycle(Lifecycle::Done);
+                shared.counters.finished.fetch_add(1, Ordering::Relaxed);
+                task.completion.fail(Box::new(error.to_string()));
+                false
+            }
+        }
+    }
+
+    /// Retires a coroutine that left without suspending: it returned, or
+    /// overflowed its stack.
+    fn finish(&self, shared: &Shared, task: &Arc<Task>) {
+        // SAFETY: the coroutine has switched away for good.
+        let mut generator = unsafe { task.generator() }
+            .take()
+            .expect("a started coroutine has a generator");
+        let failure = generator.get_panic_data();
+        task.set_lifecycle(Lifecycle::Done);
+        shared.registry.remove(task.slot.load(Ordering::Relaxed));
+        shared.counters.finished.fetch_add(1, Ordering::Relaxed);
+        match failure {
+            // The stack overflowed: its frames were never unwound, so the
+            // stack can neither be re-used nor safely unmapped.
+            Some(payload) => {
+                crate::coroutine::Stacks::leak(generator);
+                task.completion.fail(payload);
+            }
+            None => self
+                .stacks
+                .borrow_mut()
+                .put(task.stack_bytes, generator),
+        }
+    }
+
+    /// Polls the reactor (blocking until the next timer if `block`) and
+    /// fires due timers.
+    fn poll_reactor(&self, block: bool) {
+        if block {
+            let timeout = self.timers.borrow_mut().next_timeout(Instant::now());
+            self.shared().workers[self.index]
+                .poller
+                .wait(timeout, |_event| {});
+        }
+        if !self.timers.borrow().is_empty() {
+            self.timers.borrow_mut().fire(Instant::now());
+        }
+    }
+
+    /// Sleeps in the reactor until work arrives, a timer is due or the
+    /// runtime shuts down.
+    fn idle(&self, shared: &Shared) {
+        let me = &shared.workers[self.index];
+        me.sleeping.store(true, Ordering::SeqCst);
+        // Pairs with the fence of whoever queues work: either it sees
+        // `sleeping` and notifies, or this check sees its work.
+        fence(Ordering::SeqCst);
+        if !self.has_work(shared) && !shared.shutdown.load(Ordering::Acquire) {
+            self.poll_reactor(true);
+        } else {
+            self.timers.borrow_mut().fire(Instant::now());
+        }
+        me.sleeping.store(false, Ordering::Relaxed);
+        me.notified.store(false, Ordering::Release);
+    }
+}
+
+/// Retries a steal until it succeeds or finds nothing.
+fn steal_one(mut steal: impl FnMut() -> Steal<Arc<Task>>) -> Option<Arc<Task>> {
+    loop {
+        match steal() {
+            Steal::Success(task) => return Some(task),
+            Steal::Empty => return None,
+            Steal::Retry => core::hint::spin_loop(),
+        }
+    }
+}

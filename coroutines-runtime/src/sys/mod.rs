@@ -1,0 +1,93 @@
+//! The platform layer: raw system calls and the few facts about the C
+//! library's layout that the runtime depends on.
+//!
+//! Everything architecture-specific lives in one file per target
+//! (`x86_64.rs` today); the rest of the crate calls the portable wrappers
+//! below. The runtime never calls the libc functions it hooks for its own
+//! work: those calls would re-enter the hook layer.
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+compile_error!("coroutines-runtime supports x86-64 Linux only for now (see sys/mod.rs)");
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod x86_64;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(crate) use x86_64::syscall6;
+
+use libc::{c_int, c_long};
+
+/// Runs a system call, returning the kernel's result: a non-negative value,
+/// or `-errno`.
+#[inline]
+pub(crate) fn raw(nr: c_long, args: [usize; 6]) -> isize {
+    // SAFETY: the callers below pass argument words that the kernel validates;
+    // a bad pointer yields EFAULT, never undefined behaviour in this process,
+    // except for calls that write through pointers, which document their own
+    // contracts.
+    unsafe { syscall6(nr, args) }
+}
+
+/// Converts a raw result into `Ok(value)` or `Err(errno)`.
+#[inline]
+pub(crate) fn check(ret: isize) -> Result<usize, c_int> {
+    if ret < 0 {
+        Err(-ret as c_int)
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Sets the calling thread's `errno`.
+#[inline]
+pub(crate) fn set_errno(e: c_int) {
+    // SAFETY: `__errno_location` returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Reads the calling thread's `errno`.
+#[inline]
+pub(crate) fn errno() -> c_int {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Waits on a futex word while it holds `expected`, bypassing the hook layer.
+pub(crate) fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    let _ = raw(
+        libc::SYS_futex,
+        [
+            word.as_ptr() as usize,
+            (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize,
+            expected as usize,
+            0,
+            0,
+            0,
+        ],
+    );
+}
+
+/// Wakes up to `count` threads waiting on a futex word, bypassing the hook
+/// layer.
+pub(crate) fn futex_wake(word: &core::sync::atomic::AtomicU32, count: i32) -> isize {
+    raw(
+        libc::SYS_futex,
+        [
+            word.as_ptr() as usize,
+            (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize,
+            count as usize,
+            0,
+            0,
+            0,
+        ],
+    )
+}
+
+/// Closes a descriptor the runtime owns.
+pub(crate) fn close(fd: c_int) {
+    let _ = raw(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]);
+}
+
+/// Yields the processor to another thread.
+pub(crate) fn sched_yield() {
+    let _ = raw(libc::SYS_sched_yield, [0; 6]);
+}

@@ -1,0 +1,32 @@
+//! x86-64 Linux: the raw system-call instruction.
+
+use core::arch::asm;
+use libc::c_long;
+
+/// Executes `syscall` with up to six arguments and returns `rax`
+/// (`-errno` on failure).
+///
+/// # Safety
+/// The arguments must be valid for the system call `nr`.
+#[inline]
+pub(crate) unsafe fn syscall6(nr: c_long, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the x86-64 Linux system-call ABI: number in rax, arguments in
+    // rdi, rsi, rdx, r10, r8, r9; the kernel clobbers rcx and r11.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack, preserves_flags)
+        );
+    }
+    ret
+}

@@ -1,0 +1,123 @@
+//! Spawning with options.
+
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use coroutines_runtime::SpawnOptions;
+
+use crate::join::{JoinHandle, Packet};
+use crate::Coroutine;
+
+/// Coroutine factory, which can configure the properties of a new
+/// coroutine, like [`std::thread::Builder`].
+///
+/// # Examples
+/// ```
+/// let handle = coroutines::Builder::new()
+///     .name("parser".into())
+///     .stack_size(256 * 1024)
+///     .spawn(|| 2 + 2)
+///     .unwrap();
+/// assert_eq!(handle.join().unwrap(), 4);
+/// ```
+#[derive(Debug, Default)]
+#[must_use = "must eventually spawn the coroutine"]
+pub struct Builder {
+    options: SpawnOptions,
+}
+
+impl Builder {
+    /// Generates the base configuration for spawning a coroutine, from which
+    /// configuration methods can be chained.
+    ///
+    /// # Examples
+    /// ```
+    /// let handle = coroutines::Builder::new().spawn(|| 1).unwrap();
+    /// assert_eq!(handle.join().unwrap(), 1);
+    /// ```
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the coroutine-to-be, for identification in panic messages,
+    /// [`current`](crate::current) and diagnostics.
+    ///
+    /// # Examples
+    /// ```
+    /// let handle = coroutines::Builder::new()
+    ///     .name("named coroutine".into())
+    ///     .spawn(|| coroutines::current().name().unwrap().to_owned())
+    ///     .unwrap();
+    /// assert_eq!(handle.join().unwrap(), "named coroutine");
+    /// ```
+    pub fn name(mut self, name: String) -> Builder {
+        self.options.name = Some(name);
+        self
+    }
+
+    /// Sets the size of the stack, in bytes, for the new coroutine. The
+    /// runtime's default is 64 KiB; only the pages a coroutine touches use
+    /// memory.
+    ///
+    /// # Examples
+    /// ```
+    /// let handle = coroutines::Builder::new()
+    ///     .stack_size(1024 * 1024)
+    ///     .spawn(|| [0u8; 512 * 1024].len())
+    ///     .unwrap();
+    /// assert_eq!(handle.join().unwrap(), 512 * 1024);
+    /// ```
+    pub fn stack_size(mut self, size: usize) -> Builder {
+        self.options.stack_size = Some(size);
+        self
+    }
+
+    /// Spawns a new coroutine with this configuration, returning a
+    /// [`JoinHandle`] for it.
+    ///
+    /// Inside a coroutine it joins the caller's runtime; elsewhere the
+    /// process-wide one.
+    ///
+    /// # Errors
+    /// If the stack size is invalid, the runtime has shut down, or the
+    /// process is at its memory-map limit (the message names
+    /// `vm.max_map_count`). A stack is allocated when the coroutine first
+    /// runs; if that fails, [`JoinHandle::join`] reports it.
+    ///
+    /// # Examples
+    /// ```
+    /// let error = coroutines::Builder::new().stack_size(0).spawn(|| ()).unwrap_err();
+    /// assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    /// ```
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_on(None, f)
+    }
+
+    /// Spawns `f` into `runtime`, or where [`spawn`](Self::spawn) would.
+    pub(crate) fn spawn_on<F, T>(
+        self,
+        runtime: Option<&coroutines_runtime::Runtime>,
+        f: F,
+    ) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let packet = Arc::new(Packet::<T>::new());
+        let body = {
+            let packet = packet.clone();
+            Box::new(move || packet.complete(catch_unwind(AssertUnwindSafe(f))))
+        };
+        let name = self.options.name.as_deref().map(Arc::from);
+        let task = match runtime {
+            Some(runtime) => runtime.spawn_raw(self.options, body, packet.clone())?,
+            None => coroutines_runtime::spawn(self.options, body, packet.clone())?,
+        };
+        Ok(JoinHandle::new(packet, Coroutine::new(task.id(), name)))
+    }
+}

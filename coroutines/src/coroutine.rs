@@ -1,0 +1,77 @@
+//! The identity of a coroutine.
+
+use std::sync::Arc;
+
+use coroutines_runtime::CoroutineId;
+
+/// A handle to a coroutine's identity, like [`std::thread::Thread`].
+///
+/// # Examples
+/// ```
+/// let handle = coroutines::Builder::new()
+///     .name("worker".into())
+///     .spawn(|| coroutines::current().name().map(str::to_owned))
+///     .unwrap();
+/// assert_eq!(handle.coroutine().name(), Some("worker"));
+/// assert_eq!(handle.join().unwrap().as_deref(), Some("worker"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Coroutine {
+    id: CoroutineId,
+    name: Option<Arc<str>>,
+}
+
+impl Coroutine {
+    pub(crate) fn new(id: CoroutineId, name: Option<Arc<str>>) -> Coroutine {
+        Coroutine { id, name }
+    }
+
+    /// Returns the coroutine's unique identifier.
+    ///
+    /// # Examples
+    /// ```
+    /// let a = coroutines::spawn(|| coroutines::current().id());
+    /// let b = coroutines::spawn(|| coroutines::current().id());
+    /// assert_ne!(a.join().unwrap(), b.join().unwrap());
+    /// ```
+    pub fn id(&self) -> CoroutineId {
+        self.id
+    }
+
+    /// Returns the coroutine's name, if it was given one.
+    ///
+    /// # Examples
+    /// ```
+    /// let unnamed = coroutines::spawn(|| coroutines::current().name().is_none());
+    /// assert!(unnamed.join().unwrap());
+    /// ```
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
+/// Returns a handle to the running coroutine.
+///
+/// # Panics
+/// Outside a coroutine; see [`try_current`].
+///
+/// # Examples
+/// ```
+/// let handle = coroutines::spawn(|| coroutines::current().id());
+/// let id = handle.coroutine().id();
+/// assert_eq!(handle.join().unwrap(), id);
+/// ```
+pub fn current() -> Coroutine {
+    try_current().expect("coroutines::current() called outside a coroutine")
+}
+
+/// Returns a handle to the running coroutine, or `None` outside one.
+///
+/// # Examples
+/// ```
+/// assert!(coroutines::try_current().is_none());
+/// assert!(coroutines::spawn(|| coroutines::try_current().is_some()).join().unwrap());
+/// ```
+pub fn try_current() -> Option<Coroutine> {
+    coroutines_runtime::current_task().map(|task| Coroutine::new(task.id(), task.name().map(Arc::from)))
+}

@@ -1,0 +1,131 @@
+//! Join handles and the packet a coroutine's result travels in.
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use coroutines_runtime::sync::Latch;
+use coroutines_runtime::Completion;
+
+use crate::Coroutine;
+
+/// Where a coroutine's result waits for its join handle.
+pub(crate) struct Packet<T> {
+    /// Set by whoever delivers the result first; guards `result`.
+    claimed: AtomicBool,
+    result: UnsafeCell<Option<thread::Result<T>>>,
+    done: Latch,
+}
+
+// SAFETY: `result` is written once, by the thread that won `claimed`, before
+// `done` is set, and read only after `done` is observed set.
+unsafe impl<T: Send> Sync for Packet<T> {}
+
+impl<T> Packet<T> {
+    pub(crate) fn new() -> Packet<T> {
+        Packet {
+            claimed: AtomicBool::new(false),
+            result: UnsafeCell::new(None),
+            done: Latch::new(),
+        }
+    }
+
+    /// Delivers the coroutine's result; later deliveries are ignored.
+    pub(crate) fn complete(&self, result: thread::Result<T>) {
+        if !self.claimed.swap(true, Ordering::AcqRel) {
+            // SAFETY: only the winner of `claimed` writes, before `set`.
+            unsafe { *self.result.get() = Some(result) };
+            self.done.set();
+        }
+    }
+
+    /// Waits for the result and takes it.
+    fn take(&self) -> thread::Result<T> {
+        self.done.wait();
+        // SAFETY: `done` is set, so the write has happened and nobody else
+        // reads: the only reader is the join handle, consumed by `join`.
+        unsafe { (*self.result.get()).take() }.expect("a coroutine's result is taken once")
+    }
+}
+
+impl<T: Send> Completion for Packet<T> {
+    fn fail(&self, payload: Box<dyn Any + Send>) {
+        self.complete(Err(payload));
+    }
+}
+
+/// An owned permission to join on a coroutine (block on its termination).
+///
+/// Dropping the handle detaches the coroutine: it keeps running, and its
+/// result is dropped when it finishes.
+///
+/// # Examples
+/// ```
+/// let handle: coroutines::JoinHandle<u32> = coroutines::spawn(|| 7);
+/// assert_eq!(handle.join().unwrap(), 7);
+/// ```
+pub struct JoinHandle<T> {
+    packet: Arc<Packet<T>>,
+    coroutine: Coroutine,
+}
+
+impl<T> JoinHandle<T> {
+    pub(crate) fn new(packet: Arc<Packet<T>>, coroutine: Coroutine) -> JoinHandle<T> {
+        JoinHandle { packet, coroutine }
+    }
+
+    /// Waits for the coroutine to finish and returns its result.
+    ///
+    /// A coroutine calling `join` is parked, so its worker runs other
+    /// coroutines meanwhile; a plain thread blocks. If the coroutine
+    /// panicked, the `Err` holds the panic payload, as with
+    /// [`std::thread::JoinHandle::join`]. A coroutine that can never finish
+    /// (its stack could not be allocated, it overflowed its stack, or its
+    /// runtime shut down first) also yields an `Err`, whose payload is a
+    /// `String` saying why.
+    ///
+    /// # Examples
+    /// ```
+    /// let handle = coroutines::spawn(|| panic!("oops"));
+    /// let payload = handle.join().unwrap_err();
+    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"oops"));
+    /// ```
+    pub fn join(self) -> thread::Result<T> {
+        self.packet.take()
+    }
+
+    /// Returns whether the coroutine has finished, without blocking.
+    ///
+    /// # Examples
+    /// ```
+    /// let handle = coroutines::spawn(|| ());
+    /// while !handle.is_finished() {
+    ///     std::thread::yield_now();
+    /// }
+    /// handle.join().unwrap();
+    /// ```
+    pub fn is_finished(&self) -> bool {
+        self.packet.done.is_set()
+    }
+
+    /// Returns the identity of the coroutine.
+    ///
+    /// # Examples
+    /// ```
+    /// let handle = coroutines::Builder::new().name("named".into()).spawn(|| ()).unwrap();
+    /// assert_eq!(handle.coroutine().name(), Some("named"));
+    /// ```
+    pub fn coroutine(&self) -> &Coroutine {
+        &self.coroutine
+    }
+}
+
+impl<T> std::fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("coroutine", &self.coroutine)
+            .finish_non_exhaustive()
+    }
+}

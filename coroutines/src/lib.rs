@@ -1,0 +1,103 @@
+//! Make ordinary blocking Rust code massively concurrent.
+//!
+//! `coroutines` runs closures as stackful coroutines on a small pool of
+//! worker threads, with the API of [`std::thread`]: replace
+//! `std::thread::spawn` with [`coroutines::spawn`](spawn) and keep writing
+//! blocking code.
+//!
+//! ```
+//! let handles: Vec<_> = (0..1000u64)
+//!     .map(|i| coroutines::spawn(move || i * 2))
+//!     .collect();
+//! let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+//! assert_eq!(sum, 999_000);
+//! ```
+//!
+//! A program usually starts its runtime with [`#[coroutines::main]`](main),
+//! which runs `main`'s body in the root coroutine; without it, the first
+//! spawn from a plain thread starts a process-wide runtime with the default
+//! configuration. Independent runtimes are built with [`Runtime::builder`].
+
+mod builder;
+mod coroutine;
+mod join;
+pub mod runtime;
+
+pub use builder::Builder;
+pub use coroutine::{current, try_current, Coroutine};
+pub use coroutines_macros::{main, test};
+pub use coroutines_runtime::{CoroutineId, Stats};
+pub use join::JoinHandle;
+pub use runtime::Runtime;
+
+/// Spawns a new coroutine, returning a [`JoinHandle`] for it.
+///
+/// Inside a coroutine the new one joins the caller's runtime; elsewhere it
+/// goes to the process-wide runtime, which starts on first use. The join
+/// handle detaches the coroutine when dropped, as with threads.
+///
+/// # Panics
+/// If the process-wide runtime cannot start, or the runtime has shut down;
+/// use [`Builder::spawn`] to handle such errors.
+///
+/// # Examples
+/// ```
+/// let handle = coroutines::spawn(|| "hello from a coroutine");
+/// assert_eq!(handle.join().unwrap(), "hello from a coroutine");
+/// ```
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new()
+        .spawn(f)
+        .unwrap_or_else(|error| panic!("failed to spawn coroutine: {error}"))
+}
+
+/// Cooperatively gives up the worker to other coroutines.
+///
+/// The caller goes to the back of its worker's run queue. Outside a
+/// coroutine this yields the OS thread, like [`std::thread::yield_now`].
+///
+/// # Examples
+/// ```
+/// let handle = coroutines::spawn(|| {
+///     for _ in 0..3 {
+///         coroutines::yield_now();
+///     }
+/// });
+/// handle.join().unwrap();
+/// ```
+pub fn yield_now() {
+    coroutines_runtime::yield_now();
+}
+
+/// Returns whether the caller runs inside a coroutine.
+///
+/// # Examples
+/// ```
+/// assert!(!coroutines::in_coroutine());
+/// assert!(coroutines::spawn(coroutines::in_coroutine).join().unwrap());
+/// ```
+pub fn in_coroutine() -> bool {
+    coroutines_runtime::in_coroutine()
+}
+
+/// Returns the counters of the caller's runtime: the coroutine's runtime
+/// inside a coroutine, else the process-wide one (all zero if it has not
+/// started).
+///
+/// # Examples
+/// ```
+/// coroutines::spawn(|| ()).join().unwrap();
+/// assert!(coroutines::stats().spawned >= 1);
+/// ```
+pub fn stats() -> Stats {
+    coroutines_runtime::current_stats()
+        .or_else(|| coroutines_runtime::started_default_runtime().map(|rt| rt.stats()))
+        .unwrap_or_default()
+}
+
+#[doc(hidden)]
+pub mod __private;

@@ -1,0 +1,235 @@
+//! Runtime instances and their configuration.
+
+use std::io;
+
+use coroutines_runtime::Config;
+
+use crate::{Builder as CoroutineBuilder, JoinHandle, Stats};
+
+/// A set of worker threads that run coroutines.
+///
+/// Most programs use the process-wide runtime (through [`crate::spawn`] or
+/// [`#[coroutines::main]`](crate::main)); independent runtimes are for
+/// libraries and tests that need their own configuration. Dropping a runtime
+/// shuts its workers down; coroutines still running are abandoned and their
+/// join handles return an error.
+///
+/// # Examples
+/// ```
+/// let runtime = coroutines::Runtime::builder().workers(2).build().unwrap();
+/// let sum = runtime.block_on(|| {
+///     let handles: Vec<_> = (0..10u32).map(|i| coroutines::spawn(move || i)).collect();
+///     handles.into_iter().map(|h| h.join().unwrap()).sum::<u32>()
+/// });
+/// assert_eq!(sum, 45);
+/// ```
+pub struct Runtime {
+    inner: coroutines_runtime::Runtime,
+}
+
+impl Runtime {
+    /// Starts a runtime with the default configuration.
+    ///
+    /// # Errors
+    /// If `COROUTINES_WORKERS` is invalid or a worker thread cannot start.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::new().unwrap();
+    /// assert!(runtime.workers() >= 1);
+    /// ```
+    pub fn new() -> io::Result<Runtime> {
+        Runtime::builder().build()
+    }
+
+    /// Returns a builder to configure a runtime.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
+    /// assert_eq!(runtime.workers(), 1);
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Runs `f` in a new coroutine of this runtime and waits for its result.
+    ///
+    /// Called from a coroutine, the caller is parked meanwhile; from a
+    /// thread, the thread blocks.
+    ///
+    /// # Panics
+    /// If `f` panics, the panic is resumed in the caller. If the runtime
+    /// cannot run `f` (see [`JoinHandle::join`]).
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
+    /// assert!(runtime.block_on(coroutines::in_coroutine));
+    /// ```
+    pub fn block_on<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        block_on(&self.inner, f)
+    }
+
+    /// Spawns a coroutine into this runtime.
+    ///
+    /// # Panics
+    /// If the runtime has shut down.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
+    /// assert_eq!(runtime.spawn(|| 3).join().unwrap(), 3);
+    /// ```
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        CoroutineBuilder::new()
+            .spawn_on(Some(&self.inner), f)
+            .unwrap_or_else(|error| panic!("failed to spawn coroutine: {error}"))
+    }
+
+    /// Returns the number of worker threads.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().workers(3).build().unwrap();
+    /// assert_eq!(runtime.workers(), 3);
+    /// ```
+    pub fn workers(&self) -> usize {
+        self.inner.workers()
+    }
+
+    /// Returns a snapshot of this runtime's counters.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
+    /// runtime.spawn(|| ()).join().unwrap();
+    /// assert_eq!(runtime.stats().spawned, 1);
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+}
+
+/// Configures a [`Runtime`] or the process-wide runtime.
+///
+/// # Examples
+/// ```
+/// let runtime = coroutines::Runtime::builder()
+///     .workers(2)
+///     .work_stealing(true)
+///     .stack_size(128 * 1024)
+///     .build()
+///     .unwrap();
+/// assert_eq!(runtime.workers(), 2);
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing until built"]
+pub struct Builder {
+    config: Config,
+}
+
+impl Builder {
+    /// Sets the number of worker threads. Without it, the environment
+    /// variable `COROUTINES_WORKERS` decides, else the number of CPUs.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
+    /// assert_eq!(runtime.workers(), 1);
+    /// ```
+    pub fn workers(mut self, workers: usize) -> Builder {
+        self.config.workers = Some(workers);
+        self
+    }
+
+    /// Lets idle workers take coroutines that have already started from busy
+    /// workers (off by default). A moved coroutine must not hold on to
+    /// addresses of thread-locals across a wait; each move is counted in
+    /// [`Stats::migrations`].
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().work_stealing(true).build().unwrap();
+    /// runtime.block_on(|| ());
+    /// ```
+    pub fn work_stealing(mut self, enabled: bool) -> Builder {
+        self.config.work_stealing = Some(enabled);
+        self
+    }
+
+    /// Sets the default stack size, in bytes, of the runtime's coroutines
+    /// (64 KiB if unset).
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().stack_size(1 << 20).build().unwrap();
+    /// assert_eq!(runtime.block_on(|| [1u8; 256 * 1024].len()), 256 * 1024);
+    /// ```
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.config.stack_size = Some(bytes);
+        self
+    }
+
+    /// Starts an independent runtime with this configuration.
+    ///
+    /// # Errors
+    /// If the configuration is invalid (zero workers, zero or oversized
+    /// stacks, a malformed `COROUTINES_WORKERS`) or a worker cannot start.
+    ///
+    /// # Examples
+    /// ```
+    /// let error = coroutines::Runtime::builder().workers(0).build().err().unwrap();
+    /// assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    /// ```
+    pub fn build(&self) -> io::Result<Runtime> {
+        Ok(Runtime {
+            inner: coroutines_runtime::Runtime::new(&self.config)?,
+        })
+    }
+
+    /// Starts the process-wide runtime with this configuration; what
+    /// [`#[coroutines::main]`](crate::main) does.
+    ///
+    /// # Errors
+    /// If the process-wide runtime has already started (the message says
+    /// so), or as [`build`](Self::build).
+    ///
+    /// # Examples
+    /// ```
+    /// coroutines::spawn(|| ()).join().unwrap(); // starts the default runtime
+    /// let error = coroutines::Runtime::builder().workers(2).start_default().unwrap_err();
+    /// assert!(error.to_string().contains("already started"));
+    /// ```
+    pub fn start_default(&self) -> io::Result<()> {
+        coroutines_runtime::init_default_runtime(&self.config).map(drop)
+    }
+
+    pub(crate) fn start_default_runtime(
+        &self,
+    ) -> io::Result<&'static coroutines_runtime::Runtime> {
+        coroutines_runtime::init_default_runtime(&self.config)
+    }
+}
+
+/// Runs `f` in a coroutine of `runtime`, waits, and resumes its panic.
+pub(crate) fn block_on<F, T>(runtime: &coroutines_runtime::Runtime, f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let handle = CoroutineBuilder::new()
+        .spawn_on(Some(runtime), f)
+        .unwrap_or_else(|error| panic!("failed to spawn coroutine: {error}"));
+    handle
+        .join()
+        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+}
