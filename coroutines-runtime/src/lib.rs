@@ -10,6 +10,8 @@
 //! - `sys`: raw system calls and everything platform-specific.
 
 pub mod coroutine;
+mod futex;
+mod hooks;
 mod reactor;
 pub mod scheduler;
 pub mod sync;

@@ -12,6 +12,8 @@ compile_error!("coroutines-runtime supports x86-64 Linux only for now (see sys/m
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod x86_64;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod x86_64_trampoline;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub(crate) use x86_64::syscall6;
 
 use libc::{c_int, c_long};

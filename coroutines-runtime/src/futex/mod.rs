@@ -1,0 +1,1 @@
+//! An address-keyed table of parked futex waiters.

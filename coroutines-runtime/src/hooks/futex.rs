@@ -1,0 +1,1 @@
+//! The `syscall(SYS_futex, ..)` hook: std::sync waits park the coroutine.
