@@ -1,0 +1,2 @@
+#[coroutines::main]
+async fn main() {}

@@ -1,0 +1,2 @@
+#[coroutines::main]
+const fn main() {}

@@ -1,0 +1,2 @@
+#[coroutines::main]
+fn main() -> impl std::process::Termination {}

@@ -1,0 +1,2 @@
+#[coroutines::main]
+fn main(_args: Vec<String>) {}

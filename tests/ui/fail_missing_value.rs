@@ -1,0 +1,2 @@
+#[coroutines::main(workers)]
+fn main() {}

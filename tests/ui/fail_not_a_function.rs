@@ -1,0 +1,4 @@
+#[coroutines::main]
+struct Main;
+
+fn main() {}

@@ -1,0 +1,2 @@
+#[coroutines::main(workers: 4)]
+fn main() {}

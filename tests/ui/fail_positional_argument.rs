@@ -1,0 +1,2 @@
+#[coroutines::main(4)]
+fn main() {}

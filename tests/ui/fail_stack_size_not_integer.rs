@@ -1,0 +1,2 @@
+#[coroutines::main(stack_size = 64 * 1024)]
+fn main() {}

@@ -1,0 +1,2 @@
+#[coroutines::main(stack_size = 0)]
+fn main() {}

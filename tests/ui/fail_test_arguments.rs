@@ -1,0 +1,6 @@
+#[coroutines::test(workers = 0, stack_size = "64 KiB")]
+fn spawns() {}
+
+fn main() {
+    spawns();
+}

@@ -1,0 +1,6 @@
+#[coroutines::test]
+async fn fetches() {}
+
+fn main() {
+    let _ = fetches();
+}

@@ -1,0 +1,5 @@
+#[coroutines::test]
+#[test]
+fn twice() {}
+
+fn main() {}

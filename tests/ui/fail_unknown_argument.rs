@@ -1,0 +1,2 @@
+#[coroutines::main(worker_threads = 4)]
+fn main() {}

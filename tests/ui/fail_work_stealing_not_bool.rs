@@ -1,0 +1,2 @@
+#[coroutines::main(work_stealing = 1)]
+fn main() {}

@@ -1,0 +1,2 @@
+#[coroutines::main(workers = -1)]
+fn main() {}

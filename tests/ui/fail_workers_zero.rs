@@ -1,0 +1,2 @@
+#[coroutines::main(workers = 0)]
+fn main() {}
