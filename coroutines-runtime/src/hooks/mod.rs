@@ -3,8 +3,22 @@
 //! parks the coroutine instead of its worker.
 //!
 //! Every hook has the same shape: outside a coroutine (one thread-local
-//! load) it does exactly what libc does; inside one it tries the operation
-//! without blocking and, if it would block, waits through one shared
-//! mechanism before trying again.
+//! load) it makes the system call exactly as libc would; inside one it goes
+//! through [`blocking::blocking_io`], which tries the call without blocking
+//! and, if it would block, waits in the reactor before trying again. The
+//! real operations are raw system calls: no loader lookups, no recursion,
+//! and they work in static builds.
+//!
+//! Known limits: writes to stdout and stderr block the worker (std's stdout
+//! lock is re-entrant per OS thread, so parking inside it would let another
+//! coroutine on the same worker into it); `select`, `ppoll`,
+//! `epoll_wait` and `MSG_WAITALL` are not hooked and block the worker;
+//! descriptors closed by paths the hooks do not see (e.g. `fclose`) keep
+//! their record until the number is created again through a hook.
 
+mod blocking;
+mod fd;
 mod futex;
+mod poll;
+mod socket;
+mod time;

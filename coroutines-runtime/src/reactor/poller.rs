@@ -5,7 +5,14 @@ use std::time::Duration;
 
 use libc::c_int;
 
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
 use crate::sys;
+
+/// Readiness a descriptor is registered for: both directions, edge
+/// triggered, so it is registered once and never modified per wait.
+pub(crate) const INTEREST: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 
 /// The epoll token of the wake-up eventfd; descriptor tokens are their fd
 /// numbers, which are never negative.
@@ -17,13 +24,12 @@ const EVENTS_PER_WAIT: usize = 256;
 pub(crate) struct Poller {
     epoll: c_int,
     notify: c_int,
-}
-
-/// A readiness event: the descriptor and what it became ready for.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Event {
-    pub(crate) fd: c_int,
-    pub(crate) events: u32,
+    /// Unique for the life of the process, unlike the epoll fd number, so
+    /// that a descriptor's "registered with" list never confuses a dropped
+    /// runtime's poller with a new one.
+    pub(crate) id: u64,
+    /// Descriptors ever registered; while zero, a busy worker skips polling.
+    registrations: AtomicUsize,
 }
 
 impl Poller {
@@ -35,7 +41,14 @@ impl Poller {
         .map_err(io::Error::from_raw_os_error)? as c_int;
         let notify = match sys::check(sys::raw(
             libc::SYS_eventfd2,
-            [0, (libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) as usize, 0, 0, 0, 0],
+            [
+                0,
+                (libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
         )) {
             Ok(fd) => fd as c_int,
             Err(e) => {
@@ -43,23 +56,55 @@ impl Poller {
                 return Err(io::Error::from_raw_os_error(e));
             }
         };
-        let poller = Poller { epoll, notify };
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let poller = Poller {
+            epoll,
+            notify,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            registrations: AtomicUsize::new(0),
+        };
         // Edge-triggered: every write to the eventfd produces one edge, so
         // it never needs to be read back.
         poller
-            .add(notify, NOTIFY_TOKEN, libc::EPOLLIN as u32 | libc::EPOLLET as u32)
+            .add(
+                notify,
+                NOTIFY_TOKEN,
+                libc::EPOLLIN as u32 | libc::EPOLLET as u32,
+            )
             .map_err(io::Error::from_raw_os_error)?;
         Ok(poller)
     }
 
     /// Registers `fd` with `events`, reported under `token`.
-    pub(crate) fn add(&self, fd: c_int, token: u64, events: u32) -> Result<(), c_int> {
+    fn add(&self, fd: c_int, token: u64, events: u32) -> Result<(), c_int> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, events)
+    }
+
+    /// Registers a descriptor for both directions under `token`; if it is
+    /// already registered (under an older token), updates the token.
+    pub(crate) fn register(&self, fd: c_int, token: u64) -> Result<(), c_int> {
+        match self.add(fd, token, INTEREST) {
+            Err(libc::EEXIST) => self.ctl(libc::EPOLL_CTL_MOD, fd, token, INTEREST),
+            Ok(()) => {
+                self.registrations.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether any descriptor was ever registered.
+    pub(crate) fn has_registrations(&self) -> bool {
+        self.registrations.load(Ordering::Relaxed) != 0
+    }
+
+    fn ctl(&self, op: c_int, fd: c_int, token: u64, events: u32) -> Result<(), c_int> {
         let mut event = libc::epoll_event { events, u64: token };
         sys::check(sys::raw(
             libc::SYS_epoll_ctl,
             [
                 self.epoll as usize,
-                libc::EPOLL_CTL_ADD as usize,
+                op as usize,
                 fd as usize,
                 &mut event as *mut _ as usize,
                 0,
@@ -75,22 +120,30 @@ impl Poller {
         let one: u64 = 1;
         let _ = sys::raw(
             libc::SYS_write,
-            [self.notify as usize, &one as *const u64 as usize, 8, 0, 0, 0],
+            [
+                self.notify as usize,
+                &one as *const u64 as usize,
+                8,
+                0,
+                0,
+                0,
+            ],
         );
     }
 
     /// Waits up to `timeout` (forever if `None`) and passes each descriptor
-    /// event to `on_event`. Returns the number of events, notifications
-    /// included.
-    pub(crate) fn wait(&self, timeout: Option<Duration>, mut on_event: impl FnMut(Event)) -> usize {
+    /// event, as its token and event bits, to `on_event`. Returns the number
+    /// of events, notifications included.
+    pub(crate) fn wait(
+        &self,
+        timeout: Option<Duration>,
+        mut on_event: impl FnMut(u64, u32),
+    ) -> usize {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
         let timeout_ms: c_int = match timeout {
             None => -1,
             // Round up so a timer is never woken for early.
-            Some(t) => t
-                .as_nanos()
-                .div_ceil(1_000_000)
-                .min(c_int::MAX as u128) as c_int,
+            Some(t) => t.as_nanos().div_ceil(1_000_000).min(c_int::MAX as u128) as c_int,
         };
         let n = sys::raw(
             libc::SYS_epoll_pwait,
@@ -106,10 +159,7 @@ impl Poller {
         let n = n.max(0) as usize;
         for event in &events[..n] {
             if event.u64 != NOTIFY_TOKEN {
-                on_event(Event {
-                    fd: event.u64 as c_int,
-                    events: event.events,
-                });
+                on_event(event.u64, event.events);
             }
         }
         n

@@ -22,14 +22,14 @@ pub(crate) use config::{Resolved, STACK_POOL_CAPACITY};
 pub(crate) use registry::Registry;
 pub use runtime::{
     current_stats, current_task, default_runtime, init_default_runtime, spawn,
-    started_default_runtime, Runtime,
-    SpawnOptions,
+    started_default_runtime, Runtime, SpawnOptions,
 };
-pub use stats::Stats;
 pub(crate) use stats::Counters;
+pub use stats::Stats;
 pub(crate) use worker::{Local, WorkerShared};
 
 use crate::coroutine::{switch, Task};
+use crate::reactor::Poller;
 
 /// State shared by a runtime's workers and handles.
 pub(crate) struct Shared {
@@ -79,6 +79,13 @@ impl Shared {
             }
         }
     }
+}
+
+/// The poller of the running coroutine's worker, or `None` outside
+/// coroutines.
+pub(crate) fn current_poller() -> Option<&'static Poller> {
+    let task = switch::current()?;
+    Some(&task.shared.workers[task.home.load(Ordering::Relaxed)].poller)
 }
 
 /// Makes a woken coroutine runnable on its worker.

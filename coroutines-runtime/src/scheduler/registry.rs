@@ -23,7 +23,9 @@ pub(crate) type Slot = u64;
 impl Registry {
     pub(crate) fn new(shards: usize) -> Registry {
         Registry {
-            shards: (0..shards).map(|_| SpinLock::new(Slab::default())).collect(),
+            shards: (0..shards)
+                .map(|_| SpinLock::new(Slab::default()))
+                .collect(),
         }
     }
 

@@ -11,7 +11,7 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use super::Shared;
 use crate::coroutine::{self, switch, Lifecycle, StackPool, Suspend, Task};
-use crate::reactor::{Poller, Timers};
+use crate::reactor::{self, Poller, Timers};
 
 /// Every this many runs a busy worker polls its reactor, fires due timers
 /// and takes from the injector first, so none of them starves. A prime, as
@@ -252,10 +252,7 @@ impl Local {
     fn start(&self, shared: &Shared, task: &Arc<Task>) -> bool {
         // SAFETY: a new task is owned by the worker that dequeued it.
         let body = unsafe { task.take_body() }.expect("a new coroutine has a body");
-        let generator = self
-            .stacks
-            .borrow_mut()
-            .get(task.stack_bytes, body);
+        let generator = self.stacks.borrow_mut().get(task.stack_bytes, body);
         match generator {
             Ok(mut generator) => {
                 generator.set_local_data(Arc::as_ptr(task) as *mut u8);
@@ -294,21 +291,19 @@ impl Local {
                 crate::coroutine::Stacks::leak(generator);
                 task.completion.fail(payload);
             }
-            None => self
-                .stacks
-                .borrow_mut()
-                .put(task.stack_bytes, generator),
+            None => self.stacks.borrow_mut().put(task.stack_bytes, generator),
         }
     }
 
     /// Polls the reactor (blocking until the next timer if `block`) and
     /// fires due timers.
     fn poll_reactor(&self, block: bool) {
+        let poller = &self.shared().workers[self.index].poller;
         if block {
             let timeout = self.timers.borrow_mut().next_timeout(Instant::now());
-            self.shared().workers[self.index]
-                .poller
-                .wait(timeout, |_event| {});
+            poller.wait(timeout, reactor::dispatch);
+        } else if poller.has_registrations() {
+            poller.wait(Some(core::time::Duration::ZERO), reactor::dispatch);
         }
         if !self.timers.borrow().is_empty() {
             self.timers.borrow_mut().fire(Instant::now());

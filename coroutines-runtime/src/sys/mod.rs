@@ -93,3 +93,27 @@ pub(crate) fn close(fd: c_int) {
 pub(crate) fn sched_yield() {
     let _ = raw(libc::SYS_sched_yield, [0; 6]);
 }
+
+/// `syscall!(SYS_name, a, b, ..)`: a raw system call with up to six
+/// arguments of any integer or pointer type, returning `-errno` on failure.
+macro_rules! syscall {
+    ($nr:expr $(, $arg:expr)* $(,)?) => {{
+        let args: &[usize] = &[$($arg as usize),*];
+        let mut words = [0usize; 6];
+        words[..args.len()].copy_from_slice(args);
+        $crate::sys::raw($nr, words)
+    }};
+}
+pub(crate) use syscall;
+
+/// Converts a raw result to the C convention: the value, or -1 with `errno`
+/// set.
+#[inline]
+pub(crate) fn c_result(ret: isize) -> isize {
+    if ret < 0 {
+        set_errno(-ret as c_int);
+        -1
+    } else {
+        ret
+    }
+}

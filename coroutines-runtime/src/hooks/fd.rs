@@ -1,0 +1,294 @@
+//! Descriptors in general: read and write on pipes, FIFOs, sockets and
+//! ttys; creating, duplicating and closing descriptors; and the flags the
+//! user sets, which the runtime must both honour and never show as its own.
+
+use core::sync::atomic::Ordering;
+
+use libc::{c_int, c_ulong, c_void, iovec, size_t, ssize_t};
+
+use super::blocking::{blocking_io, on_created, Nonblock};
+use crate::reactor::fd_table::{Interest, FD_TABLE, MODE_BLOCKING, MODE_NONBLOCKING};
+use crate::sys::{c_result, syscall};
+
+/// `preadv2`/`pwritev2` with offset -1 use and advance the file position,
+/// like `readv`/`writev`; `RWF_NOWAIT` makes that one call non-blocking on
+/// sockets and pipes.
+const CURRENT_POSITION: isize = -1;
+
+/// A vectored read, blocking as the user asked for.
+fn read_vectored(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    c_result(blocking_io(
+        fd,
+        Interest::Read,
+        Nonblock::PerCall,
+        |nonblocking| {
+            if nonblocking {
+                syscall!(
+                    libc::SYS_preadv2,
+                    fd,
+                    iov,
+                    count,
+                    CURRENT_POSITION,
+                    0,
+                    libc::RWF_NOWAIT
+                )
+            } else {
+                syscall!(libc::SYS_readv, fd, iov, count)
+            }
+        },
+    ))
+}
+
+/// A vectored write. Writes to stdout and stderr pass through (see the
+/// module docs of `hooks`).
+fn write_vectored(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    if fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO {
+        return c_result(syscall!(libc::SYS_writev, fd, iov, count));
+    }
+    c_result(blocking_io(
+        fd,
+        Interest::Write,
+        Nonblock::PerCall,
+        |nonblocking| {
+            if nonblocking {
+                syscall!(
+                    libc::SYS_pwritev2,
+                    fd,
+                    iov,
+                    count,
+                    CURRENT_POSITION,
+                    0,
+                    libc::RWF_NOWAIT
+                )
+            } else {
+                syscall!(libc::SYS_writev, fd, iov, count)
+            }
+        },
+    ))
+}
+
+/// Hooked: `File`, pipe, stdin and socket reads.
+///
+/// # Safety
+/// As `read(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    let iov = iovec {
+        iov_base: buf,
+        iov_len: count,
+    };
+    read_vectored(fd, &iov, 1)
+}
+
+/// Hooked: `File`, pipe, stdout and socket writes.
+///
+/// # Safety
+/// As `write(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    let iov = iovec {
+        iov_base: buf as *mut c_void,
+        iov_len: count,
+    };
+    write_vectored(fd, &iov, 1)
+}
+
+/// Hooked: `read_vectored`.
+///
+/// # Safety
+/// As `readv(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    read_vectored(fd, iov, count)
+}
+
+/// Hooked: `write_vectored`.
+///
+/// # Safety
+/// As `writev(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    write_vectored(fd, iov, count)
+}
+
+/// Hooked: both ends start with a clean record.
+///
+/// # Safety
+/// As `pipe2(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
+    let ret = syscall!(libc::SYS_pipe2, fds, flags);
+    if ret == 0 {
+        // SAFETY: on success the kernel wrote two descriptors to `fds`.
+        let pair = unsafe { [*fds, *fds.add(1)] };
+        pair.into_iter()
+            .for_each(|fd| on_created(fd, flags & libc::O_NONBLOCK != 0));
+    }
+    c_result(ret) as c_int
+}
+
+/// Hooked: as `pipe2` without flags.
+///
+/// # Safety
+/// As `pipe(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pipe(fds: *mut c_int) -> c_int {
+    // SAFETY: same contract.
+    unsafe { pipe2(fds, 0) }
+}
+
+/// Hooked: coroutines waiting on the descriptor wake with EBADF, and
+/// readiness of the closed file can no longer reach the number's next owner.
+///
+/// # Safety
+/// As `close(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if let Some(entry) = FD_TABLE.peek(fd) {
+        entry.reset();
+    }
+    c_result(syscall!(libc::SYS_close, fd)) as c_int
+}
+
+/// Gives `new`, a duplicate of `old`, the settings of `old`: both share one
+/// open file description.
+fn on_duplicated(old: c_int, new: c_int) {
+    if let Some(source) = FD_TABLE.peek(old) {
+        if let Some(target) = FD_TABLE.get(new) {
+            target.reset();
+            target.copy_settings_from(source);
+        }
+    } else if let Some(target) = FD_TABLE.peek(new) {
+        target.reset();
+    }
+}
+
+/// Hooked: see [`on_duplicated`].
+///
+/// # Safety
+/// As `dup(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+    let ret = syscall!(libc::SYS_dup, old);
+    if ret >= 0 {
+        on_duplicated(old, ret as c_int);
+    }
+    c_result(ret) as c_int
+}
+
+/// Hooked: `new` is closed first if open, as `close` would.
+///
+/// # Safety
+/// As `dup3(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    let ret = syscall!(libc::SYS_dup3, old, new, flags);
+    if ret >= 0 {
+        on_duplicated(old, new);
+    }
+    c_result(ret) as c_int
+}
+
+/// Hooked: as `dup3`; `dup2(fd, fd)` checks `fd` and changes nothing.
+///
+/// # Safety
+/// As `dup2(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if old == new {
+        let ret = syscall!(libc::SYS_fcntl, old, libc::F_GETFD);
+        return if ret < 0 { c_result(ret) as c_int } else { new };
+    }
+    // SAFETY: same contract.
+    unsafe { dup3(old, new, 0) }
+}
+
+/// Hooked (`fcntl` is variadic in C; on x86-64 a fixed third argument is
+/// passed in the same register): `F_GETFL` never shows an O_NONBLOCK the
+/// runtime added, `F_SETFL` records what the user asked, `F_DUPFD*` copy
+/// the record.
+///
+/// # Safety
+/// As `fcntl(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    match cmd {
+        libc::F_GETFL => {
+            let ret = syscall!(libc::SYS_fcntl, fd, cmd);
+            let hidden = FD_TABLE.peek(fd).is_some_and(|entry| {
+                let state = entry.state.lock();
+                state.nonblock_added && state.nonblock_holds > 0
+            });
+            if ret >= 0 && hidden {
+                return (ret as c_int) & !libc::O_NONBLOCK;
+            }
+            c_result(ret) as c_int
+        }
+        libc::F_SETFL => {
+            let wanted = arg as c_int;
+            let Some(entry) = FD_TABLE.peek(fd) else {
+                return c_result(syscall!(libc::SYS_fcntl, fd, cmd, wanted)) as c_int;
+            };
+            let mut state = entry.state.lock();
+            let held = state.nonblock_holds > 0;
+            let user_nonblocking = wanted & libc::O_NONBLOCK != 0;
+            let effective = if held {
+                wanted | libc::O_NONBLOCK
+            } else {
+                wanted
+            };
+            let ret = syscall!(libc::SYS_fcntl, fd, cmd, effective);
+            if ret >= 0 {
+                state.nonblock_added = held && !user_nonblocking;
+                let mode = if user_nonblocking {
+                    MODE_NONBLOCKING
+                } else {
+                    MODE_BLOCKING
+                };
+                entry.mode.store(mode, Ordering::Relaxed);
+            }
+            c_result(ret) as c_int
+        }
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            let ret = syscall!(libc::SYS_fcntl, fd, cmd, arg);
+            if ret >= 0 {
+                on_duplicated(fd, ret as c_int);
+            }
+            c_result(ret) as c_int
+        }
+        _ => c_result(syscall!(libc::SYS_fcntl, fd, cmd, arg)) as c_int,
+    }
+}
+
+/// Hooked: glibc's large-file name for `fcntl`.
+///
+/// # Safety
+/// As `fcntl(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: same contract.
+    unsafe { fcntl(fd, cmd, arg) }
+}
+
+/// Hooked (variadic in C, register-compatible on x86-64): `FIONBIO`, which
+/// `set_nonblocking` uses, records what the user asked.
+///
+/// # Safety
+/// As `ioctl(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    let ret = syscall!(libc::SYS_ioctl, fd, request, arg);
+    if ret == 0 && request == libc::FIONBIO as c_ulong && !arg.is_null() {
+        // SAFETY: FIONBIO takes a pointer to an int, which the kernel read.
+        let nonblocking = unsafe { *(arg as *const c_int) } != 0;
+        if let Some(entry) = FD_TABLE.get(fd) {
+            let mode = if nonblocking {
+                MODE_NONBLOCKING
+            } else {
+                MODE_BLOCKING
+            };
+            entry.mode.store(mode, Ordering::Relaxed);
+        }
+    }
+    c_result(ret) as c_int
+}

@@ -1,0 +1,264 @@
+//! Sockets: creation, accept, connect, the send and receive family, and
+//! the timeouts the user sets.
+
+use core::sync::atomic::Ordering;
+use std::time::Instant;
+
+use libc::{c_int, c_void, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+use super::blocking::{blocking_io, on_created, ready_now, user_mode, Nonblock, NonblockHold};
+use crate::coroutine::in_coroutine;
+use crate::reactor::fd_table::{Interest, FD_TABLE, MODE_NONBLOCKING};
+use crate::reactor::{wait_fd, FdWait, Outcome};
+use crate::sys::{c_result, syscall};
+
+/// A send or receive: one attempt as is if the user passed `MSG_DONTWAIT`,
+/// else through the shared driver with `MSG_DONTWAIT` added per attempt.
+fn transfer(fd: c_int, interest: Interest, flags: c_int, call: impl Fn(c_int) -> isize) -> ssize_t {
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return c_result(call(flags));
+    }
+    c_result(blocking_io(
+        fd,
+        interest,
+        Nonblock::PerCall,
+        |nonblocking| {
+            call(if nonblocking {
+                flags | libc::MSG_DONTWAIT
+            } else {
+                flags
+            })
+        },
+    ))
+}
+
+/// Hooked: `TcpStream::read` and `peek`.
+///
+/// # Safety
+/// As `recv(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    transfer(fd, Interest::Read, flags, |flags| {
+        syscall!(libc::SYS_recvfrom, fd, buf, len, flags, 0, 0)
+    })
+}
+
+/// Hooked: `UdpSocket::recv_from`.
+///
+/// # Safety
+/// As `recvfrom(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    transfer(fd, Interest::Read, flags, |flags| {
+        syscall!(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen)
+    })
+}
+
+/// Hooked: `UnixDatagram`, ancillary data.
+///
+/// # Safety
+/// As `recvmsg(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    transfer(fd, Interest::Read, flags, |flags| {
+        syscall!(libc::SYS_recvmsg, fd, msg, flags)
+    })
+}
+
+/// Hooked: `TcpStream::write` (with `MSG_NOSIGNAL`).
+///
+/// # Safety
+/// As `send(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    transfer(fd, Interest::Write, flags, |flags| {
+        syscall!(libc::SYS_sendto, fd, buf, len, flags, 0, 0)
+    })
+}
+
+/// Hooked: `UdpSocket::send_to`.
+///
+/// # Safety
+/// As `sendto(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> ssize_t {
+    transfer(fd, Interest::Write, flags, |flags| {
+        syscall!(libc::SYS_sendto, fd, buf, len, flags, addr, addrlen)
+    })
+}
+
+/// Hooked: ancillary data, vectored datagrams.
+///
+/// # Safety
+/// As `sendmsg(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    transfer(fd, Interest::Write, flags, |flags| {
+        syscall!(libc::SYS_sendmsg, fd, msg, flags)
+    })
+}
+
+/// Hooked: `TcpListener::accept`. A listener has no per-call non-blocking
+/// flag, so it is held in O_NONBLOCK while coroutines accept on it.
+///
+/// # Safety
+/// As `accept4(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    let ret = blocking_io(fd, Interest::Read, Nonblock::Hold, |_| {
+        syscall!(libc::SYS_accept4, fd, addr, addrlen, flags)
+    });
+    if ret >= 0 {
+        on_created(ret as c_int, flags & libc::SOCK_NONBLOCK != 0);
+    }
+    c_result(ret) as c_int
+}
+
+/// Hooked: as `accept4` without flags.
+///
+/// # Safety
+/// As `accept(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, addrlen: *mut socklen_t) -> c_int {
+    // SAFETY: same contract.
+    unsafe { accept4(fd, addr, addrlen, 0) }
+}
+
+/// Hooked: `TcpStream::connect`. In a coroutine the connection is started
+/// non-blocking and the coroutine parks until the socket is writable; the
+/// outcome is the socket's `SO_ERROR`. A send timeout bounds the wait and
+/// yields EINPROGRESS, as Linux does for a blocking connect.
+///
+/// # Safety
+/// As `connect(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let plain = || c_result(syscall!(libc::SYS_connect, fd, addr, len)) as c_int;
+    if !in_coroutine() {
+        return plain();
+    }
+    let Some(entry) = FD_TABLE.get(fd) else {
+        return plain();
+    };
+    if user_mode(fd, entry) == MODE_NONBLOCKING {
+        return plain();
+    }
+    let deadline = entry.timeout(Interest::Write).map(|t| Instant::now() + t);
+    let mut wait = FdWait::new(fd, entry, Interest::Write);
+    let _hold = NonblockHold::take(fd, entry);
+    let ret = syscall!(libc::SYS_connect, fd, addr, len);
+    if ret != -(libc::EINPROGRESS as isize) {
+        return c_result(ret) as c_int;
+    }
+    loop {
+        match wait_fd(&wait, deadline) {
+            Outcome::Ready | Outcome::NotPollable => {}
+            Outcome::TimedOut => return c_result(-(libc::EINPROGRESS as isize)) as c_int,
+            Outcome::Closed => return c_result(-(libc::EBADF as isize)) as c_int,
+        }
+        wait = FdWait::new(fd, entry, Interest::Write);
+        if ready_now(fd, Interest::Write) {
+            break;
+        }
+    }
+    let mut error: c_int = 0;
+    let mut size = core::mem::size_of::<c_int>() as socklen_t;
+    let ret = syscall!(
+        libc::SYS_getsockopt,
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        &mut error as *mut c_int,
+        &mut size as *mut socklen_t
+    );
+    match (ret, error) {
+        (ret, _) if ret < 0 => c_result(ret) as c_int,
+        (_, 0) => 0,
+        (_, error) => c_result(-(error as isize)) as c_int,
+    }
+}
+
+/// Hooked: records the user's receive and send timeouts, which bound a
+/// coroutine's wait as they bound a blocking call.
+///
+/// # Safety
+/// As `setsockopt(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    let ret = syscall!(libc::SYS_setsockopt, fd, level, name, value, len);
+    let timeout =
+        level == libc::SOL_SOCKET && matches!(name, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO);
+    if ret == 0 && timeout && len as usize >= core::mem::size_of::<libc::timeval>() {
+        // SAFETY: the kernel accepted `value` as a timeval of `len` bytes.
+        let tv = unsafe { &*(value as *const libc::timeval) };
+        let nanos = tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000;
+        if let Some(entry) = FD_TABLE.get(fd) {
+            let slot = if name == libc::SO_RCVTIMEO {
+                &entry.recv_timeout
+            } else {
+                &entry.send_timeout
+            };
+            slot.store(nanos, Ordering::Relaxed);
+        }
+    }
+    c_result(ret) as c_int
+}
+
+/// Hooked: a new socket starts with a clean record.
+///
+/// # Safety
+/// As `socket(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
+    let ret = syscall!(libc::SYS_socket, domain, kind, protocol);
+    if ret >= 0 {
+        on_created(ret as c_int, kind & libc::SOCK_NONBLOCK != 0);
+    }
+    c_result(ret) as c_int
+}
+
+/// Hooked: as `socket`, for both ends.
+///
+/// # Safety
+/// As `socketpair(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn socketpair(
+    domain: c_int,
+    kind: c_int,
+    protocol: c_int,
+    sv: *mut c_int,
+) -> c_int {
+    let ret = syscall!(libc::SYS_socketpair, domain, kind, protocol, sv);
+    if ret == 0 {
+        // SAFETY: on success the kernel wrote two descriptors to `sv`.
+        let fds = unsafe { [*sv, *sv.add(1)] };
+        fds.into_iter()
+            .for_each(|fd| on_created(fd, kind & libc::SOCK_NONBLOCK != 0));
+    }
+    c_result(ret) as c_int
+}

@@ -1,0 +1,136 @@
+//! Sleeping: `clock_nanosleep`, `nanosleep`, `usleep`, `sleep`.
+
+use std::time::{Duration, Instant};
+
+use libc::{c_int, c_uint, clockid_t, timespec, useconds_t};
+
+use crate::coroutine::in_coroutine;
+use crate::reactor::sleep_until;
+use crate::sys::{self, syscall};
+
+/// Sleeps the coroutine for `duration`; an overflowing deadline sleeps
+/// forever, as the kernel would in practice.
+fn sleep_for(duration: Duration) {
+    match Instant::now().checked_add(duration) {
+        Some(deadline) => sleep_until(deadline),
+        None => loop {
+            sleep_until(Instant::now() + Duration::from_secs(86_400 * 365));
+        },
+    }
+}
+
+/// The duration in `req`, or the error number the kernel would give.
+///
+/// # Safety
+/// `req` is null or points to a readable `timespec`.
+unsafe fn duration(req: *const timespec) -> Result<timespec, c_int> {
+    // SAFETY: per the contract; null is reported as EFAULT like the kernel.
+    let req = unsafe { req.as_ref() }.ok_or(libc::EFAULT)?;
+    if req.tv_sec < 0 || !(0..1_000_000_000).contains(&req.tv_nsec) {
+        return Err(libc::EINVAL);
+    }
+    Ok(*req)
+}
+
+fn to_duration(t: &timespec) -> Duration {
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Hooked: `std::thread::sleep` calls it with `CLOCK_MONOTONIC`. Returns an
+/// error number, not -1.
+///
+/// # Safety
+/// As `clock_nanosleep(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn clock_nanosleep(
+    clock: clockid_t,
+    flags: c_int,
+    req: *const timespec,
+    rem: *mut timespec,
+) -> c_int {
+    let sleepable = matches!(
+        clock,
+        libc::CLOCK_MONOTONIC | libc::CLOCK_REALTIME | libc::CLOCK_BOOTTIME | libc::CLOCK_TAI
+    );
+    if !in_coroutine() || !sleepable {
+        return -(syscall!(libc::SYS_clock_nanosleep, clock, flags, req, rem) as c_int);
+    }
+    // SAFETY: the caller passes a valid or null `req`.
+    let req = match unsafe { duration(req) } {
+        Ok(req) => req,
+        Err(error) => return error,
+    };
+    if flags & libc::TIMER_ABSTIME == 0 {
+        sleep_for(to_duration(&req));
+        return 0;
+    }
+    let mut now = timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid out-pointer; clock_gettime is not hooked.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        return sys::errno();
+    }
+    if let Some(remaining) = to_duration(&req).checked_sub(to_duration(&now)) {
+        sleep_for(remaining);
+    }
+    0
+}
+
+/// Hooked: relative sleep with -1/`errno` errors.
+///
+/// # Safety
+/// As `nanosleep(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
+    if !in_coroutine() {
+        return sys::c_result(syscall!(libc::SYS_nanosleep, req, rem)) as c_int;
+    }
+    // SAFETY: the caller passes a valid or null `req`.
+    match unsafe { duration(req) } {
+        Ok(req) => {
+            sleep_for(to_duration(&req));
+            0
+        }
+        Err(error) => {
+            sys::set_errno(error);
+            -1
+        }
+    }
+}
+
+/// Hooked: glibc's `usleep` sleeps through an internal call the other hooks
+/// cannot see.
+///
+/// # Safety
+/// Always safe; `unsafe` for symmetry with the C declaration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn usleep(usec: useconds_t) -> c_int {
+    let req = timespec {
+        tv_sec: (usec / 1_000_000) as libc::time_t,
+        tv_nsec: ((usec % 1_000_000) * 1000) as libc::c_long,
+    };
+    // SAFETY: `req` is a valid timespec.
+    unsafe { nanosleep(&req, core::ptr::null_mut()) }
+}
+
+/// Hooked: as `usleep`. Returns the seconds left unslept (always 0: a
+/// coroutine's sleep is not cut short by signals).
+///
+/// # Safety
+/// Always safe; `unsafe` for symmetry with the C declaration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sleep(seconds: c_uint) -> c_uint {
+    let req = timespec {
+        tv_sec: seconds as libc::time_t,
+        tv_nsec: 0,
+    };
+    let mut rem = req;
+    // SAFETY: both are valid timespecs.
+    if unsafe { nanosleep(&req, &mut rem) } == 0 {
+        0
+    } else {
+        rem.tv_sec as c_uint
+    }
+}

@@ -1,0 +1,262 @@
+//! The per-descriptor table: what the user asked of each fd, and who waits
+//! on it.
+//!
+//! Indexed by fd number, process-wide (descriptors are process-wide too).
+//! Entries are created on first use and never freed; an entry is reset when
+//! the hook layer sees its descriptor created or closed.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::time::Duration;
+
+use libc::c_int;
+
+use crate::coroutine::{WakeReason, Waker};
+use crate::sync::SpinLock;
+
+/// Entries per lazily allocated chunk.
+const CHUNK: usize = 1024;
+/// Chunks in the table: descriptors up to 4M are tracked, beyond that hooks
+/// pass straight through.
+const CHUNKS: usize = 4096;
+
+/// Whether the fd is in blocking mode as far as the user is concerned.
+pub(crate) const MODE_UNKNOWN: u8 = 0;
+/// The user's fd is blocking: the runtime emulates blocking by parking.
+pub(crate) const MODE_BLOCKING: u8 = 1;
+/// The user made the fd non-blocking: calls return EAGAIN as they would.
+pub(crate) const MODE_NONBLOCKING: u8 = 2;
+
+/// How a blocking call on the fd is made non-blocking for one attempt.
+pub(crate) const STRATEGY_UNKNOWN: u8 = 0;
+/// Per-call flags (`MSG_DONTWAIT`, `RWF_NOWAIT`) work.
+pub(crate) const STRATEGY_PER_CALL: u8 = 1;
+/// Per-call flags are not supported (ttys, some devices): wait for
+/// readiness, then make the plain call.
+pub(crate) const STRATEGY_WAIT_FIRST: u8 = 2;
+/// The fd cannot be waited on (regular files, epoll refuses them): calls
+/// pass through and block the worker as they would block a thread.
+pub(crate) const STRATEGY_PASS_THROUGH: u8 = 3;
+
+/// Which way a waiter waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+/// One descriptor's record.
+pub(crate) struct FdEntry {
+    /// Bumped when the descriptor is closed, so that readiness for an old
+    /// file cannot reach the next owner of the fd number. Epoll events carry
+    /// the generation they were registered under.
+    pub(crate) generation: AtomicU32,
+    pub(crate) mode: AtomicU8,
+    pub(crate) strategy: AtomicU8,
+    /// Readiness edges seen per direction; a waiter that saw the count
+    /// change since before its attempt retries instead of parking.
+    read_edges: AtomicU64,
+    write_edges: AtomicU64,
+    /// `SO_RCVTIMEO`/`SO_SNDTIMEO` in nanoseconds, 0 for none.
+    pub(crate) recv_timeout: AtomicU64,
+    pub(crate) send_timeout: AtomicU64,
+    pub(crate) state: SpinLock<FdState>,
+}
+
+/// The locked part of an entry.
+#[derive(Default)]
+pub(crate) struct FdState {
+    readers: Vec<Waker>,
+    writers: Vec<Waker>,
+    /// Pollers (by id) this fd is registered with under the current
+    /// generation.
+    pub(crate) registered: Vec<u64>,
+    /// The runtime holds the fd in O_NONBLOCK for this many in-flight calls
+    /// (accept, connect), and restores the user's mode when it drops to 0.
+    pub(crate) nonblock_holds: u32,
+    /// Whether the runtime, not the user, put O_NONBLOCK on the file.
+    pub(crate) nonblock_added: bool,
+}
+
+impl FdEntry {
+    fn new() -> FdEntry {
+        FdEntry {
+            generation: AtomicU32::new(0),
+            mode: AtomicU8::new(MODE_UNKNOWN),
+            strategy: AtomicU8::new(STRATEGY_UNKNOWN),
+            read_edges: AtomicU64::new(0),
+            write_edges: AtomicU64::new(0),
+            recv_timeout: AtomicU64::new(0),
+            send_timeout: AtomicU64::new(0),
+            state: SpinLock::new(FdState::default()),
+        }
+    }
+
+    fn edges(&self, interest: Interest) -> &AtomicU64 {
+        match interest {
+            Interest::Read => &self.read_edges,
+            Interest::Write => &self.write_edges,
+        }
+    }
+
+    /// The edge count to compare against after a failed attempt; take it
+    /// before the attempt.
+    pub(crate) fn snapshot(&self, interest: Interest) -> u64 {
+        self.edges(interest).load(Ordering::Acquire)
+    }
+
+    /// Adds `waker` as a waiter for `interest`, or wakes it at once if an
+    /// edge arrived since `snapshot` or the fd was closed since `generation`.
+    pub(crate) fn add_waiter(
+        &self,
+        interest: Interest,
+        snapshot: u64,
+        generation: u32,
+        waker: Waker,
+    ) {
+        let mut state = self.state.lock();
+        if self.generation.load(Ordering::Acquire) != generation {
+            drop(state);
+            waker.wake(WakeReason::Closed);
+        } else if self.edges(interest).load(Ordering::Acquire) != snapshot {
+            drop(state);
+            waker.wake(WakeReason::Notified);
+        } else {
+            match interest {
+                Interest::Read => state.readers.push(waker),
+                Interest::Write => state.writers.push(waker),
+            }
+        }
+    }
+
+    /// Drops waiters whose park has ended (woken by a timer, or by another
+    /// descriptor in a multi-fd wait).
+    pub(crate) fn remove_finished_waiters(&self) {
+        let mut state = self.state.lock();
+        state.readers.retain(Waker::is_waiting);
+        state.writers.retain(Waker::is_waiting);
+    }
+
+    /// Records a readiness event delivered under `generation`.
+    pub(crate) fn on_event(&self, generation: u32, events: u32) {
+        let readable = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let writable = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let mut state = self.state.lock();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if events & readable != 0 {
+            self.read_edges.fetch_add(1, Ordering::AcqRel);
+            state.readers.drain(..).for_each(|w| {
+                w.wake(WakeReason::Notified);
+            });
+        }
+        if events & writable != 0 {
+            self.write_edges.fetch_add(1, Ordering::AcqRel);
+            state.writers.drain(..).for_each(|w| {
+                w.wake(WakeReason::Notified);
+            });
+        }
+    }
+
+    /// Forgets everything about the descriptor: it was closed or is being
+    /// created anew. Waiters wake with `Closed`.
+    pub(crate) fn reset(&self) {
+        let mut state = self.state.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.mode.store(MODE_UNKNOWN, Ordering::Relaxed);
+        self.strategy.store(STRATEGY_UNKNOWN, Ordering::Relaxed);
+        self.recv_timeout.store(0, Ordering::Relaxed);
+        self.send_timeout.store(0, Ordering::Relaxed);
+        state.registered.clear();
+        state.nonblock_holds = 0;
+        state.nonblock_added = false;
+        let FdState {
+            readers, writers, ..
+        } = &mut *state;
+        readers.drain(..).chain(writers.drain(..)).for_each(|w| {
+            w.wake(WakeReason::Closed);
+        });
+    }
+
+    /// Copies what the user set on `source` (a duplicate shares the open
+    /// file description, hence its mode and socket options).
+    pub(crate) fn copy_settings_from(&self, source: &FdEntry) {
+        self.mode
+            .store(source.mode.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.strategy
+            .store(source.strategy.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.recv_timeout.store(
+            source.recv_timeout.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.send_timeout.store(
+            source.send_timeout.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The timeout the user set for `interest`, if any.
+    pub(crate) fn timeout(&self, interest: Interest) -> Option<Duration> {
+        let nanos = match interest {
+            Interest::Read => self.recv_timeout.load(Ordering::Relaxed),
+            Interest::Write => self.send_timeout.load(Ordering::Relaxed),
+        };
+        (nanos != 0).then(|| Duration::from_nanos(nanos))
+    }
+}
+
+/// The process-wide descriptor table.
+pub(crate) struct FdTable {
+    chunks: [AtomicPtr<FdEntry>; CHUNKS],
+}
+
+pub(crate) static FD_TABLE: FdTable = FdTable {
+    chunks: [const { AtomicPtr::new(ptr::null_mut()) }; CHUNKS],
+};
+
+impl FdTable {
+    /// The entry for `fd`, created if needed; `None` for negative or
+    /// untracked descriptors.
+    pub(crate) fn get(&self, fd: c_int) -> Option<&'static FdEntry> {
+        let fd = usize::try_from(fd).ok()?;
+        let slot = self.chunks.get(fd / CHUNK)?;
+        let mut chunk = slot.load(Ordering::Acquire);
+        if chunk.is_null() {
+            let fresh: Box<[FdEntry]> = (0..CHUNK).map(|_| FdEntry::new()).collect();
+            let fresh = Box::into_raw(fresh) as *mut FdEntry;
+            match slot.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => chunk = fresh,
+                Err(existing) => {
+                    // SAFETY: `fresh` was never shared; rebuild the box to free it.
+                    drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(fresh, CHUNK)) });
+                    chunk = existing;
+                }
+            }
+        }
+        // SAFETY: chunks are never freed and hold CHUNK entries.
+        Some(unsafe { &*chunk.add(fd % CHUNK) })
+    }
+
+    /// The entry for `fd` if it exists, without creating one.
+    pub(crate) fn peek(&self, fd: c_int) -> Option<&'static FdEntry> {
+        let fd = usize::try_from(fd).ok()?;
+        let chunk = self.chunks.get(fd / CHUNK)?.load(Ordering::Acquire);
+        // SAFETY: as in `get`.
+        (!chunk.is_null()).then(|| unsafe { &*chunk.add(fd % CHUNK) })
+    }
+}
+
+/// Epoll data for `fd` under `generation`.
+pub(crate) fn token(fd: c_int, generation: u32) -> u64 {
+    ((generation as u64) << 32) | fd as u32 as u64
+}
+
+/// Delivers an epoll event to the descriptor it was registered for.
+pub(crate) fn dispatch(token: u64, events: u32) {
+    let fd = token as u32 as c_int;
+    if let Some(entry) = FD_TABLE.peek(fd) {
+        entry.on_event((token >> 32) as u32, events);
+    }
+}

@@ -1,0 +1,140 @@
+//! The one way the hook layer waits: until a descriptor may be ready, or a
+//! deadline passes.
+
+use core::sync::atomic::Ordering;
+use std::time::Instant;
+
+use libc::c_int;
+
+use super::fd_table::{self, FdEntry, Interest, FD_TABLE, STRATEGY_PASS_THROUGH};
+use crate::coroutine::{park, WakeReason, Waker};
+use crate::{scheduler, sys};
+
+/// How a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The descriptor may be ready: try again.
+    Ready,
+    /// The deadline passed first.
+    TimedOut,
+    /// The descriptor was closed meanwhile.
+    Closed,
+    /// The descriptor cannot be waited on (epoll refuses regular files):
+    /// make the call blocking.
+    NotPollable,
+}
+
+/// One descriptor to wait on, with the state seen before the attempt that
+/// would have blocked. Create it before that attempt, so that readiness
+/// arriving in between is not lost.
+pub(crate) struct FdWait {
+    fd: c_int,
+    entry: &'static FdEntry,
+    interest: Interest,
+    snapshot: u64,
+    generation: u32,
+}
+
+impl FdWait {
+    pub(crate) fn new(fd: c_int, entry: &'static FdEntry, interest: Interest) -> FdWait {
+        FdWait {
+            fd,
+            entry,
+            interest,
+            generation: entry.generation.load(Ordering::Acquire),
+            snapshot: entry.snapshot(interest),
+        }
+    }
+
+    /// Looks up `fd` and snapshots it; `None` for untracked descriptors.
+    pub(crate) fn lookup(fd: c_int, interest: Interest) -> Option<FdWait> {
+        FD_TABLE
+            .get(fd)
+            .map(|entry| FdWait::new(fd, entry, interest))
+    }
+
+    /// Makes sure the worker's poller reports this descriptor.
+    fn register(&self) -> Result<(), Outcome> {
+        let poller = scheduler::current_poller().ok_or(Outcome::NotPollable)?;
+        let mut state = self.entry.state.lock();
+        if self.entry.generation.load(Ordering::Acquire) != self.generation {
+            return Err(Outcome::Closed);
+        }
+        if state.registered.contains(&poller.id) {
+            return Ok(());
+        }
+        match poller.register(self.fd, fd_table::token(self.fd, self.generation)) {
+            Ok(()) => {
+                state.registered.push(poller.id);
+                Ok(())
+            }
+            Err(libc::EBADF) => Err(Outcome::Closed),
+            Err(libc::EPERM) => {
+                self.entry
+                    .strategy
+                    .store(STRATEGY_PASS_THROUGH, Ordering::Relaxed);
+                Err(Outcome::NotPollable)
+            }
+            Err(_) => Err(Outcome::NotPollable),
+        }
+    }
+
+    fn add(&self, waker: Waker) {
+        self.entry
+            .add_waiter(self.interest, self.snapshot, self.generation, waker);
+    }
+}
+
+/// Parks the current coroutine until `wait`'s descriptor may be ready, it is
+/// closed, or `deadline` passes.
+pub(crate) fn wait_fd(wait: &FdWait, deadline: Option<Instant>) -> Outcome {
+    wait_fds(core::slice::from_ref(wait), deadline)
+}
+
+/// Parks the current coroutine until any of `waits` may be ready, one is
+/// closed, or `deadline` passes. Descriptors that cannot be waited on are
+/// skipped (they are always ready for `poll`).
+pub(crate) fn wait_fds(waits: &[FdWait], deadline: Option<Instant>) -> Outcome {
+    let mut any = false;
+    for wait in waits {
+        match wait.register() {
+            Ok(()) => any = true,
+            Err(Outcome::NotPollable) if waits.len() > 1 => {}
+            Err(outcome) => return outcome,
+        }
+    }
+    if !any && deadline.is_none() {
+        return Outcome::NotPollable;
+    }
+    let reason = parked(deadline, |waker| {
+        for wait in waits {
+            wait.add(waker.clone());
+        }
+    });
+    if waits.len() > 1 || reason == WakeReason::TimedOut {
+        for wait in waits {
+            wait.entry.remove_finished_waiters();
+        }
+    }
+    match reason {
+        WakeReason::Notified => Outcome::Ready,
+        WakeReason::TimedOut => Outcome::TimedOut,
+        WakeReason::Closed => Outcome::Closed,
+    }
+}
+
+/// Parks the current coroutine until `deadline`.
+pub(crate) fn sleep_until(deadline: Instant) {
+    while Instant::now() < deadline {
+        parked(Some(deadline), drop);
+    }
+}
+
+/// Parks, keeping the caller's `errno`: other coroutines run on this thread
+/// meanwhile and may change it.
+fn parked(deadline: Option<Instant>, register: impl FnOnce(Waker)) -> WakeReason {
+    let saved = sys::errno();
+    let reason = park(deadline, register);
+    sys::set_errno(saved);
+    reason
+}
