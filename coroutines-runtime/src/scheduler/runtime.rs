@@ -1,6 +1,6 @@
 //! A runtime instance: its workers, spawning into it, and shutting it down.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::io;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -172,19 +172,19 @@ fn spawn_into(
 
 fn stats_of(shared: &Shared) -> Stats {
     let load = Counters::load;
+    let sum = |counter: fn(&WorkerShared) -> &AtomicU64| -> u64 {
+        shared.workers.iter().map(|w| load(counter(w))).sum()
+    };
     let spawned = load(&shared.counters.spawned);
     let ended = load(&shared.counters.finished) + load(&shared.counters.abandoned);
     Stats {
         workers: shared.workers.len(),
         spawned,
         alive: spawned.saturating_sub(ended),
-        context_switches: shared
-            .workers
-            .iter()
-            .map(|w| w.switches.load(Ordering::Relaxed))
-            .sum(),
+        context_switches: sum(|w| &w.counts.switches),
         migrations: load(&shared.counters.migrations),
-        ..Stats::default()
+        reactor_events: sum(|w| &w.counts.reactor_events),
+        timeouts: sum(|w| &w.counts.timeouts),
     }
 }
 

@@ -35,8 +35,8 @@ pub(crate) struct WorkerShared {
     sleeping: AtomicBool,
     /// A notification is on its way; further ones are redundant.
     notified: AtomicBool,
-    /// Switches into coroutines; written by the worker only.
-    pub(crate) switches: AtomicU64,
+    /// Event counts, each written by the worker only.
+    pub(crate) counts: WorkerCounts,
     /// The worker's local state while its thread runs.
     local: AtomicPtr<Local>,
 }
@@ -49,7 +49,7 @@ impl WorkerShared {
             poller,
             sleeping: AtomicBool::new(false),
             notified: AtomicBool::new(false),
-            switches: AtomicU64::new(0),
+            counts: WorkerCounts::default(),
             local: AtomicPtr::new(ptr::null_mut()),
         }
     }
@@ -82,6 +82,24 @@ pub(crate) fn current_local(shared: &Arc<Shared>) -> Option<&Local> {
     // SAFETY: non-null only on a worker thread while its loop runs.
     let local = unsafe { local.as_ref() }?;
     ptr::eq(local.shared, Arc::as_ptr(shared)).then_some(local)
+}
+
+/// Counters a worker keeps about itself. Each has one writer, so an
+/// increment is a plain load and store, not a locked instruction.
+#[derive(Default)]
+pub(crate) struct WorkerCounts {
+    /// Switches into coroutines.
+    pub(crate) switches: AtomicU64,
+    /// Descriptor events taken from the poller.
+    pub(crate) reactor_events: AtomicU64,
+    /// Parks ended by their deadline.
+    pub(crate) timeouts: AtomicU64,
+}
+
+impl WorkerCounts {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
 }
 
 /// A worker's own state; touched only by its thread.
@@ -225,8 +243,7 @@ impl Local {
         let slot = unsafe { task.generator() };
         let generator = slot.as_mut().expect("a started coroutine has a generator");
         switch::run(&task, generator);
-        let switches = &shared.workers[self.index].switches;
-        switches.store(switches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        WorkerCounts::add(&shared.workers[self.index].counts.switches, 1);
 
         // SAFETY: the coroutine has switched away; this worker owns it.
         match unsafe { task.take_suspend() } {
@@ -298,15 +315,30 @@ impl Local {
     /// Polls the reactor (blocking until the next timer if `block`) and
     /// fires due timers.
     fn poll_reactor(&self, block: bool) {
-        let poller = &self.shared().workers[self.index].poller;
-        if block {
-            let timeout = self.timers.borrow_mut().next_timeout(Instant::now());
-            poller.wait(timeout, reactor::dispatch);
-        } else if poller.has_registrations() {
-            poller.wait(Some(core::time::Duration::ZERO), reactor::dispatch);
+        let me = &self.shared().workers[self.index];
+        let timeout = if block {
+            self.timers.borrow_mut().next_timeout(Instant::now())
+        } else if me.poller.has_registrations() {
+            Some(core::time::Duration::ZERO)
+        } else {
+            None
+        };
+        if block || timeout.is_some() {
+            let mut events = 0;
+            me.poller.wait(timeout, |token, bits| {
+                events += 1;
+                reactor::dispatch(token, bits);
+            });
+            WorkerCounts::add(&me.counts.reactor_events, events);
         }
+        self.fire_timers();
+    }
+
+    fn fire_timers(&self) {
         if !self.timers.borrow().is_empty() {
-            self.timers.borrow_mut().fire(Instant::now());
+            let fired = self.timers.borrow_mut().fire(Instant::now());
+            let counts = &self.shared().workers[self.index].counts;
+            WorkerCounts::add(&counts.timeouts, fired as u64);
         }
     }
 
@@ -321,7 +353,7 @@ impl Local {
         if !self.has_work(shared) && !shared.shutdown.load(Ordering::Acquire) {
             self.poll_reactor(true);
         } else {
-            self.timers.borrow_mut().fire(Instant::now());
+            self.fire_timers();
         }
         me.sleeping.store(false, Ordering::Relaxed);
         me.notified.store(false, Ordering::Release);
