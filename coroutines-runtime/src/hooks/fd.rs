@@ -15,44 +15,24 @@ use crate::sys::{c_result, syscall};
 /// sockets and pipes.
 const CURRENT_POSITION: isize = -1;
 
-/// A vectored read, blocking as the user asked for.
-fn read_vectored(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
-    c_result(blocking_io(
-        fd,
-        Interest::Read,
-        Nonblock::PerCall,
-        |nonblocking| {
-            if nonblocking {
-                syscall!(
-                    libc::SYS_preadv2,
-                    fd,
-                    iov,
-                    count,
-                    CURRENT_POSITION,
-                    0,
-                    libc::RWF_NOWAIT
-                )
-            } else {
-                syscall!(libc::SYS_readv, fd, iov, count)
-            }
-        },
-    ))
-}
-
-/// A vectored write. Writes to stdout and stderr pass through (see the
-/// module docs of `hooks`).
-fn write_vectored(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
-    if fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO {
-        return c_result(syscall!(libc::SYS_writev, fd, iov, count));
+/// A vectored read or write, blocking as the user asked for. Writes to
+/// stdout and stderr pass through (see the module docs of `hooks`).
+fn vectored(fd: c_int, interest: Interest, iov: *const iovec, count: c_int) -> ssize_t {
+    let (plain, nowait) = match interest {
+        Interest::Read => (libc::SYS_readv, libc::SYS_preadv2),
+        Interest::Write => (libc::SYS_writev, libc::SYS_pwritev2),
+    };
+    if interest == Interest::Write && (fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO) {
+        return c_result(syscall!(plain, fd, iov, count));
     }
     c_result(blocking_io(
         fd,
-        Interest::Write,
+        interest,
         Nonblock::PerCall,
         |nonblocking| {
             if nonblocking {
                 syscall!(
-                    libc::SYS_pwritev2,
+                    nowait,
                     fd,
                     iov,
                     count,
@@ -61,7 +41,7 @@ fn write_vectored(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
                     libc::RWF_NOWAIT
                 )
             } else {
-                syscall!(libc::SYS_writev, fd, iov, count)
+                syscall!(plain, fd, iov, count)
             }
         },
     ))
@@ -77,7 +57,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssi
         iov_base: buf,
         iov_len: count,
     };
-    read_vectored(fd, &iov, 1)
+    vectored(fd, Interest::Read, &iov, 1)
 }
 
 /// Hooked: `File`, pipe, stdout and socket writes.
@@ -90,7 +70,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
         iov_base: buf as *mut c_void,
         iov_len: count,
     };
-    write_vectored(fd, &iov, 1)
+    vectored(fd, Interest::Write, &iov, 1)
 }
 
 /// Hooked: `read_vectored`.
@@ -99,7 +79,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
 /// As `readv(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
-    read_vectored(fd, iov, count)
+    vectored(fd, Interest::Read, iov, count)
 }
 
 /// Hooked: `write_vectored`.
@@ -108,7 +88,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
 /// As `writev(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
-    write_vectored(fd, iov, count)
+    vectored(fd, Interest::Write, iov, count)
 }
 
 /// Hooked: both ends start with a clean record.

@@ -17,11 +17,12 @@ const THREAD_WAITING: u32 = 2;
 /// A flag that goes from unset to set once and wakes whoever waits for it.
 ///
 /// A coroutine that waits is parked (its worker runs other coroutines); an
-/// OS thread that waits sleeps in the kernel. Any number of coroutines and
-/// threads may wait.
+/// OS thread that waits sleeps in the kernel. Any number of threads may
+/// wait, but at most one coroutine at a time (a join handle has one owner),
+/// which keeps the slot allocation-free.
 pub struct Latch {
     state: AtomicU32,
-    waiters: SpinLock<Vec<Waker>>,
+    waiter: SpinLock<Option<Waker>>,
 }
 
 impl Latch {
@@ -29,7 +30,7 @@ impl Latch {
     pub const fn new() -> Self {
         Latch {
             state: AtomicU32::new(UNSET),
-            waiters: SpinLock::new(Vec::new()),
+            waiter: SpinLock::new(None),
         }
     }
 
@@ -41,8 +42,8 @@ impl Latch {
     /// Sets the latch and wakes every waiter.
     pub fn set(&self) {
         let previous = self.state.swap(SET, Ordering::AcqRel);
-        let waiters = std::mem::take(&mut *self.waiters.lock());
-        for waker in waiters {
+        let waiter = self.waiter.lock().take();
+        if let Some(waker) = waiter {
             waker.wake(coroutine::WakeReason::Notified);
         }
         if previous == THREAD_WAITING {
@@ -51,6 +52,7 @@ impl Latch {
     }
 
     /// Blocks the current coroutine or thread until the latch is set.
+    /// At most one coroutine may wait at a time.
     pub fn wait(&self) {
         if self.is_set() {
             return;
@@ -58,14 +60,14 @@ impl Latch {
         if coroutine::in_coroutine() {
             while !self.is_set() {
                 coroutine::park(None, |waker| {
-                    let mut waiters = self.waiters.lock();
+                    let mut waiter = self.waiter.lock();
                     // Checked under the lock that `set` takes after storing
                     // SET, so the wake-up cannot be missed.
                     if self.is_set() {
-                        drop(waiters);
+                        drop(waiter);
                         waker.wake(coroutine::WakeReason::Notified);
                     } else {
-                        waiters.push(waker);
+                        *waiter = Some(waker);
                     }
                 });
             }
