@@ -89,8 +89,15 @@ pub(crate) fn current_poller() -> Option<&'static Poller> {
 }
 
 /// Makes a woken coroutine runnable on its worker.
+///
+/// Once the runtime shuts down nothing runs its queues any more: the task is
+/// dropped instead, which fails its join handle unless something else still
+/// holds it.
 pub(crate) fn schedule(task: Arc<Task>) {
     let shared = task.shared.clone();
+    if shared.shutdown.load(Ordering::Acquire) {
+        return;
+    }
     let home = task.home.load(Ordering::Relaxed);
     match shared.current_local() {
         Some(local) if local.index == home => local.push(task),
