@@ -30,13 +30,19 @@ pub(crate) struct Stacks;
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
 
 impl Stacks {
-    /// Maps a fresh stack of `bytes` running `body`.
-    pub(crate) fn create(bytes: usize, body: impl FnOnce() + Send + 'static) -> io::Result<Gen> {
-        if MAPPED.load(Ordering::Relaxed) * MAPPINGS_PER_STACK + MAPPING_HEADROOM
-            > max_map_count()
+    /// Fails with a clear error if a stack of `bytes` could not be mapped
+    /// now. Free far from the map limit; near it, maps a probe stack.
+    pub(crate) fn check_room(bytes: usize) -> io::Result<()> {
+        if MAPPED.load(Ordering::Relaxed) * MAPPINGS_PER_STACK + MAPPING_HEADROOM > max_map_count()
         {
             probe(bytes)?;
         }
+        Ok(())
+    }
+
+    /// Maps a fresh stack of `bytes` running `body`.
+    pub(crate) fn create(bytes: usize, body: impl FnOnce() + Send + 'static) -> io::Result<Gen> {
+        Stacks::check_room(bytes)?;
         let generator = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Gn::<()>::new_opt(words(bytes), body)
         }))
@@ -65,15 +71,13 @@ impl Stacks {
         // SAFETY: initialised when getrlimit returned 0.
         let max = (ret == 0).then(|| unsafe { limit.assume_init() }.rlim_max);
         match max {
-            Some(max) if max != libc::RLIM_INFINITY && bytes as u64 > max => {
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "coroutine stack size of {bytes} bytes exceeds the stack limit \
+            Some(max) if max != libc::RLIM_INFINITY && bytes as u64 > max => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "coroutine stack size of {bytes} bytes exceeds the stack limit \
                          (RLIMIT_STACK hard limit of {max} bytes)"
-                    ),
-                ))
-            }
+                ),
+            )),
             _ if bytes == 0 => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "coroutine stack size must be greater than zero",
@@ -117,13 +121,18 @@ fn probe(bytes: usize) -> io::Result<()> {
 fn map_error(bytes: usize, cause: io::Error) -> io::Error {
     let limit = max_map_count();
     let mapped = MAPPED.load(Ordering::Relaxed);
+    let why = if mapped * MAPPINGS_PER_STACK + MAPPING_HEADROOM > limit {
+        "the process is at its memory-map limit"
+    } else {
+        "memory or address space (ulimit -v) ran out, or the memory-map limit was reached"
+    };
     io::Error::new(
         cause.kind(),
         format!(
-            "could not map a {} KiB coroutine stack ({cause}): {mapped} coroutine stacks are \
-             mapped, each takes {MAPPINGS_PER_STACK} memory mappings, and the kernel allows \
-             vm.max_map_count = {limit} per process; raise it (sysctl -w \
-             vm.max_map_count=...) or keep fewer coroutines alive at once",
+            "could not map a {} KiB coroutine stack ({cause}): {why}; {mapped} coroutine \
+             stacks are mapped, each takes {MAPPINGS_PER_STACK} memory mappings, and \
+             vm.max_map_count = {limit} (raise it with sysctl -w vm.max_map_count=...), \
+             or keep fewer coroutines alive at once",
             bytes / 1024
         ),
     )

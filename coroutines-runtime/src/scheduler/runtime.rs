@@ -158,6 +158,9 @@ fn spawn_into(
         }
         None => shared.config.stack_size,
     };
+    // The stack is mapped when the coroutine first runs; near the map limit
+    // the caller hears of it now rather than from `join`.
+    crate::coroutine::Stacks::check_room(stack_bytes)?;
     let name = options.name.map(String::into_boxed_str);
     let task = Arc::new(Task::new(
         shared.clone(),
