@@ -21,4 +21,5 @@ mod fd;
 mod futex;
 mod poll;
 mod socket;
+mod thread;
 mod time;
