@@ -12,7 +12,9 @@ use std::time::Duration;
 use libc::c_int;
 
 use crate::coroutine::{WakeReason, Waker};
+use crate::scheduler::Shared;
 use crate::sync::SpinLock;
+use std::sync::Arc;
 
 /// Entries per lazily allocated chunk.
 const CHUNK: usize = 1024;
@@ -245,6 +247,41 @@ impl FdTable {
         let chunk = self.chunks.get(fd / CHUNK)?.load(Ordering::Acquire);
         // SAFETY: as in `get`.
         (!chunk.is_null()).then(|| unsafe { &*chunk.add(fd % CHUNK) })
+    }
+}
+
+impl FdTable {
+    /// Drops the waiters that belong to coroutines of the runtime `shared`,
+    /// which has shut down: nothing will run them, and holding their wakers
+    /// would keep them, and their join handles, waiting forever.
+    pub(crate) fn release_runtime(&self, shared: &Shared) {
+        let ours = |waker: &Waker| core::ptr::eq(Arc::as_ptr(&waker.task.shared), shared);
+        for chunk in &self.chunks {
+            let chunk = chunk.load(Ordering::Acquire);
+            if chunk.is_null() {
+                continue;
+            }
+            for index in 0..CHUNK {
+                // SAFETY: chunks are never freed and hold CHUNK entries.
+                let entry = unsafe { &*chunk.add(index) };
+                let released: Vec<Waker> = {
+                    let mut state = entry.state.lock();
+                    let FdState {
+                        readers, writers, ..
+                    } = &mut *state;
+                    let mut released = Vec::new();
+                    for list in [readers, writers] {
+                        let (theirs, kept) = core::mem::take(list).into_iter().partition(ours);
+                        *list = kept;
+                        released.extend::<Vec<Waker>>(theirs);
+                    }
+                    released
+                };
+                // Dropped outside the lock: dropping a task runs its
+                // completion, which may take other locks.
+                drop(released);
+            }
+        }
     }
 }
 

@@ -200,13 +200,18 @@ impl Drop for Runtime {
         let inside = switch::current().is_some_and(|task| Arc::ptr_eq(&task.shared, &self.shared))
             || worker::current_local(&self.shared).is_some();
         if !inside {
-            for thread in self.threads.lock().drain(..) {
+            let threads = core::mem::take(&mut *self.threads.lock());
+            for thread in threads {
                 let _ = thread.join();
             }
         }
         // Started coroutines that never finished, and new ones nobody took.
         drop(self.shared.registry.drain());
         while !self.shared.injector.steal().is_empty() {}
+        // Parked coroutines are also held by what they wait on; letting go
+        // of them drops them, which fails their join handles.
+        crate::futex::release_runtime(&self.shared);
+        crate::reactor::fd_table::FD_TABLE.release_runtime(&self.shared);
     }
 }
 
