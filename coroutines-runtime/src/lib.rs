@@ -18,7 +18,7 @@ pub mod sync;
 mod sys;
 
 pub use coroutine::{
-    in_coroutine, park, yield_now, Completion, CoroutineId, TaskRef, WakeReason, Waker,
+    in_coroutine, park, yield_now, Body, CoroutineId, TaskRef, WakeReason, Waker,
 };
 pub use scheduler::{
     current_stats, current_task, default_runtime, init_default_runtime, spawn, Config,

@@ -1,12 +1,11 @@
 //! Spawning with options.
 
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use coroutines_runtime::SpawnOptions;
 
-use crate::join::{JoinHandle, Packet};
+use crate::join::{JoinHandle, Spawned};
 use crate::Coroutine;
 
 /// Coroutine factory, which can configure the properties of a new
@@ -108,16 +107,12 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let packet = Arc::new(Packet::<T>::new());
-        let body = {
-            let packet = packet.clone();
-            Box::new(move || packet.complete(catch_unwind(AssertUnwindSafe(f))))
-        };
+        let spawned = Arc::new(Spawned::new(f));
         let name = self.options.name.as_deref().map(Arc::from);
         let task = match runtime {
-            Some(runtime) => runtime.spawn_raw(self.options, body, packet.clone())?,
-            None => coroutines_runtime::spawn(self.options, body, packet.clone())?,
+            Some(runtime) => runtime.spawn_raw(self.options, spawned.clone())?,
+            None => coroutines_runtime::spawn(self.options, spawned.clone())?,
         };
-        Ok(JoinHandle::new(packet, Coroutine::new(task.id(), name)))
+        Ok(JoinHandle::new(spawned, Coroutine::new(task.id(), name)))
     }
 }

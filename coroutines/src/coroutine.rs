@@ -73,5 +73,6 @@ pub fn current() -> Coroutine {
 /// assert!(coroutines::spawn(|| coroutines::try_current().is_some()).join().unwrap());
 /// ```
 pub fn try_current() -> Option<Coroutine> {
-    coroutines_runtime::current_task().map(|task| Coroutine::new(task.id(), task.name().map(Arc::from)))
+    coroutines_runtime::current_task()
+        .map(|task| Coroutine::new(task.id(), task.name().map(Arc::from)))
 }

@@ -2,12 +2,13 @@
 
 use std::any::Any;
 use std::cell::UnsafeCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
 use coroutines_runtime::sync::Latch;
-use coroutines_runtime::Completion;
+use coroutines_runtime::Body;
 
 use crate::Coroutine;
 
@@ -50,9 +51,62 @@ impl<T> Packet<T> {
     }
 }
 
-impl<T: Send> Completion for Packet<T> {
+/// A spawned closure and the packet its result goes to, in one allocation
+/// that the runtime (as the coroutine's [`Body`]) and the join handle share.
+pub(crate) struct Spawned<F, T> {
+    /// Set by whichever of `run` and `fail` takes the closure; guards `f`.
+    taken: AtomicBool,
+    f: UnsafeCell<Option<F>>,
+    packet: Packet<T>,
+}
+
+// SAFETY: `f` is touched only by the one caller that wins `taken`; `packet`
+// is `Sync` for `Send` results.
+unsafe impl<F: Send, T: Send> Sync for Spawned<F, T> {}
+
+impl<F, T> Spawned<F, T> {
+    pub(crate) fn new(f: F) -> Spawned<F, T> {
+        Spawned {
+            taken: AtomicBool::new(false),
+            f: UnsafeCell::new(Some(f)),
+            packet: Packet::new(),
+        }
+    }
+
+    fn take(&self) -> Option<F> {
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        // SAFETY: only the winner of `taken` gets here, once.
+        unsafe { (*self.f.get()).take() }
+    }
+}
+
+impl<F, T> Body for Spawned<F, T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    fn run(&self) {
+        if let Some(f) = self.take() {
+            self.packet.complete(catch_unwind(AssertUnwindSafe(f)));
+        }
+    }
+
     fn fail(&self, payload: Box<dyn Any + Send>) {
-        self.complete(Err(payload));
+        drop(self.take());
+        self.packet.complete(Err(payload));
+    }
+}
+
+/// The part of a [`Spawned`] a join handle needs, without the closure type.
+pub(crate) trait Joinable<T>: Send + Sync {
+    fn packet(&self) -> &Packet<T>;
+}
+
+impl<F: Send, T: Send> Joinable<T> for Spawned<F, T> {
+    fn packet(&self) -> &Packet<T> {
+        &self.packet
     }
 }
 
@@ -67,13 +121,13 @@ impl<T: Send> Completion for Packet<T> {
 /// assert_eq!(handle.join().unwrap(), 7);
 /// ```
 pub struct JoinHandle<T> {
-    packet: Arc<Packet<T>>,
+    spawned: Arc<dyn Joinable<T>>,
     coroutine: Coroutine,
 }
 
 impl<T> JoinHandle<T> {
-    pub(crate) fn new(packet: Arc<Packet<T>>, coroutine: Coroutine) -> JoinHandle<T> {
-        JoinHandle { packet, coroutine }
+    pub(crate) fn new(spawned: Arc<dyn Joinable<T>>, coroutine: Coroutine) -> JoinHandle<T> {
+        JoinHandle { spawned, coroutine }
     }
 
     /// Waits for the coroutine to finish and returns its result.
@@ -93,7 +147,7 @@ impl<T> JoinHandle<T> {
     /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"oops"));
     /// ```
     pub fn join(self) -> thread::Result<T> {
-        self.packet.take()
+        self.spawned.packet().take()
     }
 
     /// Returns whether the coroutine has finished, without blocking.
@@ -107,7 +161,7 @@ impl<T> JoinHandle<T> {
     /// handle.join().unwrap();
     /// ```
     pub fn is_finished(&self) -> bool {
-        self.packet.done.is_set()
+        self.spawned.packet().done.is_set()
     }
 
     /// Returns the identity of the coroutine.

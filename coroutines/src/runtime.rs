@@ -213,9 +213,7 @@ impl Builder {
         coroutines_runtime::init_default_runtime(&self.config).map(drop)
     }
 
-    pub(crate) fn start_default_runtime(
-        &self,
-    ) -> io::Result<&'static coroutines_runtime::Runtime> {
+    pub(crate) fn start_default_runtime(&self) -> io::Result<&'static coroutines_runtime::Runtime> {
         coroutines_runtime::init_default_runtime(&self.config)
     }
 }

@@ -16,5 +16,5 @@ pub(crate) use park::begin_park;
 pub use park::{park, WakeReason, Waker};
 pub(crate) use stack::{StackPool, Stacks};
 pub use switch::{in_coroutine, yield_now};
-pub use task::{Completion, TaskRef};
+pub use task::{Body, TaskRef};
 pub(crate) use task::{Lifecycle, Suspend, Task};

@@ -45,12 +45,16 @@ pub(crate) enum Suspend {
     },
 }
 
-/// Receives the outcome of a coroutine that could not complete by itself:
-/// its stack could not be allocated, it overflowed its stack, or its runtime
-/// shut down before it finished.
-pub trait Completion: Send + Sync {
-    /// Delivers `payload` as the coroutine's panic. Called at most once, and
-    /// only if the body did not complete.
+/// What a coroutine runs, and where it reports an end it could not reach by
+/// itself. One allocation can hold the user's closure and the slot its
+/// result goes to.
+pub trait Body: Send + Sync {
+    /// Runs the coroutine's code, on its stack. Called at most once.
+    fn run(&self);
+    /// Delivers `payload` as the coroutine's panic when `run` could not end
+    /// normally: its stack could not be allocated, it overflowed its stack,
+    /// or its runtime shut down before it finished. May be called after
+    /// `run` has completed, and must then do nothing.
     fn fail(&self, payload: Box<dyn Any + Send>);
 }
 
@@ -68,20 +72,19 @@ pub(crate) struct Task {
     pub(crate) slot: AtomicU64,
     /// Requested stack size in bytes.
     pub(crate) stack_bytes: usize,
-    /// The body, until the first run moves it onto a stack.
-    body: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
+    /// What it runs, and where its result goes.
+    pub(crate) body: Arc<dyn Body>,
     /// The generator, from the first run until the coroutine is done.
     generator: UnsafeCell<Option<Gen>>,
     suspend: UnsafeCell<Suspend>,
-    pub(crate) completion: Arc<dyn Completion>,
 }
 
-// SAFETY: `body`, `generator` and `suspend` are touched only by the thread
+// SAFETY: `generator` and `suspend` are touched only by the thread
 // that currently runs or schedules the coroutine; a task reaches another
 // thread only through a run queue, whose push/pop pair orders the accesses.
 // Everything else is atomic or immutable.
 unsafe impl Sync for Task {}
-// SAFETY: as above; the boxed body is `Send`, and a started generator moves
+// SAFETY: as above; the body is `Send`, and a started generator moves
 // between threads only with work stealing, which the user opted into.
 unsafe impl Send for Task {}
 
@@ -90,8 +93,7 @@ impl Task {
         shared: Arc<Shared>,
         name: Option<Box<str>>,
         stack_bytes: usize,
-        body: Box<dyn FnOnce() + Send>,
-        completion: Arc<dyn Completion>,
+        body: Arc<dyn Body>,
     ) -> Task {
         Task {
             id: CoroutineId::next(),
@@ -102,10 +104,9 @@ impl Task {
             park: AtomicU64::new(0),
             slot: AtomicU64::new(0),
             stack_bytes,
-            body: UnsafeCell::new(Some(body)),
+            body,
             generator: UnsafeCell::new(None),
             suspend: UnsafeCell::new(Suspend::Nothing),
-            completion,
         }
     }
 
@@ -119,13 +120,6 @@ impl Task {
 
     pub(crate) fn set_lifecycle(&self, state: Lifecycle) {
         self.lifecycle.store(state as u8, Ordering::Release);
-    }
-
-    /// # Safety
-    /// Only the thread that is about to run the task for the first time.
-    pub(crate) unsafe fn take_body(&self) -> Option<Box<dyn FnOnce() + Send>> {
-        // SAFETY: exclusive per the contract.
-        unsafe { (*self.body.get()).take() }
     }
 
     /// # Safety
@@ -192,8 +186,11 @@ impl Drop for Task {
             super::Stacks::leak(generator);
         }
         if self.lifecycle() != Lifecycle::Done {
-            self.shared.counters.abandoned.fetch_add(1, Ordering::Relaxed);
-            self.completion.fail(Box::new(String::from(
+            self.shared
+                .counters
+                .abandoned
+                .fetch_add(1, Ordering::Relaxed);
+            self.body.fail(Box::new(String::from(
                 "the coroutine was dropped before it finished: its runtime shut down, \
                  or nothing was left that could wake it",
             )));

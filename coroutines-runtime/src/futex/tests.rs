@@ -9,34 +9,51 @@ use std::time::{Duration, Instant};
 
 use super::bucket::Bucket;
 use crate::sync::Latch;
-use crate::{Completion, Config, Runtime, SpawnOptions};
+use crate::sync::SpinLock;
+use crate::{Body, Config, Runtime, SpawnOptions};
 
-/// Sets a latch when a coroutine ends; records whether it failed.
-#[derive(Default)]
+/// Runs a closure; sets a latch when the coroutine ends and records whether
+/// it failed.
 struct Done {
+    body: SpinLock<Option<Box<dyn FnOnce() + Send>>>,
     latch: Latch,
     failed: AtomicUsize,
 }
 
-impl Completion for Done {
+impl Done {
+    fn new(body: impl FnOnce() + Send + 'static) -> Arc<Done> {
+        Arc::new(Done {
+            body: SpinLock::new(Some(Box::new(body))),
+            latch: Latch::new(),
+            failed: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl Body for Done {
+    fn run(&self) {
+        let body = self.body.lock().take();
+        if let Some(body) = body {
+            body();
+            self.latch.set();
+        }
+    }
+
     fn fail(&self, _payload: Box<dyn Any + Send>) {
-        self.failed.fetch_add(1, Ordering::SeqCst);
-        self.latch.set();
+        if !self.latch.is_set() {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            self.latch.set();
+        }
     }
 }
 
 /// Spawns `body` on the current runtime (or on `runtime`) and returns what
 /// tells when it has ended.
 fn spawn(runtime: Option<&Runtime>, body: impl FnOnce() + Send + 'static) -> Arc<Done> {
-    let done = Arc::new(Done::default());
-    let signal = done.clone();
-    let body = Box::new(move || {
-        body();
-        signal.latch.set();
-    });
+    let done = Done::new(body);
     match runtime {
-        Some(runtime) => runtime.spawn_raw(SpawnOptions::default(), body, done.clone()),
-        None => crate::spawn(SpawnOptions::default(), body, done.clone()),
+        Some(runtime) => runtime.spawn_raw(SpawnOptions::default(), done.clone()),
+        None => crate::spawn(SpawnOptions::default(), done.clone()),
     }
     .expect("spawn");
     done
@@ -129,12 +146,11 @@ fn wake_counts_match_released_waiters_when_racing_deadlines() {
 fn release_runtime_lets_go_of_its_parked_coroutines() {
     static WORD: AtomicU32 = AtomicU32::new(0);
     let runtime = runtime(1);
-    let parked = Arc::new(Done::default());
-    let body = Box::new(|| {
+    let parked = Done::new(|| {
         let _ = super::wait(&WORD, 0, None);
     });
     let task = runtime
-        .spawn_raw(SpawnOptions::default(), body, parked.clone())
+        .spawn_raw(SpawnOptions::default(), parked.clone())
         .expect("spawn");
     // The runtime's identity, without keeping the task alive.
     let shared = task.0.shared.clone();

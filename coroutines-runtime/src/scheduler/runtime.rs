@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use crossbeam_deque::{Injector, Worker};
 
 use super::{worker, Config, Counters, Registry, Shared, Stats, WorkerShared};
-use crate::coroutine::{switch, Completion, Task, TaskRef};
+use crate::coroutine::{switch, Body, Task, TaskRef};
 use crate::reactor::Poller;
 use crate::sync::SpinLock;
 
@@ -76,15 +76,9 @@ impl Runtime {
         })
     }
 
-    /// Spawns a coroutine running `body`; `completion` hears of it if the
-    /// body cannot run to its end.
-    pub fn spawn_raw(
-        &self,
-        options: SpawnOptions,
-        body: Box<dyn FnOnce() + Send>,
-        completion: Arc<dyn Completion>,
-    ) -> io::Result<TaskRef> {
-        spawn_into(&self.shared, options, body, completion)
+    /// Spawns a coroutine running `body`.
+    pub fn spawn_raw(&self, options: SpawnOptions, body: Arc<dyn Body>) -> io::Result<TaskRef> {
+        spawn_into(&self.shared, options, body)
     }
 
     /// The number of worker threads.
@@ -113,17 +107,13 @@ impl Runtime {
 ///
 /// # Panics
 /// If the process-wide runtime cannot start.
-pub fn spawn(
-    options: SpawnOptions,
-    body: Box<dyn FnOnce() + Send>,
-    completion: Arc<dyn Completion>,
-) -> io::Result<TaskRef> {
+pub fn spawn(options: SpawnOptions, body: Arc<dyn Body>) -> io::Result<TaskRef> {
     match switch::current() {
         Some(task) => {
             let shared = task.shared.clone();
-            spawn_into(&shared, options, body, completion)
+            spawn_into(&shared, options, body)
         }
-        None => default_runtime().spawn_raw(options, body, completion),
+        None => default_runtime().spawn_raw(options, body),
     }
 }
 
@@ -145,8 +135,7 @@ pub fn current_task() -> Option<TaskRef> {
 fn spawn_into(
     shared: &Arc<Shared>,
     options: SpawnOptions,
-    body: Box<dyn FnOnce() + Send>,
-    completion: Arc<dyn Completion>,
+    body: Arc<dyn Body>,
 ) -> io::Result<TaskRef> {
     if shared.shutdown.load(Ordering::Acquire) {
         return Err(io::Error::other("the runtime has shut down"));
@@ -162,13 +151,7 @@ fn spawn_into(
     // the caller hears of it now rather than from `join`.
     crate::coroutine::Stacks::check_room(stack_bytes)?;
     let name = options.name.map(String::into_boxed_str);
-    let task = Arc::new(Task::new(
-        shared.clone(),
-        name,
-        stack_bytes,
-        body,
-        completion,
-    ));
+    let task = Arc::new(Task::new(shared.clone(), name, stack_bytes, body));
     shared.submit(task.clone());
     Ok(TaskRef(task))
 }
