@@ -8,7 +8,8 @@ use libc::c_int;
 use crate::coroutine::in_coroutine;
 use crate::reactor::fd_table::{
     FdEntry, Interest, FD_TABLE, MODE_BLOCKING, MODE_NONBLOCKING, MODE_UNKNOWN,
-    STRATEGY_PASS_THROUGH, STRATEGY_PER_CALL, STRATEGY_UNKNOWN, STRATEGY_WAIT_FIRST,
+    STRATEGY_PASS_THROUGH, STRATEGY_PER_CALL, STRATEGY_UNKNOWN, STRATEGY_WAIT_FIRST, STREAM_NO,
+    STREAM_UNKNOWN, STREAM_YES,
 };
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::sys::syscall;
@@ -26,6 +27,11 @@ pub(crate) enum Nonblock {
 /// it instead of blocking the worker. Returns the raw result (`-errno` on
 /// failure).
 ///
+/// `requested` is, for a read that consumes a byte stream, the bytes asked
+/// for (0 otherwise): when such a read comes back short, the stream is
+/// drained, and the next read parks at once instead of making a call that
+/// would return EAGAIN, until a readiness edge says otherwise.
+///
 /// `attempt(true)` must not block: with [`Nonblock::PerCall`] it adds the
 /// per-call flag; with [`Nonblock::Hold`] the file is non-blocking while it
 /// runs. `attempt(false)` is the call as the user made it. Outside a
@@ -36,6 +42,7 @@ pub(crate) fn blocking_io(
     fd: c_int,
     interest: Interest,
     nonblock: Nonblock,
+    requested: usize,
     mut attempt: impl FnMut(bool) -> isize,
 ) -> isize {
     if !in_coroutine() {
@@ -55,12 +62,20 @@ pub(crate) fn blocking_io(
             return attempt(false);
         }
         let wait = FdWait::new(fd, entry, interest);
+        // The edge count alone cannot tell end-of-file: the hang-up edge may
+        // have come before the short read, and none follows it.
+        let drained = requested != 0
+            && entry.drained_at.load(Ordering::Relaxed) == wait.snapshot()
+            && !entry.read_closed.load(Ordering::Acquire);
         if strategy == STRATEGY_WAIT_FIRST {
             if ready_now(fd, interest) {
                 return attempt(false);
             }
-        } else {
+        } else if !drained {
             let ret = attempt(true);
+            if ret > 0 && (ret as usize) < requested && is_stream(fd, entry) {
+                entry.drained_at.store(wait.snapshot(), Ordering::Relaxed);
+            }
             if ret == -(libc::EOPNOTSUPP as isize) && strategy == STRATEGY_UNKNOWN {
                 entry.strategy.store(STRATEGY_WAIT_FIRST, Ordering::Relaxed);
                 continue;
@@ -79,6 +94,43 @@ pub(crate) fn blocking_io(
             Outcome::NotPollable => return attempt(false),
         }
     }
+}
+
+/// Whether reads on `fd` consume a byte stream; learned from the kernel
+/// once per descriptor.
+fn is_stream(fd: c_int, entry: &FdEntry) -> bool {
+    let known = entry.stream.load(Ordering::Relaxed);
+    if known != STREAM_UNKNOWN {
+        return known == STREAM_YES;
+    }
+    let mut stat = core::mem::MaybeUninit::<libc::stat>::uninit();
+    let stream = if syscall!(libc::SYS_fstat, fd, stat.as_mut_ptr()) < 0 {
+        false
+    } else {
+        // SAFETY: fstat succeeded, so it filled `stat`.
+        match unsafe { stat.assume_init() }.st_mode & libc::S_IFMT {
+            libc::S_IFIFO => true,
+            libc::S_IFSOCK => {
+                let mut kind: c_int = 0;
+                let mut size = core::mem::size_of::<c_int>() as libc::socklen_t;
+                let ret = syscall!(
+                    libc::SYS_getsockopt,
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_TYPE,
+                    &mut kind as *mut c_int,
+                    &mut size as *mut libc::socklen_t
+                );
+                ret == 0 && kind == libc::SOCK_STREAM
+            }
+            _ => false,
+        }
+    };
+    entry.stream.store(
+        if stream { STREAM_YES } else { STREAM_NO },
+        Ordering::Relaxed,
+    );
+    stream
 }
 
 /// Whether the user put `fd` in non-blocking mode, learned from the kernel

@@ -25,10 +25,18 @@ fn vectored(fd: c_int, interest: Interest, iov: *const iovec, count: c_int) -> s
     if interest == Interest::Write && (fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO) {
         return c_result(syscall!(plain, fd, iov, count));
     }
+    let requested = match interest {
+        // SAFETY: the caller passes `count` readable iovecs.
+        Interest::Read => (0..count.max(0) as usize)
+            .map(|i| unsafe { (*iov.add(i)).iov_len })
+            .sum(),
+        Interest::Write => 0,
+    };
     c_result(blocking_io(
         fd,
         interest,
         Nonblock::PerCall,
+        requested,
         |nonblocking| {
             if nonblocking {
                 syscall!(

@@ -14,14 +14,24 @@ use crate::sys::{c_result, syscall};
 
 /// A send or receive: one attempt as is if the user passed `MSG_DONTWAIT`,
 /// else through the shared driver with `MSG_DONTWAIT` added per attempt.
-fn transfer(fd: c_int, interest: Interest, flags: c_int, call: impl Fn(c_int) -> isize) -> ssize_t {
+/// `len` is the buffer length of a plain receive (0 for sends and vectored
+/// calls); peeking consumes nothing, so it never counts.
+fn transfer(
+    fd: c_int,
+    interest: Interest,
+    flags: c_int,
+    len: usize,
+    call: impl Fn(c_int) -> isize,
+) -> ssize_t {
     if flags & libc::MSG_DONTWAIT != 0 {
         return c_result(call(flags));
     }
+    let requested = if flags & libc::MSG_PEEK == 0 { len } else { 0 };
     c_result(blocking_io(
         fd,
         interest,
         Nonblock::PerCall,
+        requested,
         |nonblocking| {
             call(if nonblocking {
                 flags | libc::MSG_DONTWAIT
@@ -38,7 +48,7 @@ fn transfer(fd: c_int, interest: Interest, flags: c_int, call: impl Fn(c_int) ->
 /// As `recv(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    transfer(fd, Interest::Read, flags, |flags| {
+    transfer(fd, Interest::Read, flags, len, |flags| {
         syscall!(libc::SYS_recvfrom, fd, buf, len, flags, 0, 0)
     })
 }
@@ -56,7 +66,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    transfer(fd, Interest::Read, flags, |flags| {
+    transfer(fd, Interest::Read, flags, len, |flags| {
         syscall!(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen)
     })
 }
@@ -67,7 +77,7 @@ pub unsafe extern "C" fn recvfrom(
 /// As `recvmsg(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    transfer(fd, Interest::Read, flags, |flags| {
+    transfer(fd, Interest::Read, flags, 0, |flags| {
         syscall!(libc::SYS_recvmsg, fd, msg, flags)
     })
 }
@@ -78,7 +88,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 /// As `send(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    transfer(fd, Interest::Write, flags, |flags| {
+    transfer(fd, Interest::Write, flags, 0, |flags| {
         syscall!(libc::SYS_sendto, fd, buf, len, flags, 0, 0)
     })
 }
@@ -96,7 +106,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
-    transfer(fd, Interest::Write, flags, |flags| {
+    transfer(fd, Interest::Write, flags, 0, |flags| {
         syscall!(libc::SYS_sendto, fd, buf, len, flags, addr, addrlen)
     })
 }
@@ -107,7 +117,7 @@ pub unsafe extern "C" fn sendto(
 /// As `sendmsg(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    transfer(fd, Interest::Write, flags, |flags| {
+    transfer(fd, Interest::Write, flags, 0, |flags| {
         syscall!(libc::SYS_sendmsg, fd, msg, flags)
     })
 }
@@ -124,7 +134,7 @@ pub unsafe extern "C" fn accept4(
     addrlen: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    let ret = blocking_io(fd, Interest::Read, Nonblock::Hold, |_| {
+    let ret = blocking_io(fd, Interest::Read, Nonblock::Hold, 0, |_| {
         syscall!(libc::SYS_accept4, fd, addr, addrlen, flags)
     });
     if ret >= 0 {

@@ -6,7 +6,7 @@
 //! the hook layer sees its descriptor created or closed.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use libc::c_int;
@@ -40,6 +40,15 @@ pub(crate) const STRATEGY_WAIT_FIRST: u8 = 2;
 /// pass through and block the worker as they would block a thread.
 pub(crate) const STRATEGY_PASS_THROUGH: u8 = 3;
 
+/// `FdEntry::drained_at` when no short read is on record.
+pub(crate) const NOT_DRAINED: u64 = u64::MAX;
+/// Not yet known whether reads on the fd consume a byte stream.
+pub(crate) const STREAM_UNKNOWN: u8 = 0;
+/// A pipe, FIFO or stream socket: a short read drains it.
+pub(crate) const STREAM_YES: u8 = 1;
+/// Anything else (datagrams, ttys, files): a short read says nothing.
+pub(crate) const STREAM_NO: u8 = 2;
+
 /// Which way a waiter waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Interest {
@@ -59,6 +68,16 @@ pub(crate) struct FdEntry {
     /// change since before its attempt retries instead of parking.
     read_edges: AtomicU64,
     write_edges: AtomicU64,
+    /// The read edge count at which a stream read came back short: the
+    /// stream is drained until the count moves, so the next read waits
+    /// without trying first. `NOT_DRAINED` otherwise.
+    pub(crate) drained_at: AtomicU64,
+    /// The peer closed, hung up or failed (an RDHUP, HUP or ERR event was
+    /// seen): reads return at once from now on, drained or not.
+    pub(crate) read_closed: AtomicBool,
+    /// Whether reads consume a byte stream (pipes, stream sockets), where a
+    /// short read means drained; see the `STREAM_*` constants.
+    pub(crate) stream: AtomicU8,
     /// `SO_RCVTIMEO`/`SO_SNDTIMEO` in nanoseconds, 0 for none.
     pub(crate) recv_timeout: AtomicU64,
     pub(crate) send_timeout: AtomicU64,
@@ -88,6 +107,9 @@ impl FdEntry {
             strategy: AtomicU8::new(STRATEGY_UNKNOWN),
             read_edges: AtomicU64::new(0),
             write_edges: AtomicU64::new(0),
+            drained_at: AtomicU64::new(NOT_DRAINED),
+            read_closed: AtomicBool::new(false),
+            stream: AtomicU8::new(STREAM_UNKNOWN),
             recv_timeout: AtomicU64::new(0),
             send_timeout: AtomicU64::new(0),
             state: SpinLock::new(FdState::default()),
@@ -147,6 +169,10 @@ impl FdEntry {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
+        let closed = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        if events & closed != 0 {
+            self.read_closed.store(true, Ordering::Release);
+        }
         if events & readable != 0 {
             self.read_edges.fetch_add(1, Ordering::AcqRel);
             state.readers.drain(..).for_each(|w| {
@@ -168,6 +194,9 @@ impl FdEntry {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.mode.store(MODE_UNKNOWN, Ordering::Relaxed);
         self.strategy.store(STRATEGY_UNKNOWN, Ordering::Relaxed);
+        self.drained_at.store(NOT_DRAINED, Ordering::Relaxed);
+        self.read_closed.store(false, Ordering::Relaxed);
+        self.stream.store(STREAM_UNKNOWN, Ordering::Relaxed);
         self.recv_timeout.store(0, Ordering::Relaxed);
         self.send_timeout.store(0, Ordering::Relaxed);
         state.registered.clear();

@@ -46,6 +46,11 @@ impl FdWait {
         }
     }
 
+    /// The edge count seen before the attempt.
+    pub(crate) fn snapshot(&self) -> u64 {
+        self.snapshot
+    }
+
     /// Looks up `fd` and snapshots it; `None` for untracked descriptors.
     pub(crate) fn lookup(fd: c_int, interest: Interest) -> Option<FdWait> {
         FD_TABLE
