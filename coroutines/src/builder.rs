@@ -108,11 +108,10 @@ impl Builder {
         T: Send + 'static,
     {
         let spawned = Arc::new(Spawned::new(f));
-        let name = self.options.name.as_deref().map(Arc::from);
         let task = match runtime {
             Some(runtime) => runtime.spawn_raw(self.options, spawned.clone())?,
             None => coroutines_runtime::spawn(self.options, spawned.clone())?,
         };
-        Ok(JoinHandle::new(spawned, Coroutine::new(task.id(), name)))
+        Ok(JoinHandle::new(spawned, Coroutine::new(task)))
     }
 }

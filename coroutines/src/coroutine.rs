@@ -1,8 +1,6 @@
 //! The identity of a coroutine.
 
-use std::sync::Arc;
-
-use coroutines_runtime::CoroutineId;
+use coroutines_runtime::{CoroutineId, TaskRef};
 
 /// A handle to a coroutine's identity, like [`std::thread::Thread`].
 ///
@@ -17,13 +15,12 @@ use coroutines_runtime::CoroutineId;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Coroutine {
-    id: CoroutineId,
-    name: Option<Arc<str>>,
+    task: TaskRef,
 }
 
 impl Coroutine {
-    pub(crate) fn new(id: CoroutineId, name: Option<Arc<str>>) -> Coroutine {
-        Coroutine { id, name }
+    pub(crate) fn new(task: TaskRef) -> Coroutine {
+        Coroutine { task }
     }
 
     /// Returns the coroutine's unique identifier.
@@ -35,7 +32,7 @@ impl Coroutine {
     /// assert_ne!(a.join().unwrap(), b.join().unwrap());
     /// ```
     pub fn id(&self) -> CoroutineId {
-        self.id
+        self.task.id()
     }
 
     /// Returns the coroutine's name, if it was given one.
@@ -46,7 +43,7 @@ impl Coroutine {
     /// assert!(unnamed.join().unwrap());
     /// ```
     pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.task.name()
     }
 }
 
@@ -73,6 +70,5 @@ pub fn current() -> Coroutine {
 /// assert!(coroutines::spawn(|| coroutines::try_current().is_some()).join().unwrap());
 /// ```
 pub fn try_current() -> Option<Coroutine> {
-    coroutines_runtime::current_task()
-        .map(|task| Coroutine::new(task.id(), task.name().map(Arc::from)))
+    coroutines_runtime::current_task().map(Coroutine::new)
 }

@@ -113,7 +113,9 @@ impl<F: Send, T: Send> Joinable<T> for Spawned<F, T> {
 /// An owned permission to join on a coroutine (block on its termination).
 ///
 /// Dropping the handle detaches the coroutine: it keeps running, and its
-/// result is dropped when it finishes.
+/// result is dropped when it finishes. The handle keeps the coroutine's
+/// record alive, so the record is usually freed by the joining thread, the
+/// one that allocated it.
 ///
 /// # Examples
 /// ```

@@ -176,16 +176,13 @@ impl core::fmt::Debug for TaskRef {
     }
 }
 
-impl Drop for Task {
-    fn drop(&mut self) {
-        if let Some(generator) = self.generator.get_mut().take() {
-            // Suspended and unreachable (its runtime shut down, or nothing
-            // holds a waker for it any more). Dropping the generator would
-            // unwind its stack, which aborts under `panic = "abort"`; the
-            // stack is leaked instead.
-            super::Stacks::leak(generator);
-        }
-        if self.lifecycle() != Lifecycle::Done {
+impl Task {
+    /// Gives up on a coroutine that will never run again (its runtime shut
+    /// down, or nothing is left that could wake it): its join handle gets an
+    /// error. Does nothing once the coroutine is done.
+    pub(crate) fn abandon(&self) {
+        let was = self.lifecycle.swap(Lifecycle::Done as u8, Ordering::AcqRel);
+        if was != Lifecycle::Done as u8 {
             self.shared
                 .counters
                 .abandoned
@@ -195,5 +192,17 @@ impl Drop for Task {
                  or nothing was left that could wake it",
             )));
         }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(generator) = self.generator.get_mut().take() {
+            // Suspended and unreachable. Dropping the generator would unwind
+            // its stack, which aborts under `panic = "abort"`; the stack is
+            // leaked instead.
+            super::Stacks::leak(generator);
+        }
+        self.abandon();
     }
 }

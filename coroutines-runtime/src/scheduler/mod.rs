@@ -91,11 +91,11 @@ pub(crate) fn current_poller() -> Option<&'static Poller> {
 /// Makes a woken coroutine runnable on its worker.
 ///
 /// Once the runtime shuts down nothing runs its queues any more: the task is
-/// dropped instead, which fails its join handle unless something else still
-/// holds it.
+/// abandoned instead, which fails its join handle.
 pub(crate) fn schedule(task: Arc<Task>) {
     let shared = task.shared.clone();
     if shared.shutdown.load(Ordering::Acquire) {
+        task.abandon();
         return;
     }
     let home = task.home.load(Ordering::Relaxed);

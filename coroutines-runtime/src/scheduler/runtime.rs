@@ -189,8 +189,17 @@ impl Drop for Runtime {
             }
         }
         // Started coroutines that never finished, and new ones nobody took.
-        drop(self.shared.registry.drain());
-        while !self.shared.injector.steal().is_empty() {}
+        // Once the workers have stopped nothing runs them any more; from
+        // inside, the current coroutine is still running, and the rest are
+        // failed as they are dropped.
+        for task in self.shared.registry.drain() {
+            if !inside {
+                task.abandon();
+            }
+        }
+        while let Some(task) = self.shared.injector.steal().success() {
+            task.abandon();
+        }
         // Parked coroutines are also held by what they wait on; letting go
         // of them drops them, which fails their join handles.
         crate::futex::release_runtime(&self.shared);

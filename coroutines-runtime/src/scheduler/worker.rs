@@ -160,11 +160,18 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queue: Worker<Arc<Task>>) {
 
     WORKER.with(|worker| worker.set(ptr::null()));
     me.local.store(ptr::null_mut(), Ordering::Release);
-    // Dropping the queues drops their tasks, which fails the join handles
-    // of those that never finished.
-    while local.queue.pop().is_some() {}
-    local.ready.borrow_mut().clear();
-    while !me.inbox.steal().is_empty() {}
+    // Nothing will run what is still queued: fail their join handles.
+    while let Some(task) = local.queue.pop() {
+        task.abandon();
+    }
+    local
+        .ready
+        .borrow_mut()
+        .drain(..)
+        .for_each(|task| task.abandon());
+    while let Some(task) = me.inbox.steal().success() {
+        task.abandon();
+    }
     local.timers.borrow_mut().drain().for_each(drop);
 }
 
