@@ -5,8 +5,12 @@
 //! with `harness = false`). Environment knobs:
 //! - `SPAWN_YIELD_ROUNDS` (default 9): measured rounds; each round runs every
 //!   contender once, in a rotated order, after one unreported warm-up round.
-//! - `SPAWN_YIELD_BREAKDOWN=1`: also prints the spawn-phase / join-phase split
-//!   of the spawn workload and our runtimes' counters.
+//! - `SPAWN_YIELD_ONLY="coroutines;may"`: only the rows whose names contain
+//!   one of these `;`-separated substrings (and their tokio reference rows).
+//! - `SPAWN_YIELD_BREAKDOWN=1`: adds the batched spawn+join on 1 worker, and a
+//!   table with the spawn-loop / join-loop split, the process's context
+//!   switches and page faults per 1,000 operations, and our runtimes'
+//!   counters.
 //!
 //! Without a `--bench` argument (`cargo test --benches` runs bench targets
 //! that way) it makes a quick smoke run: one round, sizes divided by 10.
@@ -195,6 +199,17 @@ fn main() {
             || tokio_spawn_in_task(&tokio_mt1, BATCH),
         ));
     }
+    if let Ok(only) = std::env::var("SPAWN_YIELD_ONLY") {
+        // Semicolon-separated substrings of row names; references are kept.
+        let wanted: Vec<&str> = only.split(';').map(str::trim).collect();
+        let keep = |name: &str| wanted.iter().any(|w| name.contains(w));
+        let references: Vec<&str> = contenders
+            .iter()
+            .filter(|c| keep(c.name))
+            .map(|c| c.reference)
+            .collect();
+        contenders.retain(|c| keep(c.name) || references.contains(&c.name));
+    }
     // Spawn rows first, then yield rows, in the table.
     contenders.sort_by_key(|c| c.workload != SPAWN);
 
@@ -211,11 +226,12 @@ fn main() {
         // Rotate the order so no contender always follows the same one.
         for k in 0..n {
             let i = (k + round * 5) % n;
-            let before = thread_switches();
+            let before = (thread_switches(), minor_faults());
             let mut sample = (contenders[i].run)();
-            let after = thread_switches();
-            sample.voluntary_switches = after.0.saturating_sub(before.0);
-            sample.involuntary_switches = after.1.saturating_sub(before.1);
+            let after = (thread_switches(), minor_faults());
+            sample.voluntary_switches = after.0 .0.saturating_sub(before.0 .0);
+            sample.involuntary_switches = after.0 .1.saturating_sub(before.0 .1);
+            sample.page_faults = after.1.saturating_sub(before.1);
             samples[i].push(sample);
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -267,11 +283,15 @@ fn main() {
         println!();
         println!(
             "breakdown (medians over rounds): spawn+join split into the spawn loop and the join \
-             loop, per task; thread context switches in the whole process per 1,000 operations \
-             (sleeps = voluntary, preemptions = involuntary; the may yield child is not counted)"
+             loop, per task; thread context switches (sleeps = voluntary, preemptions = involuntary) and minor \
+             page faults in the whole process per 1,000 operations (the may yield child is not \
+             counted)"
         );
-        println!("| workload | contender | spawn loop | join loop | total | sleeps / 1k | preemptions / 1k |");
-        println!("|---|---|---:|---:|---:|---:|---:|");
+        println!(
+            "| workload | contender | spawn loop | join loop | total | sleeps / 1k | \
+             preemptions / 1k | page faults / 1k |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
         for (c, s) in contenders.iter().zip(&samples) {
             let ops = if c.workload == YIELD {
                 2 * if c.name.starts_with("std::thread") {
@@ -294,12 +314,13 @@ fn main() {
                 (String::from("-"), String::from("-"))
             };
             println!(
-                "| {} | {} | {spawn_loop} | {join_loop} | {} | {} | {} |",
+                "| {} | {} | {spawn_loop} | {join_loop} | {} | {} | {} | {} |",
                 c.workload,
                 c.name,
                 fmt_ns(median(&values(s, |s| s.per_op))),
                 per_k(median_u64(s, |s| s.voluntary_switches)),
                 per_k(median_u64(s, |s| s.involuntary_switches)),
+                per_k(median_u64(s, |s| s.page_faults)),
             );
         }
         let stats = ours.stats();
@@ -330,6 +351,8 @@ struct Sample {
     /// blocking in the kernel (voluntary), or being preempted (involuntary).
     voluntary_switches: u64,
     involuntary_switches: u64,
+    /// Minor page faults of the process during the run.
+    page_faults: u64,
 }
 
 fn sample(total: Duration, spawning: Duration, ops: u64) -> Sample {
@@ -338,6 +361,18 @@ fn sample(total: Duration, spawning: Duration, ops: u64) -> Sample {
         spawn_phase: spawning.as_nanos() as f64 / ops as f64,
         ..Sample::default()
     }
+}
+
+/// The process's minor page faults so far, from /proc (0 where unavailable).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; minflt is field 10.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after_name
+        .split_whitespace()
+        .nth(7)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Sums the voluntary and involuntary context switches of every thread of
