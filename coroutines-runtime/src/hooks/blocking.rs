@@ -1,15 +1,15 @@
 //! The driver shared by every hook that may block on a descriptor.
 
 use core::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libc::c_int;
 
+use super::nonblock::{self, NonblockHold};
 use crate::coroutine::in_coroutine;
 use crate::reactor::fd_table::{
-    FdEntry, Interest, FD_TABLE, MODE_BLOCKING, MODE_NONBLOCKING, MODE_UNKNOWN,
-    STRATEGY_PASS_THROUGH, STRATEGY_PER_CALL, STRATEGY_UNKNOWN, STRATEGY_WAIT_FIRST, STREAM_NO,
-    STREAM_UNKNOWN, STREAM_YES,
+    FdEntry, Interest, FD_TABLE, STRATEGY_PASS_THROUGH, STRATEGY_PER_CALL, STRATEGY_UNKNOWN,
+    STRATEGY_WAIT_FIRST, STREAM_NO, STREAM_UNKNOWN, STREAM_YES,
 };
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::sys::syscall;
@@ -19,7 +19,8 @@ use crate::sys::syscall;
 pub(crate) enum Nonblock {
     /// The call takes a per-call flag (`MSG_DONTWAIT`, `RWF_NOWAIT`).
     PerCall,
-    /// The call has none (accept): the file is held in O_NONBLOCK meanwhile.
+    /// The call has none (accept): the description is held in O_NONBLOCK
+    /// meanwhile.
     Hold,
 }
 
@@ -27,17 +28,18 @@ pub(crate) enum Nonblock {
 /// it instead of blocking the worker. Returns the raw result (`-errno` on
 /// failure).
 ///
+/// `attempt(true)` must not block: with [`Nonblock::PerCall`] it adds the
+/// per-call flag; with [`Nonblock::Hold`] the description is non-blocking
+/// while it runs. `attempt(false)` is the call as the user made it, made
+/// once outside coroutines. Before parking, the kernel is asked what the
+/// user wants: a non-blocking description fails with EAGAIN at once, and
+/// `SO_RCVTIMEO`/`SO_SNDTIMEO` bound the wait, after which the result is
+/// EAGAIN, as the kernel gives it.
+///
 /// `requested` is, for a read that consumes a byte stream, the bytes asked
 /// for (0 otherwise): when such a read comes back short, the stream is
 /// drained, and the next read parks at once instead of making a call that
 /// would return EAGAIN, until a readiness edge says otherwise.
-///
-/// `attempt(true)` must not block: with [`Nonblock::PerCall`] it adds the
-/// per-call flag; with [`Nonblock::Hold`] the file is non-blocking while it
-/// runs. `attempt(false)` is the call as the user made it. Outside a
-/// coroutine, or when the user made the fd non-blocking, the call is made
-/// once as is. The user's `SO_RCVTIMEO`/`SO_SNDTIMEO` bound the wait, after
-/// which the result is EAGAIN, as the kernel gives it.
 pub(crate) fn blocking_io(
     fd: c_int,
     interest: Interest,
@@ -46,16 +48,25 @@ pub(crate) fn blocking_io(
     mut attempt: impl FnMut(bool) -> isize,
 ) -> isize {
     if !in_coroutine() {
-        return attempt(false);
+        return if nonblock == Nonblock::Hold && nonblock::added_by_runtime(fd) {
+            blocking_in_thread(fd, interest, attempt)
+        } else {
+            attempt(false)
+        };
     }
     let Some(entry) = FD_TABLE.get(fd) else {
         return attempt(false);
     };
-    if user_mode(fd, entry) == MODE_NONBLOCKING {
-        return attempt(false);
-    }
-    let _hold = (nonblock == Nonblock::Hold).then(|| NonblockHold::take(fd, entry));
-    let deadline = entry.timeout(interest).map(|t| Instant::now() + t);
+    let _hold = match nonblock {
+        Nonblock::Hold => match NonblockHold::take(fd) {
+            Some(hold) => Some(hold),
+            None => return attempt(false),
+        },
+        Nonblock::PerCall => None,
+    };
+    let start = Instant::now();
+    // Learned from the kernel the first time the call would park.
+    let mut deadline: Option<Option<Instant>> = None;
     loop {
         let strategy = entry.strategy.load(Ordering::Relaxed);
         if strategy == STRATEGY_PASS_THROUGH {
@@ -67,11 +78,11 @@ pub(crate) fn blocking_io(
         let drained = requested != 0
             && entry.drained_at.load(Ordering::Relaxed) == wait.snapshot()
             && !entry.read_closed.load(Ordering::Acquire);
-        if strategy == STRATEGY_WAIT_FIRST {
-            if ready_now(fd, interest) {
-                return attempt(false);
-            }
-        } else if !drained {
+        let tried = strategy != STRATEGY_WAIT_FIRST && !drained;
+        if strategy == STRATEGY_WAIT_FIRST && ready_now(fd, interest) {
+            return attempt(false);
+        }
+        if tried {
             let ret = attempt(true);
             if ret > 0 && (ret as usize) < requested && is_stream(fd, entry) {
                 entry.drained_at.store(wait.snapshot(), Ordering::Relaxed);
@@ -87,11 +98,43 @@ pub(crate) fn blocking_io(
                 return ret;
             }
         }
+        let deadline = *deadline.get_or_insert_with(|| {
+            nonblock::user_timeout(fd, interest).and_then(|t| start.checked_add(t))
+        });
+        if nonblock::user_nonblocking(fd) {
+            // The user's call does not block: make it as is.
+            return if tried {
+                -(libc::EAGAIN as isize)
+            } else {
+                attempt(false)
+            };
+        }
         match wait_fd(&wait, deadline) {
             Outcome::Ready => {}
             Outcome::TimedOut => return -(libc::EAGAIN as isize),
             Outcome::Closed => return -(libc::EBADF as isize),
             Outcome::NotPollable => return attempt(false),
+        }
+    }
+}
+
+/// A plain thread's call on a description a coroutine holds in O_NONBLOCK
+/// while the user wants it blocking: blocks in `ppoll` between attempts, up
+/// to the user's timeout, as the kernel would have blocked in the call.
+fn blocking_in_thread(
+    fd: c_int,
+    interest: Interest,
+    mut attempt: impl FnMut(bool) -> isize,
+) -> isize {
+    let deadline = nonblock::user_timeout(fd, interest).map(|t| Instant::now() + t);
+    loop {
+        let ret = attempt(false);
+        if ret != -(libc::EAGAIN as isize) || !nonblock::added_by_runtime(fd) {
+            return ret;
+        }
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining.is_some_and(|r| r.is_zero()) || poll_one(fd, interest, remaining) < 0 {
+            return ret;
         }
     }
 }
@@ -133,29 +176,15 @@ fn is_stream(fd: c_int, entry: &FdEntry) -> bool {
     stream
 }
 
-/// Whether the user put `fd` in non-blocking mode, learned from the kernel
-/// on first use if no hook saw it being set.
-pub(crate) fn user_mode(fd: c_int, entry: &FdEntry) -> u8 {
-    let mode = entry.mode.load(Ordering::Relaxed);
-    if mode != MODE_UNKNOWN {
-        return mode;
-    }
-    let flags = syscall!(libc::SYS_fcntl, fd, libc::F_GETFL);
-    if flags < 0 {
-        return MODE_BLOCKING;
-    }
-    let mode = if flags as c_int & libc::O_NONBLOCK != 0 {
-        MODE_NONBLOCKING
-    } else {
-        MODE_BLOCKING
-    };
-    entry.mode.store(mode, Ordering::Relaxed);
-    mode
-}
-
 /// Level-triggered readiness check, for descriptors whose calls cannot be
 /// made non-blocking one at a time.
 pub(crate) fn ready_now(fd: c_int, interest: Interest) -> bool {
+    poll_one(fd, interest, Some(Duration::ZERO)) != 0
+}
+
+/// `ppoll` on one descriptor for `interest`, up to `timeout` (forever if
+/// `None`); the raw result.
+fn poll_one(fd: c_int, interest: Interest, timeout: Option<Duration>) -> isize {
     let events = match interest {
         Interest::Read => libc::POLLIN,
         Interest::Write => libc::POLLOUT,
@@ -165,77 +194,26 @@ pub(crate) fn ready_now(fd: c_int, interest: Interest) -> bool {
         events,
         revents: 0,
     };
-    let zero = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let timeout = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let timeout = timeout
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
     syscall!(
         libc::SYS_ppoll,
         &mut pollfd as *mut libc::pollfd,
         1,
-        &zero as *const libc::timespec,
+        timeout,
         0,
         8
-    ) != 0
+    )
 }
 
-/// Holds `fd` in O_NONBLOCK while a call that has no per-call flag
-/// (accept, connect) runs; the user's mode comes back when the last holder
-/// releases it, and `F_GETFL` hides the flag meanwhile.
-pub(crate) struct NonblockHold {
-    fd: c_int,
-    entry: &'static FdEntry,
-}
-
-impl NonblockHold {
-    pub(crate) fn take(fd: c_int, entry: &'static FdEntry) -> NonblockHold {
-        let mut state = entry.state.lock();
-        if state.nonblock_holds == 0 {
-            let flags = syscall!(libc::SYS_fcntl, fd, libc::F_GETFL);
-            if flags >= 0 && flags as c_int & libc::O_NONBLOCK == 0 {
-                syscall!(
-                    libc::SYS_fcntl,
-                    fd,
-                    libc::F_SETFL,
-                    flags as c_int | libc::O_NONBLOCK
-                );
-                state.nonblock_added = true;
-            }
-        }
-        state.nonblock_holds += 1;
-        NonblockHold { fd, entry }
-    }
-}
-
-impl Drop for NonblockHold {
-    fn drop(&mut self) {
-        let mut state = self.entry.state.lock();
-        state.nonblock_holds = state.nonblock_holds.saturating_sub(1);
-        if state.nonblock_holds == 0 && state.nonblock_added {
-            state.nonblock_added = false;
-            let flags = syscall!(libc::SYS_fcntl, self.fd, libc::F_GETFL);
-            if flags >= 0 {
-                syscall!(
-                    libc::SYS_fcntl,
-                    self.fd,
-                    libc::F_SETFL,
-                    flags as c_int & !libc::O_NONBLOCK
-                );
-            }
-        }
-    }
-}
-
-/// Forgets what was known of a descriptor number that was just created, and
-/// records whether it starts non-blocking.
-pub(crate) fn on_created(fd: c_int, nonblocking: bool) {
+/// Forgets what was known of a descriptor number that was just created.
+pub(crate) fn on_created(fd: c_int) {
     if let Some(entry) = FD_TABLE.peek(fd) {
         entry.reset();
-        let mode = if nonblocking {
-            MODE_NONBLOCKING
-        } else {
-            MODE_BLOCKING
-        };
-        entry.mode.store(mode, Ordering::Relaxed);
     }
 }

@@ -2,12 +2,11 @@
 //! ttys; creating, duplicating and closing descriptors; and the flags the
 //! user sets, which the runtime must both honour and never show as its own.
 
-use core::sync::atomic::Ordering;
-
 use libc::{c_int, c_ulong, c_void, iovec, size_t, ssize_t};
 
 use super::blocking::{blocking_io, on_created, Nonblock};
-use crate::reactor::fd_table::{Interest, FD_TABLE, MODE_BLOCKING, MODE_NONBLOCKING};
+use super::nonblock;
+use crate::reactor::fd_table::{Interest, FD_TABLE};
 use crate::sys::{c_result, syscall};
 
 /// `preadv2`/`pwritev2` with offset -1 use and advance the file position,
@@ -109,8 +108,7 @@ pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
     if ret == 0 {
         // SAFETY: on success the kernel wrote two descriptors to `fds`.
         let pair = unsafe { [*fds, *fds.add(1)] };
-        pair.into_iter()
-            .for_each(|fd| on_created(fd, flags & libc::O_NONBLOCK != 0));
+        pair.into_iter().for_each(on_created);
     }
     c_result(ret) as c_int
 }
@@ -138,15 +136,9 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     c_result(syscall!(libc::SYS_close, fd)) as c_int
 }
 
-/// Gives `new`, a duplicate of `old`, the settings of `old`: both share one
-/// open file description.
-fn on_duplicated(old: c_int, new: c_int) {
-    if let Some(source) = FD_TABLE.peek(old) {
-        if let Some(target) = FD_TABLE.get(new) {
-            target.reset();
-            target.copy_settings_from(source);
-        }
-    } else if let Some(target) = FD_TABLE.peek(new) {
+/// `new` now names another open file description: forget its record.
+fn on_duplicated(new: c_int) {
+    if let Some(target) = FD_TABLE.peek(new) {
         target.reset();
     }
 }
@@ -159,7 +151,7 @@ fn on_duplicated(old: c_int, new: c_int) {
 pub unsafe extern "C" fn dup(old: c_int) -> c_int {
     let ret = syscall!(libc::SYS_dup, old);
     if ret >= 0 {
-        on_duplicated(old, ret as c_int);
+        on_duplicated(ret as c_int);
     }
     c_result(ret) as c_int
 }
@@ -172,7 +164,7 @@ pub unsafe extern "C" fn dup(old: c_int) -> c_int {
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     let ret = syscall!(libc::SYS_dup3, old, new, flags);
     if ret >= 0 {
-        on_duplicated(old, new);
+        on_duplicated(new);
     }
     c_result(ret) as c_int
 }
@@ -193,8 +185,8 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 
 /// Hooked (`fcntl` is variadic in C; on x86-64 a fixed third argument is
 /// passed in the same register): `F_GETFL` never shows an O_NONBLOCK the
-/// runtime added, `F_SETFL` records what the user asked, `F_DUPFD*` copy
-/// the record.
+/// runtime added, `F_SETFL` keeps one a coroutine's accept or connect relies
+/// on, and `F_DUPFD*` give the new number a clean record.
 ///
 /// # Safety
 /// As `fcntl(2)`.
@@ -203,44 +195,25 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     match cmd {
         libc::F_GETFL => {
             let ret = syscall!(libc::SYS_fcntl, fd, cmd);
-            let hidden = FD_TABLE.peek(fd).is_some_and(|entry| {
-                let state = entry.state.lock();
-                state.nonblock_added && state.nonblock_holds > 0
-            });
-            if ret >= 0 && hidden {
-                return (ret as c_int) & !libc::O_NONBLOCK;
+            if ret >= 0 && ret as c_int & libc::O_NONBLOCK != 0 && nonblock::added_by_runtime(fd) {
+                return ret as c_int & !libc::O_NONBLOCK;
             }
             c_result(ret) as c_int
         }
         libc::F_SETFL => {
             let wanted = arg as c_int;
-            let Some(entry) = FD_TABLE.peek(fd) else {
-                return c_result(syscall!(libc::SYS_fcntl, fd, cmd, wanted)) as c_int;
-            };
-            let mut state = entry.state.lock();
-            let held = state.nonblock_holds > 0;
-            let user_nonblocking = wanted & libc::O_NONBLOCK != 0;
-            let effective = if held {
+            let keep = nonblock::user_sets_mode(fd, wanted & libc::O_NONBLOCK != 0);
+            let effective = if keep {
                 wanted | libc::O_NONBLOCK
             } else {
                 wanted
             };
-            let ret = syscall!(libc::SYS_fcntl, fd, cmd, effective);
-            if ret >= 0 {
-                state.nonblock_added = held && !user_nonblocking;
-                let mode = if user_nonblocking {
-                    MODE_NONBLOCKING
-                } else {
-                    MODE_BLOCKING
-                };
-                entry.mode.store(mode, Ordering::Relaxed);
-            }
-            c_result(ret) as c_int
+            c_result(syscall!(libc::SYS_fcntl, fd, cmd, effective)) as c_int
         }
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
             let ret = syscall!(libc::SYS_fcntl, fd, cmd, arg);
             if ret >= 0 {
-                on_duplicated(fd, ret as c_int);
+                on_duplicated(ret as c_int);
             }
             c_result(ret) as c_int
         }
@@ -259,24 +232,24 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 }
 
 /// Hooked (variadic in C, register-compatible on x86-64): `FIONBIO`, which
-/// `set_nonblocking` uses, records what the user asked.
+/// `set_nonblocking` uses, must not clear an O_NONBLOCK a coroutine's accept
+/// or connect relies on; the flag then counts as the user's if they asked.
 ///
 /// # Safety
 /// As `ioctl(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
-    let ret = syscall!(libc::SYS_ioctl, fd, request, arg);
-    if ret == 0 && request == libc::FIONBIO as c_ulong && !arg.is_null() {
-        // SAFETY: FIONBIO takes a pointer to an int, which the kernel read.
+    if request == libc::FIONBIO as c_ulong && !arg.is_null() {
+        // SAFETY: FIONBIO takes a pointer to an int.
         let nonblocking = unsafe { *(arg as *const c_int) } != 0;
-        if let Some(entry) = FD_TABLE.get(fd) {
-            let mode = if nonblocking {
-                MODE_NONBLOCKING
-            } else {
-                MODE_BLOCKING
-            };
-            entry.mode.store(mode, Ordering::Relaxed);
-        }
+        let keep = nonblock::user_sets_mode(fd, nonblocking);
+        let value = c_int::from(nonblocking || keep);
+        return c_result(syscall!(
+            libc::SYS_ioctl,
+            fd,
+            request,
+            &value as *const c_int
+        )) as c_int;
     }
-    c_result(ret) as c_int
+    c_result(syscall!(libc::SYS_ioctl, fd, request, arg)) as c_int
 }

@@ -19,6 +19,7 @@
 mod blocking;
 mod fd;
 mod futex;
+mod nonblock;
 mod poll;
 mod socket;
 mod thread;

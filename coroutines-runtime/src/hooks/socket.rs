@@ -1,14 +1,14 @@
 //! Sockets: creation, accept, connect, the send and receive family, and
 //! the timeouts the user sets.
 
-use core::sync::atomic::Ordering;
 use std::time::Instant;
 
 use libc::{c_int, c_void, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-use super::blocking::{blocking_io, on_created, ready_now, user_mode, Nonblock, NonblockHold};
+use super::blocking::{blocking_io, on_created, ready_now, Nonblock};
+use super::nonblock::{self, NonblockHold};
 use crate::coroutine::in_coroutine;
-use crate::reactor::fd_table::{Interest, FD_TABLE, MODE_NONBLOCKING};
+use crate::reactor::fd_table::{Interest, FD_TABLE};
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::sys::{c_result, syscall};
 
@@ -138,7 +138,7 @@ pub unsafe extern "C" fn accept4(
         syscall!(libc::SYS_accept4, fd, addr, addrlen, flags)
     });
     if ret >= 0 {
-        on_created(ret as c_int, flags & libc::SOCK_NONBLOCK != 0);
+        on_created(ret as c_int);
     }
     c_result(ret) as c_int
 }
@@ -163,22 +163,22 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, addrlen: *mut so
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let plain = || c_result(syscall!(libc::SYS_connect, fd, addr, len)) as c_int;
-    if !in_coroutine() {
+    if !in_coroutine() || nonblock::user_nonblocking(fd) {
         return plain();
     }
     let Some(entry) = FD_TABLE.get(fd) else {
         return plain();
     };
-    if user_mode(fd, entry) == MODE_NONBLOCKING {
-        return plain();
-    }
-    let deadline = entry.timeout(Interest::Write).map(|t| Instant::now() + t);
+    let start = Instant::now();
     let mut wait = FdWait::new(fd, entry, Interest::Write);
-    let _hold = NonblockHold::take(fd, entry);
+    let Some(_hold) = NonblockHold::take(fd) else {
+        return plain();
+    };
     let ret = syscall!(libc::SYS_connect, fd, addr, len);
     if ret != -(libc::EINPROGRESS as isize) {
         return c_result(ret) as c_int;
     }
+    let deadline = nonblock::user_timeout(fd, Interest::Write).and_then(|t| start.checked_add(t));
     loop {
         match wait_fd(&wait, deadline) {
             Outcome::Ready | Outcome::NotPollable => {}
@@ -207,38 +207,6 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     }
 }
 
-/// Hooked: records the user's receive and send timeouts, which bound a
-/// coroutine's wait as they bound a blocking call.
-///
-/// # Safety
-/// As `setsockopt(2)`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn setsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    value: *const c_void,
-    len: socklen_t,
-) -> c_int {
-    let ret = syscall!(libc::SYS_setsockopt, fd, level, name, value, len);
-    let timeout =
-        level == libc::SOL_SOCKET && matches!(name, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO);
-    if ret == 0 && timeout && len as usize >= core::mem::size_of::<libc::timeval>() {
-        // SAFETY: the kernel accepted `value` as a timeval of `len` bytes.
-        let tv = unsafe { &*(value as *const libc::timeval) };
-        let nanos = tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000;
-        if let Some(entry) = FD_TABLE.get(fd) {
-            let slot = if name == libc::SO_RCVTIMEO {
-                &entry.recv_timeout
-            } else {
-                &entry.send_timeout
-            };
-            slot.store(nanos, Ordering::Relaxed);
-        }
-    }
-    c_result(ret) as c_int
-}
-
 /// Hooked: a new socket starts with a clean record.
 ///
 /// # Safety
@@ -247,7 +215,7 @@ pub unsafe extern "C" fn setsockopt(
 pub unsafe extern "C" fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
     let ret = syscall!(libc::SYS_socket, domain, kind, protocol);
     if ret >= 0 {
-        on_created(ret as c_int, kind & libc::SOCK_NONBLOCK != 0);
+        on_created(ret as c_int);
     }
     c_result(ret) as c_int
 }
@@ -267,8 +235,7 @@ pub unsafe extern "C" fn socketpair(
     if ret == 0 {
         // SAFETY: on success the kernel wrote two descriptors to `sv`.
         let fds = unsafe { [*sv, *sv.add(1)] };
-        fds.into_iter()
-            .for_each(|fd| on_created(fd, kind & libc::SOCK_NONBLOCK != 0));
+        fds.into_iter().for_each(on_created);
     }
     c_result(ret) as c_int
 }

@@ -7,7 +7,6 @@
 
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::time::Duration;
 
 use libc::c_int;
 
@@ -21,13 +20,6 @@ const CHUNK: usize = 1024;
 /// Chunks in the table: descriptors up to 4M are tracked, beyond that hooks
 /// pass straight through.
 const CHUNKS: usize = 4096;
-
-/// Whether the fd is in blocking mode as far as the user is concerned.
-pub(crate) const MODE_UNKNOWN: u8 = 0;
-/// The user's fd is blocking: the runtime emulates blocking by parking.
-pub(crate) const MODE_BLOCKING: u8 = 1;
-/// The user made the fd non-blocking: calls return EAGAIN as they would.
-pub(crate) const MODE_NONBLOCKING: u8 = 2;
 
 /// How a blocking call on the fd is made non-blocking for one attempt.
 pub(crate) const STRATEGY_UNKNOWN: u8 = 0;
@@ -62,7 +54,6 @@ pub(crate) struct FdEntry {
     /// file cannot reach the next owner of the fd number. Epoll events carry
     /// the generation they were registered under.
     pub(crate) generation: AtomicU32,
-    pub(crate) mode: AtomicU8,
     pub(crate) strategy: AtomicU8,
     /// Readiness edges seen per direction; a waiter that saw the count
     /// change since before its attempt retries instead of parking.
@@ -78,9 +69,6 @@ pub(crate) struct FdEntry {
     /// Whether reads consume a byte stream (pipes, stream sockets), where a
     /// short read means drained; see the `STREAM_*` constants.
     pub(crate) stream: AtomicU8,
-    /// `SO_RCVTIMEO`/`SO_SNDTIMEO` in nanoseconds, 0 for none.
-    pub(crate) recv_timeout: AtomicU64,
-    pub(crate) send_timeout: AtomicU64,
     pub(crate) state: SpinLock<FdState>,
 }
 
@@ -92,26 +80,18 @@ pub(crate) struct FdState {
     /// Pollers (by id) this fd is registered with under the current
     /// generation.
     pub(crate) registered: Vec<u64>,
-    /// The runtime holds the fd in O_NONBLOCK for this many in-flight calls
-    /// (accept, connect), and restores the user's mode when it drops to 0.
-    pub(crate) nonblock_holds: u32,
-    /// Whether the runtime, not the user, put O_NONBLOCK on the file.
-    pub(crate) nonblock_added: bool,
 }
 
 impl FdEntry {
     fn new() -> FdEntry {
         FdEntry {
             generation: AtomicU32::new(0),
-            mode: AtomicU8::new(MODE_UNKNOWN),
             strategy: AtomicU8::new(STRATEGY_UNKNOWN),
             read_edges: AtomicU64::new(0),
             write_edges: AtomicU64::new(0),
             drained_at: AtomicU64::new(NOT_DRAINED),
             read_closed: AtomicBool::new(false),
             stream: AtomicU8::new(STREAM_UNKNOWN),
-            recv_timeout: AtomicU64::new(0),
-            send_timeout: AtomicU64::new(0),
             state: SpinLock::new(FdState::default()),
         }
     }
@@ -192,48 +172,17 @@ impl FdEntry {
     pub(crate) fn reset(&self) {
         let mut state = self.state.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.mode.store(MODE_UNKNOWN, Ordering::Relaxed);
         self.strategy.store(STRATEGY_UNKNOWN, Ordering::Relaxed);
         self.drained_at.store(NOT_DRAINED, Ordering::Relaxed);
         self.read_closed.store(false, Ordering::Relaxed);
         self.stream.store(STREAM_UNKNOWN, Ordering::Relaxed);
-        self.recv_timeout.store(0, Ordering::Relaxed);
-        self.send_timeout.store(0, Ordering::Relaxed);
         state.registered.clear();
-        state.nonblock_holds = 0;
-        state.nonblock_added = false;
         let FdState {
             readers, writers, ..
         } = &mut *state;
         readers.drain(..).chain(writers.drain(..)).for_each(|w| {
             w.wake(WakeReason::Closed);
         });
-    }
-
-    /// Copies what the user set on `source` (a duplicate shares the open
-    /// file description, hence its mode and socket options).
-    pub(crate) fn copy_settings_from(&self, source: &FdEntry) {
-        self.mode
-            .store(source.mode.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.strategy
-            .store(source.strategy.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.recv_timeout.store(
-            source.recv_timeout.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        self.send_timeout.store(
-            source.send_timeout.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// The timeout the user set for `interest`, if any.
-    pub(crate) fn timeout(&self, interest: Interest) -> Option<Duration> {
-        let nanos = match interest {
-            Interest::Read => self.recv_timeout.load(Ordering::Relaxed),
-            Interest::Write => self.send_timeout.load(Ordering::Relaxed),
-        };
-        (nanos != 0).then(|| Duration::from_nanos(nanos))
     }
 }
 
