@@ -1,0 +1,434 @@
+//! Shared by the hook-layer tests (`io_matrix`, `outside_built_fds`,
+//! `user_nonblocking`, ...): a watchdog that runs a test body on a fresh
+//! one-worker runtime and fails instead of hanging, a "ticker" coroutine that
+//! proves the worker kept running while a call waited, and socket helpers.
+//!
+//! Each test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io;
+use std::mem::ManuallyDrop;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use coroutines::{JoinHandle, Runtime};
+
+/// How long a test body may run before the watchdog fails the test.
+pub const WATCHDOG: Duration = Duration::from_secs(10);
+
+/// How long "must wait" cells make the call wait.
+pub const WAIT: Duration = Duration::from_millis(100);
+
+/// The fewest ticks the ticker must make while a call waits [`WAIT`]: it
+/// ticks about once a millisecond, so a worker that kept running gives ~100;
+/// a worker blocked in the call gives 0 or 1.
+pub const MIN_TICKS: u64 = 20;
+
+/// An upper bound for calls that must complete "at once".
+pub const PROMPT: Duration = Duration::from_millis(80);
+
+/// Tests that close a descriptor while a coroutine waits on it take this
+/// lock exclusively, so that no other test of the binary reuses the freed
+/// number before the waiter has seen the close.
+static FD_NUMBERS: RwLock<()> = RwLock::new(());
+
+/// Runs `body` as the root coroutine of a fresh one-worker runtime on its
+/// own OS thread. A panic in the body fails the test with its message; a body
+/// that does not finish within [`WATCHDOG`] (a hooked call blocked the worker
+/// or was never woken) fails it too, instead of hanging the run.
+pub fn on_one_worker(what: &str, body: impl FnOnce() + Send + 'static) {
+    let _shared = FD_NUMBERS.read().unwrap_or_else(|e| e.into_inner());
+    watchdog(what, WATCHDOG, 1, body);
+}
+
+/// As [`on_one_worker`], with no other test of the binary running
+/// meanwhile; for tests that close a descriptor another coroutine uses.
+pub fn on_one_worker_exclusive(what: &str, body: impl FnOnce() + Send + 'static) {
+    let _exclusive = FD_NUMBERS.write().unwrap_or_else(|e| e.into_inner());
+    watchdog(what, WATCHDOG, 1, body);
+}
+
+/// Runs `body` in a coroutine of a fresh runtime of `workers` workers, on
+/// its own OS thread, failing the test if it does not finish within `limit`.
+pub fn watchdog(what: &str, limit: Duration, workers: usize, body: impl FnOnce() + Send + 'static) {
+    let (done, finished) = mpsc::channel();
+    thread::Builder::new()
+        .name(format!("watched: {what}"))
+        .spawn(move || {
+            let runtime = Runtime::builder().workers(workers).build().unwrap();
+            let result = panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(body)));
+            let _ = done.send(result);
+            // The runtime drops after the result is delivered, so a worker
+            // stuck in a system call cannot turn a failure into a hang.
+            drop(runtime);
+        })
+        .unwrap();
+    match finished.recv_timeout(limit) {
+        Ok(Ok(())) => {}
+        Ok(Err(payload)) => panic::resume_unwind(payload),
+        Err(_) => panic!(
+            "watchdog: `{what}` did not finish within {limit:?}; a hooked call \
+             probably blocked the worker thread or its coroutine was never woken"
+        ),
+    }
+}
+
+/// A coroutine that counts milliseconds with `std::thread::sleep` (which
+/// parks it), as evidence that its worker keeps running other coroutines.
+pub struct Ticker {
+    ticks: Arc<AtomicU64>,
+    /// The longest interval between two ticks, in microseconds.
+    max_gap: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    /// Spawns the ticker on the caller's runtime and lets it start.
+    pub fn start() -> Ticker {
+        let ticks = Arc::new(AtomicU64::new(0));
+        let max_gap = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (ticks, max_gap, stop) = (ticks.clone(), max_gap.clone(), stop.clone());
+            coroutines::spawn(move || {
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(1));
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    let now = Instant::now();
+                    let gap = (now - last).as_micros() as u64;
+                    max_gap.fetch_max(gap, Ordering::Relaxed);
+                    last = now;
+                }
+            })
+        };
+        // Let it run up to its first sleep.
+        coroutines::yield_now();
+        Ticker {
+            ticks,
+            max_gap,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// The longest time between two ticks since the last call (or the
+    /// start): how long the worker was kept from running the ticker. Sleeps
+    /// a few ticks first, so that a ticker that was held up has ticked (and
+    /// measured the gap) since.
+    pub fn take_max_gap(&self) -> Duration {
+        let ticks = self.ticks();
+        while self.ticks() < ticks + 3 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        Duration::from_micros(self.max_gap.swap(0, Ordering::Relaxed))
+    }
+
+    /// Runs `f`, returning its value, how long it took and how many times
+    /// the ticker ticked meanwhile.
+    pub fn during<T>(&self, f: impl FnOnce() -> T) -> (T, Duration, u64) {
+        let before = self.ticks();
+        let start = Instant::now();
+        let value = f();
+        let elapsed = start.elapsed();
+        (value, elapsed, self.ticks() - before)
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            if !thread::panicking() {
+                handle.join().unwrap();
+            }
+        }
+    }
+}
+
+/// Asserts that a call waited about [`WAIT`] or more while the worker kept
+/// running the ticker.
+#[track_caller]
+pub fn assert_parked(what: &str, elapsed: Duration, ticks: u64) {
+    assert!(
+        elapsed >= WAIT - Duration::from_millis(10),
+        "{what}: returned after {elapsed:?}, before its peer acted (~{WAIT:?})"
+    );
+    assert!(
+        ticks >= MIN_TICKS,
+        "{what}: the ticker ticked {ticks} times during a {elapsed:?} wait (want >= {MIN_TICKS}): \
+         the call blocked the worker instead of parking the coroutine"
+    );
+}
+
+/// Asserts that a call returned at once.
+#[track_caller]
+pub fn assert_prompt(what: &str, elapsed: Duration) {
+    assert!(
+        elapsed < PROMPT,
+        "{what}: took {elapsed:?}, want < {PROMPT:?}"
+    );
+}
+
+/// Asserts that a timed-out call took about `expected`: not much earlier,
+/// not much later.
+#[track_caller]
+pub fn assert_about(what: &str, elapsed: Duration, expected: Duration) {
+    let low = expected - Duration::from_millis(5);
+    let high = expected + Duration::from_millis(350);
+    assert!(
+        elapsed >= low && elapsed <= high,
+        "{what}: took {elapsed:?}, want about {expected:?} (between {low:?} and {high:?})"
+    );
+}
+
+/// Asserts that `result` failed with the OS error `errno`.
+#[track_caller]
+pub fn assert_os_error<T: std::fmt::Debug>(what: &str, result: io::Result<T>, errno: i32) {
+    match result {
+        Err(e) if e.raw_os_error() == Some(errno) => {}
+        other => panic!(
+            "{what}: got {other:?}, want {}",
+            io::Error::from_raw_os_error(errno)
+        ),
+    }
+}
+
+/// Runs `f` on a plain OS thread after `delay`.
+pub fn after<T: Send + 'static>(
+    delay: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    thread::spawn(move || {
+        thread::sleep(delay);
+        f()
+    })
+}
+
+/// Closes `fd` from another coroutine of this worker after `delay`.
+pub fn close_later(fd: RawFd, delay: Duration) -> JoinHandle<()> {
+    coroutines::spawn(move || {
+        thread::sleep(delay);
+        // SAFETY: the test hands `fd` over to be closed, exactly once.
+        assert_eq!(unsafe { libc::close(fd) }, 0, "close({fd})");
+    })
+}
+
+/// Gives up ownership of `fd` so that it is not closed twice when another
+/// coroutine closes it: the value is wrapped so that it is never dropped.
+pub fn borrowed<T: FromRawFd>(fd: RawFd) -> ManuallyDrop<T> {
+    // SAFETY: the caller owns `fd` and never closes it through this value.
+    ManuallyDrop::new(unsafe { T::from_raw_fd(fd) })
+}
+
+/// A connected loopback TCP pair: (client, server side).
+pub fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// A loopback address nobody listens on (connections are refused).
+pub fn refused_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Sets an integer socket option.
+pub fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) {
+    // SAFETY: `value` is a live int of the given size.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0, "setsockopt: {}", io::Error::last_os_error());
+}
+
+/// Sets `SO_RCVTIMEO` or `SO_SNDTIMEO` on `fd` through libc.
+pub fn set_timeout_opt(fd: RawFd, name: i32, timeout: Duration) {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `tv` is a live timeval of the given size.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0, "setsockopt: {}", io::Error::last_os_error());
+}
+
+/// Shrinks the buffers of a pair so that filling them is quick.
+pub fn small_buffers(writer: &TcpStream, reader: &TcpStream) {
+    set_int_opt(writer.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4096);
+    set_int_opt(reader.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+}
+
+/// Writes to `stream` with `MSG_DONTWAIT` until the kernel refuses more
+/// (the peer does not read), so that the next blocking write must wait.
+/// Returns how many bytes went in.
+pub fn fill_send_buffer(stream: &TcpStream) -> usize {
+    let chunk = [0x5au8; 16 * 1024];
+    let mut total = 0;
+    // Twice, with a pause, in case data was still moving to the peer.
+    for _ in 0..2 {
+        loop {
+            // SAFETY: `chunk` is a live buffer of the given length.
+            let n = unsafe {
+                libc::send(
+                    stream.as_raw_fd(),
+                    chunk.as_ptr() as *const libc::c_void,
+                    chunk.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "filling: {error}");
+                break;
+            }
+            total += n as usize;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    total
+}
+
+/// Reads `stream` until end of file, returning the byte count.
+pub fn drain(mut stream: impl io::Read) -> usize {
+    let mut buf = [0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("drain: {e}"),
+        }
+    }
+}
+
+/// The `F_GETFL` flags of `fd`, as the user sees them.
+pub fn flags(fd: RawFd) -> i32 {
+    // SAFETY: F_GETFL takes no argument.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert!(flags >= 0, "F_GETFL({fd}): {}", io::Error::last_os_error());
+    flags
+}
+
+/// The `F_GETFL` flags of `fd` as the kernel has them, by a raw system
+/// call that no hook sees: what other holders of the file description see.
+pub fn kernel_flags(fd: RawFd) -> i32 {
+    // SAFETY: F_GETFL takes no argument.
+    let flags = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) };
+    assert!(flags >= 0, "F_GETFL({fd}): {}", io::Error::last_os_error());
+    flags as i32
+}
+
+/// Whether `F_GETFL` shows `O_NONBLOCK` on `fd`.
+pub fn shows_nonblock(fd: RawFd) -> bool {
+    flags(fd) & libc::O_NONBLOCK != 0
+}
+
+/// The current thread's errno.
+pub fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+/// Sets the current thread's errno.
+pub fn set_errno(value: i32) {
+    // SAFETY: the errno location of the calling thread is always valid.
+    unsafe { *libc::__errno_location() = value };
+}
+
+/// A `sockaddr_in` for an IPv4 address.
+pub fn sockaddr_in(addr: SocketAddr) -> libc::sockaddr_in {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only: {addr}")
+    };
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// `connect(2)` through libc on a raw socket.
+pub fn raw_connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    let sin = sockaddr_in(addr);
+    // SAFETY: `sin` is a live sockaddr_in of the given size.
+    let ret = unsafe {
+        libc::connect(
+            fd,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A new blocking IPv4 TCP socket, through libc.
+pub fn raw_tcp_socket() -> RawFd {
+    // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+    fd
+}
+
+/// A listener whose accept queue is full: a connect to it must wait for the
+/// kernel to retransmit its SYN (about one second) after the queue drains.
+/// Returns the listener and the connection occupying the queue.
+pub fn full_listener() -> (TcpListener, TcpStream) {
+    let fd = raw_tcp_socket();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let sin = sockaddr_in(any);
+    // SAFETY: binding and listening on a socket this function owns; `sin` is
+    // a live sockaddr_in of the given size.
+    unsafe {
+        let ret = libc::bind(
+            fd,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(ret, 0, "bind: {}", io::Error::last_os_error());
+        // Backlog 0: the queue holds one connection.
+        assert_eq!(
+            libc::listen(fd, 0),
+            0,
+            "listen: {}",
+            io::Error::last_os_error()
+        );
+    }
+    // SAFETY: `fd` is a listening socket this function owns.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let queued = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    (listener, queued)
+}
