@@ -69,6 +69,8 @@ pub(crate) struct FdEntry {
     /// Whether reads consume a byte stream (pipes, stream sockets), where a
     /// short read means drained; see the `STREAM_*` constants.
     pub(crate) stream: AtomicU8,
+    /// The entry may have waiters or registrations; see `reset`.
+    watched: AtomicBool,
     pub(crate) state: SpinLock<FdState>,
 }
 
@@ -92,6 +94,7 @@ impl FdEntry {
             drained_at: AtomicU64::new(NOT_DRAINED),
             read_closed: AtomicBool::new(false),
             stream: AtomicU8::new(STREAM_UNKNOWN),
+            watched: AtomicBool::new(false),
             state: SpinLock::new(FdState::default()),
         }
     }
@@ -119,7 +122,8 @@ impl FdEntry {
         waker: Waker,
     ) {
         let mut state = self.state.lock();
-        if self.generation.load(Ordering::Acquire) != generation {
+        self.mark_watched();
+        if self.generation.load(Ordering::SeqCst) != generation {
             drop(state);
             waker.wake(WakeReason::Closed);
         } else if self.edges(interest).load(Ordering::Acquire) != snapshot {
@@ -131,6 +135,13 @@ impl FdEntry {
                 Interest::Write => state.writers.push(waker),
             }
         }
+    }
+
+    /// Records that the entry has, or is about to get, waiters or a
+    /// registration, so that `reset` must take the lock. Called under the
+    /// lock, before checking the generation.
+    pub(crate) fn mark_watched(&self) {
+        self.watched.store(true, Ordering::SeqCst);
     }
 
     /// Drops waiters whose park has ended (woken by a timer, or by another
@@ -169,13 +180,22 @@ impl FdEntry {
 
     /// Forgets everything about the descriptor: it was closed or is being
     /// created anew. Waiters wake with `Closed`.
+    ///
+    /// Takes no lock unless the entry has waiters or registrations: `close`
+    /// and `dup2` run in forked children (where a lock held by another
+    /// parent thread is never released) and in signal handlers.
     pub(crate) fn reset(&self) {
-        let mut state = self.state.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        // Pairs with `mark_watched`: either this sees the mark, or the
+        // watcher sees the new generation under the lock and backs off.
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.strategy.store(STRATEGY_UNKNOWN, Ordering::Relaxed);
         self.drained_at.store(NOT_DRAINED, Ordering::Relaxed);
         self.read_closed.store(false, Ordering::Relaxed);
         self.stream.store(STREAM_UNKNOWN, Ordering::Relaxed);
+        if !self.watched.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let mut state = self.state.lock();
         state.registered.clear();
         let FdState {
             readers, writers, ..

@@ -62,7 +62,8 @@ impl FdWait {
     fn register(&self) -> Result<(), Outcome> {
         let poller = scheduler::current_poller().ok_or(Outcome::NotPollable)?;
         let mut state = self.entry.state.lock();
-        if self.entry.generation.load(Ordering::Acquire) != self.generation {
+        self.entry.mark_watched();
+        if self.entry.generation.load(Ordering::SeqCst) != self.generation {
             return Err(Outcome::Closed);
         }
         if state.registered.contains(&poller.id) {
