@@ -194,21 +194,7 @@ fn poll_one(fd: c_int, interest: Interest, timeout: Option<Duration>) -> isize {
         events,
         revents: 0,
     };
-    let timeout = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    let timeout = timeout
-        .as_ref()
-        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
-    syscall!(
-        libc::SYS_ppoll,
-        &mut pollfd as *mut libc::pollfd,
-        1,
-        timeout,
-        0,
-        8
-    )
+    crate::sys::ppoll(&mut pollfd, 1, timeout)
 }
 
 /// Forgets what was known of a descriptor number that was just created.

@@ -8,18 +8,7 @@ use libc::{c_int, nfds_t, pollfd};
 use crate::coroutine::in_coroutine;
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fds, FdWait, Outcome};
-use crate::sys::{c_result, syscall};
-
-fn ppoll(fds: *mut pollfd, nfds: nfds_t, timeout: Option<Duration>) -> isize {
-    let timeout = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    let timeout_ptr = timeout
-        .as_ref()
-        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
-    syscall!(libc::SYS_ppoll, fds, nfds, timeout_ptr, 0, 8)
-}
+use crate::sys::{c_result, ppoll};
 
 /// Hooked: in a coroutine, parks until one of the descriptors may be ready
 /// or the timeout passes, then reports what `poll` reports.

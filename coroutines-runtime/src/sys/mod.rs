@@ -117,3 +117,20 @@ pub(crate) fn c_result(ret: isize) -> isize {
         ret
     }
 }
+
+/// `ppoll` with an optional timeout (`None` waits forever) and no signal
+/// mask; the raw result.
+pub(crate) fn ppoll(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    timeout: Option<core::time::Duration>,
+) -> isize {
+    let timeout = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let timeout = timeout
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    syscall!(libc::SYS_ppoll, fds, nfds, timeout, 0, 8)
+}
