@@ -43,12 +43,12 @@ pub(crate) enum Nonblock {
 pub(crate) fn blocking_io(
     fd: c_int,
     interest: Interest,
-    nonblock: Nonblock,
+    nonblock_by: Nonblock,
     requested: usize,
     mut attempt: impl FnMut(bool) -> isize,
 ) -> isize {
     if !in_coroutine() {
-        return if nonblock == Nonblock::Hold && nonblock::added_by_runtime(fd) {
+        return if nonblock_by == Nonblock::Hold && nonblock::added_by_runtime(fd) {
             blocking_in_thread(fd, interest, attempt)
         } else {
             attempt(false)
@@ -57,7 +57,7 @@ pub(crate) fn blocking_io(
     let Some(entry) = FD_TABLE.get(fd) else {
         return attempt(false);
     };
-    let _hold = match nonblock {
+    let _hold = match nonblock_by {
         Nonblock::Hold => match NonblockHold::take(fd) {
             Some(hold) => Some(hold),
             None => return attempt(false),
@@ -98,10 +98,17 @@ pub(crate) fn blocking_io(
                 return ret;
             }
         }
-        let deadline = *deadline.get_or_insert_with(|| {
-            nonblock::user_timeout(fd, interest).and_then(|t| start.checked_add(t))
-        });
-        if nonblock::user_nonblocking(fd) {
+        let (user_nonblocking, timeout) = match nonblock_by {
+            // The runtime's own hold makes the kernel's answer change call
+            // by call: ask it.
+            Nonblock::Hold => (
+                nonblock::user_nonblocking(fd),
+                nonblock::user_timeout(fd, interest),
+            ),
+            Nonblock::PerCall => nonblock::cached_settings(fd, entry, interest),
+        };
+        let deadline = *deadline.get_or_insert_with(|| timeout.and_then(|t| start.checked_add(t)));
+        if user_nonblocking {
             // The user's call does not block: make it as is.
             return if tried {
                 -(libc::EAGAIN as isize)

@@ -208,7 +208,11 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
             } else {
                 wanted
             };
-            c_result(syscall!(libc::SYS_fcntl, fd, cmd, effective)) as c_int
+            let ret = syscall!(libc::SYS_fcntl, fd, cmd, effective);
+            // After the change, so a concurrent refresh cannot cache the
+            // old mode under the new epoch.
+            nonblock::settings_changed();
+            c_result(ret) as c_int
         }
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
             let ret = syscall!(libc::SYS_fcntl, fd, cmd, arg);
@@ -244,12 +248,9 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
         let nonblocking = unsafe { *(arg as *const c_int) } != 0;
         let keep = nonblock::user_sets_mode(fd, nonblocking);
         let value = c_int::from(nonblocking || keep);
-        return c_result(syscall!(
-            libc::SYS_ioctl,
-            fd,
-            request,
-            &value as *const c_int
-        )) as c_int;
+        let ret = syscall!(libc::SYS_ioctl, fd, request, &value as *const c_int);
+        nonblock::settings_changed();
+        return c_result(ret) as c_int;
     }
     c_result(syscall!(libc::SYS_ioctl, fd, request, arg)) as c_int
 }

@@ -8,13 +8,19 @@
 //! kernel cannot say is who set O_NONBLOCK: while an accept or connect runs
 //! in a coroutine the runtime holds the description non-blocking itself, and
 //! remembers so here, keyed by the description's device and inode.
+//!
+//! Reads and writes park often, so for them the answers are cached per
+//! descriptor until any hook sees a setting change in the process
+//! (`F_SETFL`, `FIONBIO`, `SO_RCVTIMEO`/`SO_SNDTIMEO`); a change made by
+//! another process sharing the description is seen after the next such
+//! change here.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use libc::c_int;
 
-use crate::reactor::fd_table::Interest;
+use crate::reactor::fd_table::{FdEntry, Interest};
 use crate::sync::SpinLock;
 use crate::sys::syscall;
 
@@ -166,4 +172,46 @@ pub(crate) fn user_timeout(fd: c_int, interest: Interest) -> Option<Duration> {
     );
     let timeout = Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
     (ret == 0 && !timeout.is_zero()).then_some(timeout)
+}
+
+/// Bumped whenever a hook sees the user change a mode or timeout anywhere in
+/// the process; cached settings from an older epoch are stale.
+static SETTINGS_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+/// Invalidates every descriptor's cached settings.
+pub(crate) fn settings_changed() {
+    SETTINGS_EPOCH.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Whether the user made `fd` non-blocking, and their timeout for
+/// `interest`: [`user_nonblocking`] and [`user_timeout`], cached in `entry`
+/// until the next setting change.
+pub(crate) fn cached_settings(
+    fd: c_int,
+    entry: &FdEntry,
+    interest: Interest,
+) -> (bool, Option<Duration>) {
+    let epoch = SETTINGS_EPOCH.load(Ordering::Acquire);
+    if entry.settings_epoch.load(Ordering::Acquire) != epoch {
+        let nanos = |t: Option<Duration>| t.map_or(0, |t| t.as_nanos() as u64);
+        entry
+            .user_nonblocking
+            .store(user_nonblocking(fd), Ordering::Relaxed);
+        entry
+            .recv_timeout
+            .store(nanos(user_timeout(fd, Interest::Read)), Ordering::Relaxed);
+        entry
+            .send_timeout
+            .store(nanos(user_timeout(fd, Interest::Write)), Ordering::Relaxed);
+        entry.settings_epoch.store(epoch, Ordering::Release);
+    }
+    let timeout = match interest {
+        Interest::Read => &entry.recv_timeout,
+        Interest::Write => &entry.send_timeout,
+    }
+    .load(Ordering::Relaxed);
+    (
+        entry.user_nonblocking.load(Ordering::Relaxed),
+        (timeout != 0).then(|| Duration::from_nanos(timeout)),
+    )
 }

@@ -207,6 +207,27 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     }
 }
 
+/// Hooked: a new receive or send timeout makes the hooks ask the kernel
+/// again before the next park.
+///
+/// # Safety
+/// As `setsockopt(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    let ret = syscall!(libc::SYS_setsockopt, fd, level, name, value, len);
+    if level == libc::SOL_SOCKET && matches!(name, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) {
+        // After the change; see `fcntl`.
+        nonblock::settings_changed();
+    }
+    c_result(ret) as c_int
+}
+
 /// Hooked: a new socket starts with a clean record.
 ///
 /// # Safety

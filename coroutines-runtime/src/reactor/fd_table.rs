@@ -69,6 +69,13 @@ pub(crate) struct FdEntry {
     /// Whether reads consume a byte stream (pipes, stream sockets), where a
     /// short read means drained; see the `STREAM_*` constants.
     pub(crate) stream: AtomicU8,
+    /// What the user set on the description (see `hooks::nonblock`), as
+    /// learned from the kernel at `settings_epoch`; 0 means never.
+    pub(crate) settings_epoch: AtomicU64,
+    pub(crate) user_nonblocking: AtomicBool,
+    /// `SO_RCVTIMEO`/`SO_SNDTIMEO` in nanoseconds, 0 for none.
+    pub(crate) recv_timeout: AtomicU64,
+    pub(crate) send_timeout: AtomicU64,
     /// The entry may have waiters or registrations; see `reset`.
     watched: AtomicBool,
     pub(crate) state: SpinLock<FdState>,
@@ -94,6 +101,10 @@ impl FdEntry {
             drained_at: AtomicU64::new(NOT_DRAINED),
             read_closed: AtomicBool::new(false),
             stream: AtomicU8::new(STREAM_UNKNOWN),
+            settings_epoch: AtomicU64::new(0),
+            user_nonblocking: AtomicBool::new(false),
+            recv_timeout: AtomicU64::new(0),
+            send_timeout: AtomicU64::new(0),
             watched: AtomicBool::new(false),
             state: SpinLock::new(FdState::default()),
         }
@@ -192,6 +203,7 @@ impl FdEntry {
         self.drained_at.store(NOT_DRAINED, Ordering::Relaxed);
         self.read_closed.store(false, Ordering::Relaxed);
         self.stream.store(STREAM_UNKNOWN, Ordering::Relaxed);
+        self.settings_epoch.store(0, Ordering::Release);
         if !self.watched.swap(false, Ordering::SeqCst) {
             return;
         }
