@@ -58,7 +58,7 @@ pub(crate) fn blocking_io(
         return attempt(false);
     };
     let _hold = match nonblock_by {
-        Nonblock::Hold => match NonblockHold::take(fd) {
+        Nonblock::Hold => match NonblockHold::take(fd, entry) {
             Some(hold) => Some(hold),
             None => return attempt(false),
         },
@@ -98,15 +98,9 @@ pub(crate) fn blocking_io(
                 return ret;
             }
         }
-        let (user_nonblocking, timeout) = match nonblock_by {
-            // The runtime's own hold makes the kernel's answer change call
-            // by call: ask it.
-            Nonblock::Hold => (
-                nonblock::user_nonblocking(fd),
-                nonblock::user_timeout(fd, interest),
-            ),
-            Nonblock::PerCall => nonblock::cached_settings(fd, entry, interest),
-        };
+        // Valid across the runtime's own holds: they never change what the
+        // user asked for.
+        let (user_nonblocking, timeout) = nonblock::cached_settings(fd, entry, interest);
         let deadline = *deadline.get_or_insert_with(|| timeout.and_then(|t| start.checked_add(t)));
         if user_nonblocking {
             // The user's call does not block: make it as is.

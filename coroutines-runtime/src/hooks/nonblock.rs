@@ -59,6 +59,18 @@ fn set_flags(fd: c_int, flags: c_int) {
     syscall!(libc::SYS_fcntl, fd, libc::F_SETFL, flags);
 }
 
+/// The description behind `fd`, cached in its entry until the number is
+/// reset: accept asks for every connection.
+fn cached_identity(fd: c_int, entry: &FdEntry) -> Option<(u64, u64)> {
+    let mut state = entry.state.lock();
+    if state.identity.is_none() {
+        // `reset` must now take the lock to clear it.
+        entry.mark_watched();
+        state.identity = identity(fd);
+    }
+    state.identity
+}
+
 /// Holds `fd`'s description in O_NONBLOCK for a call that has no per-call
 /// non-blocking flag (accept, connect).
 pub(crate) struct NonblockHold {
@@ -68,8 +80,8 @@ pub(crate) struct NonblockHold {
 
 impl NonblockHold {
     /// `None` if `fd` is not open (the call then fails by itself).
-    pub(crate) fn take(fd: c_int) -> Option<NonblockHold> {
-        let id = identity(fd)?;
+    pub(crate) fn take(fd: c_int, entry: &FdEntry) -> Option<NonblockHold> {
+        let id = cached_identity(fd, entry)?;
         let mut held = HELD.lock();
         match held.iter_mut().find(|h| h.id == id) {
             Some(entry) => entry.holds += 1,

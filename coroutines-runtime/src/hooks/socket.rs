@@ -171,7 +171,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     };
     let start = Instant::now();
     let mut wait = FdWait::new(fd, entry, Interest::Write);
-    let Some(_hold) = NonblockHold::take(fd) else {
+    let Some(_hold) = NonblockHold::take(fd, entry) else {
         return plain();
     };
     let ret = syscall!(libc::SYS_connect, fd, addr, len);

@@ -89,6 +89,8 @@ pub(crate) struct FdState {
     /// Pollers (by id) this fd is registered with under the current
     /// generation.
     pub(crate) registered: Vec<u64>,
+    /// Device and inode of the open file description, once asked.
+    pub(crate) identity: Option<(u64, u64)>,
 }
 
 impl FdEntry {
@@ -209,6 +211,7 @@ impl FdEntry {
         }
         let mut state = self.state.lock();
         state.registered.clear();
+        state.identity = None;
         let FdState {
             readers, writers, ..
         } = &mut *state;
