@@ -26,7 +26,11 @@ fn a_plain_thread_still_blocks_in_accept_after_coroutines_accepted() {
         client.read_exact(&mut byte).unwrap();
         listener
     });
-    assert_eq!(flags(fd) & libc::O_NONBLOCK, 0, "F_GETFL shows the runtime's O_NONBLOCK");
+    assert_eq!(
+        flags(fd) & libc::O_NONBLOCK,
+        0,
+        "F_GETFL shows the runtime's O_NONBLOCK"
+    );
 
     // A plain thread's accept blocks until a client comes, 200 ms later,
     // instead of failing with WouldBlock.
@@ -37,7 +41,10 @@ fn a_plain_thread_still_blocks_in_accept_after_coroutines_accepted() {
     let start = Instant::now();
     let accepted = listener.accept();
     assert!(accepted.is_ok(), "plain-thread accept failed: {accepted:?}");
-    assert!(start.elapsed() >= Duration::from_millis(150), "accept did not block");
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "accept did not block"
+    );
     connector.join().unwrap();
 
     // The user's own choice still wins.

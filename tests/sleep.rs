@@ -176,12 +176,15 @@ fn sleepers_wake_in_deadline_order() {
     });
 }
 
+/// A named way to sleep for [`WAIT`].
+type Case = (&'static str, Box<dyn Fn()>);
+
 #[test]
 fn sleeps_outside_coroutines_take_the_right_time() {
     // On a plain thread, even while a runtime runs elsewhere.
     let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
     let busy = runtime.spawn(|| std::thread::sleep(Duration::from_millis(300)));
-    let cases: [(&str, Box<dyn Fn()>); 4] = [
+    let cases: [Case; 4] = [
         ("thread::sleep", Box::new(|| std::thread::sleep(WAIT))),
         // SAFETY (all): live timespecs, plain calls.
         (

@@ -17,10 +17,8 @@ pub mod scheduler;
 pub mod sync;
 mod sys;
 
-pub use coroutine::{
-    in_coroutine, park, yield_now, Body, CoroutineId, TaskRef, WakeReason, Waker,
-};
+pub use coroutine::{in_coroutine, park, yield_now, Body, CoroutineId, TaskRef, WakeReason, Waker};
 pub use scheduler::{
-    current_stats, current_task, default_runtime, init_default_runtime, spawn, Config,
-    started_default_runtime, Runtime, SpawnOptions, Stats, DEFAULT_STACK_SIZE, WORKERS_ENV,
+    current_stats, current_task, default_runtime, init_default_runtime, spawn,
+    started_default_runtime, Config, Runtime, SpawnOptions, Stats, DEFAULT_STACK_SIZE, WORKERS_ENV,
 };

@@ -75,8 +75,7 @@ impl Waker {
                 return false;
             }
             let woken = (current & !(WAITING | REASON_MASK)) | ((reason as u64) << REASON_SHIFT);
-            match park.compare_exchange_weak(current, woken, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match park.compare_exchange_weak(current, woken, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(actual) => current = actual,
             }
