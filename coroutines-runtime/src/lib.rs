@@ -5,7 +5,11 @@
 //! This crate is what it is built on:
 //! - [`coroutine`]: the task record, parking and the switch path;
 //! - [`scheduler`]: worker threads, run queues, placement, runtimes;
-//! - `reactor`: per-worker epoll and timers;
+//! - `reactor`: per-worker epoll and timers, the per-descriptor table, and
+//!   the one wait every hook uses;
+//! - `hooks`: `#[no_mangle]` definitions of the libc functions std calls to
+//!   block, one file per family;
+//! - `futex`: the wait table behind the futex hook;
 //! - [`sync`]: the runtime's own lock-free or spinning primitives;
 //! - `sys`: raw system calls and everything platform-specific.
 

@@ -19,9 +19,9 @@
 //! coroutine that removes its own timed-out entry.
 //!
 //! A coroutine abandoned at shutdown while parked here keeps its entry (and
-//! a reference to its task) until [`release_runtime`] sweeps the table or a
-//! wake on the same word finds it; wakers skip such entries without counting
-//! them.
+//! a reference to its task) until `Runtime::drop` sweeps the table with
+//! [`release_runtime`] or a wake on the same word finds it; wakers skip such
+//! entries without counting them.
 //!
 //! [`SpinLock`]: crate::sync::SpinLock
 
@@ -33,7 +33,6 @@ mod tests;
 mod wait;
 mod wake;
 
-#[allow(unused_imports)] // until `Runtime::drop` calls it
 pub(crate) use shutdown::release_runtime;
 pub(crate) use wait::wait;
 pub(crate) use wake::wake;
