@@ -4,10 +4,10 @@
 //! new file's data, the new owner's waits work, and the old file's
 //! readiness does not reach them.
 //!
-//! Every test here runs alone (see `hook_support::on_one_worker_exclusive`),
+//! Every test here runs alone (see `support::on_one_worker_exclusive`),
 //! so that no other test takes the freed number.
 
-mod hook_support;
+mod support;
 
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
@@ -15,7 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use hook_support::*;
+use support::*;
 
 /// A woken waiter must return within this much of the close.
 const PROMPT_AFTER_CLOSE: Duration = Duration::from_millis(100);

@@ -3,7 +3,7 @@
 //! a call that parks keeps the caller's errno even though other coroutines
 //! of the same worker fail calls, and so set errno, on that thread meanwhile.
 
-mod hook_support;
+mod support;
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hook_support::*;
+use support::*;
 
 /// A descriptor number that is not open.
 const BAD_FD: i32 = 1_000_000;

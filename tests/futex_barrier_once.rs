@@ -3,13 +3,13 @@
 //! others never arrive (or the initialiser never finishes), and the
 //! watchdog fails the test.
 
-mod futex_support;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::Duration;
 
-use futex_support::{run, LIMIT};
+use support::{run, LIMIT};
 
 const COROUTINES: usize = 1_000;
 

@@ -6,34 +6,18 @@
 //! Without the hook the receiving coroutine blocks its worker: the ticker
 //! stops and the tests fail.
 
-mod futex_support;
+mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use futex_support::{run, LIMIT};
+use support::{run, Ticker, LIMIT};
 
 /// Runs `body` while a ticker coroutine ticks on the same worker; returns
 /// its result and the ticks counted meanwhile.
-fn with_ticker<T>(body: impl FnOnce() -> T) -> (T, usize) {
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let (ticks, stop) = (ticks.clone(), stop.clone());
-        coroutines::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                ticks.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
-    coroutines::yield_now();
-    let before = ticks.load(Ordering::SeqCst);
-    let result = body();
-    let during = ticks.load(Ordering::SeqCst) - before;
-    stop.store(true, Ordering::SeqCst);
-    ticker.join().unwrap();
+fn with_ticker<T>(body: impl FnOnce() -> T) -> (T, u64) {
+    let (result, _, during) = Ticker::start().during(body);
     (result, during)
 }
 

@@ -2,13 +2,13 @@
 //! first `wait` blocks the worker: the ping-pong deadlocks (caught by the
 //! watchdog) and nothing else runs during a `wait_timeout`.
 
-mod futex_support;
+mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futex_support::{run, yield_until, LIMIT};
+use support::{run, yield_until, Ticker, LIMIT};
 
 #[test]
 fn ping_pong_of_ten_thousand_rounds_between_two_coroutines() {
@@ -43,28 +43,14 @@ fn ping_pong_of_ten_thousand_rounds_between_two_coroutines() {
 fn wait_timeout_times_out_on_time_and_lets_others_run() {
     const TIMEOUT: Duration = Duration::from_millis(200);
     let (elapsed, timed_out, ticks) = run(1, LIMIT, || {
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (ticks, stop) = (ticks.clone(), stop.clone());
-            coroutines::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    ticks.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-        };
+        let ticker = Ticker::start();
         let state = (Mutex::new(false), Condvar::new());
-        let before = ticks.load(Ordering::SeqCst);
-        let start = Instant::now();
-        let (_guard, result) = state
-            .1
-            .wait_timeout_while(state.0.lock().unwrap(), TIMEOUT, |notified| !*notified)
-            .unwrap();
-        let elapsed = start.elapsed();
-        let ticks = ticks.load(Ordering::SeqCst) - before;
-        stop.store(true, Ordering::SeqCst);
-        ticker.join().unwrap();
+        let ((_guard, result), elapsed, ticks) = ticker.during(|| {
+            state
+                .1
+                .wait_timeout_while(state.0.lock().unwrap(), TIMEOUT, |notified| !*notified)
+                .unwrap()
+        });
         (elapsed, result.timed_out(), ticks)
     });
     assert!(timed_out);

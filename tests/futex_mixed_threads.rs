@@ -3,12 +3,12 @@
 //! between the futex table and the kernel hangs the test (the watchdog
 //! fails it), and a double grant of the lock loses increments.
 
-mod futex_support;
+mod support;
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use futex_support::run;
+use support::run;
 
 const THREADS: usize = 4;
 const COROUTINES: usize = 1_000;

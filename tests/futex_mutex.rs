@@ -3,13 +3,13 @@
 //! the waiter blocks the worker, the holder never resumes, and the watchdog
 //! fails the test.
 
-mod futex_support;
+mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futex_support::{run, yield_until, LIMIT};
+use support::{run, yield_until, Ticker, LIMIT};
 
 #[test]
 fn holder_sleeps_while_another_coroutine_on_the_worker_waits() {
@@ -97,22 +97,9 @@ fn unlock_on_an_os_thread_wakes_a_parked_coroutine() {
             })
         };
         yield_until(|| held.load(Ordering::SeqCst));
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (ticks, stop) = (ticks.clone(), stop.clone());
-            coroutines::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    ticks.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-        };
-        let before = ticks.load(Ordering::SeqCst);
-        drop(lock.lock().unwrap());
-        let during = ticks.load(Ordering::SeqCst) - before;
-        stop.store(true, Ordering::SeqCst);
-        ticker.join().unwrap();
+        let ticker = Ticker::start();
+        let ((), _, during) = ticker.during(|| drop(lock.lock().unwrap()));
+        drop(ticker);
         thread.join().unwrap();
         assert!(
             during >= 10,

@@ -7,14 +7,14 @@
 //!
 //! Alone in its file: it installs a process-wide panic hook.
 
-mod futex_support;
+mod support;
 
 use std::panic;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futex_support::{run, yield_until, LIMIT};
+use support::{run, yield_until, LIMIT};
 
 /// The panic hook takes this lock first; the test holds it from a thread.
 static GATE: Mutex<()> = Mutex::new(());

@@ -2,13 +2,13 @@
 //! blocked side blocks the worker, the guards' holders never resume, and
 //! the watchdog fails the test.
 
-mod futex_support;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futex_support::{run, yield_until, LIMIT};
+use support::{run, yield_until, LIMIT};
 
 #[test]
 fn writer_waits_for_readers_that_sleep_holding_read_guards() {

@@ -5,16 +5,16 @@
 //! errors and untouched on success. Without the hook, the first wait that
 //! should park blocks the only worker and the watchdog fails the test.
 
-mod futex_support;
+mod support;
 
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libc::{c_int, c_long, timespec};
 
-use futex_support::{run, yield_until, LIMIT};
+use support::{run, yield_until, Pace, Ticker, LIMIT};
 
 const WAIT: c_int = libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG;
 const WAKE: c_int = libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG;
@@ -86,33 +86,14 @@ fn timespec_of(d: Duration) -> timespec {
 
 /// Runs `wait` while a ticker coroutine ticks; returns what `wait`
 /// returned, how long it took, and how often the ticker ran meanwhile.
-fn timed_wait_with_ticker<T>(wait: impl FnOnce() -> T) -> (T, Duration, usize) {
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let (ticks, stop) = (ticks.clone(), stop.clone());
-        coroutines::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                ticks.fetch_add(1, Ordering::SeqCst);
-                coroutines::yield_now();
-            }
-        })
-    };
-    coroutines::yield_now();
-    let before = ticks.load(Ordering::SeqCst);
-    let start = Instant::now();
-    let result = wait();
-    let elapsed = start.elapsed();
-    let during = ticks.load(Ordering::SeqCst) - before;
-    stop.store(true, Ordering::SeqCst);
-    ticker.join().unwrap();
-    (result, elapsed, during)
+fn timed_wait_with_ticker<T>(wait: impl FnOnce() -> T) -> (T, Duration, u64) {
+    Ticker::with_pace(Pace::Yield).during(wait)
 }
 
 fn assert_timed_out_on_time(
     outcome: (c_long, c_int),
     elapsed: Duration,
-    ticks: usize,
+    ticks: u64,
     timeout: Duration,
 ) {
     assert_eq!(outcome, (-1, libc::ETIMEDOUT));

@@ -5,7 +5,7 @@
 //! descriptors still block as usual on a plain thread (the runtime left no
 //! O_NONBLOCK behind).
 
-mod hook_support;
+mod support;
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use hook_support::*;
+use support::*;
 
 #[test]
 fn listener_built_on_plain_thread_accepts_without_blocking_the_worker() {
@@ -41,15 +41,7 @@ fn stream_built_on_plain_thread_reads_and_writes_without_blocking_the_worker() {
     on_one_worker("outside-built stream", move || {
         let ticker = Ticker::start();
         // Read: the peer writes later.
-        let writer = after(WAIT, move || {
-            server.write_all(b"late").unwrap();
-            server
-        });
-        let mut buf = [0u8; 16];
-        let (n, elapsed, ticks) = ticker.during(|| client.read(&mut buf).unwrap());
-        assert_parked("read", elapsed, ticks);
-        assert_eq!(&buf[..n], b"late");
-        let server = writer.join().unwrap();
+        let server = assert_read_parks_until_late_write("read", &ticker, &mut client, server);
         // Write: the buffer is full until the peer reads.
         let filled = fill_send_buffer(&client);
         let reader = after(WAIT, move || drain(server));
@@ -85,15 +77,7 @@ fn pipe_built_on_plain_thread_reads_without_blocking_the_worker() {
     reader.read_exact(&mut [0u8; 1]).unwrap();
     on_one_worker("outside-built pipe", move || {
         let ticker = Ticker::start();
-        let late = after(WAIT, move || {
-            writer.write_all(b"late").unwrap();
-            writer
-        });
-        let mut buf = [0u8; 16];
-        let (n, elapsed, ticks) = ticker.during(|| reader.read(&mut buf).unwrap());
-        assert_parked("pipe read", elapsed, ticks);
-        assert_eq!(&buf[..n], b"late");
-        drop(late.join().unwrap());
+        assert_read_parks_until_late_write("pipe read", &ticker, &mut reader, writer);
     });
 }
 
@@ -139,16 +123,8 @@ fn raw_pipe() -> (std::fs::File, std::fs::File) {
 fn socketpair_made_by_raw_syscall_reads_without_blocking_the_worker() {
     on_one_worker("raw socketpair", || {
         let ticker = Ticker::start();
-        let (mut a, mut b) = raw_socketpair();
-        let writer = after(WAIT, move || {
-            b.write_all(b"late").unwrap();
-            b
-        });
-        let mut buf = [0u8; 16];
-        let (n, elapsed, ticks) = ticker.during(|| a.read(&mut buf).unwrap());
-        assert_parked("read", elapsed, ticks);
-        assert_eq!(&buf[..n], b"late");
-        drop(writer.join().unwrap());
+        let (mut a, b) = raw_socketpair();
+        assert_read_parks_until_late_write("read", &ticker, &mut a, b);
     });
 }
 
@@ -156,16 +132,8 @@ fn socketpair_made_by_raw_syscall_reads_without_blocking_the_worker() {
 fn pipe_made_by_raw_syscall_reads_without_blocking_the_worker() {
     on_one_worker("raw pipe", || {
         let ticker = Ticker::start();
-        let (mut reader, mut writer) = raw_pipe();
-        let late = after(WAIT, move || {
-            writer.write_all(b"late").unwrap();
-            writer
-        });
-        let mut buf = [0u8; 16];
-        let (n, elapsed, ticks) = ticker.during(|| reader.read(&mut buf).unwrap());
-        assert_parked("pipe read", elapsed, ticks);
-        assert_eq!(&buf[..n], b"late");
-        drop(late.join().unwrap());
+        let (mut reader, writer) = raw_pipe();
+        assert_read_parks_until_late_write("pipe read", &ticker, &mut reader, writer);
     });
 }
 

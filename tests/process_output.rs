@@ -3,13 +3,13 @@
 //! worker run while the child works. (The final `waitpid` is not hooked; it
 //! returns at once here because the child has exited when its pipes close.)
 
-mod hook_support;
+mod support;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hook_support::*;
+use support::*;
 
 /// How long the children sleep.
 const CHILD_SLEEP: Duration = Duration::from_millis(300);

@@ -4,12 +4,12 @@
 //! too; sleepers wake in deadline order; and outside a coroutine the calls
 //! still sleep the right time.
 
-mod hook_support;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hook_support::*;
+use support::*;
 
 #[test]
 fn ten_thousand_sleepers_on_one_worker() {

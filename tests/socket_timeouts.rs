@@ -4,13 +4,13 @@
 //! was set, data arriving in time wins, and the timeout is a property of the
 //! socket, shared with its clones.
 
-mod hook_support;
+mod support;
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use hook_support::*;
+use support::*;
 
 /// A whole number of jiffies for every common HZ (100, 250, 300, 1000):
 /// the kernel stores socket timeouts in jiffies, so `read_timeout()` reads

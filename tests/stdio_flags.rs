@@ -10,14 +10,14 @@
 //!   the child is parked in the read, and the child's flags are unchanged
 //!   afterwards.
 
-mod hook_support;
+mod support;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hook_support::*;
+use support::*;
 
 /// Set in the environment of the child process; its value names the stdin
 /// kind for messages.

@@ -2,40 +2,23 @@
 //! the worker. Without the `pthread_join` hook the joining coroutine blocks
 //! its worker and nothing else runs until the thread ends.
 
-mod futex_support;
+mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futex_support::{run, LIMIT};
+use support::{run, Pace, Ticker, LIMIT};
 
 #[test]
 fn coroutine_joins_a_sleeping_thread_while_a_ticker_ticks() {
     let (value, elapsed, ticks) = run(1, LIMIT, || {
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (ticks, stop) = (ticks.clone(), stop.clone());
-            coroutines::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    ticks.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        };
+        let ticker = Ticker::with_pace(Pace::Sleep(Duration::from_millis(5)));
         let start = Instant::now();
         let thread = std::thread::spawn(|| {
             std::thread::sleep(Duration::from_millis(200));
             7
         });
-        let before = ticks.load(Ordering::SeqCst);
-        let value = thread.join().unwrap();
-        let elapsed = start.elapsed();
-        let during = ticks.load(Ordering::SeqCst) - before;
-        stop.store(true, Ordering::SeqCst);
-        ticker.join().unwrap();
-        (value, elapsed, during)
+        let (value, _, during) = ticker.during(|| thread.join().unwrap());
+        (value, start.elapsed(), during)
     });
     assert_eq!(value, 7);
     assert!(
@@ -114,36 +97,24 @@ fn join_outside_coroutines_is_unchanged() {
 #[test]
 fn scoped_threads_in_a_coroutine_let_the_worker_run() {
     let (sum, ticks) = run(1, LIMIT, || {
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (ticks, stop) = (ticks.clone(), stop.clone());
-            coroutines::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    ticks.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        };
+        let ticker = Ticker::with_pace(Pace::Sleep(Duration::from_millis(5)));
         let data = [1u64, 2, 3, 4];
-        let before = ticks.load(Ordering::SeqCst);
         // The scope waits for its threads by parking (a futex) and then
         // joins them: both park the coroutine.
-        let sum: u64 = std::thread::scope(|scope| {
-            let handles: Vec<_> = data
-                .iter()
-                .map(|&x| {
-                    scope.spawn(move || {
-                        std::thread::sleep(Duration::from_millis(100));
-                        x * 10
+        let (sum, _, during) = ticker.during(|| {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = data
+                    .iter()
+                    .map(|&x| {
+                        scope.spawn(move || {
+                            std::thread::sleep(Duration::from_millis(100));
+                            x * 10
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+            })
         });
-        let during = ticks.load(Ordering::SeqCst) - before;
-        stop.store(true, Ordering::SeqCst);
-        ticker.join().unwrap();
         (sum, during)
     });
     assert_eq!(sum, 100);

@@ -5,7 +5,7 @@
 //! the listener in O_NONBLOCK meanwhile and must hide it, and must neither
 //! lose nor override what the user sets in the meantime).
 
-mod hook_support;
+mod support;
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hook_support::*;
+use support::*;
 
 /// Runs `f`, asserting that it fails at once with WouldBlock.
 #[track_caller]
@@ -42,16 +42,7 @@ fn tcp_read_would_block_at_once_and_blocks_again_when_cleared() {
         client.set_nonblocking(false).unwrap();
         assert!(!shows_nonblock(fd), "F_GETFL after set_nonblocking(false)");
         // Blocking again: the read parks until the peer writes.
-        let mut server = server;
-        let writer = after(WAIT, move || {
-            server.write_all(b"late").unwrap();
-            server
-        });
-        let mut buf = [0u8; 16];
-        let (n, elapsed, ticks) = ticker.during(|| client.read(&mut buf).unwrap());
-        assert_parked("read", elapsed, ticks);
-        assert_eq!(&buf[..n], b"late");
-        drop(writer.join().unwrap());
+        assert_read_parks_until_late_write("read", &ticker, &mut client, server);
     });
 }
 
@@ -227,31 +218,50 @@ fn getfl_hides_runtime_nonblock_while_another_coroutine_accepts() {
     });
 }
 
+/// Sets O_NONBLOCK on a listener with `set_nonblock` (given the flags read
+/// before anyone accepted; `how` names the way) while another coroutine is
+/// parked in accept on it, and checks that the user sees the flag at once
+/// and keeps it after the other accept ended.
+fn nonblock_set_during_accept_is_shown_and_kept(
+    how: &str,
+    set_nonblock: impl FnOnce(&TcpListener, i32),
+) {
+    let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+    let fd = listener.as_raw_fd();
+    let before = flags(fd);
+    let acceptor = parked_acceptor(&listener);
+    set_nonblock(&listener, before);
+    assert!(shows_nonblock(fd), "F_GETFL right after {how}");
+    assert_would_block_at_once("the user's accept", || listener.accept());
+    // The parked acceptor, which began blocking, finishes its accept.
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let accepted = acceptor.join().unwrap().unwrap();
+    assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());
+    // The user's O_NONBLOCK outlives the runtime's hold.
+    assert!(shows_nonblock(fd), "F_GETFL after the other accept ended");
+    assert!(kernel_flags(fd) & libc::O_NONBLOCK != 0, "kernel flags");
+    assert_would_block_at_once("the user's accept", || listener.accept());
+}
+
 #[test]
 fn fcntl_nonblock_set_while_another_coroutine_accepts_is_shown_and_kept() {
     on_one_worker("fcntl during accept", || {
-        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
-        let fd = listener.as_raw_fd();
-        let before = flags(fd);
-        let acceptor = parked_acceptor(&listener);
-        // SAFETY: setting flags on a descriptor owned here.
-        assert_eq!(
-            unsafe { libc::fcntl(fd, libc::F_SETFL, before | libc::O_NONBLOCK) },
-            0
+        nonblock_set_during_accept_is_shown_and_kept(
+            "the user set O_NONBLOCK",
+            |listener, before| {
+                // SAFETY: setting flags on a descriptor owned here.
+                assert_eq!(
+                    unsafe {
+                        libc::fcntl(
+                            listener.as_raw_fd(),
+                            libc::F_SETFL,
+                            before | libc::O_NONBLOCK,
+                        )
+                    },
+                    0
+                );
+            },
         );
-        assert!(
-            shows_nonblock(fd),
-            "F_GETFL right after the user set O_NONBLOCK"
-        );
-        assert_would_block_at_once("the user's accept", || listener.accept());
-        // The parked acceptor, which began blocking, finishes its accept.
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let accepted = acceptor.join().unwrap().unwrap();
-        assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());
-        // The user's O_NONBLOCK outlives the runtime's hold.
-        assert!(shows_nonblock(fd), "F_GETFL after the other accept ended");
-        assert!(kernel_flags(fd) & libc::O_NONBLOCK != 0, "kernel flags");
-        assert_would_block_at_once("the user's accept", || listener.accept());
     });
 }
 
@@ -259,22 +269,44 @@ fn fcntl_nonblock_set_while_another_coroutine_accepts_is_shown_and_kept() {
 fn set_nonblocking_while_another_coroutine_accepts_is_shown_and_kept() {
     // As above, through `set_nonblocking` (ioctl FIONBIO).
     on_one_worker("FIONBIO during accept", || {
-        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
-        let fd = listener.as_raw_fd();
-        let acceptor = parked_acceptor(&listener);
-        listener.set_nonblocking(true).unwrap();
-        assert!(
-            shows_nonblock(fd),
-            "F_GETFL right after set_nonblocking(true)"
-        );
-        assert_would_block_at_once("the user's accept", || listener.accept());
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let accepted = acceptor.join().unwrap().unwrap();
-        assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());
-        assert!(shows_nonblock(fd), "F_GETFL after the other accept ended");
-        assert!(kernel_flags(fd) & libc::O_NONBLOCK != 0, "kernel flags");
-        assert_would_block_at_once("the user's accept", || listener.accept());
+        nonblock_set_during_accept_is_shown_and_kept("set_nonblocking(true)", |listener, _| {
+            listener.set_nonblocking(true).unwrap();
+        });
     });
+}
+
+/// Parks two coroutines in accept on a new listener, lets `confirm_blocking`
+/// (given the listener and its flags read before anyone accepted) confirm
+/// blocking mode, and checks that when one connection wakes both acceptors
+/// the worker is not blocked. Returns the listener and the flags read at
+/// first, for the caller's checks.
+fn confirm_blocking_during_accept_keeps_the_worker_running(
+    confirm_blocking: impl FnOnce(&TcpListener, i32),
+) -> (Arc<TcpListener>, i32) {
+    let ticker = Ticker::start();
+    let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+    let fd = listener.as_raw_fd();
+    let before = flags(fd);
+    let first = parked_acceptor(&listener);
+    let second = parked_acceptor(&listener);
+    confirm_blocking(&listener, before);
+    let addr = listener.local_addr().unwrap();
+    ticker.take_max_gap();
+    let clients = after(Duration::ZERO, move || {
+        let one = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let two = TcpStream::connect(addr).unwrap();
+        (one, two)
+    });
+    first.join().unwrap().unwrap();
+    second.join().unwrap().unwrap();
+    let gap = ticker.take_max_gap();
+    assert!(
+        gap < Duration::from_millis(100),
+        "the worker stopped running other coroutines for {gap:?}: an accept blocked it"
+    );
+    drop(clients.join().unwrap());
+    (listener, before)
 }
 
 #[test]
@@ -284,29 +316,12 @@ fn set_nonblocking_false_while_others_accept_does_not_block_the_worker() {
     // that loses the race must park again, not block the worker in a
     // blocking accept4.
     on_one_worker("FIONBIO off during accept", || {
-        let ticker = Ticker::start();
-        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        let (listener, _) =
+            confirm_blocking_during_accept_keeps_the_worker_running(|listener, _| {
+                listener.set_nonblocking(false).unwrap();
+                assert!(!shows_nonblock(listener.as_raw_fd()));
+            });
         let fd = listener.as_raw_fd();
-        let first = parked_acceptor(&listener);
-        let second = parked_acceptor(&listener);
-        listener.set_nonblocking(false).unwrap();
-        assert!(!shows_nonblock(fd));
-        let addr = listener.local_addr().unwrap();
-        ticker.take_max_gap();
-        let clients = after(Duration::ZERO, move || {
-            let one = TcpStream::connect(addr).unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            let two = TcpStream::connect(addr).unwrap();
-            (one, two)
-        });
-        first.join().unwrap().unwrap();
-        second.join().unwrap().unwrap();
-        let gap = ticker.take_max_gap();
-        assert!(
-            gap < Duration::from_millis(100),
-            "the worker stopped running other coroutines for {gap:?}: an accept blocked it"
-        );
-        drop(clients.join().unwrap());
         assert!(!shows_nonblock(fd));
         assert_eq!(kernel_flags(fd) & libc::O_NONBLOCK, 0, "kernel flags");
     });
@@ -316,30 +331,15 @@ fn set_nonblocking_false_while_others_accept_does_not_block_the_worker() {
 fn fcntl_clear_while_others_accept_does_not_block_the_worker() {
     // As above, through F_SETFL.
     on_one_worker("F_SETFL off during accept", || {
-        let ticker = Ticker::start();
-        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        let (listener, before) =
+            confirm_blocking_during_accept_keeps_the_worker_running(|listener, before| {
+                // SAFETY: setting flags on a descriptor owned here.
+                assert_eq!(
+                    unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_SETFL, before) },
+                    0
+                );
+            });
         let fd = listener.as_raw_fd();
-        let before = flags(fd);
-        let first = parked_acceptor(&listener);
-        let second = parked_acceptor(&listener);
-        // SAFETY: setting flags on a descriptor owned here.
-        assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFL, before) }, 0);
-        let addr = listener.local_addr().unwrap();
-        ticker.take_max_gap();
-        let clients = after(Duration::ZERO, move || {
-            let one = TcpStream::connect(addr).unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            let two = TcpStream::connect(addr).unwrap();
-            (one, two)
-        });
-        first.join().unwrap().unwrap();
-        second.join().unwrap().unwrap();
-        let gap = ticker.take_max_gap();
-        assert!(
-            gap < Duration::from_millis(100),
-            "the worker stopped running other coroutines for {gap:?}: an accept blocked it"
-        );
-        drop(clients.join().unwrap());
         assert_eq!(flags(fd), before);
         assert_eq!(kernel_flags(fd), before, "kernel flags");
     });

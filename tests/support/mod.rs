@@ -1,12 +1,14 @@
-//! Shared by the hook-layer tests (`io_matrix`, `outside_built_fds`,
-//! `user_nonblocking`, ...): a watchdog that runs a test body on a fresh
-//! one-worker runtime and fails instead of hanging, a "ticker" coroutine that
-//! proves the worker kept running while a call waited, and socket helpers.
+//! Shared by the integration tests: a watchdog that runs a test body on a
+//! fresh runtime and fails instead of hanging, a "ticker" coroutine that
+//! proves the worker kept running while a call waited, and socket, pipe and
+//! errno helpers.
 //!
-//! Each test crate uses a different subset of these helpers.
+//! Where the tests sleep inside coroutines they call `std::thread::sleep`,
+//! which parks the coroutine through the sleep hook.
+// Each test binary includes this module and uses only a subset of it.
 #![allow(dead_code)]
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -18,7 +20,12 @@ use std::time::{Duration, Instant};
 
 use coroutines::{JoinHandle, Runtime};
 
-/// How long a test body may run before the watchdog fails the test.
+/// A bound generous enough for a loaded CI machine, for the futex and join
+/// tests; a missing hook blocks the worker forever, so only the order of
+/// magnitude matters.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a hook-layer test body may run before the watchdog fails the test.
 pub const WATCHDOG: Duration = Duration::from_secs(10);
 
 /// How long "must wait" cells make the call wait.
@@ -53,9 +60,16 @@ pub fn on_one_worker_exclusive(what: &str, body: impl FnOnce() + Send + 'static)
     watchdog(what, WATCHDOG, 1, body);
 }
 
-/// Runs `body` in a coroutine of a fresh runtime of `workers` workers, on
-/// its own OS thread, failing the test if it does not finish within `limit`.
-pub fn watchdog(what: &str, limit: Duration, workers: usize, body: impl FnOnce() + Send + 'static) {
+/// Runs `body` as the root coroutine of a fresh runtime of `workers`
+/// workers, on its own OS thread, and returns its value. A panic of the body
+/// is resumed; a body that does not finish within `limit` (a hooked call
+/// blocked the worker or was never woken) fails the test instead of hanging.
+pub fn watchdog<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    workers: usize,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (done, finished) = mpsc::channel();
     thread::Builder::new()
         .name(format!("watched: {what}"))
@@ -69,17 +83,46 @@ pub fn watchdog(what: &str, limit: Duration, workers: usize, body: impl FnOnce()
         })
         .unwrap();
     match finished.recv_timeout(limit) {
-        Ok(Ok(())) => {}
+        Ok(Ok(value)) => value,
         Ok(Err(payload)) => panic::resume_unwind(payload),
         Err(_) => panic!(
             "watchdog: `{what}` did not finish within {limit:?}; a hooked call \
-             probably blocked the worker thread or its coroutine was never woken"
+             (I/O, futex, join, ...) probably blocked the worker thread or its \
+             coroutine was never woken"
         ),
     }
 }
 
-/// A coroutine that counts milliseconds with `std::thread::sleep` (which
-/// parks it), as evidence that its worker keeps running other coroutines.
+/// [`watchdog`] named after the calling test: runs `body` on a new runtime
+/// of `workers` workers and fails the test if it takes longer than `limit`.
+pub fn run<T: Send + 'static>(
+    workers: usize,
+    limit: Duration,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let what = thread::current().name().unwrap_or("test").to_owned();
+    watchdog(&what, limit, workers, body)
+}
+
+/// Yields until `condition` holds.
+pub fn yield_until(mut condition: impl FnMut() -> bool) {
+    while !condition() {
+        coroutines::yield_now();
+    }
+}
+
+/// How the ticker waits between two ticks.
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// `std::thread::sleep` (which parks the coroutine) for this long.
+    Sleep(Duration),
+    /// `coroutines::yield_now`: as often as the worker gets to run it.
+    Yield,
+}
+
+/// A coroutine that ticks (by default once a millisecond, with
+/// `std::thread::sleep`, which parks it), as evidence that its worker keeps
+/// running other coroutines.
 pub struct Ticker {
     ticks: Arc<AtomicU64>,
     /// The longest interval between two ticks, in microseconds.
@@ -89,8 +132,15 @@ pub struct Ticker {
 }
 
 impl Ticker {
-    /// Spawns the ticker on the caller's runtime and lets it start.
+    /// Spawns a ticker that ticks about once a millisecond on the caller's
+    /// runtime and lets it start.
     pub fn start() -> Ticker {
+        Ticker::with_pace(Pace::Sleep(Duration::from_millis(1)))
+    }
+
+    /// Spawns a ticker that waits as `pace` says between ticks on the
+    /// caller's runtime and lets it start.
+    pub fn with_pace(pace: Pace) -> Ticker {
         let ticks = Arc::new(AtomicU64::new(0));
         let max_gap = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -99,7 +149,10 @@ impl Ticker {
             coroutines::spawn(move || {
                 let mut last = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    thread::sleep(Duration::from_millis(1));
+                    match pace {
+                        Pace::Sleep(period) => thread::sleep(period),
+                        Pace::Yield => coroutines::yield_now(),
+                    }
                     ticks.fetch_add(1, Ordering::Relaxed);
                     let now = Instant::now();
                     let gap = (now - last).as_micros() as u64;
@@ -169,6 +222,34 @@ pub fn assert_parked(what: &str, elapsed: Duration, ticks: u64) {
         "{what}: the ticker ticked {ticks} times during a {elapsed:?} wait (want >= {MIN_TICKS}): \
          the call blocked the worker instead of parking the coroutine"
     );
+}
+
+/// Reads `reader` while a plain thread writes `b"late"` to `writer` after
+/// [`WAIT`], and asserts (as `what`) that the read parked meanwhile and got
+/// the bytes. Returns `writer`.
+#[track_caller]
+pub fn assert_read_parks_until_late_write<W: Write + Send + 'static>(
+    what: &str,
+    ticker: &Ticker,
+    mut reader: impl Read,
+    mut writer: W,
+) -> W {
+    let late = after(WAIT, move || {
+        writer.write_all(b"late").unwrap();
+        writer
+    });
+    let mut buf = [0u8; 16];
+    let (n, elapsed, ticks) = ticker.during(|| reader.read(&mut buf).unwrap());
+    assert_parked(what, elapsed, ticks);
+    assert_eq!(&buf[..n], b"late");
+    late.join().unwrap()
+}
+
+/// Asserts that the ticker ticked at least [`MIN_TICKS`] times while a call
+/// waited.
+#[track_caller]
+pub fn assert_ticked(ticks: u64) {
+    assert!(ticks >= MIN_TICKS, "the ticker ticked {ticks} times");
 }
 
 /// Asserts that a call returned at once.
