@@ -1,8 +1,8 @@
 //! Coroutines: the task record, the one way to suspend, and the switch.
 //!
-//! A coroutine is a [`Task`] plus a stack from the `generator` crate. It runs
+//! A coroutine is a `Task` plus a stack from the `generator` crate. It runs
 //! only on its worker thread; it leaves the processor through exactly two
-//! doors, both in [`switch`]: [`yield_now`] (back of the queue) and [`park`]
+//! doors, both in `switch`: [`yield_now`] (back of the queue) and [`park`]
 //! (until a [`Waker`] wakes it).
 
 mod id;
