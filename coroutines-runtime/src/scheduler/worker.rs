@@ -323,7 +323,24 @@ impl Local {
             // stack can neither be re-used nor safely unmapped.
             Some(payload) => {
                 crate::coroutine::Stacks::leak(generator);
-                task.body.fail(payload);
+                let overflow = matches!(
+                    payload.downcast_ref::<generator::Error>(),
+                    Some(generator::Error::StackErr)
+                );
+                if overflow {
+                    let who = match &task.name {
+                        Some(name) => format!("coroutine '{name}'"),
+                        None => format!("coroutine {}", task.id.as_u64()),
+                    };
+                    let kib = task.stack_bytes / 1024;
+                    let message = format!(
+                        "{who} overflowed its {kib} KiB stack; give it a larger one \
+                         with Builder::stack_size"
+                    );
+                    task.body.fail(Box::new(message));
+                } else {
+                    task.body.fail(payload);
+                }
             }
             None => self.stacks.borrow_mut().put(task.stack_bytes, generator),
         }
