@@ -760,3 +760,36 @@ cell! {
         assert_about("sleep", elapsed, WAIT);
     }
 }
+
+/// `MSG_WAITALL` still waits for the whole buffer in a coroutine, although
+/// each attempt is made non-blocking, and the worker keeps running.
+#[test]
+fn recv_waitall_collects_the_whole_buffer() {
+    use std::os::fd::AsRawFd;
+    run(1, WATCHDOG, || {
+        let (mut writer, reader) = tcp_pair();
+        let ticker = Ticker::start();
+        let late = after(Duration::from_millis(100), move || {
+            writer.write_all(b"ab").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            writer.write_all(b"cd").unwrap();
+            writer
+        });
+        let mut buf = [0u8; 4];
+        let (got, _elapsed, ticks) = ticker.during(|| {
+            // SAFETY: `buf` is valid for 4 bytes.
+            unsafe {
+                libc::recv(
+                    reader.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_WAITALL,
+                )
+            }
+        });
+        assert_eq!(got, 4, "recv(MSG_WAITALL) returned early");
+        assert_eq!(&buf, b"abcd");
+        assert_ticked(ticks);
+        drop(late.join().unwrap());
+    });
+}

@@ -42,15 +42,55 @@ fn transfer(
     ))
 }
 
+/// A receive into `buf`. `MSG_WAITALL` asks for the whole buffer, but with
+/// `MSG_DONTWAIT` added per attempt the kernel returns what it has, so in a
+/// coroutine the rest is collected here, parking in between.
+fn receive(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    let once = |buf: *mut c_void, len: size_t, flags: c_int| {
+        transfer(fd, Interest::Read, flags, len, |flags| {
+            syscall!(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen)
+        })
+    };
+    let whole = flags & libc::MSG_WAITALL != 0
+        && flags & (libc::MSG_DONTWAIT | libc::MSG_PEEK) == 0
+        && in_coroutine();
+    if !whole {
+        return once(buf, len, flags);
+    }
+    let mut got = 0;
+    while got < len {
+        // SAFETY: `got < len`, within the caller's buffer.
+        let rest = unsafe { buf.cast::<u8>().add(got) }.cast();
+        match once(rest, len - got, flags & !libc::MSG_WAITALL) {
+            0 => break,
+            n if n < 0 => return if got > 0 { got as ssize_t } else { n },
+            n => got += n as usize,
+        }
+    }
+    got as ssize_t
+}
+
 /// Hooked: `TcpStream::read` and `peek`.
 ///
 /// # Safety
 /// As `recv(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    transfer(fd, Interest::Read, flags, len, |flags| {
-        syscall!(libc::SYS_recvfrom, fd, buf, len, flags, 0, 0)
-    })
+    receive(
+        fd,
+        buf,
+        len,
+        flags,
+        core::ptr::null_mut(),
+        core::ptr::null_mut(),
+    )
 }
 
 /// Hooked: `UdpSocket::recv_from`.
@@ -66,9 +106,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    transfer(fd, Interest::Read, flags, len, |flags| {
-        syscall!(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen)
-    })
+    receive(fd, buf, len, flags, addr, addrlen)
 }
 
 /// Hooked: `UnixDatagram`, ancillary data.
