@@ -11,7 +11,7 @@
 //!
 //! Known limits: writes to stdout and stderr block the worker (std's stdout
 //! lock is re-entrant per OS thread, so parking inside it would let another
-//! coroutine on the same worker into it); `select`, `ppoll` and
+//! coroutine on the same worker into it); `ppoll`, `pselect` and
 //! `epoll_wait` are not hooked and block the worker;
 //! descriptors closed by paths the hooks do not see (e.g. `fclose`) keep
 //! their record until the number is created again through a hook.
