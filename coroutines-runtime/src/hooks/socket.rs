@@ -42,10 +42,33 @@ fn transfer(
     ))
 }
 
-/// A receive into `buf`. `MSG_WAITALL` asks for the whole buffer, but with
-/// `MSG_DONTWAIT` added per attempt the kernel returns what it has, so in a
-/// coroutine the rest is collected here, parking in between.
-fn receive(
+/// Hooked: `TcpStream::read` and `peek`.
+///
+/// # Safety
+/// As `recv(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: same contract, without an address.
+    unsafe {
+        recvfrom(
+            fd,
+            buf,
+            len,
+            flags,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+        )
+    }
+}
+
+/// Hooked: `UdpSocket::recv_from`. `MSG_WAITALL` asks for the whole buffer,
+/// but with `MSG_DONTWAIT` added per attempt the kernel returns what it
+/// has, so in a coroutine the rest is collected here, parking in between.
+///
+/// # Safety
+/// As `recvfrom(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvfrom(
     fd: c_int,
     buf: *mut c_void,
     len: size_t,
@@ -75,38 +98,6 @@ fn receive(
         }
     }
     got as ssize_t
-}
-
-/// Hooked: `TcpStream::read` and `peek`.
-///
-/// # Safety
-/// As `recv(2)`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    receive(
-        fd,
-        buf,
-        len,
-        flags,
-        core::ptr::null_mut(),
-        core::ptr::null_mut(),
-    )
-}
-
-/// Hooked: `UdpSocket::recv_from`.
-///
-/// # Safety
-/// As `recvfrom(2)`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn recvfrom(
-    fd: c_int,
-    buf: *mut c_void,
-    len: size_t,
-    flags: c_int,
-    addr: *mut sockaddr,
-    addrlen: *mut socklen_t,
-) -> ssize_t {
-    receive(fd, buf, len, flags, addr, addrlen)
 }
 
 /// Hooked: `UnixDatagram`, ancillary data.
