@@ -202,7 +202,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
         }
         libc::F_SETFL => {
             let wanted = arg as c_int;
-            let keep = nonblock::user_sets_mode(fd, wanted & libc::O_NONBLOCK != 0);
+            let keep = nonblock::user_sets_mode(fd, wanted & libc::O_NONBLOCK != 0, Some(wanted));
             let effective = if keep {
                 wanted | libc::O_NONBLOCK
             } else {
@@ -246,7 +246,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
     if request == libc::FIONBIO as c_ulong && !arg.is_null() {
         // SAFETY: FIONBIO takes a pointer to an int.
         let nonblocking = unsafe { *(arg as *const c_int) } != 0;
-        let keep = nonblock::user_sets_mode(fd, nonblocking);
+        let keep = nonblock::user_sets_mode(fd, nonblocking, None);
         let value = c_int::from(nonblocking || keep);
         let ret = syscall!(libc::SYS_ioctl, fd, request, &value as *const c_int);
         nonblock::settings_changed();

@@ -33,6 +33,9 @@ struct Held {
     /// The runtime set the flag (the user had not); restored at the last
     /// release, and hidden from `F_GETFL` meanwhile.
     added: bool,
+    /// The status flags to put back then: those before the hold, or what
+    /// the user set since.
+    restore: c_int,
 }
 
 static HELD: SpinLock<Vec<Held>> = SpinLock::new(Vec::new());
@@ -76,11 +79,16 @@ fn cached_identity(fd: c_int, entry: &FdEntry) -> Option<(u64, u64)> {
 pub(crate) struct NonblockHold {
     fd: c_int,
     id: (u64, u64),
+    entry: &'static FdEntry,
+    /// The entry's generation at the hold: unchanged at the release means
+    /// the number still names the held file.
+    generation: u32,
 }
 
 impl NonblockHold {
     /// `None` if `fd` is not open (the call then fails by itself).
-    pub(crate) fn take(fd: c_int, entry: &FdEntry) -> Option<NonblockHold> {
+    pub(crate) fn take(fd: c_int, entry: &'static FdEntry) -> Option<NonblockHold> {
+        let generation = entry.generation.load(Ordering::Acquire);
         let id = cached_identity(fd, entry)?;
         let mut held = HELD.lock();
         match held.iter_mut().find(|h| h.id == id) {
@@ -95,11 +103,17 @@ impl NonblockHold {
                     id,
                     holds: 1,
                     added,
+                    restore: current,
                 });
                 HELD_COUNT.store(held.len(), Ordering::Release);
             }
         }
-        Some(NonblockHold { fd, id })
+        Some(NonblockHold {
+            fd,
+            id,
+            entry,
+            generation,
+        })
     }
 }
 
@@ -111,14 +125,16 @@ impl Drop for NonblockHold {
         };
         held[index].holds -= 1;
         if held[index].holds == 0 {
-            // The number may name another file by now (closed and reused
-            // meanwhile): restore only the description that was held.
-            if held.swap_remove(index).added && identity(self.fd) == Some(self.id) {
-                if let Some(current) = flags(self.fd) {
-                    set_flags(self.fd, current & !libc::O_NONBLOCK);
-                }
-            }
+            let last = held.swap_remove(index);
             HELD_COUNT.store(held.len(), Ordering::Release);
+            // The number may name another file by now (closed and reused
+            // meanwhile): restore only the description that was held. An
+            // unchanged generation says so without asking the kernel.
+            let same = self.entry.generation.load(Ordering::Acquire) == self.generation
+                || identity(self.fd) == Some(self.id);
+            if last.added && same {
+                set_flags(self.fd, last.restore & !libc::O_NONBLOCK);
+            }
         }
     }
 }
@@ -141,11 +157,11 @@ pub(crate) fn user_nonblocking(fd: c_int) -> bool {
     flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0) && !added_by_runtime(fd)
 }
 
-/// The user sets `fd`'s mode (`F_SETFL`, `FIONBIO`). Returns whether the
-/// kernel must keep O_NONBLOCK anyway because the runtime holds the
-/// description; from now on the flag counts as the user's if they asked
-/// for it.
-pub(crate) fn user_sets_mode(fd: c_int, nonblocking: bool) -> bool {
+/// The user sets `fd`'s mode (`F_SETFL` with all its status `flags`, or
+/// `FIONBIO`). Returns whether the kernel must keep O_NONBLOCK anyway
+/// because the runtime holds the description; from now on the flag counts
+/// as the user's if they asked for it.
+pub(crate) fn user_sets_mode(fd: c_int, nonblocking: bool, flags: Option<c_int>) -> bool {
     if HELD_COUNT.load(Ordering::Acquire) == 0 {
         return false;
     }
@@ -156,6 +172,9 @@ pub(crate) fn user_sets_mode(fd: c_int, nonblocking: bool) -> bool {
     match held.iter_mut().find(|h| h.id == id) {
         Some(entry) => {
             entry.added = !nonblocking;
+            if let Some(flags) = flags {
+                entry.restore = flags;
+            }
             true
         }
         None => false,
