@@ -65,26 +65,35 @@ impl Stacks {
 
     /// Checks that a stack of `bytes` is within the process's stack limit.
     pub(crate) fn validate(bytes: usize) -> io::Result<()> {
+        match max_stack_size() {
+            _ if bytes == 0 => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "coroutine stack size must be greater than zero",
+            )),
+            Some(max) if bytes as u64 > max => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "coroutine stack size of {bytes} bytes exceeds the stack limit \
+                     (RLIMIT_STACK hard limit of {max} bytes)"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The hard `RLIMIT_STACK`, `None` if unlimited; read once, as the
+/// `generator` crate does, rather than on every spawn.
+fn max_stack_size() -> Option<u64> {
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
         let mut limit = core::mem::MaybeUninit::<libc::rlimit>::uninit();
         // SAFETY: getrlimit writes one rlimit into the buffer.
         let ret = unsafe { libc::getrlimit(libc::RLIMIT_STACK, limit.as_mut_ptr()) };
         // SAFETY: initialised when getrlimit returned 0.
         let max = (ret == 0).then(|| unsafe { limit.assume_init() }.rlim_max);
-        match max {
-            Some(max) if max != libc::RLIM_INFINITY && bytes as u64 > max => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "coroutine stack size of {bytes} bytes exceeds the stack limit \
-                         (RLIMIT_STACK hard limit of {max} bytes)"
-                ),
-            )),
-            _ if bytes == 0 => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "coroutine stack size must be greater than zero",
-            )),
-            _ => Ok(()),
-        }
-    }
+        max.filter(|&max| max != libc::RLIM_INFINITY)
+    })
 }
 
 /// Maps and unmaps a stack the way the `generator` crate does, to learn

@@ -64,8 +64,8 @@ pub(crate) fn blocking_io(
         },
         Nonblock::PerCall => None,
     };
-    let start = Instant::now();
-    // Learned from the kernel the first time the call would park.
+    // Learned from the kernel, and timed from, the first time the call
+    // would park: a call that does not block never reads the clock.
     let mut deadline: Option<Option<Instant>> = None;
     loop {
         let strategy = entry.strategy.load(Ordering::Relaxed);
@@ -101,7 +101,8 @@ pub(crate) fn blocking_io(
         // Valid across the runtime's own holds: they never change what the
         // user asked for.
         let (user_nonblocking, timeout) = nonblock::cached_settings(fd, entry, interest);
-        let deadline = *deadline.get_or_insert_with(|| timeout.and_then(|t| start.checked_add(t)));
+        let deadline =
+            *deadline.get_or_insert_with(|| timeout.and_then(|t| Instant::now().checked_add(t)));
         if user_nonblocking {
             // The user's call does not block: make it as is.
             return if tried {
