@@ -35,9 +35,23 @@ pub(crate) struct WorkerShared {
     /// Started coroutines woken by other threads.
     pub(crate) inbox: Injector<Arc<Task>>,
     pub(crate) poller: Poller,
-    /// The worker is about to sleep, or sleeps, in its poller.
+    /// The worker is about to sleep, or sleeps, in its poller. Set only by
+    /// the worker, after it has cleared `notified`, and cleared when it
+    /// wakes up.
     sleeping: AtomicBool,
-    /// A notification is on its way; further ones are redundant.
+    /// Some thread has written the wake-up since the worker last cleared
+    /// this flag, so further notifications until then are redundant.
+    ///
+    /// Invariant: only the worker clears it, and only right before it sets
+    /// `sleeping` (all `SeqCst`). A notifier that finds it set therefore
+    /// performed its swap before that clear in the flag's modification
+    /// order, and so before the worker's next check for work: that check
+    /// sees the work the notifier published before its fence. Clearing it
+    /// anywhere else (say, on waking up) breaks this: a notifier that read
+    /// `sleeping` just before the worker woke would set it again, its write
+    /// to the eventfd could be swallowed by a non-blocking poll while the
+    /// worker is busy, and every later notifier would skip the worker's next
+    /// sleep, which then lasts for ever.
     notified: AtomicBool,
     /// Event counts, each written by the worker only.
     pub(crate) counts: WorkerCounts,
@@ -61,7 +75,7 @@ impl WorkerShared {
     /// Wakes the worker if it sleeps and nobody has notified it yet. The
     /// caller has published its work and issued a `SeqCst` fence.
     pub(crate) fn try_notify(&self) -> bool {
-        if self.sleeping.load(Ordering::Relaxed) && !self.notified.swap(true, Ordering::AcqRel) {
+        if self.sleeping.load(Ordering::SeqCst) && !self.notified.swap(true, Ordering::SeqCst) {
             self.poller.notify();
             return true;
         }
@@ -389,6 +403,8 @@ impl Local {
             core::hint::spin_loop();
         }
         let me = &shared.workers[self.index];
+        // See `WorkerShared::notified` for why the clear comes first.
+        me.notified.store(false, Ordering::SeqCst);
         me.sleeping.store(true, Ordering::SeqCst);
         // Pairs with the fence of whoever queues work: either it sees
         // `sleeping` and notifies, or this check sees its work.
@@ -398,8 +414,7 @@ impl Local {
         } else {
             self.fire_timers();
         }
-        me.sleeping.store(false, Ordering::Relaxed);
-        me.notified.store(false, Ordering::Release);
+        me.sleeping.store(false, Ordering::SeqCst);
     }
 }
 
