@@ -13,10 +13,13 @@ use super::stack::Gen;
 use super::task::{Suspend, Task};
 
 thread_local! {
-    /// The coroutine running on this thread, or null on a plain thread or in
-    /// the scheduler. A `const` thread-local without a destructor: reading it
-    /// is one load, valid before `main` and inside signal handlers.
+    /// The coroutine running on this thread, or null on a plain thread, in
+    /// the scheduler, and in signal handlers. A `const` thread-local
+    /// without a destructor: reading it is one load, valid before `main`
+    /// and inside signal handlers.
     static CURRENT: Cell<*const Task> = const { Cell::new(ptr::null()) };
+    /// Signal handlers running on this thread (see `hooks::signal`).
+    static HANDLERS: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Returns whether the caller runs inside a coroutine.
@@ -44,6 +47,32 @@ pub(crate) fn current() -> Option<&'static Task> {
 pub(crate) fn run(task: &Arc<Task>, generator: &mut Gen) {
     CURRENT.with(|current| current.set(Arc::as_ptr(task)));
     generator.resume();
+    CURRENT.with(|current| current.set(ptr::null()));
+    // A handler that never returned (the stack overflow handler of the
+    // `generator` crate leaves through a yield) ended with the coroutine.
+    HANDLERS.with(|handlers| handlers.set(0));
+}
+
+/// Runs a signal handler outside the coroutine it interrupted: its hooked
+/// calls block like a thread's instead of parking inside the handler.
+pub(crate) fn in_handler<R>(handler: impl FnOnce() -> R) -> R {
+    let interrupted = CURRENT.with(|current| current.replace(ptr::null()));
+    HANDLERS.with(|handlers| handlers.set(handlers.get() + 1));
+    let result = handler();
+    HANDLERS.with(|handlers| handlers.set(handlers.get().saturating_sub(1)));
+    CURRENT.with(|current| current.set(interrupted));
+    result
+}
+
+/// Whether a signal handler runs on this thread, so that nothing may wait
+/// for a lock or schedule a coroutine.
+pub(crate) fn in_signal_handler() -> bool {
+    HANDLERS.with(Cell::get) != 0
+}
+
+/// In a forked child: the forking coroutine goes on as the child's one
+/// plain thread.
+pub(crate) fn forget_current() {
     CURRENT.with(|current| current.set(ptr::null()));
 }
 

@@ -57,6 +57,7 @@ use libc::{c_int, c_long, timespec};
 
 use crate::coroutine::in_coroutine;
 use crate::futex;
+use crate::scheduler::in_forked_child;
 use crate::sys;
 
 const PRIVATE: c_int = libc::FUTEX_PRIVATE_FLAG;
@@ -88,7 +89,8 @@ pub unsafe extern "C" fn coroutines_futex_syscall(
 ) -> c_long {
     let args = [uaddr, op, val, timeout, uaddr2, val3];
     // The kernel rejects null and misaligned words itself, before waiting.
-    if uaddr == 0 || !uaddr.is_multiple_of(4) {
+    // A forked child has no coroutines, and the table is its parent's.
+    if uaddr == 0 || !uaddr.is_multiple_of(4) || in_forked_child() {
         return pass_through(args);
     }
     let (op, val, val3) = (op as c_int, val as u32, val3 as u32);

@@ -1,26 +1,36 @@
 //! The hook layer: `#[no_mangle]` definitions of the libc functions that
 //! libstd calls to block, so that a blocking call made inside a coroutine
-//! parks the coroutine instead of its worker.
+//! parks the coroutine instead of its worker, with the result the call
+//! gives a thread.
 //!
 //! Every hook has the same shape: outside a coroutine (one thread-local
 //! load) it makes the system call exactly as libc would; inside one it goes
-//! through [`blocking::blocking_io`], which tries the call without blocking
-//! and, if it would block, waits in the reactor before trying again. The
-//! real operations are raw system calls: no loader lookups, no recursion,
-//! and they work in static builds.
+//! through [`driver::blocking_io`], which tries the call without blocking
+//! and, if it would block, waits in the reactor before trying again, until
+//! the call is complete as the blocking call would complete it. What the
+//! driver needs to know of a descriptor (its kind, the user's settings, the
+//! runtime's holds) comes from [`descriptor`]. The real operations are raw
+//! system calls: no loader lookups, no recursion, and they work in static
+//! builds. Signal handlers run outside coroutines ([`signal`]), and a
+//! forked child gives the runtime up (`scheduler::fork`).
 //!
 //! Known limits: writes to stdout and stderr block the worker (std's stdout
 //! lock is re-entrant per OS thread, so parking inside it would let another
 //! coroutine on the same worker into it); `ppoll`, `pselect` and
-//! `epoll_wait` are not hooked and block the worker;
-//! descriptors closed by paths the hooks do not see (e.g. `fclose`) keep
-//! their record until the number is created again through a hook.
+//! `epoll_wait` are not hooked and block the worker; descriptors closed by
+//! paths the hooks do not see (e.g. `fclose`) keep their record until the
+//! number is created again through a hook.
 
-mod blocking;
+mod descriptor;
+mod driver;
 mod fd;
 mod futex;
-mod nonblock;
+mod io;
+mod iov;
 mod poll;
+mod signal;
 mod socket;
 mod thread;
 mod time;
+
+pub(crate) use descriptor::Facts;

@@ -1,48 +1,66 @@
 //! `poll` and `select`: used by `connect_timeout`, `std::process` pipe
 //! reading, and libraries that multiplex descriptors.
+//!
+//! In a coroutine both ask the kernel with a zero timeout whether anything
+//! is ready, and park on the descriptors' readiness edges until something
+//! may have changed: the answers are always the kernel's own.
 
 use std::time::{Duration, Instant};
 
-use libc::{c_int, c_short, fd_set, nfds_t, pollfd, timeval};
+use libc::{c_int, fd_set, nfds_t, pollfd, timeval};
 
-use crate::coroutine::in_coroutine;
+use crate::coroutine::{self, in_coroutine};
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fds, FdWait, Outcome};
-use crate::sys::{c_result, ppoll, set_errno, syscall};
+use crate::sys::{c_result, ppoll, syscall};
 
-/// Parks the current coroutine until one of `fds` is ready or `timeout`
-/// passes (`None`: no limit); the raw result of the `ppoll` that reports it.
-fn poll_parked(fds: *mut pollfd, nfds: nfds_t, timeout: Option<Duration>) -> isize {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-    // Copied out: the kernel writes `revents` into `fds` on every ppoll.
-    let wanted: Vec<(c_int, c_short)> = (0..nfds as usize)
-        .map(|i| {
-            // SAFETY: the caller passes `nfds` readable pollfds.
-            let p = unsafe { &*fds.add(i) };
-            (p.fd, p.events)
-        })
-        .collect();
+/// One descriptor to watch, and which ways.
+#[derive(Clone, Copy)]
+struct Watch {
+    fd: c_int,
+    read: bool,
+    write: bool,
+}
+
+/// Parks the current coroutine until `ready()` reports something (its
+/// non-zero raw result, returned) or `deadline` passes (then `ready()`'s
+/// last answer, zero). Each pass takes the descriptors' edge counts before
+/// asking, so an edge in between is not lost.
+fn parked_until(
+    watches: &[Watch],
+    deadline: Option<Instant>,
+    mut ready: impl FnMut() -> isize,
+) -> isize {
     loop {
-        let waits: Vec<FdWait> = wanted
+        let waits: Vec<FdWait> = watches
             .iter()
-            .filter(|(fd, _)| *fd >= 0)
-            .flat_map(|&(fd, events)| {
-                let read = events & (libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP) != 0
-                    || events & libc::POLLOUT == 0;
-                let write = events & libc::POLLOUT != 0;
-                let read = read.then(|| FdWait::lookup(fd, Interest::Read)).flatten();
-                let write = write.then(|| FdWait::lookup(fd, Interest::Write)).flatten();
-                read.into_iter().chain(write)
+            .flat_map(|w| {
+                let read = w.read.then(|| FdWait::lookup(w.fd, Interest::Read));
+                let write = w.write.then(|| FdWait::lookup(w.fd, Interest::Write));
+                read.flatten().into_iter().chain(write.flatten())
             })
             .collect();
-        let ready = ppoll(fds, nfds, Some(Duration::ZERO));
-        if ready != 0 {
-            return ready;
+        let answer = ready();
+        if answer != 0 {
+            return answer;
+        }
+        if waits.is_empty() {
+            // Nothing to wait on: a plain timeout, or for ever.
+            coroutine::park(deadline, drop);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return ready();
+            }
+            continue;
         }
         match wait_fds(&waits, deadline) {
             Outcome::Ready | Outcome::Closed => {}
-            Outcome::TimedOut => return ppoll(fds, nfds, Some(Duration::ZERO)),
-            Outcome::NotPollable => return ppoll(fds, nfds, timeout),
+            Outcome::TimedOut => return ready(),
+            Outcome::NotPollable => {
+                // Descriptors epoll refuses are always ready for the
+                // kernel, so `ready()` reported them: unreachable in
+                // practice; wait out the timeout in steps.
+                coroutine::park(Some(Instant::now() + Duration::from_millis(1)), drop);
+            }
         }
     }
 }
@@ -55,15 +73,113 @@ fn poll_parked(fds: *mut pollfd, nfds: nfds_t, timeout: Option<Duration>) -> isi
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
     let timeout = (timeout >= 0).then(|| Duration::from_millis(timeout as u64));
-    if !in_coroutine() || timeout == Some(Duration::ZERO) {
+    if !in_coroutine() {
         return c_result(ppoll(fds, nfds, timeout)) as c_int;
     }
-    c_result(poll_parked(fds, nfds, timeout)) as c_int
+    // The kernel reads (and so validates) the array before anything here
+    // does; a ready or failed call returns at once.
+    let now = ppoll(fds, nfds, Some(Duration::ZERO));
+    if now != 0 || timeout == Some(Duration::ZERO) {
+        return c_result(now) as c_int;
+    }
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let watches: Vec<Watch> = (0..nfds as usize)
+        .map(|i| {
+            // SAFETY: the kernel has just read all `nfds` entries.
+            let p = unsafe { &*fds.add(i) };
+            Watch {
+                fd: p.fd,
+                read: p.events & (libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP) != 0
+                    || p.events & libc::POLLOUT == 0,
+                write: p.events & libc::POLLOUT != 0,
+            }
+        })
+        .filter(|w| w.fd >= 0)
+        .collect();
+    let ret = parked_until(&watches, deadline, || {
+        ppoll(fds, nfds, Some(Duration::ZERO))
+    });
+    c_result(ret) as c_int
 }
 
-/// Hooked: in a coroutine, `select` is answered through [`poll_parked`]: the
-/// sets become pollfds and back. As on Linux, the timeout is updated to the
-/// time not slept.
+/// The descriptor sets of one `select`, copied.
+#[derive(Clone, Copy)]
+struct Sets([Option<fd_set>; 3]);
+
+impl Sets {
+    /// Copies the caller's sets.
+    ///
+    /// # Safety
+    /// Each pointer is null or points to a readable `fd_set` (the C
+    /// contract of `select`; `FD_SET` and friends assume it too).
+    unsafe fn copy(sets: [*mut fd_set; 3]) -> Sets {
+        // SAFETY: per the contract.
+        Sets(sets.map(|set| unsafe { set.as_ref() }.copied()))
+    }
+
+    fn ptr(&mut self, i: usize) -> *mut fd_set {
+        self.0[i]
+            .as_mut()
+            .map_or(core::ptr::null_mut(), |set| set as *mut fd_set)
+    }
+
+    fn has(&self, i: usize, fd: c_int) -> bool {
+        // SAFETY: `fd` is below FD_SETSIZE (callers iterate below it).
+        self.0[i]
+            .as_ref()
+            .is_some_and(|set| unsafe { libc::FD_ISSET(fd, set) })
+    }
+}
+
+/// A `timeval` as `select` takes it, as glibc reads it: negative parts are
+/// EINVAL, microseconds past a second carry into the seconds.
+fn select_timeout(timeout: *mut timeval) -> Result<Option<Duration>, c_int> {
+    // SAFETY: the caller passes a valid or null timeval (select's contract).
+    let Some(tv) = (unsafe { timeout.as_ref() }) else {
+        return Ok(None);
+    };
+    if tv.tv_sec < 0 || tv.tv_usec < 0 {
+        return Err(libc::EINVAL);
+    }
+    let micros = tv.tv_usec as u64;
+    let secs = (tv.tv_sec as u64).saturating_add(micros / 1_000_000);
+    Ok(Some(Duration::new(
+        secs,
+        (micros % 1_000_000) as u32 * 1000,
+    )))
+}
+
+/// `pselect6` with `timeout` (`None`: no limit) on the given sets; the raw
+/// result. The time not slept is written back to `tv`, as Linux's
+/// `select` does.
+fn pselect(
+    nfds: c_int,
+    sets: [*mut fd_set; 3],
+    timeout: Option<Duration>,
+    tv: *mut timeval,
+) -> isize {
+    let mut ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_mut()
+        .map_or(core::ptr::null_mut(), |t| t as *mut libc::timespec);
+    let [read, write, except] = sets;
+    let ret = syscall!(libc::SYS_pselect6, nfds, read, write, except, ts_ptr, 0);
+    // SAFETY: the caller passes a valid or null timeval.
+    if let (Some(tv), Some(ts)) = (unsafe { tv.as_mut() }, ts) {
+        tv.tv_sec = ts.tv_sec;
+        tv.tv_usec = (ts.tv_nsec / 1000) as libc::suseconds_t;
+    }
+    ret
+}
+
+/// Hooked: as glibc's `select` outside coroutines. In a coroutine it asks
+/// the kernel with a zero timeout and parks on the descriptors' readiness
+/// in between; it looks at descriptors below `FD_SETSIZE` only, like
+/// glibc's `FD_*` macros. As on Linux, the timeout is updated to the time
+/// not slept.
 ///
 /// # Safety
 /// As `select(2)`.
@@ -75,106 +191,49 @@ pub unsafe extern "C" fn select(
     except: *mut fd_set,
     timeout: *mut timeval,
 ) -> c_int {
-    // SAFETY: the caller passes a valid or null timeval.
-    let limit = match unsafe { timeout.as_ref() } {
-        None => None,
-        Some(tv) if tv.tv_sec < 0 || !(0..1_000_000).contains(&tv.tv_usec) => {
-            set_errno(libc::EINVAL);
-            return -1;
-        }
-        Some(tv) => Some(Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000)),
+    let limit = match select_timeout(timeout) {
+        Ok(limit) => limit,
+        Err(error) => return c_result(-(error as isize)) as c_int,
     };
-    if !(0..=libc::FD_SETSIZE as c_int).contains(&nfds) {
-        set_errno(libc::EINVAL);
-        return -1;
+    let user = [read, write, except];
+    if !in_coroutine() || limit == Some(Duration::ZERO) || nfds < 0 {
+        return c_result(pselect(nfds, user, limit, timeout)) as c_int;
     }
-    if !in_coroutine() || limit == Some(Duration::ZERO) {
-        return select_now(nfds, read, write, except, timeout, limit);
-    }
+    let nfds = nfds.min(libc::FD_SETSIZE as c_int);
     let start = Instant::now();
-    // Each set is null or valid for FD_SETSIZE descriptors (the caller's
-    // contract), and every fd used below is under `nfds <= FD_SETSIZE`.
-    // SAFETY: as just said.
-    let member = |set: *mut fd_set, fd: c_int| !set.is_null() && unsafe { libc::FD_ISSET(fd, set) };
-    let mut fds: Vec<pollfd> = (0..nfds)
-        .filter_map(|fd| {
-            let mut events = 0;
-            if member(read, fd) {
-                events |= libc::POLLIN;
-            }
-            if member(write, fd) {
-                events |= libc::POLLOUT;
-            }
-            if member(except, fd) {
-                events |= libc::POLLPRI;
-            }
-            (events != 0).then_some(pollfd {
-                fd,
-                events,
-                revents: 0,
-            })
+    let deadline = limit.and_then(|t| start.checked_add(t));
+    // SAFETY: select's contract (see `Sets::copy`).
+    let asked = unsafe { Sets::copy(user) };
+    let watches: Vec<Watch> = (0..nfds)
+        .map(|fd| Watch {
+            fd,
+            read: asked.has(0, fd) || asked.has(2, fd),
+            write: asked.has(1, fd),
         })
+        .filter(|w| w.read || w.write)
         .collect();
-    let ret = poll_parked(fds.as_mut_ptr(), fds.len() as nfds_t, limit);
-    if ret < 0 {
-        return c_result(ret) as c_int;
-    }
-    if fds.iter().any(|p| p.revents & libc::POLLNVAL != 0) {
-        set_errno(libc::EBADF);
-        return -1;
-    }
-    for set in [read, write, except] {
-        if !set.is_null() {
-            // SAFETY: a non-null set of the caller's.
-            unsafe { libc::FD_ZERO(set) };
-        }
-    }
-    let mut count = 0;
-    for p in &fds {
-        let hits = [
-            (read, libc::POLLIN | libc::POLLHUP | libc::POLLERR),
-            (write, libc::POLLOUT | libc::POLLERR),
-            (except, libc::POLLPRI),
-        ];
-        for (set, bits) in hits {
-            if !set.is_null() && p.events & bits != 0 && p.revents & bits != 0 {
-                // SAFETY: a non-null set of the caller's; `p.fd < nfds`.
-                unsafe { libc::FD_SET(p.fd, set) };
-                count += 1;
+    let mut answer = asked;
+    let ret = parked_until(&watches, deadline, || {
+        answer = asked;
+        let sets = [answer.ptr(0), answer.ptr(1), answer.ptr(2)];
+        pselect(nfds, sets, Some(Duration::ZERO), core::ptr::null_mut())
+    });
+    if ret >= 0 {
+        for (i, set) in user.into_iter().enumerate() {
+            if let (Some(set), Some(result)) = (
+                // SAFETY: select's contract: null or a writable fd_set.
+                unsafe { set.as_mut() },
+                answer.0[i],
+            ) {
+                *set = result;
             }
         }
-    }
-    // SAFETY: the caller passes a valid or null timeval.
-    if let (Some(tv), Some(limit)) = (unsafe { timeout.as_mut() }, limit) {
-        let left = limit.saturating_sub(start.elapsed());
-        tv.tv_sec = left.as_secs() as libc::time_t;
-        tv.tv_usec = left.subsec_micros() as libc::suseconds_t;
-    }
-    count
-}
-
-/// `select` as libc makes it, through `pselect6` (the portable system
-/// call), writing the time not slept back as Linux's `select` does.
-fn select_now(
-    nfds: c_int,
-    read: *mut fd_set,
-    write: *mut fd_set,
-    except: *mut fd_set,
-    timeout: *mut timeval,
-    limit: Option<Duration>,
-) -> c_int {
-    let mut ts = limit.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_mut()
-        .map_or(core::ptr::null_mut(), |t| t as *mut libc::timespec);
-    let ret = syscall!(libc::SYS_pselect6, nfds, read, write, except, ts_ptr, 0);
-    // SAFETY: the caller passes a valid or null timeval.
-    if let (Some(tv), Some(ts)) = (unsafe { timeout.as_mut() }, ts) {
-        tv.tv_sec = ts.tv_sec;
-        tv.tv_usec = (ts.tv_nsec / 1000) as libc::suseconds_t;
+        // SAFETY: the caller passes a valid or null timeval.
+        if let (Some(tv), Some(limit)) = (unsafe { timeout.as_mut() }, limit) {
+            let left = limit.saturating_sub(start.elapsed());
+            tv.tv_sec = left.as_secs() as libc::time_t;
+            tv.tv_usec = left.subsec_micros() as libc::suseconds_t;
+        }
     }
     c_result(ret) as c_int
 }

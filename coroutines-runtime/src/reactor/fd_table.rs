@@ -1,18 +1,23 @@
-//! The per-descriptor table: what the user asked of each fd, and who waits
-//! on it.
+//! The per-descriptor table: who waits on each fd, the readiness seen on
+//! it, and what the hooks have learned about the file it names.
 //!
 //! Indexed by fd number, process-wide (descriptors are process-wide too).
-//! Entries are created on first use and never freed; an entry is reset when
-//! the hook layer sees its descriptor created or closed.
+//! Entries are created on first use and never freed. A descriptor number
+//! outlives the files it names: every close, replacement (`dup2`) or
+//! creation that the hooks see starts a new *generation* of its entry, and
+//! everything learned about a file is tagged with the generation it was
+//! learned under, so that nothing learned about one file is applied to the
+//! next file that gets the number.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use libc::c_int;
 
-use crate::coroutine::{WakeReason, Waker};
+use super::poller;
+use crate::coroutine::{switch, WakeReason, Waker};
 use crate::scheduler::Shared;
-use crate::sync::SpinLock;
+use crate::sync::{SpinGuard, SpinLock};
 use std::sync::Arc;
 
 /// Entries per lazily allocated chunk.
@@ -21,26 +26,6 @@ const CHUNK: usize = 1024;
 /// pass straight through.
 const CHUNKS: usize = 4096;
 
-/// How a blocking call on the fd is made non-blocking for one attempt.
-pub(crate) const STRATEGY_UNKNOWN: u8 = 0;
-/// Per-call flags (`MSG_DONTWAIT`, `RWF_NOWAIT`) work.
-pub(crate) const STRATEGY_PER_CALL: u8 = 1;
-/// Per-call flags are not supported (ttys, some devices): wait for
-/// readiness, then make the plain call.
-pub(crate) const STRATEGY_WAIT_FIRST: u8 = 2;
-/// The fd cannot be waited on (regular files, epoll refuses them): calls
-/// pass through and block the worker as they would block a thread.
-pub(crate) const STRATEGY_PASS_THROUGH: u8 = 3;
-
-/// `FdEntry::drained_at` when no short read is on record.
-pub(crate) const NOT_DRAINED: u64 = u64::MAX;
-/// Not yet known whether reads on the fd consume a byte stream.
-pub(crate) const STREAM_UNKNOWN: u8 = 0;
-/// A pipe, FIFO or stream socket: a short read drains it.
-pub(crate) const STREAM_YES: u8 = 1;
-/// Anything else (datagrams, ttys, files): a short read says nothing.
-pub(crate) const STREAM_NO: u8 = 2;
-
 /// Which way a waiter waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Interest {
@@ -48,37 +33,63 @@ pub(crate) enum Interest {
     Write,
 }
 
+/// A value learned about the file of one generation: the generation in the
+/// high half, the value in the low half. Reads of another generation see
+/// nothing.
+struct Learned(AtomicU64);
+
+impl Learned {
+    const NOTHING: u64 = u64::MAX;
+
+    const fn new() -> Learned {
+        Learned(AtomicU64::new(Learned::NOTHING))
+    }
+
+    fn get(&self, generation: u32) -> Option<u32> {
+        let packed = self.0.load(Ordering::Acquire);
+        (packed != Learned::NOTHING && (packed >> 32) as u32 == generation).then_some(packed as u32)
+    }
+
+    fn set(&self, generation: u32, value: u32) {
+        self.0.store(
+            (u64::from(generation) << 32) | u64::from(value),
+            Ordering::Release,
+        );
+    }
+}
+
 /// One descriptor's record.
 pub(crate) struct FdEntry {
-    /// Bumped when the descriptor is closed, so that readiness for an old
-    /// file cannot reach the next owner of the fd number. Epoll events carry
-    /// the generation they were registered under.
+    /// Bumped whenever the number starts naming another file (or none), so
+    /// that readiness, waiters and facts of an old file cannot reach the
+    /// next owner of the number. Epoll events carry the generation they were
+    /// registered under.
     pub(crate) generation: AtomicU32,
-    pub(crate) strategy: AtomicU8,
+    /// What the file is, as `hooks::descriptor` classifies it.
+    kind: Learned,
     /// Readiness edges seen per direction; a waiter that saw the count
     /// change since before its attempt retries instead of parking.
     read_edges: AtomicU64,
     write_edges: AtomicU64,
-    /// The read edge count at which a stream read came back short: the
-    /// stream is drained until the count moves, so the next read waits
-    /// without trying first. `NOT_DRAINED` otherwise.
-    pub(crate) drained_at: AtomicU64,
+    /// The low half of the read edge count at which a short read drained
+    /// the stream; see [`FdEntry::drained`].
+    drained_at: Learned,
     /// The peer closed, hung up or failed (an RDHUP, HUP or ERR event was
-    /// seen): reads return at once from now on, drained or not.
-    pub(crate) read_closed: AtomicBool,
-    /// Whether reads consume a byte stream (pipes, stream sockets), where a
-    /// short read means drained; see the `STREAM_*` constants.
-    pub(crate) stream: AtomicU8,
-    /// What the user set on the description (see `hooks::nonblock`), as
-    /// learned from the kernel at `settings_epoch`; 0 means never.
-    pub(crate) settings_epoch: AtomicU64,
-    pub(crate) user_nonblocking: AtomicBool,
-    /// `SO_RCVTIMEO`/`SO_SNDTIMEO` in nanoseconds, 0 for none.
-    pub(crate) recv_timeout: AtomicU64,
-    pub(crate) send_timeout: AtomicU64,
-    /// The entry may have waiters or registrations; see `reset`.
+    /// seen): reads are worth trying from now on, drained or not.
+    read_closed: AtomicBool,
+    /// Urgent data was signalled (EPOLLPRI): a read stops at its mark, so a
+    /// short read no longer says the stream is drained.
+    urgent: AtomicBool,
+    /// Attempts in flight that hold the file non-blocking through this
+    /// number (see `hooks::descriptor`): closing or replacing the number
+    /// waits for them, so that they can put the user's flags back.
+    pub(crate) holding: AtomicU32,
+    /// The entry may have waiters or locked state; see [`FdEntry::reset`].
     watched: AtomicBool,
-    pub(crate) state: SpinLock<FdState>,
+    /// A reset could not take the lock; whoever holds it finishes the reset
+    /// when it lets go (see [`FdEntry::lock`]).
+    reset_pending: AtomicBool,
+    state: SpinLock<FdState>,
 }
 
 /// The locked part of an entry.
@@ -86,30 +97,101 @@ pub(crate) struct FdEntry {
 pub(crate) struct FdState {
     readers: Vec<Waker>,
     writers: Vec<Waker>,
-    /// Pollers (by id) this fd is registered with under the current
-    /// generation.
-    pub(crate) registered: Vec<u64>,
-    /// Device and inode of the open file description, once asked.
-    pub(crate) identity: Option<(u64, u64)>,
+    /// Pollers (by id) this fd is registered with, and the generation the
+    /// registrations belong to.
+    registered: (u32, Vec<u64>),
+    /// What `hooks::descriptor` caches about the file: its identity and the
+    /// user's settings, each tagged with the generation it belongs to.
+    pub(crate) facts: crate::hooks::Facts,
+}
+
+impl FdState {
+    /// Whether the fd is registered with `poller` under `generation`;
+    /// records that it is from now on.
+    pub(crate) fn note_registered(&mut self, generation: u32, poller: u64) -> bool {
+        if self.registered.0 != generation {
+            self.registered = (generation, Vec::new());
+        }
+        if self.registered.1.contains(&poller) {
+            return true;
+        }
+        self.registered.1.push(poller);
+        false
+    }
+
+    /// Forgets a registration that failed.
+    pub(crate) fn forget_registered(&mut self, poller: u64) {
+        self.registered.1.retain(|&p| p != poller);
+    }
+}
+
+/// The entry's lock, held: letting go finishes a reset that was deferred
+/// meanwhile.
+pub(crate) struct StateGuard<'a> {
+    entry: &'a FdEntry,
+    guard: Option<SpinGuard<'a, FdState>>,
+}
+
+impl core::ops::Deref for StateGuard<'_> {
+    type Target = FdState;
+    fn deref(&self) -> &FdState {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl core::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut FdState {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.entry.finish_pending_reset();
+    }
 }
 
 impl FdEntry {
     fn new() -> FdEntry {
         FdEntry {
             generation: AtomicU32::new(0),
-            strategy: AtomicU8::new(STRATEGY_UNKNOWN),
+            kind: Learned::new(),
             read_edges: AtomicU64::new(0),
             write_edges: AtomicU64::new(0),
-            drained_at: AtomicU64::new(NOT_DRAINED),
+            drained_at: Learned::new(),
             read_closed: AtomicBool::new(false),
-            stream: AtomicU8::new(STREAM_UNKNOWN),
-            settings_epoch: AtomicU64::new(0),
-            user_nonblocking: AtomicBool::new(false),
-            recv_timeout: AtomicU64::new(0),
-            send_timeout: AtomicU64::new(0),
+            urgent: AtomicBool::new(false),
+            holding: AtomicU32::new(0),
             watched: AtomicBool::new(false),
+            reset_pending: AtomicBool::new(false),
             state: SpinLock::new(FdState::default()),
         }
+    }
+
+    /// Takes the entry's lock. Marks the entry watched first, so that a
+    /// reset takes the lock too: whatever is put under it (waiters, facts)
+    /// is then cleared or woken by the next reset.
+    pub(crate) fn lock(&self) -> StateGuard<'_> {
+        self.watched.store(true, Ordering::SeqCst);
+        StateGuard {
+            entry: self,
+            guard: Some(self.state.lock()),
+        }
+    }
+
+    /// The current generation.
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// What was learned of the file's kind under `generation`.
+    pub(crate) fn kind(&self, generation: u32) -> Option<u32> {
+        self.kind.get(generation)
+    }
+
+    pub(crate) fn set_kind(&self, generation: u32, kind: u32) {
+        self.kind.set(generation, kind);
     }
 
     fn edges(&self, interest: Interest) -> &AtomicU64 {
@@ -125,8 +207,24 @@ impl FdEntry {
         self.edges(interest).load(Ordering::Acquire)
     }
 
-    /// Adds `waker` as a waiter for `interest`, or wakes it at once if an
-    /// edge arrived since `snapshot` or the fd was closed since `generation`.
+    /// Records that a read made after `snapshot` (under `generation`) came
+    /// back short on a stream where that means nothing is left.
+    pub(crate) fn set_drained(&self, generation: u32, snapshot: u64) {
+        self.drained_at.set(generation, snapshot as u32);
+    }
+
+    /// Whether a read would find nothing: a short read drained the stream
+    /// and no readiness edge, hang-up or urgent data has arrived since.
+    pub(crate) fn drained(&self, generation: u32, snapshot: u64) -> bool {
+        self.drained_at.get(generation) == Some(snapshot as u32)
+            && !self.read_closed.load(Ordering::Acquire)
+            && !self.urgent.load(Ordering::Acquire)
+    }
+
+    /// Adds `waker` as a waiter for `interest`, or wakes it at once: with
+    /// `Notified` if an edge arrived since `snapshot` or the number changed
+    /// files since `generation` (the caller tries its call again, and the
+    /// kernel says what is there now).
     pub(crate) fn add_waiter(
         &self,
         interest: Interest,
@@ -134,90 +232,136 @@ impl FdEntry {
         generation: u32,
         waker: Waker,
     ) {
-        let mut state = self.state.lock();
-        self.mark_watched();
-        if self.generation.load(Ordering::SeqCst) != generation {
-            drop(state);
-            waker.wake(WakeReason::Closed);
-        } else if self.edges(interest).load(Ordering::Acquire) != snapshot {
+        let mut state = self.lock();
+        if self.generation() != generation
+            || self.edges(interest).load(Ordering::Acquire) != snapshot
+        {
             drop(state);
             waker.wake(WakeReason::Notified);
-        } else {
-            match interest {
-                Interest::Read => state.readers.push(waker),
-                Interest::Write => state.writers.push(waker),
-            }
+            return;
         }
-    }
-
-    /// Records that the entry has, or is about to get, waiters or a
-    /// registration, so that `reset` must take the lock. Called under the
-    /// lock, before checking the generation.
-    pub(crate) fn mark_watched(&self) {
-        self.watched.store(true, Ordering::SeqCst);
+        match interest {
+            Interest::Read => state.readers.push(waker),
+            Interest::Write => state.writers.push(waker),
+        }
     }
 
     /// Drops waiters whose park has ended (woken by a timer, or by another
     /// descriptor in a multi-fd wait).
     pub(crate) fn remove_finished_waiters(&self) {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         state.readers.retain(Waker::is_waiting);
         state.writers.retain(Waker::is_waiting);
     }
 
     /// Records a readiness event delivered under `generation`.
     pub(crate) fn on_event(&self, generation: u32, events: u32) {
-        let readable = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let readable =
+            (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
+                as u32;
         let writable = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
-        let mut state = self.state.lock();
-        if self.generation.load(Ordering::Acquire) != generation {
+        let closed = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let mut state = self.lock();
+        if self.generation() != generation {
             return;
         }
-        let closed = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         if events & closed != 0 {
             self.read_closed.store(true, Ordering::Release);
         }
+        if events & libc::EPOLLPRI as u32 != 0 {
+            self.urgent.store(true, Ordering::Release);
+        }
+        let mut woken = Vec::new();
         if events & readable != 0 {
             self.read_edges.fetch_add(1, Ordering::AcqRel);
-            state.readers.drain(..).for_each(|w| {
-                w.wake(WakeReason::Notified);
-            });
+            woken.append(&mut state.readers);
         }
         if events & writable != 0 {
             self.write_edges.fetch_add(1, Ordering::AcqRel);
-            state.writers.drain(..).for_each(|w| {
-                w.wake(WakeReason::Notified);
-            });
+            woken.append(&mut state.writers);
+        }
+        drop(state);
+        for waker in woken {
+            waker.wake(WakeReason::Notified);
         }
     }
 
-    /// Forgets everything about the descriptor: it was closed or is being
-    /// created anew. Waiters wake with `Closed`.
+    /// Starts a new generation: the number was closed, or names another
+    /// file now. Waiters wake with `Closed`. Returns the new generation.
     ///
-    /// Takes no lock unless the entry has waiters or registrations: `close`
-    /// and `dup2` run in forked children (where a lock held by another
-    /// parent thread is never released) and in signal handlers.
-    pub(crate) fn reset(&self) {
-        // Pairs with `mark_watched`: either this sees the mark, or the
-        // watcher sees the new generation under the lock and backs off.
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.strategy.store(STRATEGY_UNKNOWN, Ordering::Relaxed);
-        self.drained_at.store(NOT_DRAINED, Ordering::Relaxed);
+    /// Never spins on the entry's lock: `close` and `dup2` run in signal
+    /// handlers, which may have interrupted the lock's holder on this very
+    /// thread. If the lock is taken, its holder wakes the waiters when it
+    /// lets go.
+    pub(crate) fn reset(&self) -> u32 {
+        // Pairs with `lock`: either this sees the mark, or the locker sees
+        // the new generation under the lock and backs off.
+        let generation = self
+            .generation
+            .fetch_add(1, Ordering::SeqCst)
+            .wrapping_add(1);
         self.read_closed.store(false, Ordering::Relaxed);
-        self.stream.store(STREAM_UNKNOWN, Ordering::Relaxed);
-        self.settings_epoch.store(0, Ordering::Release);
+        self.urgent.store(false, Ordering::Relaxed);
+        self.wake_for_reset();
+        generation
+    }
+
+    /// Starts a new generation if none has started since `generation`: the
+    /// second half of a close, for callers that got in between the first
+    /// half and the system call.
+    pub(crate) fn reset_if(&self, generation: u32) {
+        let next = generation.wrapping_add(1);
+        if self
+            .generation
+            .compare_exchange(generation, next, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.wake_for_reset();
+        }
+    }
+
+    /// Wakes the waiters of the generation that just ended, if the entry is
+    /// watched. A signal handler leaves it to a worker (`kick`): waking
+    /// schedules coroutines, which is not async-signal-safe.
+    fn wake_for_reset(&self) {
         if !self.watched.swap(false, Ordering::SeqCst) {
             return;
         }
-        let mut state = self.state.lock();
-        state.registered.clear();
-        state.identity = None;
-        let FdState {
-            readers, writers, ..
-        } = &mut *state;
-        readers.drain(..).chain(writers.drain(..)).for_each(|w| {
-            w.wake(WakeReason::Closed);
-        });
+        self.reset_pending.store(true, Ordering::SeqCst);
+        if switch::in_signal_handler() {
+            DEFERRED.store(true, Ordering::SeqCst);
+            poller::kick();
+        } else {
+            self.finish_pending_reset();
+        }
+    }
+
+    /// Wakes the waiters of a reset if one is pending and the lock is free;
+    /// otherwise leaves it to the lock's holder, who calls this after
+    /// letting go (the `SeqCst` store of the flag, the failed `try_lock`,
+    /// the holder's `SeqCst` unlock and its load of the flag are ordered so
+    /// that it sees the flag).
+    fn finish_pending_reset(&self) {
+        while self.reset_pending.load(Ordering::SeqCst) {
+            let Some(mut state) = self.state.try_lock() else {
+                return;
+            };
+            if !self.reset_pending.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            let FdState {
+                readers,
+                writers,
+                facts,
+                ..
+            } = &mut *state;
+            *facts = Default::default();
+            let woken: Vec<Waker> = readers.drain(..).chain(writers.drain(..)).collect();
+            drop(state);
+            for waker in woken {
+                waker.wake(WakeReason::Closed);
+            }
+        }
     }
 }
 
@@ -225,6 +369,9 @@ impl FdEntry {
 pub(crate) struct FdTable {
     chunks: [AtomicPtr<FdEntry>; CHUNKS],
 }
+
+/// Some entry has a reset that a signal handler left to a worker.
+static DEFERRED: AtomicBool = AtomicBool::new(false);
 
 pub(crate) static FD_TABLE: FdTable = FdTable {
     chunks: [const { AtomicPtr::new(ptr::null_mut()) }; CHUNKS],
@@ -261,39 +408,55 @@ impl FdTable {
         // SAFETY: as in `get`.
         (!chunk.is_null()).then(|| unsafe { &*chunk.add(fd % CHUNK) })
     }
-}
 
-impl FdTable {
+    /// Finishes the resets that signal handlers deferred.
+    pub(crate) fn finish_deferred_resets(&self) {
+        if DEFERRED.swap(false, Ordering::SeqCst) {
+            for entry in self.entries() {
+                entry.finish_pending_reset();
+            }
+        }
+    }
+
+    /// Every entry created so far.
+    fn entries(&self) -> impl Iterator<Item = &'static FdEntry> + '_ {
+        self.chunks.iter().flat_map(|chunk| {
+            let chunk = chunk.load(Ordering::Acquire);
+            // SAFETY: chunks are never freed and hold CHUNK entries.
+            let entries: &'static [FdEntry] = if chunk.is_null() {
+                &[]
+            } else {
+                unsafe { core::slice::from_raw_parts(chunk, CHUNK) }
+            };
+            entries.iter()
+        })
+    }
+
     /// Drops the waiters that belong to coroutines of the runtime `shared`,
     /// which has shut down: nothing will run them, and holding their wakers
     /// would keep them, and their join handles, waiting forever.
     pub(crate) fn release_runtime(&self, shared: &Shared) {
         let ours = |waker: &Waker| core::ptr::eq(Arc::as_ptr(&waker.task.shared), shared);
-        for chunk in &self.chunks {
-            let chunk = chunk.load(Ordering::Acquire);
-            if chunk.is_null() {
+        for entry in self.entries() {
+            if !entry.watched.load(Ordering::SeqCst) {
                 continue;
             }
-            for index in 0..CHUNK {
-                // SAFETY: chunks are never freed and hold CHUNK entries.
-                let entry = unsafe { &*chunk.add(index) };
-                let released: Vec<Waker> = {
-                    let mut state = entry.state.lock();
-                    let FdState {
-                        readers, writers, ..
-                    } = &mut *state;
-                    let mut released = Vec::new();
-                    for list in [readers, writers] {
-                        let (theirs, kept) = core::mem::take(list).into_iter().partition(ours);
-                        *list = kept;
-                        released.extend::<Vec<Waker>>(theirs);
-                    }
-                    released
-                };
-                // Dropped outside the lock: dropping a task runs its
-                // completion, which may take other locks.
-                drop(released);
-            }
+            let released: Vec<Waker> = {
+                let mut state = entry.lock();
+                let FdState {
+                    readers, writers, ..
+                } = &mut *state;
+                let mut released = Vec::new();
+                for list in [readers, writers] {
+                    let (theirs, kept) = core::mem::take(list).into_iter().partition(ours);
+                    *list = kept;
+                    released.extend::<Vec<Waker>>(theirs);
+                }
+                released
+            };
+            // Dropped outside the lock: dropping a task runs its
+            // completion, which may take other locks.
+            drop(released);
         }
     }
 }

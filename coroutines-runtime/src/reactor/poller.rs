@@ -5,18 +5,77 @@ use std::time::Duration;
 
 use libc::c_int;
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
+use super::fd_table::FD_TABLE;
 use crate::sys;
 
 /// Readiness a descriptor is registered for: both directions, edge
-/// triggered, so it is registered once and never modified per wait.
+/// triggered, so it is registered once and never modified per wait. Urgent
+/// data (EPOLLPRI) too: it changes what a short read means.
 pub(crate) const INTEREST: u32 =
-    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
 
 /// The epoll token of the wake-up eventfd; descriptor tokens are their fd
 /// numbers, which are never negative.
 const NOTIFY_TOKEN: u64 = u64::MAX;
+/// The epoll token of the process-wide kick eventfd (see [`kick`]).
+const KICK_TOKEN: u64 = u64::MAX - 1;
+
+/// An eventfd every poller watches, so that code that may not touch the
+/// scheduler (a signal handler) can wake every worker to finish what it
+/// left; see `FdTable::finish_deferred_resets`. -1 until the first poller.
+static KICK: AtomicI32 = AtomicI32::new(-1);
+
+/// Wakes every worker of every runtime to finish deferred work.
+/// Async-signal-safe: one load and one `write`.
+pub(crate) fn kick() {
+    let fd = KICK.load(Ordering::Acquire);
+    if fd >= 0 {
+        write_one(fd);
+    }
+}
+
+/// Adds one to the eventfd `fd`.
+fn write_one(fd: c_int) {
+    let one: u64 = 1;
+    let _ = sys::raw(
+        libc::SYS_write,
+        [fd as usize, &one as *const u64 as usize, 8, 0, 0, 0],
+    );
+}
+
+/// Creates a non-blocking, close-on-exec eventfd.
+fn eventfd() -> Result<c_int, c_int> {
+    sys::check(sys::raw(
+        libc::SYS_eventfd2,
+        [
+            0,
+            (libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) as usize,
+            0,
+            0,
+            0,
+            0,
+        ],
+    ))
+    .map(|fd| fd as c_int)
+}
+
+/// The kick eventfd, created on first use.
+fn kick_fd() -> Result<c_int, c_int> {
+    let current = KICK.load(Ordering::Acquire);
+    if current >= 0 {
+        return Ok(current);
+    }
+    let fresh = eventfd()?;
+    match KICK.compare_exchange(-1, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Ok(fresh),
+        Err(existing) => {
+            sys::close(fresh);
+            Ok(existing)
+        }
+    }
+}
 /// Events taken per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 256;
 
@@ -39,18 +98,8 @@ impl Poller {
             [libc::EPOLL_CLOEXEC as usize, 0, 0, 0, 0, 0],
         ))
         .map_err(io::Error::from_raw_os_error)? as c_int;
-        let notify = match sys::check(sys::raw(
-            libc::SYS_eventfd2,
-            [
-                0,
-                (libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) as usize,
-                0,
-                0,
-                0,
-                0,
-            ],
-        )) {
-            Ok(fd) => fd as c_int,
+        let notify = match eventfd() {
+            Ok(fd) => fd,
             Err(e) => {
                 sys::close(epoll);
                 return Err(io::Error::from_raw_os_error(e));
@@ -63,14 +112,12 @@ impl Poller {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registrations: AtomicUsize::new(0),
         };
-        // Edge-triggered: every write to the eventfd produces one edge, so
-        // it never needs to be read back.
+        // Edge-triggered: every write to an eventfd produces one edge, so
+        // they never need to be read back.
+        let edge = libc::EPOLLIN as u32 | libc::EPOLLET as u32;
         poller
-            .add(
-                notify,
-                NOTIFY_TOKEN,
-                libc::EPOLLIN as u32 | libc::EPOLLET as u32,
-            )
+            .add(notify, NOTIFY_TOKEN, edge)
+            .and_then(|()| poller.add(kick_fd()?, KICK_TOKEN, edge))
             .map_err(io::Error::from_raw_os_error)?;
         Ok(poller)
     }
@@ -117,18 +164,7 @@ impl Poller {
     /// Wakes the worker sleeping in [`wait`](Self::wait), or makes its next
     /// wait return at once.
     pub(crate) fn notify(&self) {
-        let one: u64 = 1;
-        let _ = sys::raw(
-            libc::SYS_write,
-            [
-                self.notify as usize,
-                &one as *const u64 as usize,
-                8,
-                0,
-                0,
-                0,
-            ],
-        );
+        write_one(self.notify);
     }
 
     /// Waits up to `timeout` (forever if `None`) and passes each descriptor
@@ -158,8 +194,10 @@ impl Poller {
         );
         let n = n.max(0) as usize;
         for event in &events[..n] {
-            if event.u64 != NOTIFY_TOKEN {
-                on_event(event.u64, event.events);
+            match event.u64 {
+                NOTIFY_TOKEN => {}
+                KICK_TOKEN => FD_TABLE.finish_deferred_resets(),
+                token => on_event(token, event.events),
             }
         }
         n

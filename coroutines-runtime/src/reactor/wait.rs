@@ -1,26 +1,26 @@
 //! The one way the hook layer waits: until a descriptor may be ready, or a
 //! deadline passes.
 
-use core::sync::atomic::Ordering;
 use std::time::Instant;
 
 use libc::c_int;
 
-use super::fd_table::{self, FdEntry, Interest, FD_TABLE, STRATEGY_PASS_THROUGH};
+use super::fd_table::{self, FdEntry, Interest, FD_TABLE};
 use crate::coroutine::{park, WakeReason, Waker};
 use crate::{scheduler, sys};
 
 /// How a wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The descriptor may be ready: try again.
+    /// The descriptor may be ready, or the number changed files before the
+    /// wait began: try the call again.
     Ready,
     /// The deadline passed first.
     TimedOut,
-    /// The descriptor was closed meanwhile.
+    /// The descriptor was closed or replaced while the coroutine waited.
     Closed,
-    /// The descriptor cannot be waited on (epoll refuses regular files):
-    /// make the call blocking.
+    /// The descriptor cannot be waited on (epoll refuses it): make the call
+    /// blocking.
     NotPollable,
 }
 
@@ -41,7 +41,7 @@ impl FdWait {
             fd,
             entry,
             interest,
-            generation: entry.generation.load(Ordering::Acquire),
+            generation: entry.generation(),
             snapshot: entry.snapshot(interest),
         }
     }
@@ -49,6 +49,11 @@ impl FdWait {
     /// The edge count seen before the attempt.
     pub(crate) fn snapshot(&self) -> u64 {
         self.snapshot
+    }
+
+    /// The generation seen before the attempt.
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Looks up `fd` and snapshots it; `None` for untracked descriptors.
@@ -61,27 +66,24 @@ impl FdWait {
     /// Makes sure the worker's poller reports this descriptor.
     fn register(&self) -> Result<(), Outcome> {
         let poller = scheduler::current_poller().ok_or(Outcome::NotPollable)?;
-        let mut state = self.entry.state.lock();
-        self.entry.mark_watched();
-        if self.entry.generation.load(Ordering::SeqCst) != self.generation {
-            return Err(Outcome::Closed);
+        let mut state = self.entry.lock();
+        if self.entry.generation() != self.generation {
+            // Another file now: the caller's next attempt is on it.
+            return Err(Outcome::Ready);
         }
-        if state.registered.contains(&poller.id) {
+        if state.note_registered(self.generation, poller.id) {
             return Ok(());
         }
         match poller.register(self.fd, fd_table::token(self.fd, self.generation)) {
-            Ok(()) => {
-                state.registered.push(poller.id);
-                Ok(())
+            Ok(()) => Ok(()),
+            Err(error) => {
+                state.forget_registered(poller.id);
+                Err(match error {
+                    // Closed meanwhile: the next attempt says so.
+                    libc::EBADF => Outcome::Ready,
+                    _ => Outcome::NotPollable,
+                })
             }
-            Err(libc::EBADF) => Err(Outcome::Closed),
-            Err(libc::EPERM) => {
-                self.entry
-                    .strategy
-                    .store(STRATEGY_PASS_THROUGH, Ordering::Relaxed);
-                Err(Outcome::NotPollable)
-            }
-            Err(_) => Err(Outcome::NotPollable),
         }
     }
 

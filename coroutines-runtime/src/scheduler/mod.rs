@@ -7,6 +7,7 @@
 //! injector. Idle workers sleep in their reactor and are woken through it.
 
 mod config;
+mod fork;
 mod registry;
 mod runtime;
 mod stats;
@@ -19,6 +20,7 @@ use crossbeam_deque::Injector;
 
 pub use config::{Config, DEFAULT_STACK_SIZE, WORKERS_ENV};
 pub(crate) use config::{Resolved, STACK_POOL_CAPACITY};
+pub(crate) use fork::in_forked_child;
 pub(crate) use registry::Registry;
 pub use runtime::{
     current_stats, current_task, default_runtime, init_default_runtime, spawn,

@@ -35,6 +35,7 @@ impl Runtime {
     /// Starts a runtime with `config`.
     pub fn new(config: &Config) -> io::Result<Runtime> {
         let config = config.resolve()?;
+        super::fork::watch_forks();
         let queues: Vec<Worker<Arc<Task>>> =
             (0..config.workers).map(|_| Worker::new_fifo()).collect();
         let workers = queues
@@ -139,6 +140,11 @@ fn spawn_into(
 ) -> io::Result<TaskRef> {
     if shared.shutdown.load(Ordering::Acquire) {
         return Err(io::Error::other("the runtime has shut down"));
+    }
+    if super::in_forked_child() {
+        return Err(io::Error::other(
+            "coroutines cannot run in a child forked from a process with a runtime              (only exec and async-signal-safe calls can be made there)",
+        ));
     }
     let stack_bytes = match options.stack_size {
         Some(bytes) => {

@@ -272,6 +272,9 @@ impl Local {
         let slot = unsafe { task.generator() };
         let generator = slot.as_mut().expect("a started coroutine has a generator");
         switch::run(&task, generator);
+        if super::in_forked_child() {
+            super::fork::end_of_child();
+        }
         WorkerCounts::add(&shared.workers[self.index].counts.switches, 1);
 
         // SAFETY: the coroutine has switched away; this worker owns it.

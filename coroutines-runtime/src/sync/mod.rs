@@ -8,4 +8,4 @@ mod latch;
 mod spin_lock;
 
 pub use latch::Latch;
-pub(crate) use spin_lock::SpinLock;
+pub(crate) use spin_lock::{SpinGuard, SpinLock};

@@ -32,6 +32,14 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// Takes the lock if it is free, without waiting.
+    pub(crate) fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
+        self.locked
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+            .then_some(SpinGuard { lock: self })
+    }
+
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
         let mut spins = 0;
         loop {
@@ -75,6 +83,8 @@ impl<T> DerefMut for SpinGuard<'_, T> {
 
 impl<T> Drop for SpinGuard<'_, T> {
     fn drop(&mut self) {
-        self.lock.locked.store(false, Ordering::Release);
+        // `SeqCst`, so that a holder that looks for deferred work right after
+        // letting go cannot miss work deferred by a failed `try_lock`.
+        self.lock.locked.store(false, Ordering::SeqCst);
     }
 }

@@ -1,0 +1,564 @@
+//! What the hooks know of a descriptor, in one place the driver asks: the
+//! kind of file it names, what the user set on it (non-blocking mode,
+//! socket timeouts, the receive low-water mark), and the runtime's own
+//! O_NONBLOCK holds.
+//!
+//! Modes and timeouts belong to the open file description (or the socket),
+//! which duplicates (`try_clone`), children and other processes share, so
+//! a record keyed by fd number cannot know them: the hooks ask the kernel,
+//! and only when it matters, right before a coroutine would park. The
+//! answers are cached per descriptor until any hook sees a setting change in
+//! the process (`F_SETFL`, `FIONBIO`, `SO_RCVTIMEO`, `SO_SNDTIMEO`,
+//! `SO_RCVLOWAT`); a change made by another process sharing the description
+//! is seen after the next such change here.
+//!
+//! # Holds
+//! `accept` and `connect` have no per-call non-blocking flag. For one
+//! attempt, the runtime sets O_NONBLOCK on the description itself, makes the
+//! call, and puts the user's flags back: the description is non-blocking
+//! only while the runtime is inside a system call on it, never while a
+//! coroutine waits. Concurrent attempts on one description (through clones,
+//! from several workers) share one hold, counted per description (device
+//! and inode). Meanwhile `F_GETFL` hides the flag, `F_SETFL` and `FIONBIO`
+//! change what will be put back, closing or replacing the number waits for
+//! the attempt, and a plain thread's `accept` that an attempt made fail
+//! with EAGAIN waits and tries again. Other processes sharing the
+//! description can see it non-blocking for the microseconds an attempt
+//! takes.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use libc::c_int;
+
+use crate::coroutine::switch;
+use crate::reactor::fd_table::{FdEntry, Interest};
+use crate::sync::SpinLock;
+use crate::sys::{self, syscall};
+
+/// What a descriptor names, as far as blocking calls are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    /// Regular files, block devices and directories: calls never "would
+    /// block" and epoll refuses them, so they pass through, exactly as on a
+    /// thread (a per-call flag would turn uncached reads short).
+    File = 1,
+    /// Pipes and FIFOs: byte streams; `RWF_NOWAIT` makes one call
+    /// non-blocking.
+    Pipe,
+    /// TCP: a byte stream whose short read means nothing is left, unless
+    /// urgent data stopped it (see `FdEntry::drained`).
+    Tcp,
+    /// Other byte-stream sockets (Unix, MPTCP, ...): a read may stop early
+    /// at a boundary (passed descriptors, credentials) with more queued.
+    StreamSocket,
+    /// Connection-oriented sockets that carry whole messages.
+    SeqPacket,
+    /// Connectionless sockets.
+    Datagram,
+    /// Anything else (ttys, eventfds, devices): whether `RWF_NOWAIT` works
+    /// is learned at the first call.
+    Device,
+    /// A [`Kind::Device`] on which `RWF_NOWAIT` works.
+    DeviceNowait,
+    /// A [`Kind::Device`] on which it does not (ttys): wait for readiness,
+    /// then make the call as the user made it.
+    DeviceWaitFirst,
+    /// Epoll refuses it: calls pass through and block the worker as they
+    /// would block a thread.
+    Unpollable,
+}
+
+impl Kind {
+    const ALL: [Kind; 10] = [
+        Kind::File,
+        Kind::Pipe,
+        Kind::Tcp,
+        Kind::StreamSocket,
+        Kind::SeqPacket,
+        Kind::Datagram,
+        Kind::Device,
+        Kind::DeviceNowait,
+        Kind::DeviceWaitFirst,
+        Kind::Unpollable,
+    ];
+
+    fn from_u32(value: u32) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| *kind as u32 == value)
+    }
+
+    /// Calls pass through: nothing to wait for, or no way to.
+    pub(crate) fn passes_through(self) -> bool {
+        matches!(self, Kind::File | Kind::Unpollable)
+    }
+
+    /// A byte stream: a blocking write sends everything, a blocking read
+    /// waits for its low-water mark (see `hooks::transfer`).
+    pub(crate) fn is_stream(self) -> bool {
+        matches!(self, Kind::Pipe | Kind::Tcp | Kind::StreamSocket)
+    }
+
+    pub(crate) fn is_socket(self) -> bool {
+        matches!(
+            self,
+            Kind::Tcp | Kind::StreamSocket | Kind::SeqPacket | Kind::Datagram
+        )
+    }
+
+    /// A socket that can listen, so `accept` may be attempted under a hold.
+    pub(crate) fn accepts(self) -> bool {
+        matches!(self, Kind::Tcp | Kind::StreamSocket | Kind::SeqPacket)
+    }
+
+    /// The kind of a socket from its domain, type and protocol.
+    pub(crate) fn of_socket(domain: c_int, kind: c_int, protocol: c_int) -> Kind {
+        let tcp_domain = domain == libc::AF_INET || domain == libc::AF_INET6;
+        match kind & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+            libc::SOCK_STREAM if tcp_domain && matches!(protocol, 0 | libc::IPPROTO_TCP) => {
+                Kind::Tcp
+            }
+            libc::SOCK_STREAM => Kind::StreamSocket,
+            libc::SOCK_SEQPACKET => Kind::SeqPacket,
+            _ => Kind::Datagram,
+        }
+    }
+}
+
+/// The kind of file `fd` names, learned from the kernel once per
+/// generation; `None` if `fd` is not open.
+pub(crate) fn kind(fd: c_int, entry: &FdEntry, generation: u32) -> Option<Kind> {
+    if let Some(kind) = entry.kind(generation).and_then(Kind::from_u32) {
+        return Some(kind);
+    }
+    let kind = classify(fd)?;
+    learn_kind(entry, generation, kind);
+    Some(kind)
+}
+
+/// Records what was learned of the kind of the file of `generation`.
+pub(crate) fn learn_kind(entry: &FdEntry, generation: u32, kind: Kind) {
+    entry.set_kind(generation, kind as u32);
+}
+
+fn classify(fd: c_int) -> Option<Kind> {
+    let mode = stat(fd)?.st_mode & libc::S_IFMT;
+    Some(match mode {
+        libc::S_IFREG | libc::S_IFBLK | libc::S_IFDIR => Kind::File,
+        libc::S_IFIFO => Kind::Pipe,
+        libc::S_IFSOCK => {
+            let option = |name| socket_option(fd, name).unwrap_or(0);
+            Kind::of_socket(
+                option(libc::SO_DOMAIN),
+                option(libc::SO_TYPE),
+                option(libc::SO_PROTOCOL),
+            )
+        }
+        _ => Kind::Device,
+    })
+}
+
+fn stat(fd: c_int) -> Option<libc::stat> {
+    let mut stat = core::mem::MaybeUninit::<libc::stat>::uninit();
+    if syscall!(libc::SYS_fstat, fd, stat.as_mut_ptr()) < 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it filled `stat`.
+    Some(unsafe { stat.assume_init() })
+}
+
+fn socket_option(fd: c_int, name: c_int) -> Option<c_int> {
+    let mut value: c_int = 0;
+    let mut size = core::mem::size_of::<c_int>() as libc::socklen_t;
+    let ret = syscall!(
+        libc::SYS_getsockopt,
+        fd,
+        libc::SOL_SOCKET,
+        name,
+        &mut value as *mut c_int,
+        &mut size as *mut libc::socklen_t
+    );
+    (ret == 0).then_some(value)
+}
+
+/// A descriptor's cached facts, kept under its entry's lock; each is
+/// tagged with what it was learned under.
+#[derive(Default)]
+pub(crate) struct Facts {
+    /// The description's device and inode, and the generation.
+    identity: Option<(u32, (u64, u64))>,
+    /// The user's settings, and the generation and settings epoch.
+    view: Option<(u64, View)>,
+}
+
+/// What the user set on a descriptor, as it bears on a blocking call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct View {
+    /// O_NONBLOCK, as the user set it (never the runtime's).
+    pub(crate) nonblocking: bool,
+    /// `SO_RCVTIMEO` and `SO_SNDTIMEO`.
+    pub(crate) recv_timeout: Option<Duration>,
+    pub(crate) send_timeout: Option<Duration>,
+    /// `SO_RCVLOWAT` of a stream socket; 1 for everything else.
+    pub(crate) rcvlowat: usize,
+}
+
+impl View {
+    pub(crate) fn timeout(&self, interest: Interest) -> Option<Duration> {
+        match interest {
+            Interest::Read => self.recv_timeout,
+            Interest::Write => self.send_timeout,
+        }
+    }
+}
+
+/// Bumped whenever a hook sees the user change a setting anywhere in the
+/// process; views from an older epoch are stale.
+static SETTINGS_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+/// Invalidates every descriptor's cached view. Call after the change, so
+/// that a concurrent refresh cannot cache the old value under the new
+/// epoch.
+pub(crate) fn settings_changed() {
+    SETTINGS_EPOCH.fetch_add(1, Ordering::AcqRel);
+}
+
+/// What the user set on `fd` (of `kind`, in `generation`), cached until the
+/// next setting change.
+pub(crate) fn view(fd: c_int, entry: &FdEntry, generation: u32, kind: Kind) -> View {
+    let key =
+        (u64::from(generation) << 32) | (SETTINGS_EPOCH.load(Ordering::Acquire) as u32 as u64);
+    if let Some((cached, view)) = entry.lock().facts.view {
+        if cached == key {
+            return view;
+        }
+    }
+    let timeout = |name| kind.is_socket().then(|| socket_timeout(fd, name)).flatten();
+    let rcvlowat = match kind.is_stream() && kind.is_socket() {
+        true => socket_option(fd, libc::SO_RCVLOWAT).map_or(1, |n| n.max(1) as usize),
+        false => 1,
+    };
+    let view = View {
+        nonblocking: user_nonblocking(fd, entry, generation),
+        recv_timeout: timeout(libc::SO_RCVTIMEO),
+        send_timeout: timeout(libc::SO_SNDTIMEO),
+        rcvlowat,
+    };
+    entry.lock().facts.view = Some((key, view));
+    view
+}
+
+/// `SO_RCVTIMEO` or `SO_SNDTIMEO` of socket `fd`, if set.
+fn socket_timeout(fd: c_int, name: c_int) -> Option<Duration> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut size = core::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    let ret = syscall!(
+        libc::SYS_getsockopt,
+        fd,
+        libc::SOL_SOCKET,
+        name,
+        &mut tv as *mut libc::timeval,
+        &mut size as *mut libc::socklen_t
+    );
+    let timeout = Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    (ret == 0 && !timeout.is_zero()).then_some(timeout)
+}
+
+/// The description behind `fd` (device and inode), cached per generation:
+/// accept asks for every attempt.
+fn identity(fd: c_int, entry: &FdEntry, generation: u32) -> Option<(u64, u64)> {
+    if let Some((learned, id)) = entry.lock().facts.identity {
+        if learned == generation {
+            return Some(id);
+        }
+    }
+    let stat = stat(fd)?;
+    let id = (stat.st_dev, stat.st_ino);
+    entry.lock().facts.identity = Some((generation, id));
+    Some(id)
+}
+
+/// A description the runtime holds in O_NONBLOCK.
+struct Held {
+    id: (u64, u64),
+    /// Attempts in flight.
+    holds: u32,
+    /// The status flags the user wants: put back at the last release
+    /// unless they include O_NONBLOCK, and shown by `F_GETFL` meanwhile.
+    user_flags: c_int,
+}
+
+static HELD: SpinLock<Vec<Held>> = SpinLock::new(Vec::new());
+/// `HELD.len()`, readable without the lock: the common case is 0. Raised
+/// before a hold sets the flag, lowered after it is put back.
+static HELD_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Holds started and ended, for [`Quiet`].
+static HOLD_STARTS: AtomicU64 = AtomicU64::new(0);
+static HOLD_ENDS: AtomicU64 = AtomicU64::new(0);
+
+fn flags(fd: c_int) -> isize {
+    syscall!(libc::SYS_fcntl, fd, libc::F_GETFL)
+}
+
+fn set_flags(fd: c_int, flags: c_int) -> isize {
+    syscall!(libc::SYS_fcntl, fd, libc::F_SETFL, flags)
+}
+
+/// Whether any hold could have overlapped a system call made between
+/// [`Quiet::before`] and [`Quiet::still`].
+struct Quiet {
+    starts: u64,
+    idle: bool,
+}
+
+impl Quiet {
+    fn before() -> Quiet {
+        // Ends first: a hold that ends between the two loads is counted as
+        // still running, never the other way round.
+        let ends = HOLD_ENDS.load(Ordering::SeqCst);
+        let starts = HOLD_STARTS.load(Ordering::SeqCst);
+        Quiet {
+            starts,
+            idle: starts == ends,
+        }
+    }
+
+    /// No hold was running when `before` was taken, and none has started
+    /// since.
+    fn still(&self) -> bool {
+        self.idle && HOLD_STARTS.load(Ordering::SeqCst) == self.starts
+    }
+}
+
+/// Makes `attempt` with `fd`'s description held in O_NONBLOCK, and puts the
+/// user's flags back after it. `None` if the number changed files since
+/// `generation` (the caller tries again and the kernel has its say).
+pub(crate) fn held(
+    fd: c_int,
+    entry: &FdEntry,
+    generation: u32,
+    attempt: impl FnOnce() -> isize,
+) -> Option<isize> {
+    let Some(id) = identity(fd, entry, generation) else {
+        // Not open: the call fails by itself.
+        return Some(attempt());
+    };
+    // Pairs with `wait_for_holds`: either the closer sees this count and
+    // waits, or this sees its new generation and backs off.
+    entry.holding.fetch_add(1, Ordering::SeqCst);
+    if entry.generation() != generation {
+        entry.holding.fetch_sub(1, Ordering::SeqCst);
+        return None;
+    }
+    {
+        let mut held = HELD.lock();
+        HOLD_STARTS.fetch_add(1, Ordering::SeqCst);
+        match held.iter_mut().find(|h| h.id == id) {
+            Some(record) => record.holds += 1,
+            None => {
+                let current = flags(fd);
+                let user_flags = if current < 0 { 0 } else { current as c_int };
+                held.push(Held {
+                    id,
+                    holds: 1,
+                    user_flags,
+                });
+                HELD_COUNT.store(held.len(), Ordering::SeqCst);
+                if current >= 0 && user_flags & libc::O_NONBLOCK == 0 {
+                    set_flags(fd, user_flags | libc::O_NONBLOCK);
+                }
+            }
+        }
+    }
+    let ret = attempt();
+    {
+        let mut held = HELD.lock();
+        if let Some(index) = held.iter().position(|h| h.id == id) {
+            held[index].holds -= 1;
+            if held[index].holds == 0 {
+                let last = held.swap_remove(index);
+                // Closing and replacing the number wait for `holding`, so
+                // `fd` still names the description, except when a signal
+                // handler closed it under this very attempt.
+                let same = entry.generation() == generation;
+                if same && last.user_flags & libc::O_NONBLOCK == 0 {
+                    set_flags(fd, last.user_flags);
+                }
+                HELD_COUNT.store(held.len(), Ordering::SeqCst);
+            }
+        }
+        HOLD_ENDS.fetch_add(1, Ordering::SeqCst);
+    }
+    entry.holding.fetch_sub(1, Ordering::SeqCst);
+    Some(ret)
+}
+
+/// Before the number of `entry` is closed or replaced: waits for attempts
+/// holding its description, so that they put the user's flags back through
+/// it. They are single non-blocking system calls. A signal handler does not
+/// wait: the attempt may be the code it interrupted.
+pub(crate) fn wait_for_holds(entry: &FdEntry) {
+    if switch::in_signal_handler() {
+        return;
+    }
+    while entry.holding.load(Ordering::SeqCst) != 0 {
+        sys::sched_yield();
+    }
+}
+
+/// The identity of `fd`, uncached: for calls that do not go through an
+/// entry.
+fn identity_of(fd: c_int) -> Option<(u64, u64)> {
+    stat(fd).map(|stat| (stat.st_dev, stat.st_ino))
+}
+
+/// Whether the user (not the runtime) made `fd`'s description
+/// non-blocking.
+fn user_nonblocking(fd: c_int, entry: &FdEntry, generation: u32) -> bool {
+    let id = if HELD_COUNT.load(Ordering::SeqCst) != 0 {
+        identity(fd, entry, generation)
+    } else {
+        None
+    };
+    user_flags(fd, id).is_some_and(|flags| flags & libc::O_NONBLOCK != 0)
+}
+
+/// The status flags the user set on `fd` (whose identity is `id`, if
+/// known): a hold's record if the runtime holds it, else the kernel's. Read
+/// under the lock that holds change the flags under, so the two agree.
+fn user_flags(fd: c_int, id: Option<(u64, u64)>) -> Option<c_int> {
+    let Some(held) = held_lock() else {
+        let current = flags(fd);
+        return (current >= 0).then_some(current as c_int);
+    };
+    if !held.is_empty() {
+        if let Some(record) = id
+            .or_else(|| identity_of(fd))
+            .and_then(|id| held.iter().find(|h| h.id == id))
+        {
+            return Some(record.user_flags);
+        }
+    }
+    let current = flags(fd);
+    (current >= 0).then_some(current as c_int)
+}
+
+/// `F_GETFL` as the user sees it: without an O_NONBLOCK of the runtime's.
+pub(crate) fn get_flags(fd: c_int) -> isize {
+    let quiet = Quiet::before();
+    let ret = flags(fd);
+    if ret < 0 || ret as c_int & libc::O_NONBLOCK == 0 || quiet.still() {
+        return ret;
+    }
+    match user_flags(fd, None) {
+        Some(user) => user as isize,
+        None => flags(fd),
+    }
+}
+
+/// The holds' lock. A signal handler only takes it if it is free: the
+/// code it interrupted may hold it.
+fn held_lock() -> Option<crate::sync::SpinGuard<'static, Vec<Held>>> {
+    match switch::in_signal_handler() {
+        true => HELD.try_lock(),
+        false => Some(HELD.lock()),
+    }
+}
+
+/// The hold record of `fd`'s description, if the runtime holds it.
+fn record_of(held: &mut [Held], fd: c_int) -> Option<&mut Held> {
+    if held.is_empty() {
+        return None;
+    }
+    let id = identity_of(fd)?;
+    held.iter_mut().find(|h| h.id == id)
+}
+
+/// `F_SETFL` with the user's `wanted` flags. While the runtime holds the
+/// description, the kernel keeps O_NONBLOCK and the flags the user now has
+/// are the ones put back at the release.
+pub(crate) fn set_user_flags(fd: c_int, wanted: c_int) -> isize {
+    let ret = match held_lock() {
+        None => set_flags(fd, wanted),
+        Some(mut held) => match record_of(&mut held, fd) {
+            None => set_flags(fd, wanted),
+            Some(record) => {
+                let ret = set_flags(fd, wanted | libc::O_NONBLOCK);
+                let now = flags(fd);
+                if ret >= 0 && now >= 0 {
+                    // What the kernel made of `wanted` (some flags cannot
+                    // change), with the user's non-blocking mode.
+                    record.user_flags =
+                        (now as c_int & !libc::O_NONBLOCK) | (wanted & libc::O_NONBLOCK);
+                }
+                ret
+            }
+        },
+    };
+    settings_changed();
+    ret
+}
+
+/// `FIONBIO` as the user made it, by `call`: the kernel reads the caller's
+/// argument and sets the mode. While the runtime holds the description,
+/// that mode is the one put back at the release, and the kernel keeps
+/// O_NONBLOCK meanwhile.
+pub(crate) fn set_user_mode(fd: c_int, call: impl FnOnce() -> isize) -> isize {
+    let ret = match held_lock() {
+        None => call(),
+        Some(mut held) => match record_of(&mut held, fd) {
+            None => call(),
+            Some(record) => {
+                let ret = call();
+                let now = flags(fd);
+                if ret >= 0 && now >= 0 {
+                    record.user_flags = now as c_int;
+                    set_flags(fd, now as c_int | libc::O_NONBLOCK);
+                }
+                ret
+            }
+        },
+    };
+    settings_changed();
+    ret
+}
+
+/// A plain thread's `call` on `fd`, which has no per-call flag (accept):
+/// if a coroutine's hold made the description non-blocking during the call
+/// and the user wants it blocking, waits for `interest` and tries again, up
+/// to the user's timeout, as the kernel would have blocked in the call.
+pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() -> isize) -> isize {
+    let mut deadline: Option<Option<Instant>> = None;
+    loop {
+        let quiet = Quiet::before();
+        let ret = call();
+        if ret != -(libc::EAGAIN as isize) || quiet.still() {
+            return ret;
+        }
+        if user_flags(fd, None).is_none_or(|flags| flags & libc::O_NONBLOCK != 0) {
+            return ret;
+        }
+        let deadline = *deadline.get_or_insert_with(|| {
+            let name = match interest {
+                Interest::Read => libc::SO_RCVTIMEO,
+                Interest::Write => libc::SO_SNDTIMEO,
+            };
+            socket_timeout(fd, name).and_then(|t| Instant::now().checked_add(t))
+        });
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining.is_some_and(|r| r.is_zero())
+            || super::driver::poll_one(fd, interest, remaining) < 0
+        {
+            return ret;
+        }
+    }
+}
+
+/// The kind of `fd` if it is already known, without asking the kernel.
+pub(crate) fn known_kind(fd: c_int) -> Option<Kind> {
+    let entry = crate::reactor::fd_table::FD_TABLE.peek(fd)?;
+    entry.kind(entry.generation()).and_then(Kind::from_u32)
+}

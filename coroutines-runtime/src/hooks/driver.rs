@@ -1,0 +1,315 @@
+//! The driver shared by every hook that may block on a descriptor: the
+//! call's result, as the blocking call would give it on a thread, with the
+//! coroutine parked instead of the worker whenever the call would block.
+
+use std::time::{Duration, Instant};
+
+use libc::{c_int, iovec, msghdr};
+
+use super::descriptor::{self, Kind};
+use super::iov;
+use crate::coroutine::in_coroutine;
+use crate::reactor::fd_table::{FdEntry, Interest, FD_TABLE};
+use crate::reactor::{wait_fd, FdWait, Outcome};
+use crate::scheduler::in_forked_child;
+
+/// How one attempt of a call is kept from blocking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Nonblock {
+    /// `MSG_DONTWAIT`, which every socket honours.
+    Flag,
+    /// `RWF_NOWAIT` (`preadv2`/`pwritev2`), which some devices refuse
+    /// (ttys): those are waited on first, then called as the user called.
+    Rwf,
+    /// No per-call flag (accept, connect): the description is held
+    /// non-blocking for the attempt (see `descriptor`).
+    Hold,
+}
+
+/// A call that may block on a descriptor, and what completes it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Call {
+    pub(crate) fd: c_int,
+    pub(crate) interest: Interest,
+    pub(crate) nonblock: Nonblock,
+    /// The bytes it transfers. On a byte stream a blocking write returns
+    /// only once all of them are written, and a blocking read once its
+    /// low-water mark (`SO_RCVLOWAT`, or all of them with `MSG_WAITALL`) is
+    /// reached, unless an error, the end of the stream or a timeout comes
+    /// first: the driver collects attempts until then.
+    pub(crate) len: Len,
+    /// `MSG_WAITALL`.
+    pub(crate) wait_all: bool,
+    /// `MSG_PEEK`: consumes nothing, so an unfinished peek is repeated
+    /// from the start rather than continued.
+    pub(crate) peek: bool,
+}
+
+/// How many bytes a call transfers. Read from the caller's memory only
+/// after an attempt succeeded: the kernel has validated it by then.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Len {
+    /// Not a transfer (accept, connect).
+    None,
+    /// One buffer of this many bytes.
+    Buffer(usize),
+    /// The iovecs at a caller's pointer.
+    Vectored(*const iovec, usize),
+    /// The iovecs of the message header at a caller's pointer.
+    Message(*const msghdr),
+}
+
+impl Len {
+    /// The byte count.
+    ///
+    /// # Safety
+    /// The kernel has read the iovecs (an attempt with them succeeded).
+    unsafe fn bytes(self) -> usize {
+        match self {
+            Len::None => 0,
+            Len::Buffer(len) => len,
+            // SAFETY: per the contract.
+            Len::Vectored(iov, count) => unsafe { iov::total(iov, count) },
+            // SAFETY: per the contract, for the header and its iovecs.
+            Len::Message(msg) => unsafe { iov::total((*msg).msg_iov, (*msg).msg_iovlen) },
+        }
+    }
+}
+
+impl Call {
+    /// A call that is not a transfer (accept, connect).
+    pub(crate) fn other(fd: c_int, interest: Interest, nonblock: Nonblock) -> Call {
+        Call {
+            fd,
+            interest,
+            nonblock,
+            len: Len::None,
+            wait_all: false,
+            peek: false,
+        }
+    }
+
+    /// A transfer of `len`.
+    pub(crate) fn transfer(fd: c_int, interest: Interest, nonblock: Nonblock, len: Len) -> Call {
+        Call {
+            len,
+            ..Call::other(fd, interest, nonblock)
+        }
+    }
+
+    /// The fewest bytes with which the blocking call on a `kind` file
+    /// returns; `rcvlowat` gives a stream socket's low-water mark.
+    ///
+    /// # Safety
+    /// As [`Len::bytes`].
+    unsafe fn target(&self, kind: Kind, rcvlowat: impl FnOnce() -> usize) -> usize {
+        if !kind.is_stream() {
+            return 1;
+        }
+        // SAFETY: per the contract.
+        let len = unsafe { self.len.bytes() };
+        match self.interest {
+            Interest::Write => len,
+            Interest::Read if self.wait_all => len,
+            Interest::Read if kind.is_socket() => rcvlowat().min(len),
+            Interest::Read => 1,
+        }
+    }
+
+    /// A read of one non-empty buffer: a short one drains a TCP stream.
+    fn reads_buffer(&self) -> bool {
+        self.interest == Interest::Read && !self.peek && matches!(self.len, Len::Buffer(1..))
+    }
+}
+
+/// Makes `call`; in a coroutine, parks it instead of blocking the worker.
+/// Returns the raw result (`-errno` on failure).
+///
+/// `attempt(nonblocking, done)` makes the call for what is left after the
+/// first `done` bytes (always 0 for peeks and non-transfers); with
+/// `nonblocking` it must not block (see [`Nonblock`]), without it it is the
+/// call as the user made it. Outside coroutines it is made once, as is.
+///
+/// Before parking, the user's settings decide: a non-blocking description
+/// fails with EAGAIN, and `SO_RCVTIMEO`/`SO_SNDTIMEO` bound the whole call
+/// (not each wait), after which it returns what it has, or EAGAIN.
+pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> isize {
+    if !in_coroutine() {
+        return match call.nonblock {
+            Nonblock::Hold if !in_forked_child() => {
+                descriptor::thread_call(call.fd, call.interest, || attempt(false, 0))
+            }
+            _ => attempt(false, 0),
+        };
+    }
+    let Some(entry) = FD_TABLE.get(call.fd) else {
+        return attempt(false, 0);
+    };
+    let mut done = 0;
+    // Learned, and timed from, the first time the call would park: a call
+    // that does not block never reads the clock.
+    let mut deadline: Option<Option<Instant>> = None;
+    loop {
+        let wait = FdWait::new(call.fd, entry, call.interest);
+        let generation = wait.generation();
+        let Some(kind) = descriptor::kind(call.fd, entry, generation) else {
+            // Not open: the kernel says so.
+            return progress(done, attempt(false, done));
+        };
+        if kind.passes_through() || (call.nonblock == Nonblock::Hold && !kind.accepts()) {
+            return progress(done, attempt(false, done));
+        }
+        if done > 0 && kind.is_socket() && error_pending(call.fd) {
+            // A blocking call returns what it moved and leaves the error
+            // for the next call; trying again would take the error.
+            return done as isize;
+        }
+        let tcp_read = kind == Kind::Tcp && call.reads_buffer();
+        let ret = if kind == Kind::DeviceWaitFirst {
+            if !ready_now(call.fd, call.interest) {
+                None
+            } else {
+                return progress(done, attempt(false, done));
+            }
+        } else if tcp_read && entry.drained(generation, wait.snapshot()) {
+            None
+        } else if call.nonblock == Nonblock::Hold {
+            match descriptor::held(call.fd, entry, generation, || attempt(true, done)) {
+                Some(ret) => Some(ret),
+                None => continue,
+            }
+        } else {
+            Some(attempt(true, done))
+        };
+        if kind == Kind::Device && call.nonblock == Nonblock::Rwf {
+            if let Some(ret) = ret {
+                learn_nowait(entry, generation, ret);
+                if ret == -(libc::EOPNOTSUPP as isize) {
+                    continue;
+                }
+            }
+        }
+        match ret {
+            Some(n) if n > 0 => {
+                let n = n as usize;
+                let total = if call.peek { n } else { done + n };
+                let rcvlowat = || descriptor::view(call.fd, entry, generation, kind).rcvlowat;
+                // SAFETY: the attempt succeeded, so the kernel read the
+                // caller's iovecs.
+                let target = unsafe { call.target(kind, rcvlowat) };
+                if let (true, Len::Buffer(len)) = (tcp_read, call.len) {
+                    if total < len {
+                        entry.set_drained(generation, wait.snapshot());
+                    }
+                }
+                if total >= target {
+                    return total as isize;
+                }
+                if !call.peek {
+                    done = total;
+                }
+                // Not enough yet: the next attempt takes what has come
+                // meanwhile (a read may also have stopped at a boundary
+                // with more queued), or finds nothing and parks.
+                continue;
+            }
+            Some(n) if n != -(libc::EAGAIN as isize) => return progress(done, n),
+            _ => {}
+        }
+        let tried = ret.is_some();
+        let view = descriptor::view(call.fd, entry, generation, kind);
+        if view.nonblocking {
+            // The user's call does not block: make it as is.
+            return match tried {
+                true => progress(done, -(libc::EAGAIN as isize)),
+                false => progress(done, attempt(false, done)),
+            };
+        }
+        let deadline = *deadline.get_or_insert_with(|| {
+            view.timeout(call.interest)
+                .and_then(|t| Instant::now().checked_add(t))
+        });
+        match wait_fd(&wait, deadline) {
+            Outcome::Ready => {}
+            Outcome::TimedOut => return progress(done, -(libc::EAGAIN as isize)),
+            Outcome::Closed => return progress(done, -(libc::EBADF as isize)),
+            Outcome::NotPollable => {
+                descriptor::learn_kind(entry, generation, Kind::Unpollable);
+                return progress(done, attempt(false, done));
+            }
+        }
+    }
+}
+
+/// A call's result after `done` bytes were already moved: those bytes, or
+/// the last attempt's outcome added to them. An error after some progress
+/// is left for the next call, as the kernel does.
+fn progress(done: usize, ret: isize) -> isize {
+    match (done, ret) {
+        (0, ret) => ret,
+        (done, ret) if ret > 0 => (done + ret as usize) as isize,
+        (done, _) => done as isize,
+    }
+}
+
+/// Records whether `RWF_NOWAIT` works on a device, from an attempt's
+/// result: EOPNOTSUPP says it does not.
+fn learn_nowait(entry: &FdEntry, generation: u32, ret: isize) {
+    let kind = match ret {
+        ret if ret == -(libc::EOPNOTSUPP as isize) => Kind::DeviceWaitFirst,
+        ret if ret >= 0 || ret == -(libc::EAGAIN as isize) => Kind::DeviceNowait,
+        _ => return,
+    };
+    descriptor::learn_kind(entry, generation, kind);
+}
+
+/// Whether socket `fd` has an error pending, without taking it (a
+/// level-triggered look).
+fn error_pending(fd: c_int) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    crate::sys::ppoll(&mut pollfd, 1, Some(Duration::ZERO)) > 0
+        && pollfd.revents & libc::POLLERR != 0
+}
+
+/// Level-triggered readiness check, for descriptors whose calls cannot be
+/// made non-blocking one at a time.
+pub(crate) fn ready_now(fd: c_int, interest: Interest) -> bool {
+    poll_one(fd, interest, Some(Duration::ZERO)) != 0
+}
+
+/// `ppoll` on one descriptor for `interest`, up to `timeout` (forever if
+/// `None`); the raw result.
+pub(crate) fn poll_one(fd: c_int, interest: Interest, timeout: Option<Duration>) -> isize {
+    let events = match interest {
+        Interest::Read => libc::POLLIN,
+        Interest::Write => libc::POLLOUT,
+    };
+    let mut pollfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    crate::sys::ppoll(&mut pollfd, 1, timeout)
+}
+
+/// The number `fd` was just created as a `kind` file (`None`: unknown) by
+/// a hook: a new generation, and what is known of it.
+pub(crate) fn on_created(fd: c_int, kind: Option<Kind>) {
+    if in_forked_child() {
+        return;
+    }
+    if let Some(entry) = FD_TABLE.peek(fd) {
+        let generation = entry.reset();
+        if let Some(kind) = kind {
+            descriptor::learn_kind(entry, generation, kind);
+        }
+    } else if let Some(kind) = kind {
+        if let Some(entry) = FD_TABLE.get(fd) {
+            descriptor::learn_kind(entry, entry.generation(), kind);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `read`, `write`, `readv` and `writev`: pipes, FIFOs, sockets, ttys and
+//! files.
+
+use libc::{c_int, c_void, iovec, size_t, ssize_t};
+
+use super::driver::{blocking_io, Call, Len, Nonblock};
+use super::iov;
+use crate::reactor::fd_table::Interest;
+use crate::sys::{c_result, syscall};
+
+/// `preadv2`/`pwritev2` with offset -1 use and advance the file position,
+/// like `readv`/`writev`; `RWF_NOWAIT` makes that one call non-blocking on
+/// sockets and pipes.
+const CURRENT_POSITION: isize = -1;
+
+/// A vectored read or write, blocking as the user asked for. Writes to
+/// stdout and stderr pass through (see the module docs of `hooks`).
+fn vectored(fd: c_int, interest: Interest, iov: *const iovec, count: c_int, len: Len) -> ssize_t {
+    let (plain, nowait) = match interest {
+        Interest::Read => (libc::SYS_readv, libc::SYS_preadv2),
+        Interest::Write => (libc::SYS_writev, libc::SYS_pwritev2),
+    };
+    if interest == Interest::Write && (fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO) {
+        return c_result(syscall!(plain, fd, iov, count));
+    }
+    let call = Call::transfer(fd, interest, Nonblock::Rwf, len);
+    c_result(blocking_io(call, |nonblocking, done| {
+        let rest;
+        let (iov, count) = match done {
+            0 => (iov, count),
+            done => {
+                // SAFETY: an attempt with these iovecs succeeded.
+                rest = unsafe { iov::skip(iov, count.max(0) as usize, done) };
+                (rest.as_ptr(), rest.len() as c_int)
+            }
+        };
+        match nonblocking {
+            true => syscall!(
+                nowait,
+                fd,
+                iov,
+                count,
+                CURRENT_POSITION,
+                0,
+                libc::RWF_NOWAIT
+            ),
+            false => syscall!(plain, fd, iov, count),
+        }
+    }))
+}
+
+/// Hooked: `File`, pipe, stdin and socket reads.
+///
+/// # Safety
+/// As `read(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    let iov = iovec {
+        iov_base: buf,
+        iov_len: count,
+    };
+    vectored(fd, Interest::Read, &iov, 1, Len::Buffer(count))
+}
+
+/// Hooked: `File`, pipe, stdout and socket writes.
+///
+/// # Safety
+/// As `write(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    let iov = iovec {
+        iov_base: buf as *mut c_void,
+        iov_len: count,
+    };
+    vectored(fd, Interest::Write, &iov, 1, Len::Buffer(count))
+}
+
+/// Hooked: `read_vectored`.
+///
+/// # Safety
+/// As `readv(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    let len = Len::Vectored(iov, count.max(0) as usize);
+    vectored(fd, Interest::Read, iov, count, len)
+}
+
+/// Hooked: `write_vectored`.
+///
+/// # Safety
+/// As `writev(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    let len = Len::Vectored(iov, count.max(0) as usize);
+    vectored(fd, Interest::Write, iov, count, len)
+}

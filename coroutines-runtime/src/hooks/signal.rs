@@ -1,0 +1,166 @@
+//! Signal handlers: `sigaction` and `signal` install the user's handler
+//! behind a trampoline that runs it outside the coroutine it interrupts.
+//!
+//! A handler runs on whatever stack the signal found; if that is a
+//! coroutine's, a hooked call in the handler would otherwise park the
+//! coroutine *inside* the handler, switching away from a signal frame with
+//! the worker's signal mask, and possibly while the interrupted code holds
+//! a lock the park needs. Through the trampoline, hooked calls in a handler
+//! behave as on a thread (a `sleep` sleeps, a `read` blocks), and `close`
+//! leaves waking the descriptor's waiters to a worker. What `sigaction`
+//! reports back is always what the user installed.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::{c_int, c_void, sigaction as SigAction, sighandler_t, siginfo_t};
+
+use crate::coroutine::switch;
+
+/// Signal numbers are below this (`_NSIG` on Linux).
+const SIGNALS: usize = 65;
+
+/// The user's handler of each signal installed through these hooks: its
+/// address, with bit 0 set if it takes `siginfo_t` (`SA_SIGINFO`); 0 if
+/// none.
+static HANDLERS: [AtomicUsize; SIGNALS] = [const { AtomicUsize::new(0) }; SIGNALS];
+const TAKES_SIGINFO: usize = 1;
+
+unsafe extern "C" {
+    /// glibc's `sigaction`, under its exported alias.
+    fn __sigaction(signal: c_int, act: *const SigAction, old: *mut SigAction) -> c_int;
+}
+
+/// The kernel calls this for every signal whose handler the user installed
+/// through the hooks.
+extern "C" fn trampoline(signal: c_int, info: *mut siginfo_t, context: *mut c_void) {
+    let Some(slot) = HANDLERS.get(signal as usize) else {
+        return;
+    };
+    let handler = slot.load(Ordering::Acquire);
+    let address = handler & !TAKES_SIGINFO;
+    if address == 0 {
+        return;
+    }
+    switch::in_handler(|| {
+        if handler & TAKES_SIGINFO != 0 {
+            // SAFETY: the user installed this address as an SA_SIGINFO
+            // handler.
+            let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) =
+                unsafe { core::mem::transmute(address) };
+            f(signal, info, context);
+        } else {
+            // SAFETY: the user installed this address as a plain handler.
+            let f: extern "C" fn(c_int) = unsafe { core::mem::transmute(address) };
+            f(signal);
+        }
+    });
+}
+
+/// Whether `handler` is a function rather than `SIG_DFL` or `SIG_IGN`.
+fn is_function(handler: sighandler_t) -> bool {
+    handler != libc::SIG_DFL && handler != libc::SIG_IGN && handler != libc::SIG_ERR
+}
+
+/// Hooked: installs the user's handler behind the trampoline.
+///
+/// # Safety
+/// As `sigaction(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigaction(
+    signal: c_int,
+    act: *const SigAction,
+    old: *mut SigAction,
+) -> c_int {
+    let slot = usize::try_from(signal).ok().and_then(|s| HANDLERS.get(s));
+    let (Some(slot), Some(requested)) = (slot, unsafe { act.as_ref() }) else {
+        // A query, or a signal glibc rejects: nothing to wrap.
+        // SAFETY: the caller's arguments.
+        let ret = unsafe { __sigaction(signal, act, old) };
+        // SAFETY: as above; `old` was written if the call succeeded.
+        if ret == 0 {
+            if let (Some(slot), Some(old)) = (slot, unsafe { old.as_mut() }) {
+                report(slot.load(Ordering::Acquire), old);
+            }
+        }
+        return ret;
+    };
+    let mut installed = *requested;
+    let wrapped = is_function(requested.sa_sigaction);
+    let user = requested.sa_sigaction
+        | if requested.sa_flags & libc::SA_SIGINFO != 0 {
+            TAKES_SIGINFO
+        } else {
+            0
+        };
+    if wrapped {
+        installed.sa_sigaction = trampoline as *const () as sighandler_t;
+        installed.sa_flags |= libc::SA_SIGINFO;
+    }
+    // The table changes before the kernel's handler when a handler is
+    // installed, and after it when one is removed, so that the trampoline
+    // never runs without its user's handler.
+    let before = slot.load(Ordering::Acquire);
+    if wrapped {
+        slot.store(user, Ordering::Release);
+    }
+    // SAFETY: `installed` is a valid sigaction; `old` is the caller's.
+    let ret = unsafe { __sigaction(signal, &installed, old) };
+    if ret != 0 {
+        slot.store(before, Ordering::Release);
+        return ret;
+    }
+    if !wrapped {
+        slot.store(0, Ordering::Release);
+    }
+    // SAFETY: the call succeeded, so `old`, if given, was written.
+    if let Some(old) = unsafe { old.as_mut() } {
+        report(before, old);
+    }
+    0
+}
+
+/// Shows the user the handler they installed where the kernel has the
+/// trampoline.
+fn report(user: usize, old: &mut SigAction) {
+    if old.sa_sigaction == trampoline as *const () as sighandler_t && user != 0 {
+        old.sa_sigaction = user & !TAKES_SIGINFO;
+        if user & TAKES_SIGINFO == 0 {
+            old.sa_flags &= !libc::SA_SIGINFO;
+        }
+    }
+}
+
+/// Hooked: glibc's `signal` (BSD semantics: `SA_RESTART`, the signal
+/// blocked during its handler) through the hooked `sigaction`.
+///
+/// # Safety
+/// As `signal(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn signal(signal: c_int, handler: sighandler_t) -> sighandler_t {
+    // SAFETY: an all-zero sigaction is valid; the set functions get a
+    // valid set.
+    let mut act: SigAction = unsafe { core::mem::zeroed() };
+    act.sa_sigaction = handler;
+    act.sa_flags = libc::SA_RESTART;
+    // SAFETY: as above.
+    if unsafe { libc::sigaddset(&mut act.sa_mask, signal) } != 0 {
+        return libc::SIG_ERR;
+    }
+    // SAFETY: as above.
+    let mut old: SigAction = unsafe { core::mem::zeroed() };
+    // SAFETY: both are valid sigactions.
+    match unsafe { sigaction(signal, &act, &mut old) } {
+        0 => old.sa_sigaction,
+        _ => libc::SIG_ERR,
+    }
+}
+
+/// Hooked: glibc's other name for `signal`.
+///
+/// # Safety
+/// As `signal(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bsd_signal(signal: c_int, handler: sighandler_t) -> sighandler_t {
+    // SAFETY: same contract.
+    unsafe { self::signal(signal, handler) }
+}
