@@ -4,6 +4,8 @@
 //! Users depend on the `coroutines` crate, whose API mirrors `std::thread`.
 //! This crate is what it is built on:
 //! - [`coroutine`]: the task record, parking and the switch path;
+//! - [`blocking`]: helper threads for calls that cannot become a reactor
+//!   wait;
 //! - [`scheduler`]: worker threads, run queues, placement, runtimes;
 //! - `reactor`: per-worker epoll and timers, the per-descriptor table, and
 //!   the one wait every hook uses;
@@ -13,6 +15,7 @@
 //! - [`sync`]: the runtime's own lock-free or spinning primitives;
 //! - `sys`: raw system calls and everything platform-specific.
 
+pub mod blocking;
 pub mod coroutine;
 mod futex;
 mod hooks;

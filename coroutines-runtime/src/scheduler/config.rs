@@ -29,6 +29,8 @@ pub struct Config {
     /// Stack size in bytes of coroutines spawned without one; default
     /// [`DEFAULT_STACK_SIZE`].
     pub stack_size: Option<usize>,
+    /// Helper threads for blocking calls at most; default 512.
+    pub blocking_threads: Option<usize>,
 }
 
 /// A configuration with every default resolved.
@@ -37,6 +39,7 @@ pub(crate) struct Resolved {
     pub(crate) workers: usize,
     pub(crate) work_stealing: bool,
     pub(crate) stack_size: usize,
+    pub(crate) blocking_threads: usize,
 }
 
 impl Config {
@@ -58,10 +61,20 @@ impl Config {
         };
         let stack_size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
         crate::coroutine::Stacks::validate(stack_size)?;
+        let blocking_threads = match self.blocking_threads {
+            Some(0) => {
+                return Err(invalid(
+                    "a runtime needs at least one blocking thread".into(),
+                ))
+            }
+            Some(n) => n,
+            None => crate::blocking::DEFAULT_BLOCKING_THREADS,
+        };
         Ok(Resolved {
             workers,
             work_stealing: self.work_stealing.unwrap_or(false),
             stack_size,
+            blocking_threads,
         })
     }
 }

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     pub(crate) registry: Registry,
     pub(crate) counters: Counters,
+    /// Helper threads for calls that block inside libc.
+    pub(crate) blocking: Arc<crate::blocking::Pool>,
 }
 
 impl Shared {

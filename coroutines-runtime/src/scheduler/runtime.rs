@@ -44,6 +44,7 @@ impl Runtime {
             .collect::<io::Result<Box<[_]>>>()?;
         let shared = Arc::new(Shared {
             registry: Registry::new(config.workers),
+            blocking: crate::blocking::Pool::new(config.blocking_threads),
             config,
             workers,
             injector: Injector::new(),
@@ -210,6 +211,7 @@ impl Drop for Runtime {
         // of them drops them, which fails their join handles.
         crate::futex::release_runtime(&self.shared);
         crate::reactor::fd_table::FD_TABLE.release_runtime(&self.shared);
+        self.shared.blocking.close();
     }
 }
 

@@ -55,13 +55,29 @@ pub(crate) fn errno() -> c_int {
 
 /// Waits on a futex word while it holds `expected`, bypassing the hook layer.
 pub(crate) fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    futex_wait_timeout(word, expected, None);
+}
+
+/// As [`futex_wait`], for at most `timeout` (`None`: no limit).
+pub(crate) fn futex_wait_timeout(
+    word: &core::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<core::time::Duration>,
+) {
+    let timeout = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let timeout = timeout
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
     let _ = raw(
         libc::SYS_futex,
         [
             word.as_ptr() as usize,
             (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize,
             expected as usize,
-            0,
+            timeout as usize,
             0,
             0,
         ],
