@@ -28,6 +28,8 @@ mod futex;
 mod io;
 mod iov;
 mod poll;
+#[cfg(not(target_feature = "crt-static"))]
+mod resolve;
 mod signal;
 mod socket;
 mod thread;
