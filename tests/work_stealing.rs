@@ -12,10 +12,19 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, ThreadId};
+
 use std::time::{Duration, Instant};
 
 use coroutines::{Runtime, Stats};
+
+/// A kernel thread id: which worker runs the caller. (`thread::current()`
+/// names the coroutine itself, which has its own thread identity.)
+type OsThread = libc::pid_t;
+
+fn os_thread() -> OsThread {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
 
 const COROUTINES: usize = 40;
 const YIELDS: usize = 200;
@@ -23,12 +32,12 @@ const YIELDS: usize = 200;
 #[derive(Default)]
 struct Slot {
     /// The OS thread the coroutine last ran on.
-    thread: Mutex<Option<ThreadId>>,
+    thread: Mutex<Option<OsThread>>,
     done: AtomicBool,
 }
 
 impl Slot {
-    fn is_stuck_on(&self, thread: ThreadId) -> bool {
+    fn is_stuck_on(&self, thread: OsThread) -> bool {
         !self.done.load(Ordering::SeqCst) && *self.thread.lock().unwrap() == Some(thread)
     }
 }
@@ -36,7 +45,7 @@ impl Slot {
 struct Outcome {
     stats: Stats,
     /// Per coroutine, the distinct OS threads it ran on, in order.
-    threads: Vec<Vec<ThreadId>>,
+    threads: Vec<Vec<OsThread>>,
     /// Whether some coroutine that last ran on the hogged worker was still
     /// unfinished and had not run elsewhere when the hog ended.
     stuck_behind_hog: bool,
@@ -62,7 +71,7 @@ fn run(work_stealing: bool, hog: Hog) -> Outcome {
             .map(|i| {
                 let (slots, hogging) = (slots.clone(), hogging.clone());
                 coroutines::spawn(move || {
-                    let mut seen = vec![thread::current().id()];
+                    let mut seen = vec![os_thread()];
                     *slots[i].thread.lock().unwrap() = Some(seen[0]);
                     // Not finishing before the hog starts keeps work queued
                     // on both workers until then.
@@ -70,7 +79,7 @@ fn run(work_stealing: bool, hog: Hog) -> Outcome {
                     while yields < YIELDS || !hogging.load(Ordering::SeqCst) {
                         coroutines::yield_now();
                         yields += 1;
-                        let now = thread::current().id();
+                        let now = os_thread();
                         if *seen.last().unwrap() != now {
                             seen.push(now);
                             *slots[i].thread.lock().unwrap() = Some(now);
@@ -84,11 +93,11 @@ fn run(work_stealing: bool, hog: Hog) -> Outcome {
 
         // Let the new coroutines start, until some started one last ran on
         // this worker: it is queued behind us here.
-        let stuck_here = |me: ThreadId| slots.iter().any(|s| s.is_stuck_on(me));
+        let stuck_here = |me: OsThread| slots.iter().any(|s| s.is_stuck_on(me));
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             coroutines::yield_now();
-            if stuck_here(thread::current().id()) {
+            if stuck_here(os_thread()) {
                 break;
             }
             assert!(
@@ -98,7 +107,7 @@ fn run(work_stealing: bool, hog: Hog) -> Outcome {
         }
 
         // Hog this worker: no yield, so its queue only moves if stolen.
-        let me = thread::current().id();
+        let me = os_thread();
         hogging.store(true, Ordering::SeqCst);
         let start = Instant::now();
         match hog {
@@ -115,11 +124,7 @@ fn run(work_stealing: bool, hog: Hog) -> Outcome {
                 }
             }
         }
-        assert_eq!(
-            thread::current().id(),
-            me,
-            "a running coroutine never moves"
-        );
+        assert_eq!(os_thread(), me, "a running coroutine never moves");
         let stuck_behind_hog = stuck_here(me);
 
         let threads = handles

@@ -19,6 +19,7 @@ pub mod blocking;
 pub mod coroutine;
 mod futex;
 mod hooks;
+mod identity;
 mod reactor;
 pub mod scheduler;
 pub mod sync;

@@ -14,7 +14,7 @@ mod task;
 pub use id::CoroutineId;
 pub(crate) use park::begin_park;
 pub use park::{park, WakeReason, Waker};
-pub(crate) use stack::{StackPool, Stacks};
+pub(crate) use stack::{words as stack_words, Gen, StackPool, Stacks};
 pub use switch::{in_coroutine, yield_now};
 pub use task::{Body, TaskRef};
 pub(crate) use task::{Lifecycle, Suspend, Task};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::stack::Gen;
 use super::task::{Suspend, Task};
+use crate::identity::{self, ThreadBlock};
 
 thread_local! {
     /// The coroutine running on this thread, or null on a plain thread, in
@@ -80,7 +81,35 @@ pub(crate) fn forget_current() {
 pub(crate) fn suspend(task: &Task, action: Suspend) {
     // SAFETY: we are the running coroutine, about to switch away.
     unsafe { task.set_suspend(action) };
-    generator::co_yield_with(());
+    match task.identity() {
+        // SAFETY: the running coroutine of this block.
+        Some(block) => unsafe { identity::switch_out(block) },
+        None => generator::co_yield_with(()),
+    }
+}
+
+/// What a coroutine's generator runs: its body, in its own identity if it
+/// has one.
+pub(crate) fn body(task: &Task) {
+    let Some(block) = task.identity() else {
+        task.body.run();
+        return;
+    };
+    let mut run = || task.body.run();
+    // SAFETY: the generator body of the coroutine that owns `block`, which
+    // outlives the run.
+    if let Err(payload) = unsafe { identity::run_body(block, &mut run) } {
+        std::panic::resume_unwind(payload);
+    }
+}
+
+/// Gives `block`, the identity of `task`'s coroutine, its `CURRENT`, on the
+/// worker before the first run.
+pub(crate) fn seed_current(block: &ThreadBlock, task: &Task) {
+    let worker = CURRENT.with(|current| current.as_ptr());
+    // SAFETY: the copy's instance of this worker's `CURRENT`, in a block
+    // that nothing runs on yet.
+    unsafe { *block.local_ptr(worker) = task as *const Task };
 }
 
 /// Cooperatively gives up the processor to other coroutines on this worker.

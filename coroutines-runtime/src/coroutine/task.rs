@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::id::CoroutineId;
 use super::park::Waker;
 use super::stack::Gen;
+use crate::identity::ThreadBlock;
 use crate::scheduler::Shared;
 
 /// Where a coroutine is in its life. Stored in [`Task::lifecycle`].
@@ -76,6 +77,9 @@ pub(crate) struct Task {
     pub(crate) body: Arc<dyn Body>,
     /// The generator, from the first run until the coroutine is done.
     generator: UnsafeCell<Option<Gen>>,
+    /// Its own thread identity, from the first run until it is done; `None`
+    /// where coroutines share their worker's.
+    identity: UnsafeCell<Option<ThreadBlock>>,
     suspend: UnsafeCell<Suspend>,
 }
 
@@ -106,6 +110,7 @@ impl Task {
             stack_bytes,
             body,
             generator: UnsafeCell::new(None),
+            identity: UnsafeCell::new(None),
             suspend: UnsafeCell::new(Suspend::Nothing),
         }
     }
@@ -128,6 +133,30 @@ impl Task {
     pub(crate) unsafe fn generator(&self) -> &mut Option<Gen> {
         // SAFETY: exclusive per the contract.
         unsafe { &mut *self.generator.get() }
+    }
+
+    /// The coroutine's own thread identity, if it has one. Set by its worker
+    /// before the first run and taken once it is done; in between, read by
+    /// the coroutine and the worker running it.
+    pub(crate) fn identity(&self) -> Option<&ThreadBlock> {
+        // SAFETY: written only while the coroutine neither runs nor is
+        // queued (before its first run, after its end), per the setters'
+        // contracts.
+        unsafe { (*self.identity.get()).as_ref() }
+    }
+
+    /// # Safety
+    /// Only the worker about to run the coroutine for the first time.
+    pub(crate) unsafe fn set_identity(&self, block: ThreadBlock) {
+        // SAFETY: exclusive per the contract.
+        unsafe { *self.identity.get() = Some(block) };
+    }
+
+    /// # Safety
+    /// Only the worker that saw the coroutine end.
+    pub(crate) unsafe fn take_identity(&self) -> Option<ThreadBlock> {
+        // SAFETY: exclusive per the contract.
+        unsafe { (*self.identity.get()).take() }
     }
 
     /// # Safety

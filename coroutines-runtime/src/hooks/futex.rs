@@ -57,6 +57,7 @@ use libc::{c_int, c_long, timespec};
 
 use crate::coroutine::in_coroutine;
 use crate::futex;
+use crate::identity;
 use crate::scheduler::in_forked_child;
 use crate::sys;
 
@@ -125,9 +126,9 @@ pub unsafe extern "C" fn coroutines_futex_syscall(
 }
 
 /// Whether a wait may park: inside a coroutine, unless a panic is in flight
-/// on this thread.
+/// on this thread and the coroutine shares its worker's thread identity.
 ///
-/// std keeps its panic count per OS thread. A coroutine that parked while
+/// std keeps its panic count per thread (per coroutine with identities). A coroutine that parked while
 /// panicking (say, on the stderr lock in the panic hook, or on a mutex in a
 /// destructor during unwinding) would leave the count raised for the other
 /// coroutines of its worker: the next one to panic would abort the process
@@ -135,7 +136,7 @@ pub unsafe extern "C" fn coroutines_futex_syscall(
 /// tell them all they are panicking (poisoning the locks they release).
 /// So such a wait blocks the worker, as it would without the hook.
 fn may_park() -> bool {
-    in_coroutine() && !std::thread::panicking()
+    in_coroutine() && (identity::in_private_identity() || !std::thread::panicking())
 }
 
 /// Parks the coroutine on the word at `uaddr` (aligned, non-null).

@@ -5,6 +5,7 @@ use libc::{c_int, c_void, iovec, size_t, ssize_t};
 
 use super::driver::{blocking_io, Call, Len, Nonblock};
 use super::iov;
+use crate::identity;
 use crate::reactor::fd_table::Interest;
 use crate::sys::{c_result, syscall};
 
@@ -13,14 +14,19 @@ use crate::sys::{c_result, syscall};
 /// sockets and pipes.
 const CURRENT_POSITION: isize = -1;
 
-/// A vectored read or write, blocking as the user asked for. Writes to
-/// stdout and stderr pass through (see the module docs of `hooks`).
+/// A vectored read or write, blocking as the user asked for.
+///
+/// Writes to stdout and stderr block the worker in coroutines that share
+/// their worker's thread identity: std's stdout lock is re-entrant per
+/// thread, so parking inside it would let the worker's other coroutines
+/// into it.
 fn vectored(fd: c_int, interest: Interest, iov: *const iovec, count: c_int, len: Len) -> ssize_t {
     let (plain, nowait) = match interest {
         Interest::Read => (libc::SYS_readv, libc::SYS_preadv2),
         Interest::Write => (libc::SYS_writev, libc::SYS_pwritev2),
     };
-    if interest == Interest::Write && (fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO) {
+    let stdio = fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO;
+    if interest == Interest::Write && stdio && !identity::in_private_identity() {
         return c_result(syscall!(plain, fd, iov, count));
     }
     let call = Call::transfer(fd, interest, Nonblock::Rwf, len);

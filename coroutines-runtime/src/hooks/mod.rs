@@ -28,11 +28,30 @@ mod futex;
 mod io;
 mod iov;
 mod poll;
+mod process;
 #[cfg(not(target_feature = "crt-static"))]
 mod resolve;
 mod signal;
 mod socket;
 mod thread;
+#[cfg(not(target_feature = "crt-static"))]
+mod thread_exit;
 mod time;
 
 pub(crate) use descriptor::Facts;
+
+/// Checks that the hooks thread identity relies on are in effect; the
+/// `identity` module calls it at start-up.
+pub(crate) fn verify_identity_hooks() -> Result<(), String> {
+    #[cfg(target_feature = "crt-static")]
+    return Err("thread identity needs a dynamically linked program".into());
+    #[cfg(not(target_feature = "crt-static"))]
+    {
+        thread_exit::verify()?;
+        // The `generator` crate installs its stack-overflow handler with
+        // the first generator.
+        drop(generator::Gn::<()>::new_opt(2048, || {}));
+        signal::verify_fault_handlers()?;
+        signal::wrap_glibc_signals()
+    }
+}

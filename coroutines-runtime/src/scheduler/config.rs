@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::identity::Layout;
+
 /// The environment variable that overrides the default worker count, like
 /// Go's `GOMAXPROCS`. Explicit configuration wins over it.
 pub const WORKERS_ENV: &str = "COROUTINES_WORKERS";
@@ -31,19 +33,25 @@ pub struct Config {
     pub stack_size: Option<usize>,
     /// Helper threads for blocking calls at most; default 512.
     pub blocking_threads: Option<usize>,
+    /// Whether each coroutine gets its own thread identity; default `true`
+    /// where start-up verification passes (see `identity`).
+    pub thread_identity: Option<bool>,
 }
 
 /// A configuration with every default resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Resolved {
     pub(crate) workers: usize,
     pub(crate) work_stealing: bool,
     pub(crate) stack_size: usize,
     pub(crate) blocking_threads: usize,
+    /// The verified layout when coroutines get their own identities.
+    pub(crate) identity: Option<&'static Layout>,
 }
 
 impl Config {
-    pub(crate) fn resolve(&self) -> io::Result<Resolved> {
+    /// Resolves every default; `identity` decides thread identity.
+    pub(crate) fn resolve(&self, identity: Option<&'static Layout>) -> io::Result<Resolved> {
         let workers = match self.workers {
             Some(0) => return Err(invalid("a runtime needs at least one worker".into())),
             Some(n) => n,
@@ -75,6 +83,7 @@ impl Config {
             work_stealing: self.work_stealing.unwrap_or(false),
             stack_size,
             blocking_threads,
+            identity,
         })
     }
 }

@@ -34,7 +34,20 @@ pub struct SpawnOptions {
 impl Runtime {
     /// Starts a runtime with `config`.
     pub fn new(config: &Config) -> io::Result<Runtime> {
-        let config = config.resolve()?;
+        let identity = match config.thread_identity {
+            Some(false) => None,
+            _ => crate::identity::layout(),
+        };
+        Runtime::with_identity(config, identity)
+    }
+
+    /// Starts a runtime with `config` whose coroutines get their own thread
+    /// identities with `identity`'s layout, or share their workers'.
+    pub(crate) fn with_identity(
+        config: &Config,
+        identity: Option<&'static crate::identity::Layout>,
+    ) -> io::Result<Runtime> {
+        let config = config.resolve(identity)?;
         super::fork::watch_forks();
         let queues: Vec<Worker<Arc<Task>>> =
             (0..config.workers).map(|_| Worker::new_fifo()).collect();

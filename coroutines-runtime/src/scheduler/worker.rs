@@ -4,13 +4,15 @@ use core::cell::{Cell, RefCell};
 use core::ptr;
 use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::collections::VecDeque;
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use super::Shared;
-use crate::coroutine::{self, switch, Lifecycle, StackPool, Suspend, Task};
+use crate::coroutine::{self, switch, Gen, Lifecycle, StackPool, Suspend, Task};
+use crate::identity::{StackBounds, ThreadBlock};
 use crate::reactor::{self, Poller, Timers};
 
 /// Every this many runs a busy worker polls its reactor, fires due timers
@@ -261,6 +263,11 @@ impl Local {
             }
             Lifecycle::Started => {
                 if task.home.load(Ordering::Relaxed) != self.index {
+                    if let Some(block) = task.identity() {
+                        block
+                            .migrate()
+                            .expect("a worker thread can run any coroutine's identity");
+                    }
                     task.home.store(self.index, Ordering::Relaxed);
                     shared.counters.migrations.fetch_add(1, Ordering::Relaxed);
                 }
@@ -299,11 +306,14 @@ impl Local {
 
     /// Gives a new coroutine its stack. Returns false if it could not start.
     fn start(&self, shared: &Shared, task: &Arc<Task>) -> bool {
-        let body = task.body.clone();
-        let generator = self
-            .stacks
-            .borrow_mut()
-            .get(task.stack_bytes, move || body.run());
+        let this = TaskPtr(Arc::as_ptr(task));
+        let generator = self.stacks.borrow_mut().get(task.stack_bytes, move || {
+            let this = this;
+            // SAFETY: a started task outlives its generator: the registry
+            // holds it until the generator is done.
+            switch::body(unsafe { &*this.0 })
+        });
+        let generator = generator.and_then(|generator| give_identity(shared, task, generator));
         match generator {
             Ok(mut generator) => {
                 generator.set_local_data(Arc::as_ptr(task) as *mut u8);
@@ -332,6 +342,10 @@ impl Local {
             .take()
             .expect("a started coroutine has a generator");
         let failure = generator.get_panic_data();
+        // Its thread-local destructors ran as its body ended, or run now
+        // (after a stack overflow), here on the worker.
+        // SAFETY: the coroutine has ended.
+        drop(unsafe { task.take_identity() });
         task.set_lifecycle(Lifecycle::Done);
         shared.registry.remove(task.slot.load(Ordering::Relaxed));
         shared.counters.finished.fetch_add(1, Ordering::Relaxed);
@@ -418,6 +432,39 @@ impl Local {
             self.fire_timers();
         }
         me.sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A task pointer for a generator's body, which must be `Send`.
+struct TaskPtr(*const Task);
+
+// SAFETY: the pointer is only dereferenced by the coroutine's body, while
+// the task is kept alive (see `Local::start`); `Task` is `Sync`.
+unsafe impl Send for TaskPtr {}
+
+/// Gives a new coroutine its own thread identity, where the runtime has
+/// them, before its first run.
+fn give_identity(shared: &Shared, task: &Task, generator: Gen) -> io::Result<Gen> {
+    let Some(layout) = shared.config.identity else {
+        return Ok(generator);
+    };
+    let words = crate::coroutine::stack_words(task.stack_bytes);
+    let (generator, stack) = StackBounds::of_generator(generator, words);
+    match ThreadBlock::new(layout, stack) {
+        Ok(block) => {
+            switch::seed_current(&block, task);
+            // SAFETY: the coroutine has not run yet; only this worker holds
+            // it.
+            unsafe { task.set_identity(block) };
+            Ok(generator)
+        }
+        Err(error) => {
+            crate::coroutine::Stacks::release(generator);
+            Err(io::Error::new(
+                error.kind(),
+                format!("could not give the coroutine its own thread identity: {error}"),
+            ))
+        }
     }
 }
 

@@ -30,3 +30,32 @@ pub(crate) unsafe fn syscall6(nr: c_long, a: [usize; 6]) -> isize {
     }
     ret
 }
+
+/// The calling thread's thread pointer (`fs_base`), by `rdfsbase`.
+///
+/// # Safety
+/// The kernel enables FSGSBASE (`identity` checks `AT_HWCAP2` first).
+#[inline(always)]
+pub(crate) unsafe fn thread_pointer() -> usize {
+    let value: usize;
+    // SAFETY: reads a register; FSGSBASE per the caller's contract.
+    unsafe {
+        asm!("rdfsbase {}", out(reg) value, options(nomem, nostack, preserves_flags));
+    }
+    value
+}
+
+/// Switches the calling thread's thread pointer (`fs_base`), by `wrfsbase`.
+/// Without `nomem`, so it is a compiler barrier: no memory access moves
+/// across it.
+///
+/// # Safety
+/// FSGSBASE is enabled, and `value` is a complete thread area (a thread's
+/// own, or a coroutine's copy of one).
+#[inline(always)]
+pub(crate) unsafe fn set_thread_pointer(value: usize) {
+    // SAFETY: per the caller's contract.
+    unsafe {
+        asm!("wrfsbase {}", in(reg) value, options(nostack, preserves_flags));
+    }
+}

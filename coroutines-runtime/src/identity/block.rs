@@ -1,0 +1,515 @@
+//! One coroutine's thread block: its private copy of the worker's static TLS
+//! area and glibc thread descriptor, and the thread pointer that selects it.
+//!
+//! Memory layout (one `posix_memalign`'d area, like glibc's own):
+//!
+//! ```text
+//!  mem                         tp = mem + tls_below          mem + static_size
+//!  | static TLS blocks (copied) | struct pthread (fresh)      |
+//!                               ^ fs_base while the coroutine runs
+//! ```
+//!
+//! What is copied from the worker, what is reset (the "new thread" image),
+//! and what is patched is listed in [`ThreadBlock::new`]. All offsets come
+//! from the verified [`Layout`].
+
+use core::cell::{Cell, UnsafeCell};
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
+
+use super::glibc::{
+    Layout, DESTRUCTOR_ITERATIONS, RES_NSCOUNT, RSEQ_CPU_ID_UNINITIALIZED, TLS_DTV_UNALLOCATED,
+};
+use super::{enter, fs, leave};
+
+use super::Destructor as Dtor;
+
+/// The coroutine's stack as glibc describes a thread's stack: the whole
+/// mapping including the guard page. `pthread_getattr_np` reports
+/// `[low + guard, low + len)` and glibc's alloca cut-off uses `len / 4`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StackBounds {
+    /// Lowest address of the mapping (the guard page).
+    pub(crate) low: usize,
+    /// Length of the mapping, guard included.
+    pub(crate) len: usize,
+    /// Guard bytes at `low`.
+    pub(crate) guard: usize,
+}
+
+impl StackBounds {
+    /// The stack of a `generator` 0.8.12 generator made with
+    /// `Gn::new_opt(words, ..)`.
+    ///
+    /// The crate maps `((max(words * 8, page) - 1) & !(page - 1)) + 2 pages`
+    /// with the lowest page as guard, and allocates the generator object
+    /// itself (a few hundred bytes) at the top of that mapping, so the
+    /// object's address rounded up to a page is the stack top. `run_body`
+    /// checks on first entry that the stack pointer lies inside the result.
+    pub(crate) fn of_generator(
+        generator: generator::Generator<'static, (), ()>,
+        words: usize,
+    ) -> (generator::Generator<'static, (), ()>, StackBounds) {
+        let page = page_size();
+        let raw = generator.into_raw() as usize;
+        // SAFETY: `raw` came from `into_raw` just above, same type parameters.
+        let generator =
+            unsafe { generator::Generator::<'static, (), ()>::from_raw(raw as *mut usize) };
+        let top = (raw + page - 1) & !(page - 1);
+        let bytes = (words * core::mem::size_of::<usize>()).max(page);
+        let len = ((bytes - 1) & !(page - 1)) + 2 * page;
+        (
+            generator,
+            StackBounds {
+                low: top - len,
+                len,
+                guard: page,
+            },
+        )
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// A coroutine's own thread identity. Create it on the worker, before the
+/// coroutine's first run; switch to it with [`enter`]/[`leave`] (or the
+/// wrappers `run_body` and `switch_out`); move it with its coroutine and call
+/// [`ThreadBlock::migrate`] on the new worker before resuming there.
+pub(crate) struct ThreadBlock {
+    inner: Box<Inner>,
+}
+
+// SAFETY: a block moves between threads with its coroutine, which runs on
+// one thread at a time; `migrate` re-targets its per-thread pointers.
+unsafe impl Send for ThreadBlock {}
+
+pub(crate) struct Inner {
+    /// The thread pointer of the copy.
+    pub(crate) tp: usize,
+    mem: *mut u8,
+    /// The worker's thread pointer: where `leave` and the signal wrappers
+    /// switch back to. Written only while the coroutine is suspended.
+    home: AtomicUsize,
+    layout: &'static Layout,
+    /// `__cxa_thread_atexit_impl` registrations made inside the coroutine.
+    dtors: UnsafeCell<Vec<(Dtor, *mut c_void)>>,
+    /// Thread-exit processing ran (normal end of the body).
+    exited: Cell<bool>,
+}
+
+impl Inner {
+    #[inline(always)]
+    pub(crate) fn home(&self) -> usize {
+        self.home.load(Ordering::Relaxed)
+    }
+
+    /// Records a thread-exit destructor for this coroutine. Called by the
+    /// `__cxa_thread_atexit_impl` interposer while the block is active.
+    pub(crate) fn push_dtor(&self, f: Dtor, obj: *mut c_void) {
+        // SAFETY: only the coroutine (the one thread running with this
+        // block active) touches the list, and never re-entrantly: the push
+        // does not call out.
+        unsafe { (*self.dtors.get()).push((f, obj)) }
+    }
+
+    /// Takes the kernel thread id of the worker's descriptor: in a forked
+    /// child, glibc recorded the child's there.
+    pub(crate) fn adopt_thread_id(&self) {
+        let l = self.layout;
+        // SAFETY: both descriptors are live areas of this layout.
+        unsafe { *self.at::<i32>(l.off_tid) = *((self.home() + l.off_tid) as *const i32) };
+    }
+
+    fn pop_dtor(&self) -> Option<(Dtor, *mut c_void)> {
+        // SAFETY: as in `push_dtor`; the borrow ends before the call.
+        unsafe { (*self.dtors.get()).pop() }
+    }
+
+    fn at<T>(&self, offset: usize) -> *mut T {
+        (self.tp + offset) as *mut T
+    }
+
+    fn at_tls<T>(&self, tp_offset: isize) -> *mut T {
+        (self.tp as isize + tp_offset) as *mut T
+    }
+}
+
+impl ThreadBlock {
+    /// Builds a coroutine's thread block from the calling worker thread.
+    ///
+    /// * Static TLS below the TP: copied from the worker, then every module
+    ///   block except libc's reset to its initial image (`.tdata`, zeroed
+    ///   `.tbss`), so std and the runtime see a new thread. libc's block stays
+    ///   a copy (malloc's tcache and arena, the locale pointers) except
+    ///   `errno` (0), `__resp` (the copy's own resolver state) and
+    ///   `__libc_dlerror_result` (none).
+    /// * `struct pthread`: zero (a new thread's state) except `tcbhead_t`
+    ///   copied from the worker (stack guard, pointer guard, sysinfo,
+    ///   multiple_threads...) with `tcb`/`self` pointing at the copy and its
+    ///   own dtv; `tid` (the worker's kernel thread); an empty robust list;
+    ///   `specific[0]` at the copy's own first key block; the worker's
+    ///   scheduling fields; the coroutine's stack; `rseq.cpu_id = -1` (the
+    ///   kernel updates only the worker's registered area, so `sched_getcpu`
+    ///   must use the vDSO).
+    /// * dtv: a copy whose entries for static blocks point into the copy;
+    ///   lazily allocated (dlopen'ed) entries are reset to unallocated.
+    /// * This crate's `CURRENT_BLOCK` thread-local in the copy points at the
+    ///   block (the signal wrappers and the destructor interposer read it).
+    pub(crate) fn new(layout: &'static Layout, stack: StackBounds) -> io::Result<ThreadBlock> {
+        let wtp = fs::base();
+        layout.check_worker(wtp).map_err(io::Error::other)?;
+        ensure_malloc_state(layout, wtp);
+        let mem = area_alloc(layout)?;
+        let tp = mem as usize + layout.tls_below;
+        let inner = Box::new(Inner {
+            tp,
+            mem,
+            home: AtomicUsize::new(wtp),
+            layout,
+            dtors: UnsafeCell::new(Vec::new()),
+            exited: Cell::new(false),
+        });
+        // SAFETY: `mem` is a fresh allocation of `static_size` bytes; every
+        // write below is inside it (offsets verified by `glibc::discover`),
+        // and the worker's area is the calling thread's own, read-only here.
+        unsafe {
+            let l = layout;
+            // Static TLS: copy, then reset every block but libc's.
+            ptr::copy_nonoverlapping((wtp - l.tls_below) as *const u8, mem, l.tls_below);
+            for m in l.modules.iter().filter(|m| !m.is_libc) {
+                let dst = inner.at_tls::<u8>(m.tp_offset);
+                ptr::copy_nonoverlapping(m.image as *const u8, dst, m.filesz);
+                ptr::write_bytes(dst.add(m.filesz), 0, m.memsz - m.filesz);
+            }
+            *inner.at_tls::<i32>(l.tp_errno) = 0;
+            *inner.at_tls::<usize>(l.tp_resp) = tp + l.off_res;
+            *inner.at_tls::<usize>(l.tp_dlerror) = 0;
+
+            // struct pthread: a new thread's zeroes plus the fields below.
+            ptr::write_bytes(tp as *mut u8, 0, l.tcb_size);
+            ptr::copy_nonoverlapping(wtp as *const u8, tp as *mut u8, l.header_size);
+            *inner.at::<usize>(0) = tp; // header.tcb
+            *inner.at::<usize>(0x10) = tp; // header.self
+            *inner.at::<usize>(l.off_dtv) = copy_dtv(l, wtp, tp)?;
+            *inner.at::<i32>(l.off_tid) = *((wtp + l.off_tid) as *const i32);
+            let rh = l.off_robust_head;
+            *inner.at::<usize>(rh) = tp + rh; // empty list
+            *inner.at::<usize>(rh + 8) = *((wtp + rh + 8) as *const usize); // futex_offset
+            *inner.at::<usize>(l.off_specific) = tp + l.off_specific_1st;
+            *inner.at::<i32>(l.off_schedpolicy) = *((wtp + l.off_schedpolicy) as *const i32);
+            *inner.at::<i32>(l.off_sched_priority) = *((wtp + l.off_sched_priority) as *const i32);
+            let sb = inner.at::<usize>(l.off_stackblock);
+            *sb = stack.low;
+            *sb.add(1) = stack.len;
+            *sb.add(2) = stack.guard;
+            *sb.add(3) = stack.guard;
+            if let Some(off) = l.off_rseq_cpu_id {
+                *inner.at::<u32>(off) = RSEQ_CPU_ID_UNINITIALIZED;
+            }
+            *inner.at_tls::<*const Inner>(l.tp_current_block) = &*inner;
+        }
+        Ok(ThreadBlock { inner })
+    }
+
+    /// Re-targets the block at the calling worker, for a coroutine that
+    /// moved here: `leave` returns to this thread, `tid` names this kernel
+    /// thread, and malloc's tcache/arena pointers are this worker's (sharing
+    /// the old worker's cache while both run would corrupt it). Call on the
+    /// new worker while the coroutine is suspended, before resuming it.
+    pub(crate) fn migrate(&self) -> io::Result<()> {
+        let wtp = fs::base();
+        let l = self.inner.layout;
+        l.check_worker(wtp).map_err(io::Error::other)?;
+        ensure_malloc_state(l, wtp);
+        self.retarget(wtp);
+        Ok(())
+    }
+
+    fn retarget(&self, wtp: usize) {
+        let l = self.inner.layout;
+        // SAFETY: both areas are live thread areas of this layout, the
+        // coroutine is suspended and the worker's fields are its own.
+        unsafe {
+            *self.inner.at::<i32>(l.off_tid) = *((wtp + l.off_tid) as *const i32);
+            ptr::copy_nonoverlapping(
+                (wtp as isize + l.tp_malloc) as *const u8,
+                self.inner.at_tls::<u8>(l.tp_malloc),
+                l.malloc_len,
+            );
+        }
+        self.inner.home.store(wtp, Ordering::Relaxed);
+    }
+
+    /// The copy's instance of a thread-local whose address on the calling
+    /// worker is `worker_addr` (static TLS lies at a fixed offset from the
+    /// TP), e.g. to give the coroutine the runtime's `CURRENT` or `WORKER`.
+    ///
+    /// # Panics
+    /// If `worker_addr` is not in the calling thread's static TLS area.
+    pub(crate) fn local_ptr<T>(&self, worker_addr: *const T) -> *mut T {
+        let wtp = fs::base();
+        let l = self.inner.layout;
+        let a = worker_addr as usize;
+        assert!(
+            a >= wtp - l.tls_below && a + core::mem::size_of::<T>() <= wtp,
+            "not a static thread-local of the calling thread"
+        );
+        (self.inner.tp - (wtp - a)) as *mut T
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Thread exit for the coroutine: runs its TLS destructors
+    /// (`__cxa_thread_atexit_impl` registrations, newest first) and then its
+    /// pthread key destructors, as glibc does at thread exit, repeating
+    /// while destructors register more. Must run with this block active.
+    #[inline(never)]
+    pub(crate) fn thread_exit(&self) {
+        debug_assert_eq!(fs::base(), self.inner.tp);
+        for _ in 0..=DESTRUCTOR_ITERATIONS {
+            let mut ran = false;
+            while let Some((f, obj)) = self.inner.pop_dtor() {
+                ran = true;
+                // SAFETY: a destructor registered for this coroutine's
+                // thread-locals, run once, with its TLS active.
+                unsafe { f(obj) };
+            }
+            // SAFETY: the block is active and the layout verified.
+            if unsafe { self.run_key_destructors() } {
+                ran = true;
+            }
+            if !ran {
+                break;
+            }
+        }
+        self.inner.exited.set(true);
+    }
+
+    /// glibc's `__nptl_deallocate_tsd` on the copy's key storage: for each
+    /// key with a value whose sequence number still matches the key, clear
+    /// it and call the key's destructor; up to 4 rounds. Returns whether
+    /// any destructor ran.
+    unsafe fn run_key_destructors(&self) -> bool {
+        let l = self.inner.layout;
+        let used = self.inner.at::<u8>(l.off_specific_used);
+        let mut any = false;
+        for _round in 0..DESTRUCTOR_ITERATIONS {
+            // SAFETY (block): offsets verified; the copy's own key storage.
+            unsafe {
+                if ptr::read_volatile(used) == 0 {
+                    break;
+                }
+                ptr::write_volatile(used, 0);
+                for i1 in 0..l.key_1st_count {
+                    let level2 = *self.inner.at::<usize>(l.off_specific + 8 * i1);
+                    if level2 == 0 {
+                        continue;
+                    }
+                    for i2 in 0..l.key_2nd_count {
+                        let idx = i1 * l.key_2nd_count + i2;
+                        let entry = level2 + i2 * l.key_data_size;
+                        let data = *((entry + l.key_data_data) as *const usize);
+                        if data == 0 || idx >= l.keys_max {
+                            continue;
+                        }
+                        *((entry + l.key_data_data) as *mut usize) = 0;
+                        let seq = *((entry + l.key_data_seq) as *const usize);
+                        let key = l.keys + idx * l.key_struct_size;
+                        let destr = *((key + l.key_struct_destr) as *const usize);
+                        if seq == *((key + l.key_struct_seq) as *const usize) && destr != 0 {
+                            any = true;
+                            let destr: Dtor = core::mem::transmute(destr);
+                            destr(data as *mut c_void);
+                        }
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// Runs `f` with this block active on the calling thread (used to run
+    /// leftover destructors from `drop`, off the coroutine's stack).
+    #[inline(never)]
+    fn with_active(&self, f: impl FnOnce()) {
+        let here = fs::base();
+        if here != self.inner.home() {
+            self.retarget(here);
+        }
+        // SAFETY: the block is complete and targets this thread.
+        unsafe { enter(self) };
+        f();
+        // SAFETY: returns to this thread's own thread pointer.
+        unsafe { leave(self) };
+    }
+}
+
+impl Drop for ThreadBlock {
+    /// Coroutine end. If the body did not finish (stack overflow, or a
+    /// block dropped after its coroutine was abandoned), its destructors run
+    /// here, with the block active on the dropping thread. Then the copy's
+    /// own allocations are freed: second-level key blocks, strsignal and
+    /// strerror buffers, a pending dlerror result, resolver state, lazily
+    /// allocated dtv entries and the dtv, and the area itself.
+    fn drop(&mut self) {
+        let l = self.inner.layout;
+        let inner = &*self.inner;
+        // Any real thread can host the destructors (the worker-only rule is
+        // about copying a thread's state, not about running on it).
+        let here = fs::base();
+        // SAFETY: reads fs:0x10 of the calling thread.
+        let can_enter = unsafe { *((here + 0x10) as *const usize) } == here;
+        if !inner.exited.get() && can_enter {
+            self.with_active(|| self.thread_exit());
+        }
+        // SAFETY: the coroutine no longer runs on this block; each pointer
+        // freed was allocated by glibc's malloc for the copy only (reset to
+        // null or unallocated when the copy was made).
+        unsafe {
+            if *inner.at_tls::<usize>(l.tp_dlerror) != 0 && can_enter {
+                // dlerror() frees the pending result on its second call.
+                self.with_active(|| {
+                    libc::dlerror();
+                    libc::dlerror();
+                });
+            }
+            for i1 in 1..l.key_1st_count {
+                free_nonnull(*inner.at::<*mut c_void>(l.off_specific + 8 * i1));
+            }
+            free_nonnull(*inner.at::<*mut c_void>(l.off_strsignal_buf));
+            free_nonnull(*inner.at::<*mut c_void>(l.off_strerror_l_buf));
+            if *inner.at::<i32>(l.off_res + RES_NSCOUNT) != 0 {
+                res_nclose(inner.at::<c_void>(l.off_res));
+            }
+            free_dtv(*inner.at::<*mut usize>(l.off_dtv));
+            area_free(l, inner.mem);
+        }
+    }
+}
+
+/// `free` without the call for the (usual) null pointer.
+#[inline(always)]
+unsafe fn free_nonnull(p: *mut c_void) {
+    if !p.is_null() {
+        // SAFETY: the caller's pointer came from glibc's malloc.
+        unsafe { libc::free(p) }
+    }
+}
+
+/// Thread areas freed on this thread, kept for reuse: a 4 KiB aligned
+/// allocation is the slow path of glibc's malloc (`_int_memalign`, and
+/// `malloc_consolidate` on free), most of a block's creation cost.
+struct AreaPool(Vec<usize>);
+
+/// Areas kept per thread.
+const AREA_POOL_CAPACITY: usize = 64;
+
+impl Drop for AreaPool {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            // SAFETY: areas in the pool are unused posix_memalign blocks.
+            unsafe { libc::free(p as *mut c_void) };
+        }
+    }
+}
+
+thread_local! {
+    static AREAS: core::cell::RefCell<AreaPool> = const { core::cell::RefCell::new(AreaPool(Vec::new())) };
+}
+
+fn area_alloc(l: &Layout) -> io::Result<*mut u8> {
+    if let Some(p) = AREAS.try_with(|a| a.borrow_mut().0.pop()).ok().flatten() {
+        return Ok(p as *mut u8);
+    }
+    let mut mem: *mut c_void = ptr::null_mut();
+    // SAFETY: posix_memalign with a power-of-two alignment >= 16.
+    let rc = unsafe { libc::posix_memalign(&mut mem, l.static_align, l.static_size) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(mem as *mut u8)
+}
+
+fn area_free(_l: &Layout, mem: *mut u8) {
+    let kept = AREAS
+        .try_with(|a| {
+            let mut a = a.borrow_mut();
+            (a.0.len() < AREA_POOL_CAPACITY)
+                .then(|| a.0.push(mem as usize))
+                .is_some()
+        })
+        .unwrap_or(false);
+    if !kept {
+        // SAFETY: an area from posix_memalign that nothing uses any more.
+        unsafe { libc::free(mem as *mut c_void) };
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "__res_nclose"]
+    fn res_nclose(state: *mut c_void);
+}
+
+/// Makes sure the worker has its malloc tcache and arena, so the copy
+/// shares them instead of creating a private cache on first use.
+fn ensure_malloc_state(l: &Layout, wtp: usize) {
+    let words = (wtp as isize + l.tp_malloc) as *const usize;
+    // SAFETY: the malloc words are inside the worker's verified area.
+    let first = unsafe { *words };
+    if first == 0 {
+        // SAFETY: a malloc/free pair initialises the calling thread's cache.
+        unsafe { libc::free(libc::malloc(1)) };
+    }
+}
+
+/// Copies the worker's dtv for a copy at `tp`. Entries for static blocks
+/// are rebased into the copy; dynamically allocated ones are reset to
+/// unallocated so `__tls_get_addr` allocates the coroutine its own.
+unsafe fn copy_dtv(l: &Layout, wtp: usize, tp: usize) -> io::Result<usize> {
+    // SAFETY (block): the worker's dtv is a calloc'ed array of 16-byte
+    // entries whose element -1 holds its length (verified by `discover`).
+    unsafe {
+        let wdtv = *((wtp + l.off_dtv) as *const usize);
+        let len = *((wdtv - 16) as *const usize);
+        let bytes = (len + 2) * 16;
+        // glibc may realloc() and free() this array (dtv resize), so it
+        // must come from glibc's malloc.
+        let new = libc::malloc(bytes) as *mut usize;
+        if new.is_null() {
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        ptr::copy_nonoverlapping((wdtv - 16) as *const u8, new as *mut u8, bytes);
+        let (lo, hi) = (wtp - l.tls_below, wtp);
+        for i in 1..=len {
+            let e = new.add(2 * (i + 1));
+            let val = *e;
+            if val >= lo && val < hi {
+                *e = tp - (wtp - val);
+            } else if val != 0 {
+                *e = TLS_DTV_UNALLOCATED;
+            }
+            *e.add(1) = 0; // to_free: nothing of the copy's is allocated yet
+        }
+        Ok(new as usize + 16)
+    }
+}
+
+/// Frees a copy's dtv (possibly resized by glibc) and the TLS blocks
+/// `__tls_get_addr` allocated for it.
+unsafe fn free_dtv(dtv: *mut usize) {
+    // SAFETY (block): a dtv made by `copy_dtv` or resized by glibc.
+    unsafe {
+        let len = *dtv.sub(2);
+        for i in 1..=len {
+            free_nonnull(*dtv.add(2 * i + 1) as *mut c_void);
+        }
+        libc::free(dtv.sub(2) as *mut c_void);
+    }
+}
