@@ -1,12 +1,19 @@
 //! Parsing and validation of the attribute arguments
-//! (`workers = N, work_stealing = bool, stack_size = BYTES`).
+//! (`workers = N, work_stealing = bool, stack_size = BYTES,
+//! thread_identity = bool, blocking_threads = N`).
 
 use proc_macro2::{Ident, Spacing, Span, TokenStream, TokenTree};
 use quote::{quote, ToTokens};
 use syn::{Expr, ExprLit, ExprUnary, Lit, LitBool, LitInt, UnOp};
 
 /// The names accepted as arguments, in the order the errors list them.
-const KNOWN: [&str; 3] = ["workers", "work_stealing", "stack_size"];
+const KNOWN: [&str; 5] = [
+    "workers",
+    "work_stealing",
+    "stack_size",
+    "thread_identity",
+    "blocking_threads",
+];
 
 /// One validated argument: the builder method to call and its argument.
 struct Arg {
@@ -145,7 +152,8 @@ fn parse_arg(item: &[TokenTree], args: &Args) -> syn::Result<Arg> {
     let value = match key.as_str() {
         "workers" => positive_usize(&key, example, "be at least 1", &value)?,
         "stack_size" => positive_usize(&key, example, "be greater than 0", &value)?,
-        "work_stealing" => boolean(&key, &value)?,
+        "work_stealing" | "thread_identity" => boolean(&key, &value)?,
+        "blocking_threads" => positive_usize(&key, example, "be at least 1", &value)?,
         _ => unreachable!("`example` knows exactly the names in KNOWN"),
     };
     Ok(Arg { name, value })
@@ -157,6 +165,8 @@ fn example(key: &str) -> Option<&'static str> {
         "workers" => Some("workers = 4"),
         "work_stealing" => Some("work_stealing = true"),
         "stack_size" => Some("stack_size = 65536"),
+        "thread_identity" => Some("thread_identity = false"),
+        "blocking_threads" => Some("blocking_threads = 64"),
         _ => None,
     }
 }

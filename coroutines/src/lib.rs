@@ -55,6 +55,31 @@ where
         .unwrap_or_else(|error| panic!("failed to spawn coroutine: {error}"))
 }
 
+/// Runs `f` on a helper thread of the runtime's blocking pool, returning a
+/// [`JoinHandle`] for its result.
+///
+/// For code the runtime cannot see waiting: long computations, and
+/// blocking calls of C libraries that bypass the libc functions the
+/// runtime hooks. While `f` runs, the workers go on running coroutines.
+/// The handle can be joined from coroutines (which park) and threads
+/// (which block); a panic of `f` is returned by [`JoinHandle::join`].
+///
+/// # Panics
+/// As [`spawn`].
+///
+/// # Examples
+/// ```
+/// let handle = coroutines::spawn_blocking(|| (1..=20u64).product::<u64>());
+/// assert_eq!(handle.join().unwrap(), 2_432_902_008_176_640_000);
+/// ```
+pub fn spawn_blocking<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    spawn(move || coroutines_runtime::blocking::run(f))
+}
+
 /// Cooperatively gives up the worker to other coroutines.
 ///
 /// The caller goes to the back of its worker's run queue. Outside a

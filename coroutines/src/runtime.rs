@@ -179,6 +179,50 @@ impl Builder {
         self
     }
 
+    /// Sets the most helper threads the runtime runs blocking calls on at
+    /// once (name lookups, joins of OS threads, [`spawn_blocking`]);
+    /// 512 if unset. Helper threads start when needed and exit after 10 s
+    /// without work.
+    ///
+    /// [`spawn_blocking`]: crate::spawn_blocking
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().blocking_threads(8).build().unwrap();
+    /// runtime.block_on(|| ());
+    /// ```
+    pub fn blocking_threads(mut self, threads: usize) -> Builder {
+        self.config.blocking_threads = Some(threads);
+        self
+    }
+
+    /// Gives every coroutine its own thread identity, as std and libc see
+    /// it (on by default where the runtime could verify the C library's
+    /// layout at start-up): its own `thread::current()`, thread-locals
+    /// (destroyed when it ends), `errno`, parker and lock ownership. With it
+    /// off, coroutines share their worker thread's: `std::sync::mpsc` and
+    /// `thread::park` between coroutines of one worker can hang, and
+    /// writes to stdout and stderr block the worker.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder()
+    ///     .workers(1)
+    ///     .thread_identity(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let (a, b) = runtime.block_on(|| {
+    ///     let other = coroutines::spawn(|| std::thread::current().id());
+    ///     (std::thread::current().id(), other.join().unwrap())
+    /// });
+    /// // Both are the one worker thread's.
+    /// assert_eq!(a, b);
+    /// ```
+    pub fn thread_identity(mut self, enabled: bool) -> Builder {
+        self.config.thread_identity = Some(enabled);
+        self
+    }
+
     /// Starts an independent runtime with this configuration.
     ///
     /// # Errors
