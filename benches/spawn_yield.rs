@@ -127,6 +127,17 @@ fn main() {
         .workers(1)
         .build()
         .expect("our 1-worker runtime");
+    // Coroutines sharing their worker's thread identity: what identity costs.
+    let ours_shared = coroutines::Runtime::builder()
+        .workers(WORKERS)
+        .thread_identity(false)
+        .build()
+        .expect("our runtime, identity off");
+    let ours1_shared = coroutines::Runtime::builder()
+        .workers(1)
+        .thread_identity(false)
+        .build()
+        .expect("our 1-worker runtime, identity off");
     let tokio_mt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
         .build()
@@ -158,6 +169,12 @@ fn main() {
         contender(SPAWN, "coroutines, 1k batches", TOKIO_SPAWN_BATCHED, || {
             ours_spawn(&ours, BATCH)
         }),
+        contender(
+            SPAWN,
+            "coroutines, identity off, 1k batches",
+            TOKIO_SPAWN_BATCHED,
+            || ours_spawn(&ours_shared, BATCH),
+        ),
         contender(SPAWN, "may, 1k batches", TOKIO_SPAWN_BATCHED, || {
             may_spawn(BATCH)
         }),
@@ -171,6 +188,9 @@ fn main() {
             threads_spawn,
         ),
         contender(YIELD, "coroutines", TOKIO_YIELD, || ours_yield(&ours1)),
+        contender(YIELD, "coroutines, identity off", TOKIO_YIELD, || {
+            ours_yield(&ours1_shared)
+        }),
         contender(YIELD, "may", TOKIO_YIELD, may_yield_via_child),
         contender(YIELD, TOKIO_YIELD, TOKIO_YIELD, || tokio_yield(&tokio_mt1)),
         contender(YIELD, "tokio, current_thread", TOKIO_YIELD, || {
