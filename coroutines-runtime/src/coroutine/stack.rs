@@ -6,6 +6,8 @@ use std::sync::OnceLock;
 
 use generator::Gn;
 
+use crate::identity::ThreadBlock;
+
 /// A coroutine's generator: the stack plus its saved registers.
 pub(crate) type Gen = generator::Generator<'static, (), ()>;
 
@@ -158,12 +160,14 @@ fn max_map_count() -> usize {
     })
 }
 
-/// A worker's cache of finished generators of one stack size: re-using one
-/// costs ~40 ns where mapping a fresh stack costs ~10 us.
+/// A worker's cache of finished generators of one stack size, with the
+/// thread identities that went with them: re-using one costs ~40 ns where
+/// mapping a fresh stack costs ~10 us, and refilling an identity block
+/// avoids its allocations.
 pub(crate) struct StackPool {
     bytes: usize,
     capacity: usize,
-    free: Vec<Gen>,
+    free: Vec<(Gen, Option<ThreadBlock>)>,
 }
 
 impl StackPool {
@@ -176,26 +180,32 @@ impl StackPool {
     }
 
     /// A generator running `body` on a stack of `bytes`, re-used if one of
-    /// that size is cached.
+    /// that size is cached, with the identity block of its last coroutine
+    /// (recycled) if it had one.
     pub(crate) fn get(
         &mut self,
         bytes: usize,
         body: impl FnOnce() + Send + 'static,
-    ) -> io::Result<Gen> {
+    ) -> io::Result<(Gen, Option<ThreadBlock>)> {
         if bytes == self.bytes {
-            if let Some(mut generator) = self.free.pop() {
+            if let Some((mut generator, block)) = self.free.pop() {
                 generator.init_code(body);
-                return Ok(generator);
+                return Ok((generator, block));
             }
         }
-        Stacks::create(bytes, body)
+        Ok((Stacks::create(bytes, body)?, None))
     }
 
-    /// Returns a finished generator's stack to the cache, or unmaps it.
-    pub(crate) fn put(&mut self, bytes: usize, generator: Gen) {
+    /// Returns a finished generator's stack, and its coroutine's identity
+    /// block, to the cache, or unmaps and frees them.
+    pub(crate) fn put(&mut self, bytes: usize, generator: Gen, block: Option<ThreadBlock>) {
         if bytes == self.bytes && self.free.len() < self.capacity {
-            self.free.push(generator);
+            if let Some(block) = &block {
+                block.recycle();
+            }
+            self.free.push((generator, block));
         } else {
+            drop(block);
             Stacks::release(generator);
         }
     }
@@ -203,7 +213,8 @@ impl StackPool {
 
 impl Drop for StackPool {
     fn drop(&mut self) {
-        for generator in self.free.drain(..) {
+        for (generator, block) in self.free.drain(..) {
+            drop(block);
             Stacks::release(generator);
         }
     }

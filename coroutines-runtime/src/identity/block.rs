@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     /// switch back to. Written only while the coroutine is suspended.
     home: AtomicUsize,
     layout: &'static Layout,
+    /// The coroutine's stack, as recorded in the descriptor.
+    stack: StackBounds,
     /// `__cxa_thread_atexit_impl` registrations made inside the coroutine.
     dtors: UnsafeCell<Vec<(Dtor, *mut c_void)>>,
     /// Thread-exit processing ran (normal end of the body).
@@ -140,7 +142,45 @@ impl Inner {
 }
 
 impl ThreadBlock {
-    /// Builds a coroutine's thread block from the calling worker thread.
+    /// Builds a coroutine's thread block from the calling worker thread: see
+    /// [`ThreadBlock::fill`].
+    pub(crate) fn new(layout: &'static Layout, stack: StackBounds) -> io::Result<ThreadBlock> {
+        let wtp = fs::base();
+        layout.check_worker(wtp).map_err(io::Error::other)?;
+        let mem = area_alloc(layout)?;
+        let tp = mem as usize + layout.tls_below;
+        let block = ThreadBlock {
+            inner: Box::new(Inner {
+                tp,
+                mem,
+                home: AtomicUsize::new(wtp),
+                layout,
+                stack,
+                dtors: UnsafeCell::new(Vec::new()),
+                exited: Cell::new(false),
+            }),
+        };
+        // SAFETY: the dtv word of a fresh area; `fill` replaces it.
+        unsafe { *block.inner.at::<usize>(layout.off_dtv) = 0 };
+        block.fill(wtp)?;
+        Ok(block)
+    }
+
+    /// Makes a block whose coroutine ended (see [`ThreadBlock::recycle`])
+    /// the identity of a new coroutine on the same stack, run by the
+    /// calling worker: the costs of a block are then two copies, no
+    /// allocation.
+    pub(crate) fn refill(&self) -> io::Result<()> {
+        let wtp = fs::base();
+        self.inner
+            .layout
+            .check_worker(wtp)
+            .map_err(io::Error::other)?;
+        self.inner.exited.set(false);
+        self.fill(wtp)
+    }
+
+    /// Writes a new thread's state, as seen from the worker at `wtp`:
     ///
     /// * Static TLS below the TP: copied from the worker, then every module
     ///   block except libc's reset to its initial image (`.tdata`, zeroed
@@ -160,25 +200,17 @@ impl ThreadBlock {
     ///   lazily allocated (dlopen'ed) entries are reset to unallocated.
     /// * This crate's `CURRENT_BLOCK` thread-local in the copy points at the
     ///   block (the signal wrappers and the destructor interposer read it).
-    pub(crate) fn new(layout: &'static Layout, stack: StackBounds) -> io::Result<ThreadBlock> {
-        let wtp = fs::base();
-        layout.check_worker(wtp).map_err(io::Error::other)?;
-        ensure_malloc_state(layout, wtp);
-        let mem = area_alloc(layout)?;
-        let tp = mem as usize + layout.tls_below;
-        let inner = Box::new(Inner {
-            tp,
-            mem,
-            home: AtomicUsize::new(wtp),
-            layout,
-            dtors: UnsafeCell::new(Vec::new()),
-            exited: Cell::new(false),
-        });
-        // SAFETY: `mem` is a fresh allocation of `static_size` bytes; every
+    fn fill(&self, wtp: usize) -> io::Result<()> {
+        let inner = &*self.inner;
+        let (l, tp, mem) = (inner.layout, inner.tp, inner.mem);
+        ensure_malloc_state(l, wtp);
+        inner.home.store(wtp, Ordering::Relaxed);
+        // SAFETY: `mem` is this block's area of `static_size` bytes; every
         // write below is inside it (offsets verified by `glibc::discover`),
         // and the worker's area is the calling thread's own, read-only here.
         unsafe {
-            let l = layout;
+            // The dtv is kept across refills: glibc may have grown it.
+            let dtv = copy_dtv(l, wtp, tp, *inner.at::<usize>(l.off_dtv))?;
             // Static TLS: copy, then reset every block but libc's.
             ptr::copy_nonoverlapping((wtp - l.tls_below) as *const u8, mem, l.tls_below);
             for m in l.modules.iter().filter(|m| !m.is_libc) {
@@ -195,7 +227,7 @@ impl ThreadBlock {
             ptr::copy_nonoverlapping(wtp as *const u8, tp as *mut u8, l.header_size);
             *inner.at::<usize>(0) = tp; // header.tcb
             *inner.at::<usize>(0x10) = tp; // header.self
-            *inner.at::<usize>(l.off_dtv) = copy_dtv(l, wtp, tp)?;
+            *inner.at::<usize>(l.off_dtv) = dtv;
             *inner.at::<i32>(l.off_tid) = *((wtp + l.off_tid) as *const i32);
             let rh = l.off_robust_head;
             *inner.at::<usize>(rh) = tp + rh; // empty list
@@ -204,16 +236,16 @@ impl ThreadBlock {
             *inner.at::<i32>(l.off_schedpolicy) = *((wtp + l.off_schedpolicy) as *const i32);
             *inner.at::<i32>(l.off_sched_priority) = *((wtp + l.off_sched_priority) as *const i32);
             let sb = inner.at::<usize>(l.off_stackblock);
-            *sb = stack.low;
-            *sb.add(1) = stack.len;
-            *sb.add(2) = stack.guard;
-            *sb.add(3) = stack.guard;
+            *sb = inner.stack.low;
+            *sb.add(1) = inner.stack.len;
+            *sb.add(2) = inner.stack.guard;
+            *sb.add(3) = inner.stack.guard;
             if let Some(off) = l.off_rseq_cpu_id {
                 *inner.at::<u32>(off) = RSEQ_CPU_ID_UNINITIALIZED;
             }
-            *inner.at_tls::<*const Inner>(l.tp_current_block) = &*inner;
+            *inner.at_tls::<*const Inner>(l.tp_current_block) = inner;
         }
-        Ok(ThreadBlock { inner })
+        Ok(())
     }
 
     /// Re-targets the block at the calling worker, for a coroutine that
@@ -351,14 +383,15 @@ impl ThreadBlock {
     }
 }
 
-impl Drop for ThreadBlock {
-    /// Coroutine end. If the body did not finish (stack overflow, or a
-    /// block dropped after its coroutine was abandoned), its destructors run
-    /// here, with the block active on the dropping thread. Then the copy's
-    /// own allocations are freed: second-level key blocks, strsignal and
-    /// strerror buffers, a pending dlerror result, resolver state, lazily
-    /// allocated dtv entries and the dtv, and the area itself.
-    fn drop(&mut self) {
+impl ThreadBlock {
+    /// Ends the coroutine's thread, keeping the block's memory for the next
+    /// coroutine on its stack (see [`ThreadBlock::refill`]). If the body did
+    /// not finish (stack overflow, or a coroutine abandoned at shutdown),
+    /// its destructors run here, with the block active on the calling
+    /// thread. Then what glibc allocated for the copy is freed:
+    /// second-level key blocks, strsignal and strerror buffers, a pending
+    /// dlerror result, resolver state, and lazily allocated TLS blocks.
+    pub(crate) fn recycle(&self) {
         let l = self.inner.layout;
         let inner = &*self.inner;
         // Any real thread can host the destructors (the worker-only rule is
@@ -371,7 +404,7 @@ impl Drop for ThreadBlock {
         }
         // SAFETY: the coroutine no longer runs on this block; each pointer
         // freed was allocated by glibc's malloc for the copy only (reset to
-        // null or unallocated when the copy was made).
+        // null or unallocated when the copy was filled), and is forgotten.
         unsafe {
             if *inner.at_tls::<usize>(l.tp_dlerror) != 0 && can_enter {
                 // dlerror() frees the pending result on its second call.
@@ -381,15 +414,44 @@ impl Drop for ThreadBlock {
                 });
             }
             for i1 in 1..l.key_1st_count {
-                free_nonnull(*inner.at::<*mut c_void>(l.off_specific + 8 * i1));
+                take_and_free(inner.at::<*mut c_void>(l.off_specific + 8 * i1));
             }
-            free_nonnull(*inner.at::<*mut c_void>(l.off_strsignal_buf));
-            free_nonnull(*inner.at::<*mut c_void>(l.off_strerror_l_buf));
+            take_and_free(inner.at::<*mut c_void>(l.off_strsignal_buf));
+            take_and_free(inner.at::<*mut c_void>(l.off_strerror_l_buf));
             if *inner.at::<i32>(l.off_res + RES_NSCOUNT) != 0 {
                 res_nclose(inner.at::<c_void>(l.off_res));
+                *inner.at::<i32>(l.off_res + RES_NSCOUNT) = 0;
             }
-            free_dtv(*inner.at::<*mut usize>(l.off_dtv));
-            area_free(l, inner.mem);
+            free_dtv_blocks(*inner.at::<*mut usize>(l.off_dtv));
+        }
+        inner.exited.set(true);
+    }
+}
+
+impl Drop for ThreadBlock {
+    fn drop(&mut self) {
+        self.recycle();
+        let inner = &*self.inner;
+        // SAFETY: the dtv array came from glibc's malloc (see `copy_dtv`)
+        // and the area from `area_alloc`; nothing uses either any more.
+        unsafe {
+            let dtv = *inner.at::<*mut usize>(inner.layout.off_dtv);
+            libc::free(dtv.sub(2) as *mut c_void);
+        }
+        area_free(inner.layout, inner.mem);
+    }
+}
+
+/// Frees the pointer at `slot`, if any, and forgets it.
+///
+/// # Safety
+/// `slot` holds null or a pointer from glibc's malloc that nothing else
+/// uses.
+unsafe fn take_and_free(slot: *mut *mut c_void) {
+    // SAFETY: per the contract.
+    unsafe {
+        if !(*slot).is_null() {
+            libc::free(core::mem::replace(&mut *slot, ptr::null_mut()));
         }
     }
 }
@@ -469,19 +531,33 @@ fn ensure_malloc_state(l: &Layout, wtp: usize) {
     }
 }
 
-/// Copies the worker's dtv for a copy at `tp`. Entries for static blocks
-/// are rebased into the copy; dynamically allocated ones are reset to
-/// unallocated so `__tls_get_addr` allocates the coroutine its own.
-unsafe fn copy_dtv(l: &Layout, wtp: usize, tp: usize) -> io::Result<usize> {
+/// The worker's dtv for a copy at `tp`, written over `old` (a copy's dtv
+/// from an earlier fill, or 0) if it has the same length. Entries for
+/// static blocks are rebased into the copy; dynamically allocated ones are
+/// reset to unallocated so `__tls_get_addr` allocates the coroutine its
+/// own.
+unsafe fn copy_dtv(l: &Layout, wtp: usize, tp: usize, old: usize) -> io::Result<usize> {
     // SAFETY (block): the worker's dtv is a calloc'ed array of 16-byte
-    // entries whose element -1 holds its length (verified by `discover`).
+    // entries whose element -1 holds its length (verified by `discover`);
+    // `old`, if not 0, is a copy's, freed of its lazily allocated blocks.
     unsafe {
         let wdtv = *((wtp + l.off_dtv) as *const usize);
         let len = *((wdtv - 16) as *const usize);
         let bytes = (len + 2) * 16;
+        let new = match old {
+            0 => ptr::null_mut(),
+            old if *((old - 16) as *const usize) == len => (old - 16) as *mut usize,
+            old => {
+                libc::free((old - 16) as *mut c_void);
+                ptr::null_mut()
+            }
+        };
         // glibc may realloc() and free() this array (dtv resize), so it
         // must come from glibc's malloc.
-        let new = libc::malloc(bytes) as *mut usize;
+        let new = match new.is_null() {
+            true => libc::malloc(bytes) as *mut usize,
+            false => new,
+        };
         if new.is_null() {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
@@ -501,15 +577,19 @@ unsafe fn copy_dtv(l: &Layout, wtp: usize, tp: usize) -> io::Result<usize> {
     }
 }
 
-/// Frees a copy's dtv (possibly resized by glibc) and the TLS blocks
-/// `__tls_get_addr` allocated for it.
-unsafe fn free_dtv(dtv: *mut usize) {
+/// Frees the TLS blocks `__tls_get_addr` allocated for a copy's dtv
+/// (possibly resized by glibc), and marks them unallocated.
+unsafe fn free_dtv_blocks(dtv: *mut usize) {
     // SAFETY (block): a dtv made by `copy_dtv` or resized by glibc.
     unsafe {
         let len = *dtv.sub(2);
         for i in 1..=len {
-            free_nonnull(*dtv.add(2 * i + 1) as *mut c_void);
+            let to_free = dtv.add(2 * i + 1);
+            if *to_free != 0 {
+                free_nonnull(*to_free as *mut c_void);
+                *to_free = 0;
+                *dtv.add(2 * i) = TLS_DTV_UNALLOCATED;
+            }
         }
-        libc::free(dtv.sub(2) as *mut c_void);
     }
 }

@@ -313,7 +313,8 @@ impl Local {
             // holds it until the generator is done.
             switch::body(unsafe { &*this.0 })
         });
-        let generator = generator.and_then(|generator| give_identity(shared, task, generator));
+        let generator =
+            generator.and_then(|(generator, block)| give_identity(shared, task, generator, block));
         match generator {
             Ok(mut generator) => {
                 generator.set_local_data(Arc::as_ptr(task) as *mut u8);
@@ -343,9 +344,9 @@ impl Local {
             .expect("a started coroutine has a generator");
         let failure = generator.get_panic_data();
         // Its thread-local destructors ran as its body ended, or run now
-        // (after a stack overflow), here on the worker.
+        // (after a stack overflow, when it is dropped), here on the worker.
         // SAFETY: the coroutine has ended.
-        drop(unsafe { task.take_identity() });
+        let identity = unsafe { task.take_identity() };
         task.set_lifecycle(Lifecycle::Done);
         shared.registry.remove(task.slot.load(Ordering::Relaxed));
         shared.counters.finished.fetch_add(1, Ordering::Relaxed);
@@ -353,6 +354,7 @@ impl Local {
             // The stack overflowed: its frames were never unwound, so the
             // stack can neither be re-used nor safely unmapped.
             Some(payload) => {
+                drop(identity);
                 crate::coroutine::Stacks::leak(generator);
                 let overflow = matches!(
                     payload.downcast_ref::<generator::Error>(),
@@ -373,7 +375,10 @@ impl Local {
                     task.body.fail(payload);
                 }
             }
-            None => self.stacks.borrow_mut().put(task.stack_bytes, generator),
+            None => self
+                .stacks
+                .borrow_mut()
+                .put(task.stack_bytes, generator, identity),
         }
     }
 
@@ -443,14 +448,29 @@ struct TaskPtr(*const Task);
 unsafe impl Send for TaskPtr {}
 
 /// Gives a new coroutine its own thread identity, where the runtime has
-/// them, before its first run.
-fn give_identity(shared: &Shared, task: &Task, generator: Gen) -> io::Result<Gen> {
+/// them, before its first run: the recycled `block` of its stack's last
+/// coroutine, or a new one.
+fn give_identity(
+    shared: &Shared,
+    task: &Task,
+    generator: Gen,
+    block: Option<ThreadBlock>,
+) -> io::Result<Gen> {
     let Some(layout) = shared.config.identity else {
         return Ok(generator);
     };
-    let words = crate::coroutine::stack_words(task.stack_bytes);
-    let (generator, stack) = StackBounds::of_generator(generator, words);
-    match ThreadBlock::new(layout, stack) {
+    let (generator, block) = match block {
+        Some(block) => {
+            let refilled = block.refill();
+            (generator, refilled.map(|()| block))
+        }
+        None => {
+            let words = crate::coroutine::stack_words(task.stack_bytes);
+            let (generator, stack) = StackBounds::of_generator(generator, words);
+            (generator, ThreadBlock::new(layout, stack))
+        }
+    };
+    match block {
         Ok(block) => {
             switch::seed_current(&block, task);
             // SAFETY: the coroutine has not run yet; only this worker holds
