@@ -59,6 +59,12 @@ fn replacing(fd: c_int, replace: impl FnOnce() -> isize) -> isize {
     ret
 }
 
+/// Closes a descriptor the hooks opened for themselves (a pidfd), as the
+/// `close` hook would.
+pub(crate) fn close_owned(fd: c_int) {
+    replacing(fd, || syscall!(libc::SYS_close, fd));
+}
+
 /// Hooked: see [`replacing`].
 ///
 /// # Safety
