@@ -23,6 +23,7 @@
 
 mod descriptor;
 mod driver;
+mod epoll;
 mod fd;
 mod futex;
 mod io;

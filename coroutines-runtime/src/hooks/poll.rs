@@ -7,12 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use libc::{c_int, fd_set, nfds_t, pollfd, timeval};
+use libc::{c_int, fd_set, nfds_t, pollfd, sigset_t, timeval};
 
 use crate::coroutine::{self, in_coroutine};
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fds, FdWait, Outcome};
-use crate::sys::{c_result, ppoll, syscall};
+use crate::sys::{c_result, ppoll_masked, read_timespec, syscall, timespec, SIGSET_BYTES};
 
 /// One descriptor to watch, and which ways.
 #[derive(Clone, Copy)]
@@ -73,14 +73,42 @@ fn parked_until(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
     let timeout = (timeout >= 0).then(|| Duration::from_millis(timeout as u64));
+    c_result(polled(fds, nfds, timeout, core::ptr::null())) as c_int
+}
+
+/// Hooked: as `poll`, with a `timespec` timeout and a signal mask.
+///
+/// # Safety
+/// As `ppoll(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    timeout: *const libc::timespec,
+    sigmask: *const sigset_t,
+) -> c_int {
+    let ret = match read_timespec(timeout) {
+        Ok(timeout) => polled(fds, nfds, timeout, sigmask),
+        Err(error) => -(error as isize),
+    };
+    c_result(ret) as c_int
+}
+
+/// `poll` for the hooks: `timeout` `None` waits for ever; the raw result.
+fn polled(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    timeout: Option<Duration>,
+    sigmask: *const sigset_t,
+) -> isize {
     if !in_coroutine() {
-        return c_result(ppoll(fds, nfds, timeout)) as c_int;
+        return ppoll_masked(fds, nfds, timeout, sigmask);
     }
     // The kernel reads (and so validates) the array before anything here
     // does; a ready or failed call returns at once.
-    let now = ppoll(fds, nfds, Some(Duration::ZERO));
+    let now = ppoll_masked(fds, nfds, Some(Duration::ZERO), sigmask);
     if now != 0 || timeout == Some(Duration::ZERO) {
-        return c_result(now) as c_int;
+        return now;
     }
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let watches: Vec<Watch> = (0..nfds as usize)
@@ -96,10 +124,9 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
         })
         .filter(|w| w.fd >= 0)
         .collect();
-    let ret = parked_until(&watches, deadline, || {
-        ppoll(fds, nfds, Some(Duration::ZERO))
-    });
-    c_result(ret) as c_int
+    parked_until(&watches, deadline, || {
+        ppoll_masked(fds, nfds, Some(Duration::ZERO), sigmask)
+    })
 }
 
 /// The descriptor sets of one `select`, copied.
@@ -149,24 +176,28 @@ fn select_timeout(timeout: *mut timeval) -> Result<Option<Duration>, c_int> {
     )))
 }
 
-/// `pselect6` with `timeout` (`None`: no limit) on the given sets; the raw
-/// result. The time not slept is written back to `tv`, as Linux's
-/// `select` does.
-fn pselect(
+/// `pselect6` with `timeout` (`None`: no limit) on the given sets and the
+/// caller's signal mask (null: the thread's); the raw result. The time not
+/// slept is written back to `tv` if given, as Linux's `select` does.
+fn pselect6(
     nfds: c_int,
     sets: [*mut fd_set; 3],
     timeout: Option<Duration>,
+    sigmask: *const sigset_t,
     tv: *mut timeval,
 ) -> isize {
-    let mut ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
+    let mut ts = timeout.map(timespec);
     let ts_ptr = ts
         .as_mut()
         .map_or(core::ptr::null_mut(), |t| t as *mut libc::timespec);
+    // The kernel takes the mask as a pointer and a size, in one struct.
+    let mask = [sigmask as usize, SIGSET_BYTES];
+    let mask = match sigmask.is_null() {
+        true => core::ptr::null(),
+        false => mask.as_ptr(),
+    };
     let [read, write, except] = sets;
-    let ret = syscall!(libc::SYS_pselect6, nfds, read, write, except, ts_ptr, 0);
+    let ret = syscall!(libc::SYS_pselect6, nfds, read, write, except, ts_ptr, mask);
     // SAFETY: the caller passes a valid or null timeval.
     if let (Some(tv), Some(ts)) = (unsafe { tv.as_mut() }, ts) {
         tv.tv_sec = ts.tv_sec;
@@ -191,13 +222,57 @@ pub unsafe extern "C" fn select(
     except: *mut fd_set,
     timeout: *mut timeval,
 ) -> c_int {
-    let limit = match select_timeout(timeout) {
-        Ok(limit) => limit,
-        Err(error) => return c_result(-(error as isize)) as c_int,
+    let ret = match select_timeout(timeout) {
+        Ok(limit) => selected(
+            nfds,
+            [read, write, except],
+            limit,
+            core::ptr::null(),
+            timeout,
+        ),
+        Err(error) => -(error as isize),
     };
-    let user = [read, write, except];
+    c_result(ret) as c_int
+}
+
+/// Hooked: as `select`, with a `timespec` timeout (never written) and a
+/// signal mask.
+///
+/// # Safety
+/// As `pselect(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pselect(
+    nfds: c_int,
+    read: *mut fd_set,
+    write: *mut fd_set,
+    except: *mut fd_set,
+    timeout: *const libc::timespec,
+    sigmask: *const sigset_t,
+) -> c_int {
+    let ret = match read_timespec(timeout) {
+        Ok(limit) => selected(
+            nfds,
+            [read, write, except],
+            limit,
+            sigmask,
+            core::ptr::null_mut(),
+        ),
+        Err(error) => -(error as isize),
+    };
+    c_result(ret) as c_int
+}
+
+/// `select` for the hooks: `limit` `None` waits for ever; the time not
+/// slept is written to `timeout` if given; the raw result.
+fn selected(
+    nfds: c_int,
+    user: [*mut fd_set; 3],
+    limit: Option<Duration>,
+    sigmask: *const sigset_t,
+    timeout: *mut timeval,
+) -> isize {
     if !in_coroutine() || limit == Some(Duration::ZERO) || nfds < 0 {
-        return c_result(pselect(nfds, user, limit, timeout)) as c_int;
+        return pselect6(nfds, user, limit, sigmask, timeout);
     }
     let nfds = nfds.min(libc::FD_SETSIZE as c_int);
     let start = Instant::now();
@@ -216,7 +291,13 @@ pub unsafe extern "C" fn select(
     let ret = parked_until(&watches, deadline, || {
         answer = asked;
         let sets = [answer.ptr(0), answer.ptr(1), answer.ptr(2)];
-        pselect(nfds, sets, Some(Duration::ZERO), core::ptr::null_mut())
+        pselect6(
+            nfds,
+            sets,
+            Some(Duration::ZERO),
+            sigmask,
+            core::ptr::null_mut(),
+        )
     });
     if ret >= 0 {
         for (i, set) in user.into_iter().enumerate() {
@@ -235,5 +316,5 @@ pub unsafe extern "C" fn select(
             tv.tv_usec = left.subsec_micros() as libc::suseconds_t;
         }
     }
-    c_result(ret) as c_int
+    ret
 }

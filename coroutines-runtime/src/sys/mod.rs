@@ -141,12 +141,68 @@ pub(crate) fn ppoll(
     nfds: libc::nfds_t,
     timeout: Option<core::time::Duration>,
 ) -> isize {
-    let timeout = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
+    ppoll_masked(fds, nfds, timeout, core::ptr::null())
+}
+
+/// `ppoll` with an optional timeout and the caller's signal mask (null:
+/// the thread's); the raw result.
+pub(crate) fn ppoll_masked(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    timeout: Option<core::time::Duration>,
+    sigmask: *const libc::sigset_t,
+) -> isize {
+    let timeout = timeout.map(timespec);
     let timeout = timeout
         .as_ref()
         .map_or(core::ptr::null(), |t| t as *const libc::timespec);
-    syscall!(libc::SYS_ppoll, fds, nfds, timeout, 0, 8)
+    syscall!(libc::SYS_ppoll, fds, nfds, timeout, sigmask, SIGSET_BYTES)
+}
+
+/// The kernel's signal set size, for the calls that take a mask.
+pub(crate) const SIGSET_BYTES: usize = 8;
+
+/// A duration as a `timespec`.
+pub(crate) fn timespec(t: core::time::Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// Reads a caller's `timespec` as a system call taking it would: `EFAULT`
+/// if it cannot be read, `EINVAL` if it is not a valid duration, `None`
+/// for null. The kernel reads it first (a `FUTEX_WAIT` on a word that
+/// never holds the expected value checks its timeout, then returns at
+/// once), so a bad pointer is an error, not a crash in the hook.
+pub(crate) fn read_timespec(
+    ts: *const libc::timespec,
+) -> Result<Option<core::time::Duration>, c_int> {
+    if ts.is_null() {
+        return Ok(None);
+    }
+    let word = core::sync::atomic::AtomicU32::new(0);
+    let ret = raw(
+        libc::SYS_futex,
+        [
+            word.as_ptr() as usize,
+            (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize,
+            1,
+            ts as usize,
+            0,
+            0,
+        ],
+    );
+    match check(ret) {
+        Err(libc::EAGAIN) => {
+            // SAFETY: the kernel has just read it, and found it valid.
+            let ts = unsafe { *ts };
+            Ok(Some(core::time::Duration::new(
+                ts.tv_sec as u64,
+                ts.tv_nsec as u32,
+            )))
+        }
+        Err(error) => Err(error),
+        Ok(_) => Err(libc::EINVAL),
+    }
 }
