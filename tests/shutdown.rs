@@ -194,7 +194,13 @@ fn cycle_of_parked_coroutines_is_abandoned_at_shutdown() {
 #[test]
 fn never_started_coroutines_fail_promptly_at_shutdown() {
     const QUEUED: usize = 10_000;
-    let runtime = Runtime::builder().workers(1).build().unwrap();
+    // The monitor would move the queued coroutines off the busy worker;
+    // this test needs them to stay queued until the shutdown.
+    let runtime = Runtime::builder()
+        .workers(1)
+        .blocked_worker_threshold(Duration::MAX)
+        .build()
+        .unwrap();
     let hog_started = Arc::new(AtomicUsize::new(0));
     let dropping = Arc::new(AtomicBool::new(false));
     // Keep the only worker busy so that nothing else starts before the drop.

@@ -59,9 +59,12 @@ enum Hog {
 }
 
 fn run(work_stealing: bool, hog: Hog) -> Outcome {
+    // The blocked-worker monitor would move the hogged worker's coroutines
+    // too: these tests are about work stealing alone.
     let runtime = Runtime::builder()
         .workers(2)
         .work_stealing(work_stealing)
+        .blocked_worker_threshold(Duration::MAX)
         .build()
         .unwrap();
     let (threads, stuck_behind_hog) = runtime.block_on(move || {

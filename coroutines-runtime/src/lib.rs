@@ -25,8 +25,11 @@ pub mod scheduler;
 pub mod sync;
 mod sys;
 
-pub use coroutine::{in_coroutine, park, yield_now, Body, CoroutineId, TaskRef, WakeReason, Waker};
+pub use coroutine::{
+    in_coroutine, park, yield_now, Body, CoroutineId, TaskRef, Wait, Waiting, WakeReason, Waker,
+};
 pub use scheduler::{
-    current_stats, current_task, default_runtime, init_default_runtime, spawn,
-    started_default_runtime, Config, Runtime, SpawnOptions, Stats, DEFAULT_STACK_SIZE, WORKERS_ENV,
+    current_dump, current_stats, current_task, default_runtime, init_default_runtime, spawn,
+    started_default_runtime, Config, CoroutineDump, CoroutineState, Dump, Runtime, SpawnOptions,
+    Stats, DEFAULT_BLOCKED_THRESHOLD, DEFAULT_STACK_SIZE, DUMP_SIGNAL_ENV, WORKERS_ENV,
 };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 
 use coroutines_runtime::sync::Latch;
-use coroutines_runtime::Body;
+use coroutines_runtime::{Body, CoroutineId, Wait};
 
 use crate::Coroutine;
 
@@ -42,9 +42,9 @@ impl<T> Packet<T> {
         }
     }
 
-    /// Waits for the result and takes it.
-    fn take(&self) -> thread::Result<T> {
-        self.done.wait();
+    /// Waits for the result of coroutine `id` and takes it.
+    fn take(&self, id: CoroutineId) -> thread::Result<T> {
+        self.done.wait_for(Wait::Join(id));
         // SAFETY: `done` is set, so the write has happened and nobody else
         // reads: the only reader is the join handle, consumed by `join`.
         unsafe { (*self.result.get()).take() }.expect("a coroutine's result is taken once")
@@ -149,7 +149,7 @@ impl<T> JoinHandle<T> {
     /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"oops"));
     /// ```
     pub fn join(self) -> thread::Result<T> {
-        self.spawned.packet().take()
+        self.spawned.packet().take(self.coroutine.id())
     }
 
     /// Returns whether the coroutine has finished, without blocking.

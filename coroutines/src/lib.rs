@@ -26,7 +26,9 @@ pub mod runtime;
 pub use builder::Builder;
 pub use coroutine::{current, try_current, Coroutine};
 pub use coroutines_macros::{main, test};
-pub use coroutines_runtime::{CoroutineId, Stats};
+pub use coroutines_runtime::{
+    CoroutineDump, CoroutineId, CoroutineState, Dump, Stats, Wait, Waiting,
+};
 pub use join::JoinHandle;
 pub use runtime::Runtime;
 
@@ -122,6 +124,35 @@ pub fn stats() -> Stats {
     coroutines_runtime::current_stats()
         .or_else(|| coroutines_runtime::started_default_runtime().map(|rt| rt.stats()))
         .unwrap_or_default()
+}
+
+/// Returns every live coroutine of the caller's runtime and where it is:
+/// running, runnable, or parked (and on what, for how long). The
+/// coroutine's runtime inside a coroutine, else the process-wide one
+/// (empty if it has not started). Print it to see a stuck program's
+/// state; setting `COROUTINES_DUMP_SIGNAL=USR1` prints it on `kill -USR1`.
+///
+/// # Examples
+/// ```
+/// let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
+/// let dump = runtime.block_on(|| {
+///     let sleeper = coroutines::Builder::new()
+///         .name("sleeper".into())
+///         .spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)))
+///         .unwrap();
+///     std::thread::sleep(std::time::Duration::from_millis(20));
+///     let dump = coroutines::dump();
+///     sleeper.join().unwrap();
+///     dump
+/// });
+/// let text = dump.to_string();
+/// assert!(text.contains("'sleeper' on worker 0: parked"), "{text}");
+/// assert!(text.contains("sleeping"), "{text}");
+/// ```
+pub fn dump() -> Dump {
+    coroutines_runtime::current_dump()
+        .or_else(|| coroutines_runtime::started_default_runtime().map(|rt| rt.dump()))
+        .unwrap_or_else(Dump::empty)
 }
 
 #[doc(hidden)]

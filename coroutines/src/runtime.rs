@@ -106,6 +106,18 @@ impl Runtime {
         self.inner.workers()
     }
 
+    /// Returns every live coroutine of this runtime and where it is; see
+    /// [`crate::dump`].
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
+    /// assert!(runtime.dump().coroutines.is_empty());
+    /// ```
+    pub fn dump(&self) -> crate::Dump {
+        self.inner.dump()
+    }
+
     /// Returns a snapshot of this runtime's counters.
     ///
     /// # Examples
@@ -220,6 +232,42 @@ impl Builder {
     /// ```
     pub fn thread_identity(mut self, enabled: bool) -> Builder {
         self.config.thread_identity = Some(enabled);
+        self
+    }
+
+    /// Sets how long a worker may run one coroutine without switching while
+    /// others wait behind it (20 ms if unset). After that, the runtime
+    /// moves the waiting coroutines to other workers (starting a spare
+    /// worker if every worker is held up this way) and warns on stderr.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let runtime = coroutines::Runtime::builder()
+    ///     .blocked_worker_threshold(Duration::from_millis(50))
+    ///     .build()
+    ///     .unwrap();
+    /// runtime.block_on(|| ());
+    /// ```
+    pub fn blocked_worker_threshold(mut self, threshold: std::time::Duration) -> Builder {
+        self.config.blocked_threshold = Some(threshold);
+        self
+    }
+
+    /// Turns the warning of a blocked worker on stderr off (or on). The
+    /// runtime still moves the waiting coroutines, and counts the incident
+    /// in [`Stats::blocked_workers`].
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder()
+    ///     .blocked_worker_warnings(false)
+    ///     .build()
+    ///     .unwrap();
+    /// runtime.block_on(|| ());
+    /// ```
+    pub fn blocked_worker_warnings(mut self, enabled: bool) -> Builder {
+        self.config.blocked_warnings = Some(enabled);
         self
     }
 

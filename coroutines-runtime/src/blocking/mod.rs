@@ -42,7 +42,7 @@ where
     // stays valid until it has run.
     let job: pool::Job = unsafe { core::mem::transmute(job) };
     pool.submit(job);
-    outcome.done.wait();
+    outcome.done.wait_for(crate::coroutine::Wait::Pool);
     let result = outcome.value.lock().take();
     match result.expect("the job set its result before the latch") {
         Ok(value) => value,

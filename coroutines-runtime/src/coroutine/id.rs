@@ -16,6 +16,11 @@ impl CoroutineId {
         CoroutineId(NonZeroU64::new(id).expect("coroutine ids never wrap a u64"))
     }
 
+    /// The id numbered `n`, if `n` is not zero.
+    pub(crate) fn from_u64(n: u64) -> Option<CoroutineId> {
+        NonZeroU64::new(n).map(CoroutineId)
+    }
+
     /// Returns the identifier as a number, unique within the process.
     pub fn as_u64(&self) -> NonZeroU64 {
         self.0

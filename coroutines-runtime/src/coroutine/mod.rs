@@ -10,11 +10,13 @@ mod park;
 mod stack;
 pub(crate) mod switch;
 mod task;
+mod wait;
 
 pub use id::CoroutineId;
-pub(crate) use park::begin_park;
+pub(crate) use park::{begin_park, WAITING as PARKED};
 pub use park::{park, WakeReason, Waker};
 pub(crate) use stack::{words as stack_words, Gen, StackPool, Stacks};
 pub use switch::{in_coroutine, yield_now};
 pub use task::{Body, TaskRef};
 pub(crate) use task::{Lifecycle, Suspend, Task};
+pub use wait::{Wait, Waiting};

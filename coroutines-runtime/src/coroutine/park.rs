@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use super::switch;
 use super::task::{Suspend, Task};
+use super::wait::Wait;
 use crate::scheduler;
 
 /// The coroutine may still be woken by a waker of the current generation.
@@ -108,7 +109,7 @@ impl core::fmt::Debug for Waker {
 }
 
 /// Parks the current coroutine until a waker handed to `register` wakes it,
-/// or `deadline` passes.
+/// or `deadline` passes. `what` says what it waits for, for dumps.
 ///
 /// `register` runs on the worker after the coroutine has switched away; it
 /// must publish the waker where the event's source will find it, and must
@@ -118,8 +119,9 @@ impl core::fmt::Debug for Waker {
 ///
 /// # Panics
 /// Outside a coroutine.
-pub fn park(deadline: Option<Instant>, register: impl FnOnce(Waker)) -> WakeReason {
+pub fn park(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker)) -> WakeReason {
     let task = switch::current().expect("park called outside a coroutine");
+    task.waiting.note(what, deadline);
     let mut register = Some(register);
     let mut call = |waker: Waker| {
         if let Some(register) = register.take() {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::id::CoroutineId;
 use super::park::Waker;
 use super::stack::Gen;
+use super::wait::WaitRecord;
 use crate::identity::ThreadBlock;
 use crate::scheduler::Shared;
 
@@ -69,6 +70,8 @@ pub(crate) struct Task {
     lifecycle: AtomicU8,
     /// The park word; see `park.rs`.
     pub(crate) park: AtomicU64,
+    /// What its last park waits for, for dumps.
+    pub(crate) waiting: WaitRecord,
     /// Its place in the runtime's registry while started.
     pub(crate) slot: AtomicU64,
     /// Requested stack size in bytes.
@@ -106,6 +109,7 @@ impl Task {
             home: AtomicUsize::new(0),
             lifecycle: AtomicU8::new(Lifecycle::New as u8),
             park: AtomicU64::new(0),
+            waiting: WaitRecord::default(),
             slot: AtomicU64::new(0),
             stack_bytes,
             body,

@@ -8,7 +8,7 @@ use libc::c_int;
 
 use super::bucket::Bucket;
 use super::queue::Node;
-use crate::coroutine::{self, WakeReason};
+use crate::coroutine::{self, Wait, WakeReason};
 
 /// Parks the running coroutine while `word` holds `expected`, until a
 /// [`wake`](super::wake) on the word's address or `deadline`.
@@ -39,7 +39,7 @@ pub(crate) fn wait(
     // unlinked: by a waker before it wakes us, or below.
     let node = UnsafeCell::new(Node::new(addr));
     let differed = Cell::new(false);
-    let reason = coroutine::park(deadline, |waker| {
+    let reason = coroutine::park(deadline, Wait::Futex, |waker| {
         // On the worker, after the switch: from here on a wake can only
         // schedule the coroutine, never resume it under our feet.
         let mut queue = bucket.lock();

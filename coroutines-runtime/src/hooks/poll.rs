@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, fd_set, nfds_t, pollfd, sigset_t, timeval};
 
-use crate::coroutine::{self, in_coroutine};
+use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fds, FdWait, Outcome};
 use crate::sys::{c_result, ppoll_masked, read_timespec, syscall, timespec, SIGSET_BYTES};
@@ -46,7 +46,7 @@ fn parked_until(
         }
         if waits.is_empty() {
             // Nothing to wait on: a plain timeout, or for ever.
-            coroutine::park(deadline, drop);
+            coroutine::park(deadline, Wait::Sleep, drop);
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return ready();
             }
@@ -59,7 +59,8 @@ fn parked_until(
                 // Descriptors epoll refuses are always ready for the
                 // kernel, so `ready()` reported them: unreachable in
                 // practice; wait out the timeout in steps.
-                coroutine::park(Some(Instant::now() + Duration::from_millis(1)), drop);
+                let step = Instant::now() + Duration::from_millis(1);
+                coroutine::park(Some(step), Wait::Fds, drop);
             }
         }
     }

@@ -8,7 +8,7 @@ use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use super::descriptor::{self, Kind};
 use super::driver::{blocking_io, on_created, poll_one, ready_now, Call, Len, Nonblock};
 use super::iov;
-use crate::coroutine::{self, in_coroutine};
+use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::{Interest, FD_TABLE};
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::sys::{c_result, syscall};
@@ -321,7 +321,8 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
                     Some(deadline) => retry.min(deadline.saturating_duration_since(Instant::now())),
                     None => retry,
                 };
-                coroutine::park(Some(Instant::now() + pause), drop);
+                let what = Wait::Fd { fd, write: true };
+                coroutine::park(Some(Instant::now() + pause), what, drop);
                 retry = (retry * 2).min(LONGEST_RETRY);
             }
             ret => return ret,

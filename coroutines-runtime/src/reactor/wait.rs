@@ -6,7 +6,7 @@ use std::time::Instant;
 use libc::c_int;
 
 use super::fd_table::{self, FdEntry, Interest, FD_TABLE};
-use crate::coroutine::{park, WakeReason, Waker};
+use crate::coroutine::{park, Wait, WakeReason, Waker};
 use crate::{scheduler, sys};
 
 /// How a wait ended.
@@ -114,7 +114,14 @@ pub(crate) fn wait_fds(waits: &[FdWait], deadline: Option<Instant>) -> Outcome {
     if !any && deadline.is_none() {
         return Outcome::NotPollable;
     }
-    let reason = parked(deadline, |waker| {
+    let what = match waits {
+        [one] => Wait::Fd {
+            fd: one.fd,
+            write: one.interest == Interest::Write,
+        },
+        _ => Wait::Fds,
+    };
+    let reason = parked(deadline, what, |waker| {
         for wait in waits {
             wait.add(waker.clone());
         }
@@ -134,15 +141,15 @@ pub(crate) fn wait_fds(waits: &[FdWait], deadline: Option<Instant>) -> Outcome {
 /// Parks the current coroutine until `deadline`.
 pub(crate) fn sleep_until(deadline: Instant) {
     while Instant::now() < deadline {
-        parked(Some(deadline), drop);
+        parked(Some(deadline), Wait::Sleep, drop);
     }
 }
 
 /// Parks, keeping the caller's `errno`: other coroutines run on this thread
 /// meanwhile and may change it.
-fn parked(deadline: Option<Instant>, register: impl FnOnce(Waker)) -> WakeReason {
+fn parked(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker)) -> WakeReason {
     let saved = sys::errno();
-    let reason = park(deadline, register);
+    let reason = park(deadline, what, register);
     sys::set_errno(saved);
     reason
 }

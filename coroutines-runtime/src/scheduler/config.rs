@@ -1,6 +1,7 @@
 //! Runtime configuration and where its defaults come from.
 
 use std::io;
+use std::time::Duration;
 
 use crate::identity::Layout;
 
@@ -36,7 +37,17 @@ pub struct Config {
     /// Whether each coroutine gets its own thread identity; default `true`
     /// where start-up verification passes (see `identity`).
     pub thread_identity: Option<bool>,
+    /// How long a worker may run one coroutine while others wait behind it
+    /// before the monitor steps in; default [`DEFAULT_BLOCKED_THRESHOLD`].
+    pub blocked_threshold: Option<Duration>,
+    /// Whether the monitor says so on stderr; default `true`.
+    pub blocked_warnings: Option<bool>,
 }
+
+/// How long a worker may run one coroutine, without switching, while
+/// others wait behind it: twice Go's 10 ms preemption slice, so that
+/// ordinary bursts of computation go unremarked.
+pub const DEFAULT_BLOCKED_THRESHOLD: Duration = Duration::from_millis(20);
 
 /// A configuration with every default resolved.
 #[derive(Clone, Debug)]
@@ -47,6 +58,8 @@ pub(crate) struct Resolved {
     pub(crate) blocking_threads: usize,
     /// The verified layout when coroutines get their own identities.
     pub(crate) identity: Option<&'static Layout>,
+    pub(crate) blocked_threshold: Duration,
+    pub(crate) blocked_warnings: bool,
 }
 
 impl Config {
@@ -84,6 +97,8 @@ impl Config {
             stack_size,
             blocking_threads,
             identity,
+            blocked_threshold: self.blocked_threshold.unwrap_or(DEFAULT_BLOCKED_THRESHOLD),
+            blocked_warnings: self.blocked_warnings.unwrap_or(true),
         })
     }
 }

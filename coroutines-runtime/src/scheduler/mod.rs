@@ -7,7 +7,9 @@
 //! injector. Idle workers sleep in their reactor and are woken through it.
 
 mod config;
+mod dump;
 mod fork;
+mod monitor;
 mod registry;
 mod runtime;
 mod stats;
@@ -18,20 +20,22 @@ use std::sync::Arc;
 
 use crossbeam_deque::Injector;
 
-pub use config::{Config, DEFAULT_STACK_SIZE, WORKERS_ENV};
+pub use config::{Config, DEFAULT_BLOCKED_THRESHOLD, DEFAULT_STACK_SIZE, WORKERS_ENV};
 pub(crate) use config::{Resolved, STACK_POOL_CAPACITY};
+pub use dump::{CoroutineDump, CoroutineState, Dump, DUMP_SIGNAL_ENV};
 pub(crate) use fork::in_forked_child;
 pub(crate) use registry::Registry;
 pub use runtime::{
-    current_stats, current_task, default_runtime, init_default_runtime, spawn,
+    current_dump, current_stats, current_task, default_runtime, init_default_runtime, spawn,
     started_default_runtime, Runtime, SpawnOptions,
 };
 pub(crate) use stats::Counters;
 pub use stats::Stats;
-pub(crate) use worker::{Local, WorkerShared};
+pub(crate) use worker::{Local, Queues, WorkerShared};
 
 use crate::coroutine::{switch, Task};
 use crate::reactor::Poller;
+use crate::sync::SpinLock;
 
 /// State shared by a runtime's workers and handles.
 pub(crate) struct Shared {
@@ -44,6 +48,45 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Helper threads for calls that block inside libc.
     pub(crate) blocking: Arc<crate::blocking::Pool>,
+    /// What the workers tell the blocked-worker monitor.
+    pub(crate) monitor: monitor::Monitor,
+    /// The queues of the spare workers (after the configured ones in
+    /// `workers`) that have not started, and the threads of those that
+    /// have.
+    pub(crate) spares: SpinLock<Spares>,
+}
+
+/// The spare workers' queues until they start, and their threads after.
+#[derive(Default)]
+pub(crate) struct Spares {
+    pub(crate) queues: Vec<Option<Queues>>,
+    pub(crate) threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Starts spare worker `index` of `shared` if it has not started; returns
+/// whether it started now.
+pub(crate) fn start_spare(shared: &Arc<Shared>, index: usize) -> bool {
+    let mut spares = shared.spares.lock();
+    let Some(queues) = spares.queues[index - shared.config.workers].take() else {
+        shared.workers[index].try_notify();
+        return false;
+    };
+    let worker_shared = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("coroutines-spare-{index}"))
+        .spawn(move || worker::run(worker_shared, index, queues));
+    match thread {
+        Ok(thread) => {
+            spares.threads.push(thread);
+            true
+        }
+        // The workers that are blocked stay so; the monitor tries again
+        // at its next look, and the warning has said what is wrong.
+        Err(_) => {
+            shared.workers[index].active.store(false, Ordering::Relaxed);
+            false
+        }
+    }
 }
 
 impl Shared {
@@ -78,7 +121,7 @@ impl Shared {
     pub(crate) fn notify_idle(&self) {
         fence(Ordering::SeqCst);
         for worker in self.workers.iter() {
-            if worker.try_notify() {
+            if worker.active.load(Ordering::Relaxed) && worker.try_notify() {
                 return;
             }
         }

@@ -1,12 +1,13 @@
-//! Every started coroutine of a runtime, so that none is lost at shutdown.
+//! Every live coroutine of a runtime, from its spawn to its end: so that
+//! none is lost at shutdown, and for dumps.
 
 use std::sync::Arc;
 
 use crate::coroutine::Task;
 use crate::sync::SpinLock;
 
-/// Started coroutines, sharded by the worker that started them so that a
-/// worker's inserts and removals do not contend with other workers.
+/// Live coroutines, sharded by the worker that spawned them so that a
+/// worker's inserts and removals mostly stay on its own shard.
 pub(crate) struct Registry {
     shards: Box<[SpinLock<Slab>]>,
 }
@@ -44,12 +45,22 @@ impl Registry {
         ((shard as u64) << 32) | index as u64
     }
 
+    /// Removes the task at `slot`; nothing if `drain` took it.
     pub(crate) fn remove(&self, slot: Slot) -> Option<Arc<Task>> {
         let (shard, index) = ((slot >> 32) as usize, (slot as u32) as usize);
         let mut slab = self.shards[shard].lock();
-        let task = slab.slots[index].take();
-        slab.free.push(index);
+        let task = slab.slots.get_mut(index)?.take();
+        if task.is_some() {
+            slab.free.push(index);
+        }
         task
+    }
+
+    /// Every registered task, each under its shard's lock.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Task>)) {
+        for shard in self.shards.iter() {
+            shard.lock().slots.iter().flatten().for_each(&mut f);
+        }
     }
 
     /// Removes and returns every registered task.

@@ -5,9 +5,9 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use crossbeam_deque::{Injector, Worker};
+use crossbeam_deque::Injector;
 
-use super::{worker, Config, Counters, Registry, Shared, Stats, WorkerShared};
+use super::{worker, Config, Counters, Dump, Queues, Registry, Shared, Stats, WorkerShared};
 use crate::coroutine::{switch, Body, Task, TaskRef};
 use crate::reactor::Poller;
 use crate::sync::SpinLock;
@@ -49,27 +49,56 @@ impl Runtime {
     ) -> io::Result<Runtime> {
         let config = config.resolve(identity)?;
         super::fork::watch_forks();
-        let queues: Vec<Worker<Arc<Task>>> =
-            (0..config.workers).map(|_| Worker::new_fifo()).collect();
+        // The configured workers, then as many spares for the monitor.
+        let slots = 2 * config.workers;
+        let mut queues: Vec<Queues> = (0..slots).map(|_| Queues::new()).collect();
         let workers = queues
             .iter()
-            .map(|queue| Ok(WorkerShared::new(queue.stealer(), Poller::new()?)))
+            .enumerate()
+            .map(|(index, queues)| {
+                let active = index < config.workers;
+                Ok(WorkerShared::new(queues, Poller::new()?, active))
+            })
             .collect::<io::Result<Box<[_]>>>()?;
+        let spares = queues
+            .split_off(config.workers)
+            .into_iter()
+            .map(Some)
+            .collect();
         let shared = Arc::new(Shared {
-            registry: Registry::new(config.workers),
+            registry: Registry::new(slots),
             blocking: crate::blocking::Pool::new(config.blocking_threads),
             config,
             workers,
             injector: Injector::new(),
             shutdown: AtomicBool::new(false),
             counters: Counters::default(),
+            monitor: Default::default(),
+            spares: SpinLock::new(super::Spares {
+                queues: spares,
+                threads: Vec::new(),
+            }),
         });
-        let mut threads = Vec::with_capacity(queues.len());
-        for (index, queue) in queues.into_iter().enumerate() {
+        super::dump::register(&shared);
+        let mut threads = Vec::with_capacity(queues.len() + 1);
+        let monitor = shared.clone();
+        let started = std::thread::Builder::new()
+            .name("coroutines-monitor".into())
+            .spawn(move || super::monitor::run(monitor));
+        match started {
+            Ok(thread) => threads.push(thread),
+            Err(error) => {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!("could not start the runtime's monitor thread: {error}"),
+                ))
+            }
+        }
+        for (index, queues) in queues.into_iter().enumerate() {
             let worker_shared = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("coroutines-worker-{index}"))
-                .spawn(move || worker::run(worker_shared, index, queue));
+                .spawn(move || worker::run(worker_shared, index, queues));
             match thread {
                 Ok(thread) => threads.push(thread),
                 Err(error) => {
@@ -96,9 +125,9 @@ impl Runtime {
         spawn_into(&self.shared, options, body)
     }
 
-    /// The number of worker threads.
+    /// The number of worker threads (spare workers not counted).
     pub fn workers(&self) -> usize {
-        self.shared.workers.len()
+        self.shared.config.workers
     }
 
     /// Whether work stealing of started coroutines is on.
@@ -115,6 +144,16 @@ impl Runtime {
     pub fn stats(&self) -> Stats {
         stats_of(&self.shared)
     }
+
+    /// Every live coroutine and where it is.
+    pub fn dump(&self) -> Dump {
+        super::dump::dump(&self.shared)
+    }
+}
+
+/// The dump of the running coroutine's runtime, or `None` outside one.
+pub fn current_dump() -> Option<Dump> {
+    switch::current().map(|task| super::dump::dump(&task.shared))
 }
 
 /// Spawns into the running coroutine's runtime, or outside coroutines into
@@ -172,6 +211,9 @@ fn spawn_into(
     crate::coroutine::Stacks::check_room(stack_bytes)?;
     let name = options.name.map(String::into_boxed_str);
     let task = Arc::new(Task::new(shared.clone(), name, stack_bytes, body));
+    let shard = shared.current_local().map_or(0, |local| local.index);
+    let slot = shared.registry.insert(shard, task.clone());
+    task.slot.store(slot, Ordering::Relaxed);
     shared.submit(task.clone());
     Ok(TaskRef(task))
 }
@@ -184,13 +226,16 @@ fn stats_of(shared: &Shared) -> Stats {
     let spawned = load(&shared.counters.spawned);
     let ended = load(&shared.counters.finished) + load(&shared.counters.abandoned);
     Stats {
-        workers: shared.workers.len(),
+        workers: shared.config.workers,
         spawned,
         alive: spawned.saturating_sub(ended),
         context_switches: sum(|w| &w.counts.switches),
         migrations: load(&shared.counters.migrations),
         reactor_events: sum(|w| &w.counts.reactor_events),
         timeouts: sum(|w| &w.counts.timeouts),
+        blocked_workers: load(&shared.counters.blocked_workers),
+        moved_off_blocked: load(&shared.counters.moved),
+        spare_workers_started: load(&shared.counters.spares_started),
     }
 }
 
@@ -200,10 +245,15 @@ impl Drop for Runtime {
         for worker in self.shared.workers.iter() {
             worker.poller.notify();
         }
+        self.shared.monitor.ring();
         let inside = switch::current().is_some_and(|task| Arc::ptr_eq(&task.shared, &self.shared))
             || worker::current_local(&self.shared).is_some();
         if !inside {
-            let threads = core::mem::take(&mut *self.threads.lock());
+            let mut threads = core::mem::take(&mut *self.threads.lock());
+            // The monitor starts no spare once it has seen the shutdown,
+            // which it has once it is joined (it is the first thread).
+            let spares = core::mem::take(&mut self.shared.spares.lock().threads);
+            threads.extend(spares);
             for thread in threads {
                 let _ = thread.join();
             }

@@ -9,6 +9,12 @@ pub(crate) struct Counters {
     pub(crate) finished: AtomicU64,
     pub(crate) abandoned: AtomicU64,
     pub(crate) migrations: AtomicU64,
+    /// Incidents of a blocked worker (see `monitor`).
+    pub(crate) blocked_workers: AtomicU64,
+    /// Coroutines the monitor moved off blocked workers.
+    pub(crate) moved: AtomicU64,
+    /// Spare workers started.
+    pub(crate) spares_started: AtomicU64,
 }
 
 /// A snapshot of a runtime's counters.
@@ -32,6 +38,13 @@ pub struct Stats {
     pub reactor_events: u64,
     /// Parks ended by their deadline.
     pub timeouts: u64,
+    /// Times a worker ran one coroutine for longer than the blocked-worker
+    /// threshold while others waited behind it.
+    pub blocked_workers: u64,
+    /// Coroutines moved off blocked workers to run elsewhere.
+    pub moved_off_blocked: u64,
+    /// Spare workers started because every worker was blocked.
+    pub spare_workers_started: u64,
 }
 
 impl Counters {

@@ -3,7 +3,6 @@
 use core::cell::{Cell, RefCell};
 use core::ptr;
 use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,11 +30,40 @@ thread_local! {
     static WORKER: Cell<*const Local> = const { Cell::new(ptr::null()) };
 }
 
+/// A worker's two run queues, made with its `WorkerShared` and handed to
+/// its thread when it starts.
+pub(crate) struct Queues {
+    /// New coroutines (and, with work stealing, started ones): any worker
+    /// may take them.
+    pub(crate) queue: Worker<Arc<Task>>,
+    /// Started coroutines pinned to this worker, in run order: only the
+    /// monitor moves them (see `monitor`).
+    pub(crate) ready: Worker<Arc<Task>>,
+}
+
+impl Queues {
+    pub(crate) fn new() -> Queues {
+        Queues {
+            queue: Worker::new_fifo(),
+            ready: Worker::new_fifo(),
+        }
+    }
+}
+
 /// The part of a worker that other threads see.
 pub(crate) struct WorkerShared {
     pub(crate) stealer: Stealer<Arc<Task>>,
+    /// The other end of the ready queue, for the monitor.
+    pub(crate) ready: Stealer<Arc<Task>>,
     /// Started coroutines woken by other threads.
     pub(crate) inbox: Injector<Arc<Task>>,
+    /// The id of the coroutine running on the worker, 0 between runs; for
+    /// the monitor and dumps.
+    pub(crate) running: AtomicU64,
+    /// Whether the worker takes work that is not its own (the injector,
+    /// other workers' queues): always for the configured workers, only
+    /// while the monitor needs it for spare ones.
+    pub(crate) active: AtomicBool,
     pub(crate) poller: Poller,
     /// The worker is about to sleep, or sleeps, in its poller. Set only by
     /// the worker, after it has cleared `notified`, and cleared when it
@@ -62,16 +90,24 @@ pub(crate) struct WorkerShared {
 }
 
 impl WorkerShared {
-    pub(crate) fn new(stealer: Stealer<Arc<Task>>, poller: Poller) -> WorkerShared {
+    pub(crate) fn new(queues: &Queues, poller: Poller, active: bool) -> WorkerShared {
         WorkerShared {
-            stealer,
+            stealer: queues.queue.stealer(),
+            ready: queues.ready.stealer(),
             inbox: Injector::new(),
+            running: AtomicU64::new(0),
+            active: AtomicBool::new(active),
             poller,
             sleeping: AtomicBool::new(false),
             notified: AtomicBool::new(false),
             counts: WorkerCounts::default(),
             local: AtomicPtr::new(ptr::null_mut()),
         }
+    }
+
+    /// Whether it has coroutines queued that only it runs.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.stealer.is_empty() || !self.ready.is_empty() || !self.inbox.is_empty()
     }
 
     /// Wakes the worker if it sleeps and nobody has notified it yet. The
@@ -129,7 +165,7 @@ pub(crate) struct Local {
     /// Runnable coroutines any worker may take.
     pub(crate) queue: Worker<Arc<Task>>,
     /// Started coroutines pinned to this worker, in run order.
-    ready: RefCell<VecDeque<Arc<Task>>>,
+    ready: Worker<Arc<Task>>,
     pub(crate) timers: RefCell<Timers>,
     stacks: RefCell<StackPool>,
     tick: Cell<u32>,
@@ -143,18 +179,18 @@ impl Local {
         if stealing || task.lifecycle() == Lifecycle::New {
             self.queue.push(task);
         } else {
-            self.ready.borrow_mut().push_back(task);
+            self.ready.push(task);
         }
     }
 }
 
 /// Runs worker `index` of `shared` on the calling thread until shutdown.
-pub(crate) fn run(shared: Arc<Shared>, index: usize, queue: Worker<Arc<Task>>) {
+pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
     let local = Local {
         index,
         shared: Arc::as_ptr(&shared),
-        queue,
-        ready: RefCell::new(VecDeque::new()),
+        queue: queues.queue,
+        ready: queues.ready,
         timers: RefCell::new(Timers::new()),
         stacks: RefCell::new(StackPool::new(
             shared.config.stack_size,
@@ -166,6 +202,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queue: Worker<Arc<Task>>) {
     me.local
         .store(&local as *const Local as *mut Local, Ordering::Release);
     WORKER.with(|worker| worker.set(&local));
+    shared.monitor.worker_wakes();
 
     while !shared.shutdown.load(Ordering::Acquire) {
         match local.next_task(&shared) {
@@ -174,17 +211,13 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queue: Worker<Arc<Task>>) {
         }
     }
 
+    shared.monitor.worker_sleeps();
     WORKER.with(|worker| worker.set(ptr::null()));
     me.local.store(ptr::null_mut(), Ordering::Release);
     // Nothing will run what is still queued: fail their join handles.
-    while let Some(task) = local.queue.pop() {
+    while let Some(task) = local.queue.pop().or_else(|| local.ready.pop()) {
         task.abandon();
     }
-    local
-        .ready
-        .borrow_mut()
-        .drain(..)
-        .for_each(|task| task.abandon());
     while let Some(task) = me.inbox.steal().success() {
         task.abandon();
     }
@@ -201,10 +234,13 @@ impl Local {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
         let me = &shared.workers[self.index];
+        let active = me.active.load(Ordering::Relaxed);
         if tick.is_multiple_of(MAINTENANCE_INTERVAL) {
             self.poll_reactor(false);
-            if let Some(task) = steal_one(|| shared.injector.steal_batch_and_pop(&self.queue)) {
-                return Some(task);
+            if active {
+                if let Some(task) = steal_one(|| shared.injector.steal_batch_and_pop(&self.queue)) {
+                    return Some(task);
+                }
             }
         }
         // `is_empty` is plain loads; `steal` on an empty injector costs a
@@ -215,7 +251,7 @@ impl Local {
             }
         }
         let fairness = tick % MAINTENANCE_INTERVAL == 1;
-        let ready = || self.ready.borrow_mut().pop_front();
+        let ready = || self.ready.pop();
         // New coroutines before woken ones keeps run order FIFO for
         // coroutines that yield to each other; every interval the ready
         // queue goes first, so a stream of spawns cannot starve it.
@@ -224,6 +260,9 @@ impl Local {
         } else {
             self.queue.pop().or_else(ready)
         };
+        if !active {
+            return local;
+        }
         local
             .or_else(|| steal_one(|| shared.injector.steal_batch_and_pop(&self.queue)))
             .or_else(|| self.steal_from_others(shared))
@@ -245,13 +284,15 @@ impl Local {
     }
 
     fn has_work(&self, shared: &Shared) -> bool {
-        !self.queue.is_empty()
-            || !self.ready.borrow().is_empty()
-            || !shared.workers[self.index].inbox.is_empty()
-            || !shared.injector.is_empty()
-            || shared.workers.iter().any(|w| {
-                !w.stealer.is_empty() || (shared.config.work_stealing && !w.inbox.is_empty())
-            })
+        let me = &shared.workers[self.index];
+        if !self.queue.is_empty() || !self.ready.is_empty() || !me.inbox.is_empty() {
+            return true;
+        }
+        me.active.load(Ordering::Relaxed)
+            && (!shared.injector.is_empty()
+                || shared.workers.iter().any(|w| {
+                    !w.stealer.is_empty() || (shared.config.work_stealing && !w.inbox.is_empty())
+                }))
     }
 
     fn run_task(&self, shared: &Shared, task: Arc<Task>) {
@@ -278,11 +319,14 @@ impl Local {
         // SAFETY: this worker owns the task while it runs it.
         let slot = unsafe { task.generator() };
         let generator = slot.as_mut().expect("a started coroutine has a generator");
+        let me = &shared.workers[self.index];
+        me.running.store(task.id.as_u64().get(), Ordering::Relaxed);
         switch::run(&task, generator);
         if super::in_forked_child() {
             super::fork::end_of_child();
         }
-        WorkerCounts::add(&shared.workers[self.index].counts.switches, 1);
+        me.running.store(0, Ordering::Relaxed);
+        WorkerCounts::add(&me.counts.switches, 1);
 
         // SAFETY: the coroutine has switched away; this worker owns it.
         match unsafe { task.take_suspend() } {
@@ -309,8 +353,8 @@ impl Local {
         let this = TaskPtr(Arc::as_ptr(task));
         let generator = self.stacks.borrow_mut().get(task.stack_bytes, move || {
             let this = this;
-            // SAFETY: a started task outlives its generator: the registry
-            // holds it until the generator is done.
+            // SAFETY: a task outlives its generator: the registry holds it
+            // from its spawn until the generator is done.
             switch::body(unsafe { &*this.0 })
         });
         let generator =
@@ -319,8 +363,6 @@ impl Local {
             Ok(mut generator) => {
                 generator.set_local_data(Arc::as_ptr(task) as *mut u8);
                 task.home.store(self.index, Ordering::Relaxed);
-                let slot = shared.registry.insert(self.index, task.clone());
-                task.slot.store(slot, Ordering::Relaxed);
                 // SAFETY: as above.
                 *unsafe { task.generator() } = Some(generator);
                 task.set_lifecycle(Lifecycle::Started);
@@ -328,6 +370,7 @@ impl Local {
             }
             Err(error) => {
                 task.set_lifecycle(Lifecycle::Done);
+                shared.registry.remove(task.slot.load(Ordering::Relaxed));
                 shared.counters.finished.fetch_add(1, Ordering::Relaxed);
                 task.body.fail(Box::new(error.to_string()));
                 false
@@ -432,7 +475,9 @@ impl Local {
         // `sleeping` and notifies, or this check sees its work.
         fence(Ordering::SeqCst);
         if !self.has_work(shared) && !shared.shutdown.load(Ordering::Acquire) {
+            shared.monitor.worker_sleeps();
             self.poll_reactor(true);
+            shared.monitor.worker_wakes();
         } else {
             self.fire_timers();
         }

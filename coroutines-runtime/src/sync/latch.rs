@@ -3,7 +3,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::SpinLock;
-use crate::coroutine::{self, Waker};
+use crate::coroutine::{self, Wait, Waker};
 use crate::sys;
 
 /// Not set; nobody sleeps in the kernel on it.
@@ -54,12 +54,18 @@ impl Latch {
     /// Blocks the current coroutine or thread until the latch is set.
     /// At most one coroutine may wait at a time.
     pub fn wait(&self) {
+        self.wait_for(Wait::Other);
+    }
+
+    /// As [`wait`](Self::wait); `what` says what the latch stands for, for
+    /// dumps of a parked coroutine.
+    pub fn wait_for(&self, what: Wait) {
         if self.is_set() {
             return;
         }
         if coroutine::in_coroutine() {
             while !self.is_set() {
-                coroutine::park(None, |waker| {
+                coroutine::park(None, what, |waker| {
                     let mut waiter = self.waiter.lock();
                     // Checked under the lock that `set` takes after storing
                     // SET, so the wake-up cannot be missed.

@@ -100,6 +100,19 @@ pub(crate) fn futex_wake(word: &core::sync::atomic::AtomicU32, count: i32) -> is
     )
 }
 
+/// Writes all of `bytes` to `fd` (a blocking descriptor), bypassing the hook
+/// layer; stops at the first error.
+pub(crate) fn write_all(fd: c_int, mut bytes: &[u8]) -> Result<(), c_int> {
+    while !bytes.is_empty() {
+        let n = check(raw(
+            libc::SYS_write,
+            [fd as usize, bytes.as_ptr() as usize, bytes.len(), 0, 0, 0],
+        ))?;
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
 /// Closes a descriptor the runtime owns.
 pub(crate) fn close(fd: c_int) {
     let _ = raw(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]);

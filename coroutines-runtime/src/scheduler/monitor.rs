@@ -1,0 +1,246 @@
+//! The blocked-worker monitor: notices a worker that keeps running one
+//! coroutine while others wait behind it, says so once, and keeps the
+//! program going.
+//!
+//! A thread per runtime looks at every worker each `TICK` while any worker
+//! is awake, and sleeps (on a futex, no periodic wake-ups) while all of
+//! them sleep. A worker that has run the same coroutine, without
+//! switching, for the threshold (20 ms by default) while coroutines are
+//! queued behind it is *blocked*: it computes, or a call the hooks cannot
+//! see blocks it. Then the monitor
+//! - moves the coroutines of its queues that never ran to the runtime's
+//!   injector, where other workers take them; started ones too where
+//!   moving them is sound (each coroutine has its own thread identity, or
+//!   the runtime steals work);
+//! - if every worker is blocked, wakes a spare worker (one per configured
+//!   worker at most, started on first need) to run them, and lets it rest
+//!   again once no worker is blocked: Go's hand-off of a blocked thread's
+//!   work;
+//! - prints one warning per incident on stderr, naming the coroutine, its
+//!   worker and how long, and counts it in `Stats`.
+
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_deque::{Steal, Stealer};
+
+use super::{worker, Shared};
+use crate::coroutine::Task;
+use crate::sys;
+
+/// How often the monitor looks while workers are awake.
+const TICK: Duration = Duration::from_millis(5);
+
+/// What the workers tell the monitor.
+#[derive(Default)]
+pub(crate) struct Monitor {
+    /// Workers not asleep in their poller; the monitor sleeps while none is.
+    awake: AtomicUsize,
+    /// The monitor sleeps on this word; waking it bumps it first.
+    bell: AtomicU32,
+}
+
+impl Monitor {
+    /// A worker comes out of its sleep.
+    pub(crate) fn worker_wakes(&self) {
+        if self.awake.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.ring();
+        }
+    }
+
+    /// A worker goes to sleep.
+    pub(crate) fn worker_sleeps(&self) {
+        self.awake.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Wakes the monitor (to look, or at shutdown to leave).
+    pub(crate) fn ring(&self) {
+        self.bell.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(&self.bell, 1);
+    }
+}
+
+/// What the monitor last saw of one worker.
+#[derive(Clone, Copy)]
+struct Seen {
+    switches: u64,
+    running: u64,
+    since: Instant,
+    /// The current incident was reported.
+    reported: bool,
+}
+
+/// The monitor thread of `shared`'s runtime, until it shuts down.
+pub(crate) fn run(shared: Arc<Shared>) {
+    let now = Instant::now();
+    let mut seen = vec![
+        Seen {
+            switches: 0,
+            running: 0,
+            since: now,
+            reported: false,
+        };
+        shared.workers.len()
+    ];
+    let monitor = &shared.monitor;
+    while !shared.shutdown.load(Ordering::Acquire) {
+        let bell = monitor.bell.load(Ordering::SeqCst);
+        if monitor.awake.load(Ordering::SeqCst) == 0 {
+            sys::futex_wait(&monitor.bell, bell);
+            continue;
+        }
+        std::thread::sleep(TICK);
+        look(&shared, &mut seen);
+    }
+}
+
+/// One look at every worker.
+fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
+    let now = Instant::now();
+    let threshold = shared.config.blocked_threshold;
+    let mut blocked = Vec::new();
+    for (index, (worker, seen)) in shared.workers.iter().zip(seen.iter_mut()).enumerate() {
+        let switches = worker.counts.switches.load(Ordering::Relaxed);
+        let running = worker.running.load(Ordering::Relaxed);
+        if running == 0 || switches != seen.switches || running != seen.running {
+            *seen = Seen {
+                switches,
+                running,
+                since: now,
+                reported: false,
+            };
+        } else if now - seen.since >= threshold {
+            blocked.push(index);
+        }
+    }
+    let active = |w: &worker::WorkerShared| w.active.load(Ordering::Relaxed);
+    let all_blocked = shared
+        .workers
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| active(w))
+        .all(|(index, _)| blocked.contains(&index));
+    let mut moved = 0;
+    for &index in &blocked {
+        let worker = &shared.workers[index];
+        let waiting = worker.has_queued() || (all_blocked && !shared.injector.is_empty());
+        if !waiting {
+            continue;
+        }
+        let here = move_queued(shared, worker);
+        moved += here;
+        let seen = &mut seen[index];
+        if !seen.reported {
+            seen.reported = true;
+            shared
+                .counters
+                .blocked_workers
+                .fetch_add(1, Ordering::Relaxed);
+            if shared.config.blocked_warnings {
+                warn(shared, index, seen.running, now - seen.since, here);
+            }
+        }
+    }
+    if blocked.is_empty() {
+        rest_spares(shared);
+        return;
+    }
+    if moved == 0 && shared.injector.is_empty() {
+        return;
+    }
+    if all_blocked {
+        wake_spare(shared);
+    }
+    shared.counters.moved.fetch_add(moved, Ordering::Relaxed);
+    shared.notify_idle();
+}
+
+/// Moves what `worker` has queued and others may run to the injector;
+/// returns how many coroutines moved.
+fn move_queued(shared: &Shared, worker: &worker::WorkerShared) -> u64 {
+    // Started coroutines may run elsewhere only with their own thread
+    // identity (or where the user allowed moving them): code on their
+    // stacks may hold addresses of their worker's thread-locals.
+    let movable = shared.config.identity.is_some() || shared.config.work_stealing;
+    let mut moved = drain(&worker.stealer, shared);
+    if movable {
+        moved += drain(&worker.ready, shared);
+        loop {
+            match worker.inbox.steal() {
+                Steal::Success(task) => {
+                    shared.injector.push(task);
+                    moved += 1;
+                }
+                Steal::Empty => break,
+                Steal::Retry => {}
+            }
+        }
+    }
+    moved
+}
+
+fn drain(stealer: &Stealer<Arc<Task>>, shared: &Shared) -> u64 {
+    let mut moved = 0;
+    loop {
+        match stealer.steal() {
+            Steal::Success(task) => {
+                shared.injector.push(task);
+                moved += 1;
+            }
+            Steal::Empty => return moved,
+            Steal::Retry => {}
+        }
+    }
+}
+
+/// Makes a spare worker take work: a resting one, or a new one while
+/// there are fewer than configured workers.
+fn wake_spare(shared: &Arc<Shared>) {
+    let spares = &shared.workers[shared.config.workers..];
+    if let Some(spare) = spares.iter().find(|w| !w.active.load(Ordering::Relaxed)) {
+        let index = shared.config.workers
+            + spares
+                .iter()
+                .position(|w| core::ptr::eq(w, spare))
+                .expect("found among the spares");
+        spare.active.store(true, Ordering::SeqCst);
+        if super::start_spare(shared, index) {
+            shared
+                .counters
+                .spares_started
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// No worker is blocked: the spares stop taking new work. (They go on
+/// running the coroutines that started on them, and sleep when idle.)
+fn rest_spares(shared: &Shared) {
+    for spare in &shared.workers[shared.config.workers..] {
+        spare.active.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The warning of one incident.
+fn warn(shared: &Shared, worker: usize, running: u64, how_long: Duration, moved: u64) {
+    let mut who = format!("coroutine {running}");
+    shared.registry.for_each(|task| {
+        if task.id.as_u64().get() == running {
+            if let Some(name) = &task.name {
+                who = format!("coroutine {running} ('{name}')");
+            }
+        }
+    });
+    let moved = match moved {
+        0 => String::new(),
+        n => format!("; {n} coroutines queued behind it were moved to other workers"),
+    };
+    eprintln!(
+        "coroutines: worker {worker} has been running {who} for {how_long:.0?} without \
+         switching{moved}. A coroutine that computes for long should call \
+         coroutines::yield_now() now and then, and a blocking call the runtime cannot \
+         see (a C library's) belongs in coroutines::spawn_blocking. (Silence this with \
+         Runtime::builder().blocked_worker_warnings(false).)"
+    );
+}
