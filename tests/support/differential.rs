@@ -124,7 +124,7 @@ where
 /// does not finish within [`LIMIT`] fails the test (the case itself is then
 /// wrong: a plain thread is the reference).
 #[track_caller]
-fn on_plain_thread<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn on_plain_thread<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (done, finished) = mpsc::channel();
     thread::Builder::new()
         .name(format!("reference: {what}"))
@@ -158,10 +158,11 @@ pub enum Ended {
 /// As [`differential`], with each side in a child process (the test binary
 /// re-run for the calling test only), so that a side that crashes the
 /// process is a result ([`Ended::Killed`]) rather than the end of the test
-/// run. Call it from the test function itself: the children find the case
-/// by the test's name.
+/// run. Returns how the thread's side ended (in a child process: the value
+/// is only printed, and the return value means nothing). Call it from the
+/// test function itself: the children find the case by the test's name.
 #[track_caller]
-pub fn isolated<T, F>(case: F)
+pub fn isolated<T, F>(case: F) -> Ended
 where
     T: Debug + Send + 'static,
     F: Fn(Side) -> T + Send + Sync + 'static,
@@ -179,8 +180,9 @@ where
                 watchdog(&test, LIMIT, 1, move || case(Side::Coroutine))
             }
         };
-        println!("{VALUE_MARK}{value:?}");
-        return;
+        // On a line of its own: the harness has started one already.
+        println!("\n{VALUE_MARK}{value:?}");
+        return Ended::Value(format!("{value:?}"));
     }
     let reference = run_side(&test, "thread");
     let coroutine = run_side(&test, "coroutine");
@@ -188,6 +190,7 @@ where
         coroutine, reference,
         "{test}: the coroutine (left) differs from the plain thread (right)"
     );
+    reference
 }
 
 /// Runs the test `test` alone in a child process on side `side`.
