@@ -33,8 +33,20 @@ const WATCHED_DATA_AT: Duration = Duration::from_millis(30);
 
 /// What the child does, with hooked calls only and no allocation: checks
 /// that it is not in a coroutine, sleeps, reads "ping" from `ping`, writes
-/// "pong" to `pong`; exits with a code saying which worked.
-fn child(ping: RawFd, pong: RawFd) -> ! {
+/// "pong" to `pong`; exits with a code saying which worked. Its output goes
+/// to `quiet`; `parent` is the process that forked it.
+fn child(ping: RawFd, pong: RawFd, quiet: RawFd, parent: libc::pid_t) -> ! {
+    // A child that hangs must neither outlive the test (killed when the
+    // thread that forked it ends) nor hold the harness's output open.
+    // SAFETY: prctl, getppid and dup2 on descriptors the child has.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        libc::dup2(quiet, libc::STDOUT_FILENO);
+        libc::dup2(quiet, libc::STDERR_FILENO);
+    }
     let mut code = CHILD_RAN;
     if !coroutines::in_coroutine() {
         code |= NOT_IN_COROUTINE;
@@ -126,11 +138,19 @@ fn a_forked_child_is_single_threaded_and_leaves_the_parent_alone() {
             bytes(&buf[..n])
         });
         thread::sleep(Duration::from_millis(50));
+        let quiet = std::fs::File::create("/dev/null").unwrap();
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         // SAFETY: the child runs `child` only, which ends in _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
         if pid == 0 {
-            child(ping_reader.as_raw_fd(), pong_writer.as_raw_fd());
+            child(
+                ping_reader.as_raw_fd(),
+                pong_writer.as_raw_fd(),
+                quiet.as_raw_fd(),
+                parent,
+            );
         }
         let writer = thread::spawn(move || {
             thread::sleep(WATCHED_DATA_AT);
@@ -146,8 +166,10 @@ fn a_forked_child_is_single_threaded_and_leaves_the_parent_alone() {
         }
         writer.join().unwrap();
         ping_writer.write_all(b"ping").unwrap();
-        let pong = read_within(pong_reader.as_raw_fd(), Duration::from_secs(2));
-        let child_exit = wait_child(pid, Duration::from_secs(3));
+        // Bounded well within the watchdog's limit, so that a child that
+        // hangs is killed and reaped here.
+        let pong = read_within(pong_reader.as_raw_fd(), Duration::from_secs(1));
+        let child_exit = wait_child(pid, Duration::from_secs(1));
         let deadline = Instant::now() + Duration::from_millis(500);
         while !party.is_finished() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
