@@ -471,7 +471,8 @@ fn abstract_address() -> net::SocketAddr {
 
 #[test]
 fn unix_connect_to_a_full_backlog_waits_for_the_server() {
-    let got = differential("unix connect to a full backlog", |_| {
+    let got = differential("unix connect to a full backlog", |side| {
+        let companion = Companion::start(side);
         let addr = abstract_address();
         let listener = UnixListener::bind_addr(&addr).unwrap();
         // Backlog 0: one queued connection fills it.
@@ -483,11 +484,12 @@ fn unix_connect_to_a_full_backlog_waits_for_the_server() {
             let first = listener.accept().unwrap();
             (listener, first)
         });
-        let got = timed(|| outcome(UnixStream::connect_addr(&addr).map(drop)));
+        let ((got, timing), others_kept_running) =
+            companion.during(|| timed(|| outcome(UnixStream::connect_addr(&addr).map(drop))));
         drop((server.join().unwrap(), queued));
-        got
+        (got, timing, others_kept_running)
     });
-    assert_eq!(got, (Ok(()), Timing::Waited));
+    assert_eq!(got, (Ok(()), Timing::Waited, true));
 }
 
 // ------------------------------------------------ item 8: accept on UDP

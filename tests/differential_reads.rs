@@ -10,6 +10,10 @@
 //!   `recvmsg` on TCP collects the whole buffer, and `SO_RCVTIMEO` bounds
 //!   the whole collection, not each chunk.
 //! - `SO_RCVLOWAT` (item 10): a read waits for the low-water mark.
+//!
+//! Where a call must wait, a `Companion` ticks beside the case: that it
+//! kept ticking is part of the result, so that a coroutine that waits by
+//! blocking its worker differs from the thread too.
 
 mod support;
 
@@ -241,7 +245,8 @@ fn udp_recv_waitall_returns_the_first_datagram() {
 
 #[test]
 fn tcp_recvmsg_waitall_collects_the_whole_buffer() {
-    let got = differential("recvmsg(MSG_WAITALL) on TCP", |_| {
+    let got = differential("recvmsg(MSG_WAITALL) on TCP", |side| {
+        let companion = Companion::start(side);
         let (mut writer, reader) = tcp_pair();
         writer.write_all(b"ab").unwrap();
         let late = after(WAIT, move || {
@@ -254,16 +259,22 @@ fn tcp_recvmsg_waitall_collects_the_whole_buffer() {
             iov_len: buf.len(),
         };
         // SAFETY: a zeroed msghdr is valid; `iov` and `buf` outlive the call.
-        let (n, timing) = timed(|| unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            c_outcome(libc::recvmsg(reader.as_raw_fd(), &mut msg, libc::MSG_WAITALL) as i64)
+        let ((n, timing), others_kept_running) = companion.during(|| {
+            timed(|| unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = &mut iov;
+                msg.msg_iovlen = 1;
+                c_outcome(libc::recvmsg(reader.as_raw_fd(), &mut msg, libc::MSG_WAITALL) as i64)
+            })
         });
         drop(late.join().unwrap());
-        (n.map(|n| bytes(&buf[..n as usize])), timing)
+        (
+            n.map(|n| bytes(&buf[..n as usize])),
+            timing,
+            others_kept_running,
+        )
     });
-    assert_eq!(got, (Ok(bytes(b"abcd")), Timing::Waited));
+    assert_eq!(got, (Ok(bytes(b"abcd")), Timing::Waited, true));
 }
 
 #[test]
@@ -272,7 +283,8 @@ fn waitall_receive_timeout_bounds_the_whole_receive() {
     // returns what it has when the timeout runs out, although more keeps
     // coming, each piece well within the timeout of the previous one.
     const PIECES: usize = 16;
-    let got = differential("recv(MSG_WAITALL) with SO_RCVTIMEO", |_| {
+    let got = differential("recv(MSG_WAITALL) with SO_RCVTIMEO", |side| {
+        let companion = Companion::start(side);
         let (mut writer, reader) = tcp_pair();
         writer.set_nodelay(true).unwrap();
         set_timeout_opt(
@@ -288,12 +300,14 @@ fn waitall_receive_timeout_bounds_the_whole_receive() {
             writer
         });
         let start = Instant::now();
-        let got = recv_once(reader.as_raw_fd(), libc::MSG_WAITALL);
+        let (got, others_kept_running) =
+            companion.during(|| recv_once(reader.as_raw_fd(), libc::MSG_WAITALL));
         let elapsed = start.elapsed();
         drop(trickle.join().unwrap());
         Collected {
             ended_before_the_trickle: elapsed < Duration::from_millis(50 * PIECES as u64 / 2),
             got_every_piece: got.map(|got| got.0.len() == PIECES),
+            others_kept_running,
         }
     });
     assert_eq!(
@@ -301,6 +315,7 @@ fn waitall_receive_timeout_bounds_the_whole_receive() {
         Collected {
             ended_before_the_trickle: true,
             got_every_piece: Ok(false),
+            others_kept_running: true,
         }
     );
 }
@@ -312,6 +327,8 @@ struct Collected {
     ended_before_the_trickle: bool,
     /// With all the pieces.
     got_every_piece: Result<bool, Errno>,
+    /// The case's companion kept running meanwhile (see `Companion`).
+    others_kept_running: bool,
 }
 
 #[test]
@@ -319,7 +336,8 @@ fn read_waits_for_the_receive_low_water_mark() {
     // With 5 bytes queued and SO_RCVLOWAT 10, a blocking read waits. (On
     // this kernel it takes the 5 bytes in and then waits for 10 *more*:
     // 5 late bytes would leave a thread blocked for ever, so 10 come.)
-    let got = differential("SO_RCVLOWAT", |_| {
+    let got = differential("SO_RCVLOWAT", |side| {
+        let companion = Companion::start(side);
         let (mut writer, reader) = tcp_pair();
         set_int_opt(reader.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, 10);
         writer.write_all(b"12345").unwrap();
@@ -327,11 +345,12 @@ fn read_waits_for_the_receive_low_water_mark() {
             writer.write_all(b"67890abcde").unwrap();
             writer
         });
-        let got = timed(|| read_once(reader.as_raw_fd()));
+        let ((got, timing), others_kept_running) =
+            companion.during(|| timed(|| read_once(reader.as_raw_fd())));
         drop(late.join().unwrap());
-        got
+        (got, timing, others_kept_running)
     });
-    assert_eq!(got, (Ok(bytes(b"1234567890abcde")), Timing::Waited));
+    assert_eq!(got, (Ok(bytes(b"1234567890abcde")), Timing::Waited, true));
 }
 
 /// A sanity check of the shape itself: a read that must wait for a peer

@@ -332,3 +332,65 @@ impl Debug for Bytes {
         write!(f, "b\"{shown}\"")
     }
 }
+
+/// A party that ticks about once a millisecond beside the case, as the
+/// case runs: a thread beside a thread, where it always keeps ticking, and
+/// a coroutine beside a coroutine, where it ticks only while the case's
+/// worker is free. So "it kept ticking while the call waited" is true on a
+/// thread, and in a coroutine says that the call parked rather than
+/// blocked its worker: comparable data, like the call's result.
+pub struct Companion {
+    ticks: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    party: Option<Party<()>>,
+}
+
+impl Companion {
+    pub fn start(side: Side) -> Companion {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let ticks = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let party = {
+            let (ticks, stop) = (ticks.clone(), stop.clone());
+            side.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(1));
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        // Let it start (in a coroutine, this parks the case).
+        thread::sleep(Duration::from_millis(2));
+        Companion {
+            ticks,
+            stop,
+            party: Some(party),
+        }
+    }
+
+    /// Runs `f`; its value, and whether the companion kept ticking
+    /// meanwhile: at least a quarter of the ticks a free thread makes, for
+    /// calls long enough to tell (20 ms or more).
+    pub fn during<T>(&self, f: impl FnOnce() -> T) -> (T, bool) {
+        use std::sync::atomic::Ordering;
+        let before = self.ticks.load(Ordering::Relaxed);
+        let start = Instant::now();
+        let value = f();
+        let elapsed = start.elapsed();
+        let ticked = self.ticks.load(Ordering::Relaxed) - before;
+        let kept_ticking =
+            elapsed < Duration::from_millis(20) || ticked * 4 >= elapsed.as_millis() as u64;
+        (value, kept_ticking)
+    }
+}
+
+impl Drop for Companion {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(party) = self.party.take() {
+            if !thread::panicking() {
+                party.join();
+            }
+        }
+    }
+}
