@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use coroutines::{JoinHandle, Runtime};
 
+pub mod differential;
+
 /// A bound generous enough for a loaded CI machine, for the futex and join
 /// tests; a missing hook blocks the worker forever, so only the order of
 /// magnitude matters.

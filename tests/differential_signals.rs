@@ -1,0 +1,340 @@
+//! Signal handlers that run while a coroutine is current, differentially
+//! ("also examine"). A handler interrupts whatever its thread runs; on a
+//! plain thread a sleep or a blocking read in it blocks the thread, and a
+//! close in it simply closes. In a coroutine the same must hold: a sleep
+//! or read in a handler must not park the interrupted coroutine inside
+//! the handler (letting other coroutines run on a thread whose interrupted
+//! code is in an arbitrary state), and a close in a handler must not spin
+//! on a lock the interrupted code holds.
+//!
+//! Each case delivers SIGUSR1 with `pthread_kill` to the thread the case
+//! runs on (in a coroutine: its worker) while the case spins or is parked.
+//! To see whether other code ran on that thread during the handler, the
+//! case's party bumps a thread-local counter: beside a thread it is another
+//! thread with its own counter, beside a coroutine it shares the worker's.
+//! Handlers are process-wide, so the tests of this file run one at a time
+//! (which also keeps the numbers of the descriptors they close from being
+//! taken by another test).
+
+mod support;
+
+use std::cell::Cell;
+use std::io::Write;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::differential::*;
+use support::*;
+
+/// Serialises the tests: each installs its own SIGUSR1 handler.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// How long a handler sleeps or waits for data.
+const IN_HANDLER: Duration = Duration::from_millis(20);
+
+/// When the signal comes, and how long the case spins or sleeps in all.
+const SIGNAL_AT: Duration = Duration::from_millis(50);
+const CASE_LENGTH: Duration = Duration::from_millis(200);
+
+thread_local! {
+    /// Bumped by the case's party on its own thread.
+    static PARTY_TICKS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// What the last handler saw; set by the handler, read by the case.
+static HANDLED: AtomicBool = AtomicBool::new(false);
+/// Whether the party ran on the handler's thread while the handler ran.
+static PARTY_RAN_MEANWHILE: AtomicBool = AtomicBool::new(false);
+/// The handler's call returned what it should (sleep: long enough; read:
+/// the bytes; close: 0).
+static CALL_OK: AtomicBool = AtomicBool::new(false);
+/// The descriptor the handler reads or closes.
+static HANDLER_FD: AtomicI32 = AtomicI32::new(-1);
+/// Descriptors the handler closed.
+static CLOSED: AtomicI64 = AtomicI64::new(0);
+
+/// Installs `handler` for SIGUSR1 (restarting interrupted calls) and
+/// clears what the last handler saw.
+fn install(handler: extern "C" fn(libc::c_int)) {
+    HANDLED.store(false, Ordering::SeqCst);
+    PARTY_RAN_MEANWHILE.store(false, Ordering::SeqCst);
+    CALL_OK.store(false, Ordering::SeqCst);
+    CLOSED.store(0, Ordering::SeqCst);
+    // SAFETY: a zeroed sigaction is valid; the handlers only use
+    // async-signal-safe calls, a thread-local without destructor and
+    // atomics.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = handler as usize;
+        act.sa_flags = libc::SA_RESTART;
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+/// Runs `call` in a handler and records whether the party ran on this
+/// thread meanwhile and whether the call did what it should.
+fn in_handler(call: impl FnOnce() -> bool) {
+    let before = PARTY_TICKS.with(Cell::get);
+    let ok = call();
+    CALL_OK.store(ok, Ordering::SeqCst);
+    PARTY_RAN_MEANWHILE.store(PARTY_TICKS.with(Cell::get) != before, Ordering::SeqCst);
+    HANDLED.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn sleeping_handler(_: libc::c_int) {
+    in_handler(|| {
+        let start = Instant::now();
+        thread::sleep(IN_HANDLER);
+        start.elapsed() >= IN_HANDLER
+    });
+}
+
+extern "C" fn reading_handler(_: libc::c_int) {
+    in_handler(|| {
+        let mut buf = [0u8; 8];
+        // SAFETY: a read into a live buffer.
+        let n = unsafe {
+            libc::read(
+                HANDLER_FD.load(Ordering::SeqCst),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        n == 4 && &buf[..4] == b"data"
+    });
+}
+
+/// What a case saw of its handler.
+#[derive(Debug, PartialEq)]
+struct Handled {
+    ran: bool,
+    call_ok: bool,
+    party_ran_meanwhile: bool,
+}
+
+fn handled() -> Handled {
+    Handled {
+        ran: HANDLED.load(Ordering::SeqCst),
+        call_ok: CALL_OK.load(Ordering::SeqCst),
+        party_ran_meanwhile: PARTY_RAN_MEANWHILE.load(Ordering::SeqCst),
+    }
+}
+
+const HANDLED_ALONE: Handled = Handled {
+    ran: true,
+    call_ok: true,
+    party_ran_meanwhile: false,
+};
+
+/// How the case's thread spends [`CASE_LENGTH`] while the signal comes.
+#[derive(Clone, Copy)]
+enum Busy {
+    /// Spinning without yielding: in a coroutine, it is current.
+    Spinning,
+    /// Sleeping: in a coroutine, parked.
+    Parked,
+}
+
+/// The shape of the handler cases: a party ticks beside the case; the
+/// case's own thread gets SIGUSR1 at [`SIGNAL_AT`] while it is `busy`.
+fn signalled_while(side: Side, busy: Busy) -> Handled {
+    let stop = Arc::new(AtomicBool::new(false));
+    let party = {
+        let stop = stop.clone();
+        side.spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                PARTY_TICKS.with(|ticks| ticks.set(ticks.get() + 1));
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(5));
+    // SAFETY: pthread_self has no preconditions.
+    let target = unsafe { libc::pthread_self() };
+    let signaller = after(SIGNAL_AT, move || {
+        // SAFETY: the target thread outlives the case.
+        unsafe { libc::pthread_kill(target, libc::SIGUSR1) }
+    });
+    match busy {
+        Busy::Spinning => {
+            let start = Instant::now();
+            while start.elapsed() < CASE_LENGTH {
+                std::hint::spin_loop();
+            }
+        }
+        Busy::Parked => thread::sleep(CASE_LENGTH),
+    }
+    assert_eq!(signaller.join().unwrap(), 0, "pthread_kill");
+    stop.store(true, Ordering::SeqCst);
+    party.join();
+    handled()
+}
+
+#[test]
+fn sleep_in_a_handler_interrupting_a_running_coroutine_blocks_the_thread() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let got = differential("sleep in a handler, running", |side| {
+        install(sleeping_handler);
+        signalled_while(side, Busy::Spinning)
+    });
+    assert_eq!(got, HANDLED_ALONE);
+}
+
+/// Passes today: with every coroutine parked, the worker is in the
+/// scheduler (no coroutine is current) when the signal comes.
+#[test]
+fn sleep_in_a_handler_interrupting_parked_coroutines_blocks_the_thread() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let got = differential("sleep in a handler, parked", |side| {
+        install(sleeping_handler);
+        signalled_while(side, Busy::Parked)
+    });
+    assert_eq!(got, HANDLED_ALONE);
+}
+
+/// Passes today: the data is there, so the hooked read does not park.
+#[test]
+fn read_in_a_handler_of_a_pipe_with_data() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let got = differential("read in a handler, data there", |side| {
+        install(reading_handler);
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(b"data").unwrap();
+        HANDLER_FD.store(reader.as_raw_fd(), Ordering::SeqCst);
+        signalled_while(side, Busy::Spinning)
+    });
+    assert_eq!(got, HANDLED_ALONE);
+}
+
+#[test]
+fn read_in_a_handler_waiting_for_data_blocks_the_thread() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let got = differential("read in a handler, data later", |side| {
+        install(reading_handler);
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        HANDLER_FD.store(reader.as_raw_fd(), Ordering::SeqCst);
+        let late = after(SIGNAL_AT + IN_HANDLER, move || {
+            writer.write_all(b"data").unwrap();
+            writer
+        });
+        let handled = signalled_while(side, Busy::Spinning);
+        drop((late.join().unwrap(), reader));
+        handled
+    });
+    assert_eq!(got, HANDLED_ALONE);
+}
+
+extern "C" fn closing_handler(_: libc::c_int) {
+    let fd = HANDLER_FD.swap(-1, Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: the descriptor was handed over to be closed, once.
+        if unsafe { libc::close(fd) } == 0 {
+            CLOSED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Whether a stress loop ran its course, and whether its handler closed
+/// descriptors at all.
+#[derive(Debug, PartialEq)]
+struct RanItsCourse {
+    finished: bool,
+    handler_closed_some: bool,
+}
+
+#[test]
+fn close_in_a_handler_interrupting_a_hooked_call_on_the_same_descriptor() {
+    // The case makes call after call on fresh sockets while a plain thread
+    // signals its thread every few microseconds; the handler closes the
+    // socket the case is using. Signals arrive as system calls return, and
+    // in a coroutine a first accept on a socket looks the socket up with a
+    // system call under the socket's lock in the runtime's table: a close
+    // there, in the handler, must not wait for that lock.
+    const BUDGET: Duration = Duration::from_secs(1);
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let got = differential("close in a handler, racing", move |_| {
+        install(closing_handler);
+        // SAFETY: pthread_self has no preconditions.
+        let target = unsafe { libc::pthread_self() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let signaller = {
+            let stop = stop.clone();
+            // Ends by itself too: a case that deadlocks never stops it.
+            thread::spawn(move || {
+                let start = Instant::now();
+                let mut random = 1u64;
+                while !stop.load(Ordering::SeqCst) && start.elapsed() < BUDGET * 2 {
+                    // SAFETY: the target thread outlives the signaller's
+                    // budget, or the case has deadlocked on it.
+                    unsafe { libc::pthread_kill(target, libc::SIGUSR1) };
+                    random = random
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let pause = Duration::from_nanos(2_000 + (random >> 33) % 20_000);
+                    let paused = Instant::now();
+                    while paused.elapsed() < pause {
+                        std::hint::spin_loop();
+                    }
+                }
+            })
+        };
+        let start = Instant::now();
+        while start.elapsed() < BUDGET {
+            let fd = raw_tcp_socket();
+            HANDLER_FD.store(fd, Ordering::SeqCst);
+            // Not listening: accept fails at once (EINVAL), or with EBADF
+            // once the handler has closed the socket.
+            // SAFETY: accept on a socket this loop owns, without address.
+            unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) };
+            if HANDLER_FD.swap(-1, Ordering::SeqCst) == fd {
+                // SAFETY: not closed by the handler: ours to close.
+                unsafe { libc::close(fd) };
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        signaller.join().unwrap();
+        RanItsCourse {
+            finished: true,
+            handler_closed_some: CLOSED.load(Ordering::SeqCst) > 0,
+        }
+    });
+    assert_eq!(
+        got,
+        RanItsCourse {
+            finished: true,
+            handler_closed_some: true,
+        }
+    );
+}
+
+/// Passes today: the parked reader wakes with EBADF, as a thread blocked
+/// in read does when its handler closed the descriptor (the restarted read
+/// finds it closed).
+#[test]
+fn close_in_a_handler_of_the_descriptor_a_parked_read_waits_on() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let got = differential("close in a handler, parked read", |_| {
+        install(closing_handler);
+        let (reader, _writer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = reader.into_raw_fd();
+        HANDLER_FD.store(fd, Ordering::SeqCst);
+        // SAFETY: pthread_self has no preconditions.
+        let target = unsafe { libc::pthread_self() };
+        let signaller = after(SIGNAL_AT, move || {
+            // SAFETY: the target thread outlives the case.
+            unsafe { libc::pthread_kill(target, libc::SIGUSR1) }
+        });
+        let mut buf = [0u8; 8];
+        // SAFETY: a read into a live buffer; the handler closes `fd`.
+        let got = c_outcome(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as i64);
+        signaller.join().unwrap();
+        (got, CLOSED.load(Ordering::SeqCst))
+    });
+    assert_eq!(got, (Err(Errno(libc::EBADF)), 1));
+}
