@@ -43,7 +43,7 @@ fn attack_command_status_waits_for_same_worker_neighbour() {
             f.write_all(b"hello").unwrap();
             std::thread::sleep(Duration::from_millis(500));
         }));
-        let status = std::process::Command::new("head").arg("-c5").arg(&path).stdout(std::process::Stdio::null()).status().unwrap();
+        let status = std::process::Command::new("timeout").args(["3", "head", "-c5"]).arg(&path).stdout(std::process::Stdio::null()).status().unwrap();
         let _ = std::fs::remove_file(&path);
         status.code()
     }
