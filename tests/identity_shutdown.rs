@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -37,7 +37,6 @@ impl Drop for Goodbye {
 
 thread_local! {
     static GOODBYE: RefCell<Option<Goodbye>> = const { RefCell::new(None) };
-    static MARK: Cell<u32> = const { Cell::new(0) };
 }
 
 fn say_goodbye_later(counter: &'static AtomicUsize, sleep: bool) {
