@@ -366,3 +366,53 @@ fn a_panic_with_a_backtrace_in_a_coroutine() {
     // The default hook walks the coroutine's stack to print the backtrace.
     check_panic_child("1");
 }
+
+// ---------------------------------------------------------------------------
+// Lock ownership, in this process (nothing is printed)
+
+/// Holds `lock` (taken by `take`) for [`WAIT`] in one coroutine while
+/// another of the worker prints nothing through `print`: the printer must
+/// wait for the lock (it is another thread's), and the holder itself may
+/// take it again (it is re-entrant for its owner).
+fn assert_lock_is_per_coroutine<L: 'static>(what: &str, take: fn() -> L, print: fn()) {
+    let what = what.to_owned();
+    on_one_worker(&what.clone(), move || {
+        let ticker = Ticker::start();
+        let held = Arc::new(AtomicBool::new(false));
+        let holder = {
+            let held = held.clone();
+            coroutines::spawn(move || {
+                let guard = take();
+                // Re-entrant for its owner: returns at once.
+                let start = Instant::now();
+                print();
+                let reentry = start.elapsed();
+                held.store(true, Ordering::SeqCst);
+                thread::sleep(WAIT);
+                drop(guard);
+                reentry
+            })
+        };
+        yield_until(|| held.load(Ordering::SeqCst));
+        let (_, elapsed, ticks) = ticker.during(print);
+        // Joined before any assertion: a holder abandoned by a failed test
+        // would keep the lock, and libtest's report would wait for it.
+        let reentry = joined(holder);
+        assert_parked(
+            &format!("{what} while another coroutine holds it"),
+            elapsed,
+            ticks,
+        );
+        assert_prompt(&format!("{what} by its holder"), reentry);
+    });
+}
+
+#[test]
+fn the_stdout_lock_belongs_to_one_coroutine() {
+    assert_lock_is_per_coroutine("print!", || io::stdout().lock(), || print!(""));
+}
+
+#[test]
+fn the_stderr_lock_belongs_to_one_coroutine() {
+    assert_lock_is_per_coroutine("eprint!", || io::stderr().lock(), || eprint!(""));
+}
