@@ -979,3 +979,55 @@ fn setgid_from_a_coroutine_reaches_every_thread() {
         }
     });
 }
+
+/// What [`Farewell`] destructors saw: (owner's id at start, the id
+/// `thread::current()` gave in the destructor, if it did not panic).
+static FAREWELLS: Mutex<Vec<(ThreadId, Option<ThreadId>)>> = Mutex::new(Vec::new());
+
+/// A thread-local whose destructor asks std which thread it runs on.
+struct Farewell(Cell<Option<ThreadId>>);
+
+impl Drop for Farewell {
+    fn drop(&mut self) {
+        if let Some(owner) = self.0.get() {
+            let now = std::panic::catch_unwind(|| thread::current().id()).ok();
+            FAREWELLS.lock().unwrap().push((owner, now));
+        }
+    }
+}
+
+thread_local! {
+    static FAREWELL: Farewell = const { Farewell(Cell::new(None)) };
+}
+
+fn remember_me() {
+    FAREWELL.with(|f| f.0.set(Some(thread::current().id())));
+}
+
+#[test]
+fn a_thread_local_destructor_sees_its_own_thread_as_on_a_thread() {
+    // The baseline: a plain thread's destructor sees the thread itself.
+    thread::spawn(remember_me).join().unwrap();
+    let baseline = FAREWELLS
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("the thread's farewell");
+    assert_eq!(baseline.1, Some(baseline.0), "a plain thread");
+    run(1, WATCHDOG, || {
+        coroutines::spawn(remember_me).join().unwrap();
+        // Its thread-locals are dropped after a panic too.
+        let panicked = coroutines::spawn(|| {
+            remember_me();
+            coroutines::yield_now();
+            // Unwinds without the panic hook: nothing is printed.
+            std::panic::resume_unwind(Box::new("a coroutine that panics after a yield"));
+        });
+        assert!(panicked.join().is_err());
+    });
+    let seen = std::mem::take(&mut *FAREWELLS.lock().unwrap());
+    assert_eq!(seen.len(), 2, "farewells: {seen:?}");
+    for (owner, now) in seen {
+        assert_eq!(now, Some(owner), "a coroutine's destructor, as on a thread");
+    }
+}
