@@ -20,6 +20,9 @@ use support::*;
 /// Coroutines moving between the two workers.
 const COROUTINES: u64 = 40;
 
+/// Migrations the coroutines wait for before they end.
+const MIN_MIGRATIONS: u64 = 100;
+
 fn stealing() -> coroutines::runtime::Builder {
     Runtime::builder().workers(2).work_stealing(true)
 }
@@ -50,16 +53,27 @@ fn identity_moves_with_a_migrating_coroutine() {
                     MARK.with(|m| m.set(i));
                     let mut kernel_thread = os_thread();
                     let mut moves = 0;
-                    for round in 0..40 {
-                        set_errno(i as i32);
+                    // Until the runtime has seen enough moves (a run
+                    // usually needs a few rounds; a deadline bounds it).
+                    let deadline = Instant::now() + Duration::from_secs(3);
+                    let mut round = 0;
+                    while round < 10
+                        || (coroutines::stats().migrations < MIN_MIGRATIONS
+                            && Instant::now() < deadline)
+                    {
+                        round += 1;
                         // Sometimes across a wait with the stdout lock held
                         // (printing nothing): it belongs to this coroutine
                         // wherever it runs.
                         if round % 10 == 0 {
                             let mut out = io::stdout().lock();
+                            // (Set after the lock: taking a contended lock
+                            // may leave EAGAIN, as on a thread.)
+                            set_errno(i as i32);
                             wait_and_hog();
                             write!(out, "").unwrap();
                         } else {
+                            set_errno(i as i32);
                             wait_and_hog();
                         }
                         if os_thread() != kernel_thread {
