@@ -8,6 +8,8 @@
 // Each test binary includes this module and uses only a subset of it.
 #![allow(dead_code)]
 
+pub mod identity;
+
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,169 @@
+//! Helpers for the thread identity tests: running a body on a runtime of a
+//! given configuration from a plain OS thread under a watchdog, re-running
+//! the test binary as a child process, and asking which kernel thread and
+//! which worker identity a coroutine runs on.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::thread::{self, ThreadId};
+use std::time::Duration;
+
+use coroutines::Runtime;
+
+/// Runs `body` on a fresh OS thread that owns a runtime built by `builder`,
+/// and returns its value. `body` gets the runtime, so it can spawn from a
+/// plain thread (the coroutines' "spawning thread" is then an OS thread,
+/// not the root coroutine of [`super::watchdog`]). A panic is resumed; a
+/// body that does not finish within `limit` fails the test instead of
+/// hanging it.
+#[track_caller]
+pub fn on_runtime<T: Send + 'static>(
+    builder: coroutines::runtime::Builder,
+    limit: Duration,
+    body: impl FnOnce(&Runtime) -> T + Send + 'static,
+) -> T {
+    let what = thread::current().name().unwrap_or("test").to_owned();
+    let (done, finished) = mpsc::channel();
+    thread::Builder::new()
+        .name(format!("owner: {what}"))
+        .spawn(move || {
+            let runtime = builder.build().unwrap();
+            let result = panic::catch_unwind(AssertUnwindSafe(|| body(&runtime)));
+            let _ = done.send(result);
+            // Dropped after the result is delivered, so a stuck worker
+            // cannot turn a failure into a hang.
+            drop(runtime);
+        })
+        .unwrap();
+    match finished.recv_timeout(limit) {
+        Ok(Ok(value)) => value,
+        Ok(Err(payload)) => panic::resume_unwind(payload),
+        Err(_) => panic!(
+            "watchdog: `{what}` did not finish within {limit:?}: a coroutine was never \
+             woken, or a call blocked its worker thread"
+        ),
+    }
+}
+
+/// A builder for a runtime of `workers` workers with thread identity as
+/// the process decides (on unless turned off by the environment).
+pub fn workers(workers: usize) -> coroutines::runtime::Builder {
+    Runtime::builder().workers(workers)
+}
+
+/// The kernel thread running the caller: which worker a coroutine is on
+/// (`thread::current()` names the coroutine, not the worker).
+pub fn os_thread() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// What a signal handler on the caller's kernel thread sees as the current
+/// thread: handlers run on the worker's identity, so inside a coroutine
+/// this is its worker thread's id and name.
+///
+/// The handler is installed once per process on `SIGUSR2` (no other test
+/// uses it) and the signal is raised on the calling kernel thread, so it is
+/// delivered synchronously, when `raise` returns: nothing the handler does
+/// (allocating, locking an uncontended mutex) can interrupt the same
+/// operation in the caller.
+pub fn identity_seen_by_a_signal_handler() -> (ThreadId, Option<String>) {
+    static SEEN: Mutex<Option<(ThreadId, Option<String>)>> = Mutex::new(None);
+    static INSTALLED: AtomicUsize = AtomicUsize::new(0);
+    static CALLS: Mutex<()> = Mutex::new(());
+
+    extern "C" fn handler(_: libc::c_int) {
+        let me = thread::current();
+        let seen = (me.id(), me.name().map(str::to_owned));
+        *SEEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+    }
+
+    // One caller at a time owns SEEN between the raise and the read.
+    let _one = CALLS.lock().unwrap_or_else(|e| e.into_inner());
+    if INSTALLED.swap(1, Ordering::SeqCst) == 0 {
+        // SAFETY: a zeroed sigaction with a plain handler and an empty mask
+        // is a valid argument; SIGUSR2 is reserved for this helper.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = libc::SA_RESTART;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()),
+                0,
+                "sigaction(SIGUSR2)"
+            );
+        }
+    }
+    // SAFETY: raises a signal whose handler is installed above.
+    assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0, "raise(SIGUSR2)");
+    let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner()).take();
+    seen.expect("the SIGUSR2 handler ran before raise returned")
+}
+
+/// The environment variable that tells a re-run test binary which child
+/// case to act out.
+pub const CHILD_CASE: &str = "COROUTINES_IDENTITY_TEST_CHILD";
+
+/// The child case this process acts out, if it is a child.
+pub fn child_case() -> Option<String> {
+    std::env::var(CHILD_CASE).ok()
+}
+
+/// A command that re-runs this test binary, running only `test` (which
+/// must act out `case` when [`child_case`] says so). The caller adds
+/// environment and stdio and runs it.
+pub fn child_command(test: &str, case: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_CASE, case);
+    command
+}
+
+/// Runs `command` (from [`child_command`]) to completion within `limit`,
+/// killing it and failing the test if it takes longer; asserts that it
+/// succeeded and returns its output.
+#[track_caller]
+pub fn run_child(what: &str, mut command: Command, limit: Duration) -> Output {
+    use std::process::Stdio;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (done, finished) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let output = match finished.recv_timeout(limit) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            // SAFETY: `pid` is our own child, not yet reaped (its waiter
+            // has not returned).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{what}: the child process did not finish within {limit:?}");
+        }
+    };
+    assert!(
+        output.status.success(),
+        "{what}: the child failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Joins `handle`, resuming the coroutine's panic (so that a failed
+/// assertion inside it fails the test with its own message).
+#[track_caller]
+pub fn joined<T>(handle: coroutines::JoinHandle<T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|payload| panic::resume_unwind(payload))
+}
