@@ -59,7 +59,11 @@ fn attack_close_and_reuse_under_waiters_two_workers() {
         for h in hs {
             h.join().unwrap();
         }
-        (ebadf.load(Ordering::Relaxed), stolen.load(Ordering::Relaxed), other.load(Ordering::Relaxed))
+        (
+            ebadf.load(Ordering::Relaxed),
+            stolen.load(Ordering::Relaxed),
+            other.load(Ordering::Relaxed),
+        )
     });
     eprintln!("[close+reuse] (EBADF, read the new file, other) = {r:?}");
     assert!(r.is_some(), "hung");

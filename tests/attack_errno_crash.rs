@@ -28,7 +28,7 @@ fn clobberer(stop: Arc<AtomicBool>) -> coroutines::JoinHandle<()> {
 
 /// errno after `call` (errno set to 0 before), on a thread and in a
 /// coroutine with a clobbering neighbour.
-fn errno_after(call: fn() -> isize) -> (Seen<(isize, i32)>, Seen<(isize, i32)>) {
+fn errno_after(call: fn() -> isize) -> Both<(isize, i32)> {
     let limit = Duration::from_secs(3);
     let t = on_thread(limit, move || {
         set_errno(0);
@@ -58,9 +58,18 @@ fn attack_errno_poll_without_fds() {
 #[test]
 fn attack_errno_select_without_fds() {
     let (t, c) = errno_after(|| {
-        let mut tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 50_000,
+        };
         let r = unsafe {
-            libc::select(0, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), &mut tv)
+            libc::select(
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &mut tv,
+            )
         };
         r as isize
     });
@@ -91,7 +100,8 @@ fn attack_errno_unix_connect_full_backlog() {
         unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 0) };
         let mut queued = Vec::new();
         loop {
-            let s = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+            let s =
+                unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
             let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
             addr.sun_family = libc::AF_UNIX as u16;
             let p = path.as_os_str().as_encoded_bytes();
@@ -166,9 +176,18 @@ const BAD: usize = 8;
 #[test]
 fn attack_select_bad_set_pointer() {
     crash_probe("attack_select_bad_set_pointer", || {
-        let mut tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
         let r = unsafe {
-            libc::select(1, BAD as *mut libc::fd_set, std::ptr::null_mut(), std::ptr::null_mut(), &mut tv)
+            libc::select(
+                1,
+                BAD as *mut libc::fd_set,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &mut tv,
+            )
         };
         (r as isize, errno())
     });
@@ -186,7 +205,12 @@ fn attack_nanosleep_bad_pointer() {
 fn attack_clock_nanosleep_bad_pointer() {
     crash_probe("attack_clock_nanosleep_bad_pointer", || {
         let r = unsafe {
-            libc::clock_nanosleep(libc::CLOCK_MONOTONIC, 0, BAD as *const libc::timespec, std::ptr::null_mut())
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                0,
+                BAD as *const libc::timespec,
+                std::ptr::null_mut(),
+            )
         };
         (r as isize, 0)
     });
@@ -210,8 +234,14 @@ fn attack_recvmsg_bad_iov_after_partial() {
         unsafe { libc::write(p[1], b"abcd".as_ptr().cast(), 4) };
         let mut a = [0u8; 4];
         let iov = [
-            libc::iovec { iov_base: a.as_mut_ptr().cast(), iov_len: 4 },
-            libc::iovec { iov_base: BAD as *mut _, iov_len: 4 },
+            libc::iovec {
+                iov_base: a.as_mut_ptr().cast(),
+                iov_len: 4,
+            },
+            libc::iovec {
+                iov_base: BAD as *mut _,
+                iov_len: 4,
+            },
         ];
         let r = unsafe { libc::writev(p[1], iov.as_ptr(), 2) };
         let e = errno();

@@ -16,23 +16,38 @@ macro_rules! both {
 
 #[test]
 fn attack_pidfd_poll() {
-    both!("poll on a pidfd until the child exits", Duration::from_secs(4), || {
-        let child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as i32, 0) } as i32;
-        let mut p = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
-        let (n, took) = timed(|| unsafe { libc::poll(&mut p, 1, 3000) });
-        let mut child = child;
-        let _ = child.wait();
-        unsafe { libc::close(pidfd) };
-        (n, p.revents, took >= Duration::from_millis(150) && took < Duration::from_millis(1500))
-    });
+    both!(
+        "poll on a pidfd until the child exits",
+        Duration::from_secs(4),
+        || {
+            let child = std::process::Command::new("sleep")
+                .arg("0.2")
+                .spawn()
+                .unwrap();
+            let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as i32, 0) } as i32;
+            let mut p = libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let (n, took) = timed(|| unsafe { libc::poll(&mut p, 1, 3000) });
+            let mut child = child;
+            let _ = child.wait();
+            unsafe { libc::close(pidfd) };
+            (
+                n,
+                p.revents,
+                took >= Duration::from_millis(150) && took < Duration::from_millis(1500),
+            )
+        }
+    );
 }
 
 /// A vfork child closes a descriptor (its own copy) before exec; the
 /// parent's reader of that descriptor, a neighbour, must not notice.
 #[test]
 fn attack_vfork_child_close_does_not_touch_parent() {
-    fn body(spawn: fn(Box<dyn FnOnce() -> (Result<isize, i32>, bool) + Send>) -> Box<dyn FnOnce() -> (Result<isize, i32>, bool)>) -> (Result<isize, i32>, bool) {
+    fn body(spawn: Spawner<(Result<isize, i32>, bool)>) -> (Result<isize, i32>, bool) {
         let mut p = [0; 2];
         unsafe { libc::pipe(p.as_mut_ptr()) };
         let (r, w) = (p[0], p[1]);
@@ -44,6 +59,8 @@ fn attack_vfork_child_close_does_not_touch_parent() {
         std::thread::sleep(Duration::from_millis(50));
         let path = c"/bin/true";
         let argv = [path.as_ptr(), std::ptr::null()];
+        // The call under test, deprecated in `libc` for its hazards.
+        #[allow(deprecated)]
         let pid = unsafe { libc::vfork() };
         if pid == 0 {
             unsafe {
@@ -81,25 +98,33 @@ fn attack_vfork_child_close_does_not_touch_parent() {
 
 #[test]
 fn attack_poll_wrband_only() {
-    both!("poll(POLLWRBAND) on a full pipe, drained at 100 ms", Duration::from_secs(4), || {
-        let mut p = [0; 2];
-        unsafe { libc::pipe(p.as_mut_ptr()) };
-        let chunk = vec![0u8; 65536];
-        unsafe {
-            let fl = libc::fcntl(p[1], libc::F_GETFL);
-            libc::fcntl(p[1], libc::F_SETFL, fl | libc::O_NONBLOCK);
-            while libc::write(p[1], chunk.as_ptr().cast(), chunk.len()) > 0 {}
-            libc::fcntl(p[1], libc::F_SETFL, fl);
+    both!(
+        "poll(POLLWRBAND) on a full pipe, drained at 100 ms",
+        Duration::from_secs(4),
+        || {
+            let mut p = [0; 2];
+            unsafe { libc::pipe(p.as_mut_ptr()) };
+            let chunk = vec![0u8; 65536];
+            unsafe {
+                let fl = libc::fcntl(p[1], libc::F_GETFL);
+                libc::fcntl(p[1], libc::F_SETFL, fl | libc::O_NONBLOCK);
+                while libc::write(p[1], chunk.as_ptr().cast(), chunk.len()) > 0 {}
+                libc::fcntl(p[1], libc::F_SETFL, fl);
+            }
+            let r = p[0];
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                let mut b = vec![0u8; 1 << 17];
+                unsafe { libc::read(r, b.as_mut_ptr().cast(), b.len()) };
+                std::thread::sleep(Duration::from_secs(3));
+            });
+            let mut q = libc::pollfd {
+                fd: p[1],
+                events: libc::POLLWRBAND,
+                revents: 0,
+            };
+            let (n, took) = timed(|| unsafe { libc::poll(&mut q, 1, 2000) });
+            (n, q.revents, took < Duration::from_millis(1000))
         }
-        let r = p[0];
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            let mut b = vec![0u8; 1 << 17];
-            unsafe { libc::read(r, b.as_mut_ptr().cast(), b.len()) };
-            std::thread::sleep(Duration::from_secs(3));
-        });
-        let mut q = libc::pollfd { fd: p[1], events: libc::POLLWRBAND, revents: 0 };
-        let (n, took) = timed(|| unsafe { libc::poll(&mut q, 1, 2000) });
-        (n, q.revents, took < Duration::from_millis(1000))
-    });
+    );
 }

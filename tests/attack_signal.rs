@@ -15,7 +15,11 @@ use attack_common::*;
 unsafe extern "C" {
     /// glibc's sigaction under its exported alias: what libc gives without
     /// the hooks.
-    fn __sigaction(signal: libc::c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> libc::c_int;
+    fn __sigaction(
+        signal: libc::c_int,
+        act: *const libc::sigaction,
+        old: *mut libc::sigaction,
+    ) -> libc::c_int;
 }
 
 extern "C" fn plain_handler(_: libc::c_int) {}
@@ -37,14 +41,17 @@ fn query_glibc(sig: i32) -> libc::sigaction {
 #[test]
 fn attack_sigaction_resethand_report() {
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-    act.sa_sigaction = plain_handler as usize;
+    act.sa_sigaction = plain_handler as *const () as usize;
     act.sa_flags = libc::SA_RESETHAND;
     let (hooked_sig, glibc_sig) = (libc::SIGRTMIN() + 3, libc::SIGRTMIN() + 4);
     unsafe {
         libc::sigaction(hooked_sig, &act, std::ptr::null_mut());
         __sigaction(glibc_sig, &act, std::ptr::null_mut());
     }
-    let before = (query_hooked(hooked_sig).sa_flags, query_glibc(glibc_sig).sa_flags);
+    let before = (
+        query_hooked(hooked_sig).sa_flags,
+        query_glibc(glibc_sig).sa_flags,
+    );
     unsafe {
         libc::raise(hooked_sig);
         libc::raise(glibc_sig);
@@ -56,7 +63,11 @@ fn attack_sigaction_resethand_report() {
         before.0, before.1, h.sa_sigaction, h.sa_flags, g.sa_sigaction, g.sa_flags
     );
     assert_eq!(before.0, before.1, "flags reported before firing");
-    assert_eq!((h.sa_sigaction, h.sa_flags), (g.sa_sigaction, g.sa_flags), "after firing");
+    assert_eq!(
+        (h.sa_sigaction, h.sa_flags),
+        (g.sa_sigaction, g.sa_flags),
+        "after firing"
+    );
 }
 
 static CLOSE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -72,7 +83,7 @@ extern "C" fn closing_handler(_: libc::c_int) {
 #[test]
 fn attack_handler_closes_parked_descriptor() {
     let sig = libc::SIGRTMIN() + 5;
-    unsafe { libc::signal(sig, closing_handler as usize) };
+    unsafe { libc::signal(sig, closing_handler as *const () as usize) };
     let c = in_coroutine(1, Duration::from_secs(3), move || {
         let mut p = [0; 2];
         unsafe { libc::pipe(p.as_mut_ptr()) };
@@ -100,7 +111,7 @@ extern "C" fn count_sigpipe(_: libc::c_int) {
 /// SIGPIPEs did that one call raise?
 #[test]
 fn attack_sigpipe_after_partial_unix_write() {
-    unsafe { libc::signal(libc::SIGPIPE, count_sigpipe as usize) };
+    unsafe { libc::signal(libc::SIGPIPE, count_sigpipe as *const () as usize) };
     let body = || {
         let (a, mut b) = UnixStream::pair().unwrap();
         let peer = std::thread::spawn(move || {
@@ -114,10 +125,15 @@ fn attack_sigpipe_after_partial_unix_write() {
         });
         let data = vec![1u8; 4 << 20];
         let before = SIGPIPES.load(Ordering::SeqCst);
-        let (r, took) = timed(|| unsafe { libc::write(a.as_raw_fd(), data.as_ptr().cast(), data.len()) });
+        let (r, took) =
+            timed(|| unsafe { libc::write(a.as_raw_fd(), data.as_ptr().cast(), data.len()) });
         let during = SIGPIPES.load(Ordering::SeqCst) - before;
         drop(peer.join());
-        (r > 0 && (r as usize) < data.len(), during, took < Duration::from_millis(1000))
+        (
+            r > 0 && (r as usize) < data.len(),
+            during,
+            took < Duration::from_millis(1000),
+        )
     };
     let t = on_thread(Duration::from_secs(3), body);
     let c = in_coroutine(1, Duration::from_secs(3), body);
@@ -128,7 +144,7 @@ fn attack_sigpipe_after_partial_unix_write() {
 /// write(2) of 16 MiB to TCP; another thread shuts down writing meanwhile.
 #[test]
 fn attack_sigpipe_after_partial_tcp_write_local_shutdown() {
-    unsafe { libc::signal(libc::SIGPIPE, count_sigpipe as usize) };
+    unsafe { libc::signal(libc::SIGPIPE, count_sigpipe as *const () as usize) };
     let body = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -150,7 +166,11 @@ fn attack_sigpipe_after_partial_tcp_write_local_shutdown() {
     let t = on_thread(Duration::from_secs(3), body);
     let c = in_coroutine(1, Duration::from_secs(3), body);
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    compare("SIGPIPEs raised by a partial TCP write(2) cut by shutdown", &t, &c);
+    compare(
+        "SIGPIPEs raised by a partial TCP write(2) cut by shutdown",
+        &t,
+        &c,
+    );
 }
 
 /// fork() from a coroutine (and from a plain thread): the child reads a
@@ -184,12 +204,18 @@ fn attack_fork_child_behaves_like_a_process() {
             code |= 4;
         }
         use std::net::ToSocketAddrs;
-        if ("localhost", 80).to_socket_addrs().map(|a| a.count() > 0).unwrap_or(false) {
+        if ("localhost", 80)
+            .to_socket_addrs()
+            .map(|a| a.count() > 0)
+            .unwrap_or(false)
+        {
             code |= 8;
         }
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let h = std::thread::spawn(move || std::net::TcpStream::connect(addr).map(|mut s| s.write_all(b"x")));
+        let h = std::thread::spawn(move || {
+            std::net::TcpStream::connect(addr).map(|mut s| s.write_all(b"x"))
+        });
         if let Ok((mut s, _)) = l.accept() {
             let mut one = [0u8; 1];
             if s.read(&mut one).is_ok() {

@@ -89,7 +89,12 @@ fn attack_peek_waitall_tcp_spins_the_worker() {
         });
         let mut buf = [0u8; 10];
         let (n, took) = timed(|| unsafe {
-            libc::recv(b.as_raw_fd(), buf.as_mut_ptr().cast(), 10, libc::MSG_PEEK | libc::MSG_WAITALL)
+            libc::recv(
+                b.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                10,
+                libc::MSG_PEEK | libc::MSG_WAITALL,
+            )
         });
         let during = ticks.load(Ordering::Relaxed);
         drop(w.join());
@@ -99,7 +104,10 @@ fn attack_peek_waitall_tcp_spins_the_worker() {
     eprintln!("[peek waitall spin] coroutine: {c:?}");
     let (n, _took, during) = c.expect("hung");
     assert_eq!(n, 10);
-    assert!(during > 50, "ticker ran {during} times in ~200 ms: the worker spun");
+    assert!(
+        during > 50,
+        "ticker ran {during} times in ~200 ms: the worker spun"
+    );
 }
 
 /// SO_RCVLOWAT = 10 and a plain MSG_PEEK with 5 bytes there: a thread waits
@@ -153,11 +161,20 @@ fn attack_errqueue_empty_udp() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let on: libc::c_int = 1;
         unsafe {
-            libc::setsockopt(s.as_raw_fd(), libc::SOL_IP, libc::IP_RECVERR, (&on as *const libc::c_int).cast(), 4)
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_IP,
+                libc::IP_RECVERR,
+                (&on as *const libc::c_int).cast(),
+                4,
+            )
         };
         let mut buf = [0u8; 64];
         let mut ctl = [0u8; 256];
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: 64 };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: 64,
+        };
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
@@ -177,7 +194,14 @@ fn attack_errqueue_empty_tcp() {
     let body = || {
         let (_a, b) = tcp_pair();
         let mut buf = [0u8; 64];
-        res(unsafe { libc::recv(b.as_raw_fd(), buf.as_mut_ptr().cast(), 64, libc::MSG_ERRQUEUE) })
+        res(unsafe {
+            libc::recv(
+                b.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                64,
+                libc::MSG_ERRQUEUE,
+            )
+        })
     };
     let t = on_thread(limit, body);
     let c = in_coroutine(1, limit, body);
@@ -193,7 +217,10 @@ fn attack_unix_dgram_sendto_full_queue_filled_by_other() {
         let dir = std::env::temp_dir().join(format!(
             "attack-dgram-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
         ));
         let r = UnixDatagram::bind(&dir).unwrap();
         let filler = UnixDatagram::unbound().unwrap();
@@ -217,7 +244,11 @@ fn attack_unix_dgram_sendto_full_queue_filled_by_other() {
     };
     let t = on_thread(limit, body);
     let c = in_coroutine(1, limit, body);
-    compare("unconnected unix dgram sendto, queue filled by another", &t, &c);
+    compare(
+        "unconnected unix dgram sendto, queue filled by another",
+        &t,
+        &c,
+    );
 }
 
 /// Receives up to `len` bytes with MSG_WAITALL and room for 4 descriptors:
@@ -225,7 +256,10 @@ fn attack_unix_dgram_sendto_full_queue_filled_by_other() {
 fn recv_with_fds(fd: i32, len: usize) -> (isize, usize, bool) {
     let mut buf = vec![0u8; len];
     let mut ctl = [0u64; 32];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
@@ -257,7 +291,10 @@ fn send_with_fd(fd: i32, data: &[u8]) {
     let mut p = [0; 2];
     unsafe { libc::pipe(p.as_mut_ptr()) };
     let mut ctl = [0u64; 8];
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
@@ -291,7 +328,11 @@ fn attack_scm_rights_then_data_waitall() {
     };
     let t = on_thread(limit, body);
     let c = in_coroutine(1, limit, body);
-    compare("unix stream: fd message then data, recvmsg WAITALL 20", &t, &c);
+    compare(
+        "unix stream: fd message then data, recvmsg WAITALL 20",
+        &t,
+        &c,
+    );
 }
 
 /// Unix stream: 10 plain bytes now, 10 bytes with a descriptor after 100 ms;
@@ -313,7 +354,11 @@ fn attack_data_then_scm_rights_waitall() {
     };
     let t = on_thread(limit, body);
     let c = in_coroutine(1, limit, body);
-    compare("unix stream: data then (later) fd message, recvmsg WAITALL 20", &t, &c);
+    compare(
+        "unix stream: data then (later) fd message, recvmsg WAITALL 20",
+        &t,
+        &c,
+    );
 }
 
 /// A blocking connect on a socket whose non-blocking connect is still in
@@ -328,7 +373,10 @@ fn attack_blocking_connect_on_connect_in_progress() {
         sin.sin_family = libc::AF_INET as u16;
         sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
         unsafe {
-            assert_eq!(libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), 16), 0);
+            assert_eq!(
+                libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), 16),
+                0
+            );
             assert_eq!(libc::listen(fd, 0), 0);
         }
         let listener = unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -347,7 +395,9 @@ fn attack_blocking_connect_on_connect_in_progress() {
             }
             _ => unreachable!(),
         };
-        let first = res(unsafe { libc::connect(c, (&sin as *const libc::sockaddr_in).cast(), 16) } as isize);
+        let first = res(
+            unsafe { libc::connect(c, (&sin as *const libc::sockaddr_in).cast(), 16) } as isize,
+        );
         unsafe { libc::fcntl(c, libc::F_SETFL, flags) };
         let acceptor = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
@@ -355,8 +405,9 @@ fn attack_blocking_connect_on_connect_in_progress() {
             std::thread::sleep(Duration::from_millis(3000));
             (listener, a)
         });
-        let (second, took) =
-            timed(|| res(unsafe { libc::connect(c, (&sin as *const libc::sockaddr_in).cast(), 16) } as isize));
+        let (second, took) = timed(|| {
+            res(unsafe { libc::connect(c, (&sin as *const libc::sockaddr_in).cast(), 16) } as isize)
+        });
         unsafe { libc::close(c) };
         drop(queued);
         drop(acceptor);
@@ -374,7 +425,10 @@ fn attack_negative_rcvtimeo() {
     let limit = Duration::from_secs(2);
     let body = || {
         let (_a, b) = tcp_pair();
-        let tv = libc::timeval { tv_sec: -1, tv_usec: 0 };
+        let tv = libc::timeval {
+            tv_sec: -1,
+            tv_usec: 0,
+        };
         let set = unsafe {
             libc::setsockopt(
                 b.as_raw_fd(),
@@ -385,7 +439,10 @@ fn attack_negative_rcvtimeo() {
             )
         };
         let mut buf = [0u8; 8];
-        (set, res(unsafe { libc::recv(b.as_raw_fd(), buf.as_mut_ptr().cast(), 8, 0) }))
+        (
+            set,
+            res(unsafe { libc::recv(b.as_raw_fd(), buf.as_mut_ptr().cast(), 8, 0) }),
+        )
     };
     let t = on_thread(limit, body);
     let c = in_coroutine(1, limit, body);
@@ -400,13 +457,22 @@ fn attack_poll_wrnorm_only() {
     let body = || {
         let (a, b) = tcp_pair();
         let chunk = vec![0u8; 65536];
-        while unsafe { libc::send(a.as_raw_fd(), chunk.as_ptr().cast(), chunk.len(), libc::MSG_DONTWAIT) } > 0 {}
+        while unsafe {
+            libc::send(
+                a.as_raw_fd(),
+                chunk.as_ptr().cast(),
+                chunk.len(),
+                libc::MSG_DONTWAIT,
+            )
+        } > 0
+        {}
         let drainer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             let mut b = b;
             let mut buf = vec![0u8; 1 << 20];
             let mut total = 0;
-            b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            b.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
             while let Ok(n) = b.read(&mut buf) {
                 if n == 0 {
                     break;
@@ -417,10 +483,18 @@ fn attack_poll_wrnorm_only() {
             std::thread::sleep(Duration::from_millis(2500));
             total
         });
-        let mut p = libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLWRNORM, revents: 0 };
+        let mut p = libc::pollfd {
+            fd: a.as_raw_fd(),
+            events: libc::POLLWRNORM,
+            revents: 0,
+        };
         let (n, took) = timed(|| unsafe { libc::poll(&mut p, 1, 2000) });
         drop(drainer);
-        (n, p.revents & libc::POLLWRNORM != 0, took < Duration::from_millis(1000))
+        (
+            n,
+            p.revents & libc::POLLWRNORM != 0,
+            took < Duration::from_millis(1000),
+        )
     };
     let t = on_thread(limit, body);
     let c = in_coroutine(1, limit, body);

@@ -26,7 +26,12 @@ fn attack_concurrent_accepts_coroutines_and_threads() {
         let stop = Arc::new(AtomicBool::new(false));
         let mut cos = Vec::new();
         for _ in 0..6 {
-            let (l, a, e, s) = (listener.clone(), accepted.clone(), co_errors.clone(), stop.clone());
+            let (l, a, e, s) = (
+                listener.clone(),
+                accepted.clone(),
+                co_errors.clone(),
+                stop.clone(),
+            );
             cos.push(coroutines::spawn(move || {
                 let mut mine = 0;
                 while !s.load(Ordering::Relaxed) {
@@ -46,7 +51,12 @@ fn attack_concurrent_accepts_coroutines_and_threads() {
         }
         let mut threads = Vec::new();
         for _ in 0..2 {
-            let (l, a, e, s) = (listener.clone(), accepted.clone(), thread_errors.clone(), stop.clone());
+            let (l, a, e, s) = (
+                listener.clone(),
+                accepted.clone(),
+                thread_errors.clone(),
+                stop.clone(),
+            );
             threads.push(std::thread::spawn(move || {
                 let mut mine = 0;
                 while !s.load(Ordering::Relaxed) {
@@ -107,7 +117,8 @@ fn attack_concurrent_accepts_coroutines_and_threads() {
         let per_co: Vec<usize> = cos.into_iter().map(|h| h.join().unwrap()).collect();
         let per_thread: Vec<usize> = threads.into_iter().map(|h| h.join().unwrap()).collect();
         let looks = watcher.join().unwrap();
-        let kernel = unsafe { libc::syscall(libc::SYS_fcntl, listener.as_raw_fd(), libc::F_GETFL) } as i32;
+        let kernel =
+            unsafe { libc::syscall(libc::SYS_fcntl, listener.as_raw_fd(), libc::F_GETFL) } as i32;
         (
             got,
             thread_errors.load(Ordering::Relaxed),
@@ -142,7 +153,9 @@ fn attack_pipe_pairs_two_workers() {
                 let mut sum = 0u64;
                 let mut x = pair as u64 * 7919 + 1;
                 for i in 0..300usize {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let len = (x >> 33) as usize % 70000 + 1;
                     let buf: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
                     sum += buf.iter().map(|&b| b as u64).sum::<u64>();
@@ -226,7 +239,11 @@ fn attack_tcp_echo_two_workers() {
                 }
             }));
         }
-        let fails = cs.into_iter().map(|h| h.join()).filter(|r| r.is_err()).count();
+        let fails = cs
+            .into_iter()
+            .map(|h| h.join())
+            .filter(|r| r.is_err())
+            .count();
         server.join().unwrap();
         fails
     });

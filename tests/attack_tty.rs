@@ -207,5 +207,8 @@ fn attack_tty_read_race_with_thread_blocks_worker() {
     });
     eprintln!("[tty read race] coroutine: {c:?}");
     let (_, ticks) = c.expect("hung");
-    assert!(ticks > 20, "worker blocked: ticker ticked {ticks} in 100 ms");
+    assert!(
+        ticks > 20,
+        "worker blocked: ticker ticked {ticks} in 100 ms"
+    );
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use attack_common::*;
 
-fn blocked_write(shut: fn(&UnixStream, &UnixStream)) -> impl FnOnce() -> (Result<isize, i32>, bool) + Send + 'static {
+fn blocked_write(
+    shut: fn(&UnixStream, &UnixStream),
+) -> impl FnOnce() -> (Result<isize, i32>, bool) + Send + 'static {
     move || {
         let (a, b) = UnixStream::pair().unwrap();
         let a2 = a.try_clone().unwrap();
@@ -23,26 +25,48 @@ fn blocked_write(shut: fn(&UnixStream, &UnixStream)) -> impl FnOnce() -> (Result
             (a2, b)
         });
         let data = vec![1u8; 4 << 20];
-        let (r, took) = timed(|| res(unsafe { libc::write(a.as_raw_fd(), data.as_ptr().cast(), data.len()) }));
+        let (r, took) =
+            timed(|| res(unsafe { libc::write(a.as_raw_fd(), data.as_ptr().cast(), data.len()) }));
         std::mem::forget(cutter);
-        (r.map(|n| (n > 0 && (n as usize) < data.len()) as isize), took < Duration::from_millis(1000))
+        (
+            r.map(|n| (n > 0 && (n as usize) < data.len()) as isize),
+            took < Duration::from_millis(1000),
+        )
     }
 }
 
 #[test]
 fn attack_unix_write_cut_by_peer_shut_rd() {
     let limit = Duration::from_secs(2);
-    let t = on_thread(limit, blocked_write(|_, b| b.shutdown(std::net::Shutdown::Read).unwrap()));
-    let c = in_coroutine(1, limit, blocked_write(|_, b| b.shutdown(std::net::Shutdown::Read).unwrap()));
+    let t = on_thread(
+        limit,
+        blocked_write(|_, b| b.shutdown(std::net::Shutdown::Read).unwrap()),
+    );
+    let c = in_coroutine(
+        1,
+        limit,
+        blocked_write(|_, b| b.shutdown(std::net::Shutdown::Read).unwrap()),
+    );
     compare("unix write(4 MiB), peer shutdown(SHUT_RD)", &t, &c);
 }
 
 #[test]
 fn attack_unix_write_cut_by_own_shut_wr() {
     let limit = Duration::from_secs(2);
-    let t = on_thread(limit, blocked_write(|a, _| a.shutdown(std::net::Shutdown::Write).unwrap()));
-    let c = in_coroutine(1, limit, blocked_write(|a, _| a.shutdown(std::net::Shutdown::Write).unwrap()));
-    compare("unix write(4 MiB), own shutdown(SHUT_WR) from a thread", &t, &c);
+    let t = on_thread(
+        limit,
+        blocked_write(|a, _| a.shutdown(std::net::Shutdown::Write).unwrap()),
+    );
+    let c = in_coroutine(
+        1,
+        limit,
+        blocked_write(|a, _| a.shutdown(std::net::Shutdown::Write).unwrap()),
+    );
+    compare(
+        "unix write(4 MiB), own shutdown(SHUT_WR) from a thread",
+        &t,
+        &c,
+    );
 }
 
 /// Control: the same with a pipe whose reader closes.
@@ -60,9 +84,13 @@ fn attack_pipe_write_cut_by_reader_close() {
             let _ = f.read(&mut buf);
         });
         let data = vec![1u8; 4 << 20];
-        let (r, took) = timed(|| res(unsafe { libc::write(p[1], data.as_ptr().cast(), data.len()) }));
+        let (r, took) =
+            timed(|| res(unsafe { libc::write(p[1], data.as_ptr().cast(), data.len()) }));
         unsafe { libc::close(p[1]) };
-        (r.map(|n| (n > 0) as isize), took < Duration::from_millis(1000))
+        (
+            r.map(|n| (n > 0) as isize),
+            took < Duration::from_millis(1000),
+        )
     };
     let t = on_thread(limit, body);
     let c = in_coroutine(1, limit, body);

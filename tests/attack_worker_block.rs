@@ -22,7 +22,10 @@ fn fifo() -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!(
         "attack-fifo-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     ));
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -38,12 +41,21 @@ fn attack_command_status_waits_for_same_worker_neighbour() {
         let path = fifo();
         let p2 = path.clone();
         spawn(Box::new(move || {
-            let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&p2).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p2)
+                .unwrap();
             std::thread::sleep(Duration::from_millis(100));
             f.write_all(b"hello").unwrap();
             std::thread::sleep(Duration::from_millis(500));
         }));
-        let status = std::process::Command::new("timeout").args(["3", "head", "-c5"]).arg(&path).stdout(std::process::Stdio::null()).status().unwrap();
+        let status = std::process::Command::new("timeout")
+            .args(["3", "head", "-c5"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
         let _ = std::fs::remove_file(&path);
         status.code()
     }
@@ -57,7 +69,11 @@ fn attack_command_status_waits_for_same_worker_neighbour() {
             coroutines::spawn(f);
         })
     });
-    compare("Command::status with the child's input from a neighbour", &t, &c);
+    compare(
+        "Command::status with the child's input from a neighbour",
+        &t,
+        &c,
+    );
 }
 
 /// `io::copy` from a 16 MiB file to a TCP stream (std uses sendfile), the
@@ -65,9 +81,13 @@ fn attack_command_status_waits_for_same_worker_neighbour() {
 #[test]
 fn attack_io_copy_file_to_tcp_with_reader_on_same_worker() {
     let limit = Duration::from_secs(6);
-    fn body(spawn: fn(Box<dyn FnOnce() -> usize + Send>) -> Box<dyn FnOnce() -> usize>) -> (u64, usize) {
+    fn body(spawn: Spawner<usize>) -> (u64, usize) {
         const SIZE: usize = 16 << 20;
-        let path = std::env::temp_dir().join(format!("attack-copy-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let path = std::env::temp_dir().join(format!(
+            "attack-copy-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::write(&path, vec![7u8; SIZE]).unwrap();
         let mut file = std::fs::File::open(&path).unwrap();
         let (mut a, mut b) = tcp_pair();
@@ -99,7 +119,11 @@ fn attack_io_copy_file_to_tcp_with_reader_on_same_worker() {
             Box::new(move || h.join().unwrap())
         })
     });
-    compare("io::copy(File -> TcpStream) with the reader a neighbour", &t, &c);
+    compare(
+        "io::copy(File -> TcpStream) with the reader a neighbour",
+        &t,
+        &c,
+    );
 }
 
 /// `io::copy` from a pipe to a TCP stream (std uses splice), the peer read
@@ -107,7 +131,7 @@ fn attack_io_copy_file_to_tcp_with_reader_on_same_worker() {
 #[test]
 fn attack_io_copy_pipe_to_tcp_with_reader_on_same_worker() {
     let limit = Duration::from_secs(6);
-    fn body(spawn: fn(Box<dyn FnOnce() -> usize + Send>) -> Box<dyn FnOnce() -> usize>) -> (u64, usize) {
+    fn body(spawn: Spawner<usize>) -> (u64, usize) {
         const SIZE: usize = 8 << 20;
         let mut p = [0; 2];
         unsafe { libc::pipe(p.as_mut_ptr()) };
@@ -150,7 +174,11 @@ fn attack_io_copy_pipe_to_tcp_with_reader_on_same_worker() {
             Box::new(move || h.join().unwrap())
         })
     });
-    compare("io::copy(pipe -> TcpStream) with the reader a neighbour", &t, &c);
+    compare(
+        "io::copy(pipe -> TcpStream) with the reader a neighbour",
+        &t,
+        &c,
+    );
 }
 
 /// recvmmsg on a blocking UDP socket; the datagram comes from a neighbour
@@ -167,7 +195,10 @@ fn attack_recvmmsg_waits_for_same_worker_neighbour() {
             s.send_to(b"dgram", addr).unwrap();
         }));
         let mut buf = [0u8; 64];
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: 64 };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: 64,
+        };
         let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
         m.msg_hdr.msg_iov = &mut iov;
         m.msg_hdr.msg_iovlen = 1;
@@ -192,7 +223,7 @@ fn attack_recvmmsg_waits_for_same_worker_neighbour() {
 #[test]
 fn attack_number_reused_behind_the_hooks_back() {
     let limit = Duration::from_secs(3);
-    fn body(in_co: bool) -> (bool, isize) {
+    fn body() -> isize {
         let mut p = [0; 2];
         unsafe { libc::pipe(p.as_mut_ptr()) };
         let (r, w) = (p[0], p[1]);
@@ -204,11 +235,9 @@ fn attack_number_reused_behind_the_hooks_back() {
         let mut b = [0u8; 8];
         assert_eq!(unsafe { libc::read(r, b.as_mut_ptr().cast(), 8) }, 1);
         writer.join().unwrap();
-        let _ = in_co;
         // Close it behind the hooks' back, and reuse the number likewise.
         unsafe { libc::syscall(libc::SYS_close_range, r as u32, r as u32, 0u32) };
         let efd = unsafe { libc::eventfd(0, 0) };
-        let same = efd == r;
         let poke = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             let one: u64 = 1;
@@ -221,10 +250,10 @@ fn attack_number_reused_behind_the_hooks_back() {
             libc::close(efd);
             libc::close(w);
         }
-        (same, n)
+        n
     }
-    let t = on_thread(limit, || body(false));
-    let c = in_coroutine(1, limit, || body(true));
+    let t = on_thread(limit, body);
+    let c = in_coroutine(1, limit, body);
     compare("number reused after close_range + eventfd", &t, &c);
 }
 
@@ -232,7 +261,7 @@ fn attack_number_reused_behind_the_hooks_back() {
 #[test]
 fn attack_number_reused_after_fclose() {
     let limit = Duration::from_secs(3);
-    fn body() -> (bool, isize) {
+    fn body() -> isize {
         let mut p = [0; 2];
         unsafe { libc::pipe(p.as_mut_ptr()) };
         let (r, w) = (p[0], p[1]);
@@ -247,22 +276,26 @@ fn attack_number_reused_after_fclose() {
             let f = libc::fdopen(r, c"r".as_ptr());
             libc::fclose(f);
         }
-        // An eventfd (not hooked) takes the number.
+        // An eventfd takes the number (unless a test running beside this
+        // one took it first).
         let ff = unsafe { libc::eventfd(0, 0) };
-        let same = ff == r;
         let poke = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             let one: u64 = 1;
             unsafe { libc::write(ff, (&one as *const u64).cast(), 8) };
         });
         let n = unsafe { libc::read(ff, b.as_mut_ptr().cast(), 8) };
-        let n = if n < 0 { -(std::io::Error::last_os_error().raw_os_error().unwrap() as isize) } else { n };
+        let n = if n < 0 {
+            -(std::io::Error::last_os_error().raw_os_error().unwrap() as isize)
+        } else {
+            n
+        };
         poke.join().unwrap();
         unsafe {
             libc::close(ff);
             libc::close(w);
         }
-        (same, n)
+        n
     }
     let t = on_thread(limit, body);
     let c = in_coroutine(1, limit, body);

@@ -47,10 +47,27 @@ fn attack_zerocopy_one_call_one_id() {
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (mut b, _) = l.accept().unwrap();
         let one: libc::c_int = 1;
-        let ok = unsafe { libc::setsockopt(a.as_raw_fd(), libc::SOL_SOCKET, SO_ZEROCOPY, (&one as *const libc::c_int).cast(), 4) };
+        let ok = unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_ZEROCOPY,
+                (&one as *const libc::c_int).cast(),
+                4,
+            )
+        };
         let small: libc::c_int = 16384;
-        unsafe { libc::setsockopt(a.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, (&small as *const libc::c_int).cast(), 4) };
-        b.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&small as *const libc::c_int).cast(),
+                4,
+            )
+        };
+        b.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let reader = std::thread::spawn(move || {
             let mut buf = vec![0u8; 8192];
             let mut total = 0;
@@ -64,7 +81,14 @@ fn attack_zerocopy_one_call_one_id() {
             total
         });
         let data = vec![3u8; 1 << 20];
-        let sent = unsafe { libc::send(a.as_raw_fd(), data.as_ptr().cast(), data.len(), MSG_ZEROCOPY) };
+        let sent = unsafe {
+            libc::send(
+                a.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                MSG_ZEROCOPY,
+            )
+        };
         let got = reader.join().unwrap();
         let ids = zerocopy_ids(a.as_raw_fd());
         let hi = ids.iter().map(|&(_, hi)| hi).max();
@@ -73,7 +97,11 @@ fn attack_zerocopy_one_call_one_id() {
     let limit = Duration::from_secs(6);
     let t = on_thread(limit, body);
     let c = in_coroutine(1, limit, body);
-    compare("one blocking send(MSG_ZEROCOPY): highest notification ID", &t, &c);
+    compare(
+        "one blocking send(MSG_ZEROCOPY): highest notification ID",
+        &t,
+        &c,
+    );
 }
 
 /// The same with TX software timestamps (SO_TIMESTAMPING) instead of
@@ -86,10 +114,27 @@ fn attack_tx_timestamps_make_blocking_send_short() {
         let (mut b, _) = l.accept().unwrap();
         // SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_TSONLY
         let flags: libc::c_int = (1 << 1) | (1 << 4) | (1 << 11);
-        let ok = unsafe { libc::setsockopt(a.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPING, (&flags as *const libc::c_int).cast(), 4) };
+        let ok = unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPING,
+                (&flags as *const libc::c_int).cast(),
+                4,
+            )
+        };
         let small: libc::c_int = 16384;
-        unsafe { libc::setsockopt(a.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, (&small as *const libc::c_int).cast(), 4) };
-        b.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&small as *const libc::c_int).cast(),
+                4,
+            )
+        };
+        b.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let reader = std::thread::spawn(move || {
             let mut buf = vec![0u8; 8192];
             let mut total = 0;

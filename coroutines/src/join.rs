@@ -21,7 +21,7 @@ pub(crate) struct Packet<T> {
 }
 
 // SAFETY: `result` is written once, by the thread that won `claimed`, before
-// `done` is set, and read only after `done` is observed set.
+// `done` is set (`publish`), and read only after `done` is observed set.
 unsafe impl<T: Send> Sync for Packet<T> {}
 
 impl<T> Packet<T> {
@@ -33,13 +33,22 @@ impl<T> Packet<T> {
         }
     }
 
-    /// Delivers the coroutine's result; later deliveries are ignored.
-    pub(crate) fn complete(&self, result: thread::Result<T>) {
-        if !self.claimed.swap(true, Ordering::AcqRel) {
-            // SAFETY: only the winner of `claimed` writes, before `set`.
-            unsafe { *self.result.get() = Some(result) };
-            self.done.set();
+    /// Keeps the coroutine's result, to be published by [`publish`]; later
+    /// results are ignored. Returns whether this one was kept.
+    ///
+    /// [`publish`]: Packet::publish
+    fn keep(&self, result: thread::Result<T>) -> bool {
+        if self.claimed.swap(true, Ordering::AcqRel) {
+            return false;
         }
+        // SAFETY: only the winner of `claimed` writes, before `publish`.
+        unsafe { *self.result.get() = Some(result) };
+        true
+    }
+
+    /// Lets the join handle take the kept result.
+    fn publish(&self) {
+        self.done.set();
     }
 
     /// Waits for the result of coroutine `id` and takes it.
@@ -89,13 +98,20 @@ where
 {
     fn run(&self) {
         if let Some(f) = self.take() {
-            self.packet.complete(catch_unwind(AssertUnwindSafe(f)));
+            self.packet.keep(catch_unwind(AssertUnwindSafe(f)));
         }
+    }
+
+    fn deliver(&self) {
+        self.packet.publish();
     }
 
     fn fail(&self, payload: Box<dyn Any + Send>) {
         drop(self.take());
-        self.packet.complete(Err(payload));
+        // A result kept by a coroutine that never got to end its thread
+        // (its runtime shut down meanwhile) is delivered as it is.
+        self.packet.keep(Err(payload));
+        self.packet.publish();
     }
 }
 

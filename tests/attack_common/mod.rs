@@ -16,7 +16,10 @@ pub type Seen<T> = Option<T>;
 
 /// Runs `f` on a plain thread; `None` if it takes longer than `limit` (the
 /// thread is left behind).
-pub fn on_thread<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Seen<T> {
+pub fn on_thread<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Seen<T> {
     let (tx, rx) = mpsc::channel();
     thread::Builder::new()
         .name("attack-thread".into())
@@ -57,6 +60,13 @@ pub fn in_coroutine<T: Send + 'static>(
     }
 }
 
+/// Starts a helper party the way a case's side does (a thread, or a
+/// coroutine of the same runtime) and returns what joins it.
+pub type Spawner<T> = fn(Box<dyn FnOnce() -> T + Send>) -> Box<dyn FnOnce() -> T>;
+
+/// What a thread and a coroutine saw of the same case.
+pub type Both<T> = (Seen<T>, Seen<T>);
+
 /// A raw result (`ret`, errno if `ret < 0`).
 pub fn res(ret: isize) -> Result<isize, i32> {
     if ret < 0 {
@@ -87,8 +97,8 @@ pub fn in_subprocess(name: &str) -> (std::process::ExitStatus, String) {
         .env("ATTACK_CHILD", "1")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status, text)
 }
 

@@ -50,6 +50,21 @@ where
     }
 }
 
+/// As [`run`], for a call that is not `Send` (it holds the caller's raw
+/// buffers): the calling coroutine is parked, touching nothing, until the
+/// helper has run it.
+pub(crate) fn run_borrowed<T: Send>(f: impl FnOnce() -> T) -> T {
+    struct Parked<F>(F);
+    // SAFETY: the caller waits, parked, while the helper thread runs the
+    // closure; nothing it uses is touched from two threads at once.
+    unsafe impl<F> Send for Parked<F> {}
+    let parked = Parked(f);
+    run(move || {
+        let parked = parked;
+        (parked.0)()
+    })
+}
+
 /// Where a job's result waits for its caller.
 struct Outcome<T> {
     value: SpinLock<Option<std::thread::Result<T>>>,

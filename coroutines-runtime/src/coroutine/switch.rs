@@ -72,7 +72,8 @@ pub(crate) fn in_signal_handler() -> bool {
 }
 
 /// In a forked child: the forking coroutine goes on as the child's one
-/// plain thread.
+/// plain thread. Not inlined: callers switch thread pointers around it.
+#[inline(never)]
 pub(crate) fn forget_current() {
     CURRENT.with(|current| current.set(ptr::null()));
 }
@@ -89,10 +90,12 @@ pub(crate) fn suspend(task: &Task, action: Suspend) {
 }
 
 /// What a coroutine's generator runs: its body, in its own identity if it
-/// has one.
+/// has one, and then the delivery of its outcome, once its thread has
+/// ended.
 pub(crate) fn body(task: &Task) {
     let Some(block) = task.identity() else {
         task.body.run();
+        task.body.deliver();
         return;
     };
     let mut run = || task.body.run();
@@ -101,15 +104,23 @@ pub(crate) fn body(task: &Task) {
     if let Err(payload) = unsafe { identity::run_body(block, &mut run) } {
         std::panic::resume_unwind(payload);
     }
+    task.body.deliver();
 }
 
 /// Gives `block`, the identity of `task`'s coroutine, its `CURRENT`, on the
 /// worker before the first run.
 pub(crate) fn seed_current(block: &ThreadBlock, task: &Task) {
-    let worker = CURRENT.with(|current| current.as_ptr());
-    // SAFETY: the copy's instance of this worker's `CURRENT`, in a block
-    // that nothing runs on yet.
-    unsafe { *block.local_ptr(worker) = task as *const Task };
+    let here = CURRENT.with(|current| current.as_ptr());
+    // SAFETY: the copy's instance of this thread's `CURRENT`, in a block
+    // that nothing runs on now.
+    unsafe { *block.local_ptr(here) = task as *const Task };
+}
+
+/// Clears the `CURRENT` of `block`, whose coroutine has ended.
+pub(crate) fn unseed_current(block: &ThreadBlock) {
+    let here = CURRENT.with(|current| current.as_ptr());
+    // SAFETY: as in `seed_current`.
+    unsafe { *block.local_ptr(here) = ptr::null() };
 }
 
 /// Cooperatively gives up the processor to other coroutines on this worker.

@@ -51,12 +51,17 @@ pub(crate) enum Suspend {
 /// itself. One allocation can hold the user's closure and the slot its
 /// result goes to.
 pub trait Body: Send + Sync {
-    /// Runs the coroutine's code, on its stack. Called at most once.
+    /// Runs the coroutine's code, on its stack, and keeps its outcome.
+    /// Called at most once.
     fn run(&self);
+    /// Hands the outcome `run` kept to whoever waits for it. Called once
+    /// after `run`, when the coroutine's thread has ended: its thread-local
+    /// destructors have run.
+    fn deliver(&self);
     /// Delivers `payload` as the coroutine's panic when `run` could not end
     /// normally: its stack could not be allocated, it overflowed its stack,
     /// or its runtime shut down before it finished. May be called after
-    /// `run` has completed, and must then do nothing.
+    /// `run` has completed: the outcome it kept is then delivered instead.
     fn fail(&self, payload: Box<dyn Any + Send>);
 }
 
@@ -156,11 +161,18 @@ impl Task {
         unsafe { *self.identity.get() = Some(block) };
     }
 
+    /// Takes the coroutine's identity out, to be recycled or dropped (which
+    /// runs the destructors of thread-locals it left). Its `CURRENT` is
+    /// cleared first: code that runs on it from now on (those
+    /// destructors) is no coroutine's, and blocks as a thread would.
+    ///
     /// # Safety
-    /// Only the worker that saw the coroutine end.
+    /// Only once the coroutine will never run again.
     pub(crate) unsafe fn take_identity(&self) -> Option<ThreadBlock> {
         // SAFETY: exclusive per the contract.
-        unsafe { (*self.identity.get()).take() }
+        let block = unsafe { (*self.identity.get()).take() }?;
+        super::switch::unseed_current(&block);
+        Some(block)
     }
 
     /// # Safety
@@ -236,6 +248,10 @@ impl Drop for Task {
             // leaked instead.
             super::Stacks::leak(generator);
         }
+        // Its thread-local destructors run now, on this thread, as those
+        // of a thread that ends; see `take_identity`.
+        // SAFETY: the coroutine will never run again.
+        drop(unsafe { self.take_identity() });
         self.abandon();
     }
 }

@@ -2,7 +2,7 @@
 //! entry outlives its wait, and a wake's count is exactly the waiters it
 //! released, even when wakes race deadlines.
 
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ struct Done {
     body: SpinLock<Option<Box<dyn FnOnce() + Send>>>,
     latch: Latch,
     failed: AtomicUsize,
+    ran: AtomicBool,
 }
 
 impl Done {
@@ -26,6 +27,7 @@ impl Done {
             body: SpinLock::new(Some(Box::new(body))),
             latch: Latch::new(),
             failed: AtomicUsize::new(0),
+            ran: AtomicBool::new(false),
         })
     }
 }
@@ -35,12 +37,18 @@ impl Body for Done {
         let body = self.body.lock().take();
         if let Some(body) = body {
             body();
-            self.latch.set();
+            self.ran.store(true, Ordering::SeqCst);
         }
     }
 
+    fn deliver(&self) {
+        self.latch.set();
+    }
+
     fn fail(&self, _payload: Box<dyn Any + Send>) {
-        if !self.latch.is_set() {
+        if self.ran.load(Ordering::SeqCst) {
+            self.latch.set();
+        } else if !self.latch.is_set() {
             self.failed.fetch_add(1, Ordering::SeqCst);
             self.latch.set();
         }

@@ -99,11 +99,24 @@ impl Kind {
         matches!(self, Kind::Pipe | Kind::Tcp | Kind::StreamSocket)
     }
 
+    /// A shutdown that ends a blocked write (the peer's `SHUT_RD`, or ours
+    /// through another descriptor) wakes a thread but raises no readiness
+    /// event: Unix stream and seqpacket sockets.
+    pub(crate) fn hides_write_shutdown(self) -> bool {
+        matches!(self, Kind::StreamSocket | Kind::SeqPacket)
+    }
+
     pub(crate) fn is_socket(self) -> bool {
         matches!(
             self,
             Kind::Tcp | Kind::StreamSocket | Kind::SeqPacket | Kind::Datagram
         )
+    }
+
+    /// A byte stream whose reads stop at messages that carry descriptors or
+    /// credentials (Unix streams, and other non-TCP stream sockets).
+    pub(crate) fn ends_at_messages(self) -> bool {
+        self == Kind::StreamSocket
     }
 
     /// A socket that can listen, so `accept` may be attempted under a hold.
@@ -189,6 +202,25 @@ pub(crate) struct Facts {
     identity: Option<(u32, (u64, u64))>,
     /// The user's settings, and the generation and settings epoch.
     view: Option<(u64, View)>,
+    /// A negative receive or send timeout was set (in the generation),
+    /// which the kernel reads back as none.
+    zero_timeout: Option<(u32, [bool; 2])>,
+}
+
+/// Records that the user set a negative (`zero`) timeout for `interest`
+/// on `fd`, or a non-negative one.
+pub(crate) fn set_zero_timeout(fd: c_int, interest: Interest, zero: bool) {
+    let Some(entry) = crate::reactor::fd_table::FD_TABLE.get(fd) else {
+        return;
+    };
+    let generation = entry.generation();
+    let mut state = entry.lock();
+    let mut flags = match state.facts.zero_timeout {
+        Some((learned, flags)) if learned == generation => flags,
+        _ => [false; 2],
+    };
+    flags[interest as usize] = zero;
+    state.facts.zero_timeout = Some((generation, flags));
 }
 
 /// What the user set on a descriptor, as it bears on a blocking call.
@@ -238,13 +270,24 @@ pub(crate) fn view(fd: c_int, entry: &FdEntry, generation: u32, kind: Kind) -> V
         true => socket_option(fd, libc::SO_RCVLOWAT).map_or(1, |n| n.max(1) as usize),
         false => 1,
     };
-    let view = View {
+    let mut view = View {
         nonblocking: user_nonblocking(fd, entry, generation),
         recv_timeout: timeout(libc::SO_RCVTIMEO),
         send_timeout: timeout(libc::SO_SNDTIMEO),
         rcvlowat,
     };
-    entry.lock().facts.view = Some((key, view));
+    let mut state = entry.lock();
+    if let Some((learned, [recv, send])) = state.facts.zero_timeout {
+        if learned == generation {
+            if recv {
+                view.recv_timeout = Some(Duration::ZERO);
+            }
+            if send {
+                view.send_timeout = Some(Duration::ZERO);
+            }
+        }
+    }
+    state.facts.view = Some((key, view));
     view
 }
 
@@ -555,6 +598,13 @@ pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() 
             return ret;
         }
     }
+}
+
+/// The kind of `fd`, learned from the kernel if not yet known; `None` if
+/// `fd` is not open or not tracked.
+pub(crate) fn kind_of(fd: c_int) -> Option<Kind> {
+    let entry = crate::reactor::fd_table::FD_TABLE.get(fd)?;
+    kind(fd, entry, entry.generation())
 }
 
 /// The kind of `fd` if it is already known, without asking the kernel.

@@ -2,14 +2,16 @@
 //! call's result, as the blocking call would give it on a thread, with the
 //! coroutine parked instead of the worker whenever the call would block.
 
+use core::cell::Cell;
 use std::time::{Duration, Instant};
 
 use libc::{c_int, iovec, msghdr};
 
 use super::descriptor::{self, Kind};
 use super::iov;
+use crate::blocking;
 use crate::coroutine::in_coroutine;
-use crate::reactor::fd_table::{FdEntry, Interest, FD_TABLE};
+use crate::reactor::fd_table::{Ended, FdEntry, Interest, FD_TABLE};
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::scheduler::in_forked_child;
 
@@ -28,7 +30,7 @@ pub(crate) enum Nonblock {
 
 /// A call that may block on a descriptor, and what completes it.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Call {
+pub(crate) struct Call<'a> {
     pub(crate) fd: c_int,
     pub(crate) interest: Interest,
     pub(crate) nonblock: Nonblock,
@@ -43,6 +45,9 @@ pub(crate) struct Call {
     /// `MSG_PEEK`: consumes nothing, so an unfinished peek is repeated
     /// from the start rather than continued.
     pub(crate) peek: bool,
+    /// Set by an attempt after which the blocking call returns whatever the
+    /// count (a read that received passed descriptors stops there).
+    pub(crate) boundary: Option<&'a Cell<bool>>,
 }
 
 /// How many bytes a call transfers. Read from the caller's memory only
@@ -76,9 +81,9 @@ impl Len {
     }
 }
 
-impl Call {
+impl Call<'_> {
     /// A call that is not a transfer (accept, connect).
-    pub(crate) fn other(fd: c_int, interest: Interest, nonblock: Nonblock) -> Call {
+    pub(crate) fn other(fd: c_int, interest: Interest, nonblock: Nonblock) -> Call<'static> {
         Call {
             fd,
             interest,
@@ -86,11 +91,17 @@ impl Call {
             len: Len::None,
             wait_all: false,
             peek: false,
+            boundary: None,
         }
     }
 
     /// A transfer of `len`.
-    pub(crate) fn transfer(fd: c_int, interest: Interest, nonblock: Nonblock, len: Len) -> Call {
+    pub(crate) fn transfer(
+        fd: c_int,
+        interest: Interest,
+        nonblock: Nonblock,
+        len: Len,
+    ) -> Call<'static> {
         Call {
             len,
             ..Call::other(fd, interest, nonblock)
@@ -114,6 +125,11 @@ impl Call {
             Interest::Read if kind.is_socket() => rcvlowat().min(len),
             Interest::Read => 1,
         }
+    }
+
+    /// Whether the last attempt ended the call whatever the count.
+    fn ends_early(&self) -> bool {
+        self.boundary.is_some_and(Cell::get)
     }
 
     /// A read of one non-empty buffer: a short one drains a TCP stream.
@@ -149,6 +165,7 @@ pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> is
     // Learned, and timed from, the first time the call would park: a call
     // that does not block never reads the clock.
     let mut deadline: Option<Option<Instant>> = None;
+    let mut recheck = Recheck::FIRST;
     loop {
         let wait = FdWait::new(call.fd, entry, call.interest);
         let generation = wait.generation();
@@ -164,14 +181,14 @@ pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> is
             // for the next call; trying again would take the error.
             return done as isize;
         }
+        if kind == Kind::DeviceWaitFirst {
+            // No per-call flag (ttys): the call as the user made it, on a
+            // helper thread, with the terminal's own rules (VMIN, VTIME,
+            // output flow) intact.
+            return progress(done, blocking::run_borrowed(|| attempt(false, done)));
+        }
         let tcp_read = kind == Kind::Tcp && call.reads_buffer();
-        let ret = if kind == Kind::DeviceWaitFirst {
-            if !ready_now(call.fd, call.interest) {
-                None
-            } else {
-                return progress(done, attempt(false, done));
-            }
-        } else if tcp_read && entry.drained(generation, wait.snapshot()) {
+        let ret = if tcp_read && entry.drained(generation, wait.snapshot()) {
             None
         } else if call.nonblock == Nonblock::Hold {
             match descriptor::held(call.fd, entry, generation, || attempt(true, done)) {
@@ -181,10 +198,9 @@ pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> is
         } else {
             Some(attempt(true, done))
         };
-        if kind == Kind::Device && call.nonblock == Nonblock::Rwf {
+        if call.nonblock == Nonblock::Rwf {
             if let Some(ret) = ret {
-                learn_nowait(entry, generation, ret);
-                if ret == -(libc::EOPNOTSUPP as isize) {
+                if learn_nowait(entry, generation, kind, ret) {
                     continue;
                 }
             }
@@ -202,21 +218,32 @@ pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> is
                         entry.set_drained(generation, wait.snapshot());
                     }
                 }
-                if total >= target {
+                if total >= target || call.ends_early() {
                     return total as isize;
                 }
                 if !call.peek {
                     done = total;
+                    // Not enough yet: the next attempt takes what has come
+                    // meanwhile (a read may also have stopped at a
+                    // boundary with more queued), or finds nothing and
+                    // parks.
+                    continue;
                 }
-                // Not enough yet: the next attempt takes what has come
-                // meanwhile (a read may also have stopped at a boundary
-                // with more queued), or finds nothing and parks.
-                continue;
+                // A peek sees the same bytes until more come: wait for
+                // them, or return what is there if the user does not wait.
+                if descriptor::view(call.fd, entry, generation, kind).nonblocking {
+                    return total as isize;
+                }
             }
             Some(n) if n != -(libc::EAGAIN as isize) => return progress(done, n),
             _ => {}
         }
         let tried = ret.is_some();
+        if call.interest == Interest::Read && entry.hung_up() && hung_up(call.fd) {
+            // Shut down for reading: the blocking call returns at once
+            // (0, or EINVAL for a listener) where an attempt says EAGAIN.
+            return progress(done, attempt(false, done));
+        }
         let view = descriptor::view(call.fd, entry, generation, kind);
         if view.nonblocking {
             // The user's call does not block: make it as is.
@@ -229,15 +256,49 @@ pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> is
             view.timeout(call.interest)
                 .and_then(|t| Instant::now().checked_add(t))
         });
-        match wait_fd(&wait, deadline) {
+        let until = match call.interest == Interest::Write && kind.hides_write_shutdown() {
+            true => Some(recheck.next(deadline)),
+            false => deadline,
+        };
+        match wait_fd(&wait, until) {
             Outcome::Ready => {}
-            Outcome::TimedOut => return progress(done, -(libc::EAGAIN as isize)),
+            Outcome::TimedOut if until != deadline => {}
+            Outcome::TimedOut => {
+                // What came without an edge (below a low-water mark, or
+                // behind a drained stream) is the kernel's answer at the
+                // timeout too.
+                let last = match call.nonblock {
+                    Nonblock::Hold => -(libc::EAGAIN as isize),
+                    _ => attempt(true, done),
+                };
+                return match last {
+                    n if n > 0 && !call.peek => progress(done, n),
+                    n if n > 0 => n,
+                    _ => progress(done, -(libc::EAGAIN as isize)),
+                };
+            }
             Outcome::Closed => return progress(done, -(libc::EBADF as isize)),
             Outcome::NotPollable => {
                 descriptor::learn_kind(entry, generation, Kind::Unpollable);
                 return progress(done, attempt(false, done));
             }
         }
+    }
+}
+
+/// How long a writer parked on a socket whose shutdown raises no event
+/// waits before it tries again: from 5 ms, doubling up to 200 ms.
+struct Recheck(Duration);
+
+impl Recheck {
+    const FIRST: Recheck = Recheck(Duration::from_millis(5));
+    const LONGEST: Duration = Duration::from_millis(200);
+
+    /// When the next wait ends: the next recheck, or `deadline` if sooner.
+    fn next(&mut self, deadline: Option<Instant>) -> Instant {
+        let at = Instant::now() + self.0;
+        self.0 = (self.0 * 2).min(Recheck::LONGEST);
+        deadline.map_or(at, |deadline| deadline.min(at))
     }
 }
 
@@ -252,27 +313,50 @@ fn progress(done: usize, ret: isize) -> isize {
     }
 }
 
-/// Records whether `RWF_NOWAIT` works on a device, from an attempt's
-/// result: EOPNOTSUPP says it does not.
-fn learn_nowait(entry: &FdEntry, generation: u32, ret: isize) {
-    let kind = match ret {
+/// Records whether `RWF_NOWAIT` works on the file, from an attempt's
+/// result: EOPNOTSUPP says it does not (ttys, and FIFOs opened by name), a
+/// device's first success or EAGAIN that it does. Returns whether the
+/// attempt must be made again another way.
+fn learn_nowait(entry: &FdEntry, generation: u32, kind: Kind, ret: isize) -> bool {
+    let learned = match ret {
         ret if ret == -(libc::EOPNOTSUPP as isize) => Kind::DeviceWaitFirst,
-        ret if ret >= 0 || ret == -(libc::EAGAIN as isize) => Kind::DeviceNowait,
-        _ => return,
+        ret if kind == Kind::Device && (ret >= 0 || ret == -(libc::EAGAIN as isize)) => {
+            Kind::DeviceNowait
+        }
+        _ => return false,
     };
-    descriptor::learn_kind(entry, generation, kind);
+    descriptor::learn_kind(entry, generation, learned);
+    learned == Kind::DeviceWaitFirst
 }
 
-/// Whether socket `fd` has an error pending, without taking it (a
-/// level-triggered look).
-fn error_pending(fd: c_int) -> bool {
+/// The level state of `fd`, without taking anything from it.
+fn revents(fd: c_int, events: libc::c_short) -> libc::c_short {
     let mut pollfd = libc::pollfd {
         fd,
-        events: 0,
+        events,
         revents: 0,
     };
-    crate::sys::ppoll(&mut pollfd, 1, Some(Duration::ZERO)) > 0
-        && pollfd.revents & libc::POLLERR != 0
+    match crate::sys::ppoll(&mut pollfd, 1, Some(Duration::ZERO)) > 0 {
+        true => pollfd.revents,
+        false => 0,
+    }
+}
+
+/// Whether socket `fd` has an error pending: POLLERR with an empty error
+/// queue (which also raises POLLERR: zerocopy completions, timestamps).
+fn error_pending(fd: c_int) -> bool {
+    if revents(fd, 0) & libc::POLLERR == 0 {
+        return false;
+    }
+    let mut byte = 0u8;
+    let peek = libc::MSG_ERRQUEUE | libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    crate::sys::syscall!(libc::SYS_recvfrom, fd, &mut byte as *mut u8, 1, peek, 0, 0)
+        == -(libc::EAGAIN as isize)
+}
+
+/// Whether `fd` is shut down or hung up for reading.
+fn hung_up(fd: c_int) -> bool {
+    revents(fd, libc::POLLIN | libc::POLLRDHUP) & (libc::POLLRDHUP | libc::POLLHUP) != 0
 }
 
 /// Level-triggered readiness check, for descriptors whose calls cannot be
@@ -303,7 +387,8 @@ pub(crate) fn on_created(fd: c_int, kind: Option<Kind>) {
         return;
     }
     if let Some(entry) = FD_TABLE.peek(fd) {
-        let generation = entry.reset();
+        // The number was closed behind the hooks' back, and is reused.
+        let generation = entry.reset(Ended::Closed);
         if let Some(kind) = kind {
             descriptor::learn_kind(entry, generation, kind);
         }

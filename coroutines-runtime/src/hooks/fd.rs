@@ -2,11 +2,11 @@
 //! descriptors, and the flags the user sets, which the runtime must both
 //! honour and never show as its own.
 
-use libc::{c_int, c_ulong, c_void};
+use libc::{c_char, c_int, c_uint, c_ulong, c_void};
 
 use super::descriptor::{self, Kind};
 use super::driver::on_created;
-use crate::reactor::fd_table::FD_TABLE;
+use crate::reactor::fd_table::{Ended, FD_TABLE};
 use crate::scheduler::in_forked_child;
 use crate::sys::{c_result, syscall};
 
@@ -37,14 +37,15 @@ pub unsafe extern "C" fn pipe(fds: *mut c_int) -> c_int {
 }
 
 /// Runs `replace`, a system call that closes or replaces the file that
-/// `fd` names: coroutines waiting on the old file wake with EBADF, and
-/// nothing learned about it reaches the number's next file.
+/// `fd` names (`ended` says which): coroutines waiting on the old file wake
+/// (see [`Ended`]), and nothing learned about it reaches the number's next
+/// file.
 ///
 /// The record starts a new generation both before the call (so waiters
 /// wake even if the call takes long) and after it (for waits that began in
 /// between), unless a new file got the number meanwhile and started one
 /// itself.
-fn replacing(fd: c_int, replace: impl FnOnce() -> isize) -> isize {
+fn replacing(fd: c_int, ended: Ended, replace: impl FnOnce() -> isize) -> isize {
     let entry = match in_forked_child() {
         true => None,
         false => FD_TABLE.peek(fd),
@@ -52,17 +53,17 @@ fn replacing(fd: c_int, replace: impl FnOnce() -> isize) -> isize {
     let Some(entry) = entry else {
         return replace();
     };
-    let generation = entry.reset();
+    let generation = entry.reset(ended);
     descriptor::wait_for_holds(entry);
     let ret = replace();
-    entry.reset_if(generation);
+    entry.reset_if(generation, ended);
     ret
 }
 
 /// Closes a descriptor the hooks opened for themselves (a pidfd), as the
 /// `close` hook would.
 pub(crate) fn close_owned(fd: c_int) {
-    replacing(fd, || syscall!(libc::SYS_close, fd));
+    replacing(fd, Ended::Closed, || syscall!(libc::SYS_close, fd));
 }
 
 /// Hooked: see [`replacing`].
@@ -71,7 +72,9 @@ pub(crate) fn close_owned(fd: c_int) {
 /// As `close(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    c_result(replacing(fd, || syscall!(libc::SYS_close, fd))) as c_int
+    c_result(replacing(fd, Ended::Closed, || {
+        syscall!(libc::SYS_close, fd)
+    })) as c_int
 }
 
 /// Hooked: the new number starts with a clean record.
@@ -98,7 +101,9 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
         return c_result(syscall!(libc::SYS_dup3, old, new, flags)) as c_int;
     }
     let kind = descriptor::known_kind(old);
-    let ret = replacing(new, || syscall!(libc::SYS_dup3, old, new, flags));
+    let ret = replacing(new, Ended::Replaced, || {
+        syscall!(libc::SYS_dup3, old, new, flags)
+    });
     if ret >= 0 {
         on_created(new, kind);
     }
@@ -167,4 +172,137 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
         false => call(),
     };
     c_result(ret) as c_int
+}
+
+/// Defines hooks for calls that create a descriptor through one system
+/// call: the new number starts with a clean record (its kind learned when
+/// a coroutine first waits on it).
+macro_rules! creates {
+    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) = $nr:expr, ($($sys:expr),*);)*) => {$(
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As the C library's function of the same name.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
+            let ret = syscall!($nr, $($sys),*);
+            if ret >= 0 {
+                on_created(ret as c_int, None);
+            }
+            c_result(ret) as c_int
+        }
+    )*};
+}
+
+creates! {
+    /// Hooked: `File::open` (variadic in C; on x86-64 the mode, read only
+    /// with `O_CREAT` or `O_TMPFILE`, arrives in the same register).
+    fn open(path: *const c_char, flags: c_int, mode: c_uint) =
+        libc::SYS_openat, (libc::AT_FDCWD, path, flags, mode);
+    /// Hooked: glibc's large-file name for `open`.
+    fn open64(path: *const c_char, flags: c_int, mode: c_uint) =
+        libc::SYS_openat, (libc::AT_FDCWD, path, flags, mode);
+    /// Hooked: as `open`, relative to a directory.
+    fn openat(dir: c_int, path: *const c_char, flags: c_int, mode: c_uint) =
+        libc::SYS_openat, (dir, path, flags, mode);
+    /// Hooked: glibc's large-file name for `openat`.
+    fn openat64(dir: c_int, path: *const c_char, flags: c_int, mode: c_uint) =
+        libc::SYS_openat, (dir, path, flags, mode);
+    /// Hooked: `open` with `O_CREAT | O_WRONLY | O_TRUNC`.
+    fn creat(path: *const c_char, mode: c_uint) =
+        libc::SYS_openat, (libc::AT_FDCWD, path, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, mode);
+    /// Hooked: event counters.
+    fn eventfd(initial: c_uint, flags: c_int) = libc::SYS_eventfd2, (initial, flags);
+    /// Hooked: timers.
+    fn timerfd_create(clock: c_int, flags: c_int) = libc::SYS_timerfd_create, (clock, flags);
+    /// Hooked: epoll instances.
+    fn epoll_create(size: c_int) = libc::SYS_epoll_create, (size);
+    /// Hooked: epoll instances.
+    fn epoll_create1(flags: c_int) = libc::SYS_epoll_create1, (flags);
+    /// Hooked: inotify instances.
+    fn inotify_init() = libc::SYS_inotify_init1, (0);
+    /// Hooked: inotify instances.
+    fn inotify_init1(flags: c_int) = libc::SYS_inotify_init1, (flags);
+    /// Hooked: anonymous files.
+    fn memfd_create(name: *const c_char, flags: c_uint) = libc::SYS_memfd_create, (name, flags);
+}
+
+/// Hooked: signal descriptors; `fd` -1 creates one, otherwise it is changed.
+///
+/// # Safety
+/// As `signalfd(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn signalfd(fd: c_int, mask: *const libc::sigset_t, flags: c_int) -> c_int {
+    let ret = syscall!(
+        libc::SYS_signalfd4,
+        fd,
+        mask,
+        crate::sys::SIGSET_BYTES,
+        flags
+    );
+    if ret >= 0 && fd == -1 {
+        on_created(ret as c_int, None);
+    }
+    c_result(ret) as c_int
+}
+
+/// Hooked: every number in the range is closed as `close` would close it
+/// (unless only marked close-on-exec).
+///
+/// # Safety
+/// As `close_range(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let call = || syscall!(libc::SYS_close_range, first, last, flags);
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 || in_forked_child() {
+        return c_result(call()) as c_int;
+    }
+    let ended = FD_TABLE.reset_range(first, last, Ended::Closed);
+    let ret = call();
+    for (entry, generation) in ended {
+        entry.reset_if(generation, Ended::Closed);
+    }
+    c_result(ret) as c_int
+}
+
+/// Hooked: as `close_range(low, ~0, 0)`.
+///
+/// # Safety
+/// As `closefrom(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closefrom(low: c_int) {
+    // SAFETY: same contract.
+    unsafe { close_range(low.max(0) as c_uint, c_uint::MAX, 0) };
+}
+
+/// Hooked: a stdio stream's descriptor is closed as `close` would close it
+/// (glibc's `fclose` closes it internally, where no hook sees it). Not in
+/// static builds, where there is no loader to find glibc's `fclose`.
+///
+/// # Safety
+/// As `fclose(3)`.
+#[cfg(not(target_feature = "crt-static"))]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let mut real = REAL.load(Ordering::Acquire);
+    if real == 0 {
+        // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds
+        // glibc's definition, after this one.
+        real = unsafe { libc::dlsym(libc::RTLD_NEXT, c"fclose".as_ptr()) } as usize;
+        REAL.store(real, Ordering::Release);
+    }
+    // SAFETY: glibc's `fclose`, found above.
+    let real: unsafe extern "C" fn(*mut libc::FILE) -> c_int =
+        unsafe { core::mem::transmute(real) };
+    // SAFETY: the caller passes a stream, as `fclose` requires.
+    let fd = unsafe { libc::fileno(stream) };
+    let mut ret = 0;
+    // SAFETY: the caller's stream, closed once.
+    replacing(fd, Ended::Closed, || {
+        ret = unsafe { real(stream) };
+        0
+    });
+    ret
 }

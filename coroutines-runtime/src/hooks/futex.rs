@@ -98,21 +98,17 @@ pub unsafe extern "C" fn coroutines_futex_syscall(
     match op {
         WAKE => wake(args, val as c_int),
         WAKE_BITSET if val3 != 0 => wake(args, val as c_int),
-        WAIT if may_park() => {
-            // SAFETY: the caller passes a valid or null timeout.
-            match unsafe { read_timeout(timeout) } {
-                Ok(relative) => wait(uaddr, val, relative.map(relative_deadline)),
-                Err(error) => fail(error),
-            }
-        }
+        WAIT if may_park() => match read_timeout(timeout) {
+            Ok(relative) => wait(uaddr, val, relative.map(relative_deadline)),
+            Err(error) => fail(error),
+        },
         WAIT_BITSET | WAIT_BITSET_REALTIME if val3 == MATCH_ANY && may_park() => {
             let clock = if op == WAIT_BITSET {
                 libc::CLOCK_MONOTONIC
             } else {
                 libc::CLOCK_REALTIME
             };
-            // SAFETY: the caller passes a valid or null timeout.
-            match unsafe { read_timeout(timeout) } {
+            match read_timeout(timeout) {
                 Ok(absolute) => match absolute.map(|at| absolute_deadline(clock, at)) {
                     Some(Err(error)) => fail(error),
                     Some(Ok(deadline)) => wait(uaddr, val, Some(deadline)),
@@ -144,13 +140,8 @@ fn wait(uaddr: usize, expected: u32, deadline: Option<Instant>) -> c_long {
     // SAFETY: futex words are 4-byte aligned `u32`s that the caller shares
     // with its wakers; only atomic accesses are made through the reference.
     let word = unsafe { &*(uaddr as *const AtomicU32) };
-    // Other coroutines of this worker run, and set `errno`, meanwhile.
-    let errno = sys::errno();
     match futex::wait(word, expected, deadline) {
-        Ok(()) => {
-            sys::set_errno(errno);
-            0
-        }
+        Ok(()) => 0,
         Err(error) => fail(error),
     }
 }
@@ -177,20 +168,10 @@ fn fail(error: c_int) -> c_long {
     -1
 }
 
-/// The timeout at `timeout`, or `None` for null; `EINVAL` if malformed,
-/// checked before the word like the kernel does.
-///
-/// # Safety
-/// `timeout` is null or points to a readable `timespec`.
-unsafe fn read_timeout(timeout: usize) -> Result<Option<Duration>, c_int> {
-    // SAFETY: per the contract.
-    let Some(t) = (unsafe { (timeout as *const timespec).as_ref() }) else {
-        return Ok(None);
-    };
-    if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
-        return Err(libc::EINVAL);
-    }
-    Ok(Some(Duration::new(t.tv_sec as u64, t.tv_nsec as u32)))
+/// The timeout at `timeout`, or `None` for null; `EFAULT` if unreadable,
+/// `EINVAL` if malformed, checked before the word like the kernel does.
+fn read_timeout(timeout: usize) -> Result<Option<Duration>, c_int> {
+    sys::read_timespec(timeout as *const timespec)
 }
 
 /// `FUTEX_WAIT`'s timeout is relative to now. A deadline past `Instant`'s

@@ -3,6 +3,7 @@
 
 use libc::{c_int, c_void, iovec, size_t, ssize_t};
 
+use super::descriptor::{self, Kind};
 use super::driver::{blocking_io, Call, Len, Nonblock};
 use super::iov;
 use crate::identity;
@@ -40,6 +41,11 @@ fn vectored(fd: c_int, interest: Interest, iov: *const iovec, count: c_int, len:
                 (rest.as_ptr(), rest.len() as c_int)
             }
         };
+        if done > 0 && interest == Interest::Write && is_socket(fd) {
+            // A blocking write that moved something raises no SIGPIPE when
+            // it then fails; the part that continues it must not either.
+            return send_rest(fd, iov, count, nonblocking);
+        }
         match nonblocking {
             true => syscall!(
                 nowait,
@@ -53,6 +59,23 @@ fn vectored(fd: c_int, interest: Interest, iov: *const iovec, count: c_int, len:
             false => syscall!(plain, fd, iov, count),
         }
     }))
+}
+
+fn is_socket(fd: c_int) -> bool {
+    descriptor::known_kind(fd).is_some_and(Kind::is_socket)
+}
+
+/// The rest of a write to a socket, without SIGPIPE.
+fn send_rest(fd: c_int, iov: *const iovec, count: c_int, nonblocking: bool) -> isize {
+    // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = iov as *mut iovec;
+    msg.msg_iovlen = count as usize;
+    let flags = match nonblocking {
+        true => libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        false => libc::MSG_NOSIGNAL,
+    };
+    syscall!(libc::SYS_sendmsg, fd, &msg as *const libc::msghdr, flags)
 }
 
 /// Hooked: `File`, pipe, stdin and socket reads.

@@ -34,6 +34,7 @@ mod process;
 mod resolve;
 mod signal;
 mod socket;
+mod splice;
 mod thread;
 #[cfg(not(target_feature = "crt-static"))]
 mod thread_exit;

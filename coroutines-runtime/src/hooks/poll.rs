@@ -12,7 +12,14 @@ use libc::{c_int, fd_set, nfds_t, pollfd, sigset_t, timeval};
 use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fds, FdWait, Outcome};
-use crate::sys::{c_result, ppoll_masked, read_timespec, syscall, timespec, SIGSET_BYTES};
+use crate::sys::{
+    c_result, ppoll_masked, read_timespec, read_user, syscall, timespec, SIGSET_BYTES,
+};
+
+/// `poll` events that readability edges report, and writability edges.
+const READS: libc::c_short =
+    libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP | libc::POLLRDNORM | libc::POLLRDBAND;
+const WRITES: libc::c_short = libc::POLLOUT | libc::POLLWRNORM | libc::POLLWRBAND;
 
 /// One descriptor to watch, and which ways.
 #[derive(Clone, Copy)]
@@ -56,11 +63,13 @@ fn parked_until(
             Outcome::Ready | Outcome::Closed => {}
             Outcome::TimedOut => return ready(),
             Outcome::NotPollable => {
-                // Descriptors epoll refuses are always ready for the
-                // kernel, so `ready()` reported them: unreachable in
-                // practice; wait out the timeout in steps.
-                let step = Instant::now() + Duration::from_millis(1);
-                coroutine::park(Some(step), Wait::Fds, drop);
+                // Only descriptors epoll refuses (files), which report
+                // nothing of what was asked (events 0, or exceptions):
+                // nothing will change, as for the kernel.
+                coroutine::park(deadline, Wait::Fds, drop);
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return ready();
+                }
             }
         }
     }
@@ -118,9 +127,8 @@ fn polled(
             let p = unsafe { &*fds.add(i) };
             Watch {
                 fd: p.fd,
-                read: p.events & (libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP) != 0
-                    || p.events & libc::POLLOUT == 0,
-                write: p.events & libc::POLLOUT != 0,
+                read: p.events & READS != 0 || p.events & WRITES == 0,
+                write: p.events & WRITES != 0,
             }
         })
         .filter(|w| w.fd >= 0)
@@ -135,14 +143,16 @@ fn polled(
 struct Sets([Option<fd_set>; 3]);
 
 impl Sets {
-    /// Copies the caller's sets.
-    ///
-    /// # Safety
-    /// Each pointer is null or points to a readable `fd_set` (the C
-    /// contract of `select`; `FD_SET` and friends assume it too).
-    unsafe fn copy(sets: [*mut fd_set; 3]) -> Sets {
-        // SAFETY: per the contract.
-        Sets(sets.map(|set| unsafe { set.as_ref() }.copied()))
+    /// Copies the caller's sets (null ones stay `None`); `EFAULT` if one
+    /// cannot be read, as the kernel would say.
+    fn copy(sets: [*mut fd_set; 3]) -> Result<Sets, c_int> {
+        let mut copied = [None; 3];
+        for (copy, set) in copied.iter_mut().zip(sets) {
+            if !set.is_null() {
+                *copy = Some(read_user(set)?);
+            }
+        }
+        Ok(Sets(copied))
     }
 
     fn ptr(&mut self, i: usize) -> *mut fd_set {
@@ -278,8 +288,10 @@ fn selected(
     let nfds = nfds.min(libc::FD_SETSIZE as c_int);
     let start = Instant::now();
     let deadline = limit.and_then(|t| start.checked_add(t));
-    // SAFETY: select's contract (see `Sets::copy`).
-    let asked = unsafe { Sets::copy(user) };
+    let asked = match Sets::copy(user) {
+        Ok(asked) => asked,
+        Err(error) => return -(error as isize),
+    };
     let watches: Vec<Watch> = (0..nfds)
         .map(|fd| Watch {
             fd,

@@ -38,6 +38,19 @@ pub unsafe extern "C" fn fork() -> pid_t {
     identity::fork_on_worker(&mut || unsafe { __fork() })
 }
 
+/// Hooked: `vfork` is `fork` (POSIX lets it be): a vfork child shares its
+/// parent's memory, so the hooked calls it makes before `exec` (a `close`)
+/// would change the parent's records.
+///
+/// # Safety
+/// As `vfork(2)`: the child may only call `exec` or `_exit` (here it could
+/// do more, as a forked child).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vfork() -> pid_t {
+    // SAFETY: same contract, as `fork`.
+    unsafe { fork() }
+}
+
 /// Options under which a pidfd says nothing: only exits make it readable.
 const NOT_EXITS: c_int = libc::WUNTRACED | libc::WCONTINUED;
 

@@ -227,14 +227,20 @@ pub unsafe extern "C" fn sigaction(
     0
 }
 
-/// Shows the user the handler they installed where the kernel has the
-/// trampoline.
+/// Shows the user what they installed: their handler where the kernel has
+/// the trampoline, and their flags (without the `SA_SIGINFO` the
+/// trampoline needs) also once `SA_RESETHAND` has put `SIG_DFL` back.
 fn report(user: usize, old: &mut SigAction) {
-    if old.sa_sigaction == trampoline as *const () as sighandler_t && user != 0 {
+    if user == 0 {
+        return;
+    }
+    let ours = old.sa_sigaction == trampoline as *const () as sighandler_t;
+    let reset = old.sa_sigaction == libc::SIG_DFL && old.sa_flags & libc::SA_RESETHAND != 0;
+    if ours {
         old.sa_sigaction = user & !TAKES_SIGINFO;
-        if user & TAKES_SIGINFO == 0 {
-            old.sa_flags &= !libc::SA_SIGINFO;
-        }
+    }
+    if (ours || reset) && user & TAKES_SIGINFO == 0 {
+        old.sa_flags &= !libc::SA_SIGINFO;
     }
 }
 

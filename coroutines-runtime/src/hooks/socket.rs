@@ -1,17 +1,27 @@
 //! Sockets: creation, accept, connect, the send and receive family, and
 //! the options that change how they block.
 
+use core::cell::Cell;
 use std::time::{Duration, Instant};
 
-use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use super::descriptor::{self, Kind};
 use super::driver::{blocking_io, on_created, poll_one, ready_now, Call, Len, Nonblock};
 use super::iov;
+use crate::blocking;
 use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::{Interest, FD_TABLE};
 use crate::reactor::{wait_fd, FdWait, Outcome};
+use crate::scheduler::in_forked_child;
 use crate::sys::{c_result, syscall};
+
+/// `SO_RCVTIMEO`/`SO_SNDTIMEO` with a `timeval`, and with 64-bit seconds
+/// (the same layout on x86-64).
+const SO_RCVTIMEO_OLD: c_int = libc::SO_RCVTIMEO;
+const SO_SNDTIMEO_OLD: c_int = libc::SO_SNDTIMEO;
+const SO_RCVTIMEO_NEW: c_int = 66;
+const SO_SNDTIMEO_NEW: c_int = 67;
 
 /// An AF_UNIX connect to a full backlog is tried again after this long,
 /// doubling up to `LONGEST_RETRY`: nothing the runtime can wait on tells
@@ -19,29 +29,43 @@ use crate::sys::{c_result, syscall};
 const FIRST_RETRY: Duration = Duration::from_millis(1);
 const LONGEST_RETRY: Duration = Duration::from_millis(32);
 
-/// A send or receive: one attempt as is if the user passed `MSG_DONTWAIT`,
-/// else through the driver with `MSG_DONTWAIT` added per attempt.
-/// `call(flags, done)` makes the call for what is left after `done` bytes.
+/// A send or receive: one call as is if it cannot block (`MSG_DONTWAIT`,
+/// and error-queue reads, which never wait), else through the driver with
+/// `MSG_DONTWAIT` added per attempt. `call(flags, done)` makes the call for
+/// what is left after `done` bytes; `boundary` is the driver's (see
+/// `Call::boundary`).
 fn transfer(
     fd: c_int,
     interest: Interest,
     flags: c_int,
     len: Len,
+    boundary: Option<&Cell<bool>>,
     call: impl Fn(c_int, usize) -> isize,
 ) -> ssize_t {
-    if flags & libc::MSG_DONTWAIT != 0 {
+    if flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 {
         return c_result(call(flags, 0));
+    }
+    if interest == Interest::Write && flags & libc::MSG_ZEROCOPY != 0 {
+        // Each call is one completion ID, which the user counts: the call
+        // as made, on a helper thread, never split into attempts.
+        return c_result(blocking::run_borrowed(|| call(flags, 0)));
     }
     let call_info = Call {
         wait_all: flags & libc::MSG_WAITALL != 0,
         peek: flags & libc::MSG_PEEK != 0,
+        boundary,
         ..Call::transfer(fd, interest, Nonblock::Flag, len)
     };
     c_result(blocking_io(call_info, |nonblocking, done| {
-        let flags = match nonblocking {
+        let mut flags = match nonblocking {
             true => flags | libc::MSG_DONTWAIT,
             false => flags,
         };
+        if done > 0 && interest == Interest::Write {
+            // A blocking send that moved something raises no SIGPIPE when
+            // it then fails; the part that continues it must not either.
+            flags |= libc::MSG_NOSIGNAL;
+        }
         call(flags, done)
     }))
 }
@@ -107,6 +131,7 @@ pub unsafe extern "C" fn recvfrom(
         Interest::Read,
         flags,
         Len::Buffer(len),
+        None,
         |flags, done| {
             let (addr, addrlen) = match done {
                 0 => (addr, addrlen),
@@ -132,14 +157,27 @@ pub unsafe extern "C" fn recvfrom(
 /// As `recvmsg(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    let wait_all = flags & (libc::MSG_WAITALL | libc::MSG_DONTWAIT) == libc::MSG_WAITALL;
+    if wait_all && in_coroutine() && descriptor::kind_of(fd).is_some_and(Kind::ends_at_messages) {
+        // A Unix stream's MSG_WAITALL read stops after passed descriptors
+        // and fills the caller's control buffer along the way, which a
+        // read made in parts cannot: the call as made, on a helper thread.
+        let call = || syscall!(libc::SYS_recvmsg, fd, msg, flags);
+        return c_result(blocking::run_borrowed(call));
+    }
+    let boundary = Cell::new(false);
     transfer(
         fd,
         Interest::Read,
         flags,
         Len::Message(msg),
+        Some(&boundary),
         |flags, done| {
             if done == 0 {
-                return syscall!(libc::SYS_recvmsg, fd, msg, flags);
+                let ret = syscall!(libc::SYS_recvmsg, fd, msg, flags);
+                // SAFETY: the call succeeded, so the kernel wrote `msg`.
+                boundary.set(ret > 0 && unsafe { (*msg).msg_controllen } > 0);
+                return ret;
             }
             let mut iovs = Vec::new();
             // SAFETY: an attempt with `msg` succeeded.
@@ -160,6 +198,7 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         Interest::Write,
         flags,
         Len::Buffer(len),
+        None,
         |flags, done| {
             syscall!(
                 libc::SYS_sendto,
@@ -192,6 +231,7 @@ pub unsafe extern "C" fn sendto(
         Interest::Write,
         flags,
         Len::Buffer(len),
+        None,
         |flags, done| {
             let (addr, addrlen) = match done {
                 0 => (addr, addrlen),
@@ -221,6 +261,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         Interest::Write,
         flags,
         Len::Message(msg),
+        None,
         |flags, done| {
             if done == 0 {
                 return syscall!(libc::SYS_sendmsg, fd, msg, flags);
@@ -312,8 +353,10 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
             continue;
         };
         match ret {
-            ret if ret == -(libc::EINPROGRESS as isize) => {
-                return connected(fd, wait, entry, deadline);
+            // Started now; or started earlier by a non-blocking connect,
+            // which a blocking one waits for (and times out with EALREADY).
+            ret if ret == -(libc::EINPROGRESS as isize) || ret == -(libc::EALREADY as isize) => {
+                return connected(fd, wait, entry, deadline, ret);
             }
             ret if ret == -(libc::EAGAIN as isize) && kind != Some(Kind::Tcp) => {
                 let pause = match deadline {
@@ -330,17 +373,19 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
     }
 }
 
-/// Waits for a connection under way to finish, and returns its outcome.
+/// Waits for a connection under way to finish, and returns its outcome, or
+/// `timed_out` at the deadline.
 fn connected(
     fd: c_int,
     mut wait: FdWait,
     entry: &'static crate::reactor::fd_table::FdEntry,
     deadline: Option<Instant>,
+    timed_out: isize,
 ) -> isize {
     loop {
         match wait_fd(&wait, deadline) {
             Outcome::Ready => {}
-            Outcome::TimedOut => return -(libc::EINPROGRESS as isize),
+            Outcome::TimedOut => return timed_out,
             Outcome::Closed => return -(libc::EBADF as isize),
             Outcome::NotPollable => {
                 let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -383,10 +428,39 @@ pub unsafe extern "C" fn setsockopt(
     len: socklen_t,
 ) -> c_int {
     let ret = syscall!(libc::SYS_setsockopt, fd, level, name, value, len);
-    let watched = [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO, libc::SO_RCVLOWAT];
-    if level == libc::SOL_SOCKET && watched.contains(&name) {
+    let interest = match name {
+        SO_RCVTIMEO_OLD | SO_RCVTIMEO_NEW => Some(Interest::Read),
+        SO_SNDTIMEO_OLD | SO_SNDTIMEO_NEW => Some(Interest::Write),
+        _ => None,
+    };
+    if level == libc::SOL_SOCKET && (interest.is_some() || name == libc::SO_RCVLOWAT) {
+        if let (0, Some(interest)) = (ret, interest) {
+            // Linux takes a negative timeout as zero (the call fails at
+            // once), but reads it back as none; remember it. Both forms
+            // are two 64-bit words here, which the kernel has just read.
+            // SAFETY: as just said.
+            let seconds = unsafe { *(value as *const i64) };
+            descriptor::set_zero_timeout(fd, interest, seconds < 0);
+        }
         // After the change; see `descriptor::settings_changed`.
         descriptor::settings_changed();
+    }
+    c_result(ret) as c_int
+}
+
+/// Hooked: the shutdown may end waits that no readiness event reports (a
+/// Unix socket shut down for sending, a datagram socket or a listener shut
+/// down for receiving): the socket's waiters try their calls again.
+///
+/// # Safety
+/// As `shutdown(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    let ret = syscall!(libc::SYS_shutdown, fd, how);
+    if ret == 0 && !in_forked_child() {
+        if let Some(entry) = FD_TABLE.peek(fd) {
+            entry.shut_down(how != libc::SHUT_WR);
+        }
     }
     c_result(ret) as c_int
 }
@@ -422,5 +496,88 @@ pub unsafe extern "C" fn socketpair(
         let kind = Kind::of_socket(domain, kind, protocol);
         fds.into_iter().for_each(|fd| on_created(fd, Some(kind)));
     }
+    c_result(ret) as c_int
+}
+
+/// A call on a vector of messages (`recvmmsg`, `sendmmsg`), which blocks
+/// per message: for each, parks until one attempt (`call(first, count,
+/// flags)`, for the messages from `first` on) moves at least one, until
+/// all `count` moved, or one is enough (`MSG_WAITFORONE`). Returns the
+/// messages moved, or the first attempt's error.
+fn per_message(
+    fd: c_int,
+    interest: Interest,
+    count: c_uint,
+    flags: c_int,
+    call: impl Fn(c_uint, c_uint, c_int) -> isize,
+) -> isize {
+    let mut moved: c_uint = 0;
+    while moved < count {
+        let step = Call::other(fd, interest, Nonblock::Flag);
+        let ret = blocking_io(step, |nonblocking, _| {
+            let mut flags = flags;
+            if nonblocking {
+                flags |= libc::MSG_DONTWAIT;
+            }
+            if moved > 0 && interest == Interest::Write {
+                flags |= libc::MSG_NOSIGNAL;
+            }
+            call(moved, count - moved, flags)
+        });
+        match ret {
+            n if n > 0 => moved += n as c_uint,
+            n if moved == 0 => return n,
+            _ => break,
+        }
+        if flags & libc::MSG_WAITFORONE != 0 {
+            break;
+        }
+    }
+    moved as isize
+}
+
+/// Hooked: see [`per_message`]; with a timeout (whose rules are the
+/// kernel's own), the call as made, on a helper thread.
+///
+/// # Safety
+/// As `recvmmsg(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    messages: *mut libc::mmsghdr,
+    count: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    let plain = || syscall!(libc::SYS_recvmmsg, fd, messages, count, flags, timeout);
+    let ret = match () {
+        _ if !in_coroutine() || flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 => plain(),
+        _ if !timeout.is_null() => blocking::run_borrowed(plain),
+        _ => per_message(fd, Interest::Read, count, flags, |first, left, flags| {
+            let rest = messages.wrapping_add(first as usize);
+            syscall!(libc::SYS_recvmmsg, fd, rest, left, flags, 0)
+        }),
+    };
+    c_result(ret) as c_int
+}
+
+/// Hooked: see [`per_message`].
+///
+/// # Safety
+/// As `sendmmsg(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    messages: *mut libc::mmsghdr,
+    count: c_uint,
+    flags: c_int,
+) -> c_int {
+    let ret = match in_coroutine() && flags & libc::MSG_DONTWAIT == 0 {
+        false => syscall!(libc::SYS_sendmmsg, fd, messages, count, flags),
+        true => per_message(fd, Interest::Write, count, flags, |first, left, flags| {
+            let rest = messages.wrapping_add(first as usize);
+            syscall!(libc::SYS_sendmmsg, fd, rest, left, flags)
+        }),
+    };
     c_result(ret) as c_int
 }

@@ -19,21 +19,11 @@ fn sleep_for(duration: Duration) {
     }
 }
 
-/// The duration in `req`, or the error number the kernel would give.
-///
-/// # Safety
-/// `req` is null or points to a readable `timespec`.
-unsafe fn duration(req: *const timespec) -> Result<timespec, c_int> {
-    // SAFETY: per the contract; null is reported as EFAULT like the kernel.
-    let req = unsafe { req.as_ref() }.ok_or(libc::EFAULT)?;
-    if req.tv_sec < 0 || !(0..1_000_000_000).contains(&req.tv_nsec) {
-        return Err(libc::EINVAL);
-    }
-    Ok(*req)
-}
-
-fn to_duration(t: &timespec) -> Duration {
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+/// The duration in `req`, or the error number the kernel would give
+/// (EFAULT for null or unreadable, EINVAL out of range), read only once the
+/// kernel has validated it.
+fn duration(req: *const timespec) -> Result<Duration, c_int> {
+    sys::read_timespec(req)?.ok_or(libc::EFAULT)
 }
 
 /// Hooked: `std::thread::sleep` calls it with `CLOCK_MONOTONIC`. Returns an
@@ -55,13 +45,12 @@ pub unsafe extern "C" fn clock_nanosleep(
     if !in_coroutine() || !sleepable {
         return -(syscall!(libc::SYS_clock_nanosleep, clock, flags, req, rem) as c_int);
     }
-    // SAFETY: the caller passes a valid or null `req`.
-    let req = match unsafe { duration(req) } {
+    let req = match duration(req) {
         Ok(req) => req,
         Err(error) => return error,
     };
     if flags & libc::TIMER_ABSTIME == 0 {
-        sleep_for(to_duration(&req));
+        sleep_for(req);
         return 0;
     }
     let mut now = timespec {
@@ -72,7 +61,8 @@ pub unsafe extern "C" fn clock_nanosleep(
     if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
         return sys::errno();
     }
-    if let Some(remaining) = to_duration(&req).checked_sub(to_duration(&now)) {
+    let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
+    if let Some(remaining) = req.checked_sub(now) {
         sleep_for(remaining);
     }
     0
@@ -87,10 +77,9 @@ pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> 
     if !in_coroutine() {
         return sys::c_result(syscall!(libc::SYS_nanosleep, req, rem)) as c_int;
     }
-    // SAFETY: the caller passes a valid or null `req`.
-    match unsafe { duration(req) } {
+    match duration(req) {
         Ok(req) => {
-            sleep_for(to_duration(&req));
+            sleep_for(req);
             0
         }
         Err(error) => {

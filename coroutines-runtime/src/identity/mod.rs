@@ -213,8 +213,8 @@ pub(crate) fn on_worker(f: &mut dyn FnMut()) {
 /// Makes `fork` on the worker's identity, which glibc knows (its child
 /// handling rebuilds its thread list around the caller's descriptor). The
 /// parent goes back to the coroutine's identity; so does the child, once
-/// the copy names the child's kernel thread: it goes on as the coroutine,
-/// the child's only thread.
+/// the copy names the child's kernel thread: it goes on as the coroutine's
+/// thread, the child's only one, outside any runtime (`scheduler::fork`).
 #[inline(never)]
 pub(crate) fn fork_on_worker(fork: &mut dyn FnMut() -> libc::pid_t) -> libc::pid_t {
     let block = current_block();
@@ -231,6 +231,10 @@ pub(crate) fn fork_on_worker(fork: &mut dyn FnMut() -> libc::pid_t) -> libc::pid
             (*block).adopt_thread_id();
         }
         fs::set(copy);
+        if pid == 0 {
+            // The child's atfork handler ran on the worker's identity.
+            crate::coroutine::switch::forget_current();
+        }
         pid
     }
 }

@@ -49,6 +49,8 @@ impl<F: FnOnce() + Send> Body for Probe<F> {
         }
     }
 
+    fn deliver(&self) {}
+
     fn fail(&self, _: Box<dyn Any + Send>) {
         drop(self.f.lock().take());
     }

@@ -10,7 +10,7 @@
 //! next file that gets the number.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use libc::c_int;
 
@@ -29,8 +29,8 @@ const CHUNKS: usize = 4096;
 /// Which way a waiter waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Interest {
-    Read,
-    Write,
+    Read = 0,
+    Write = 1,
 }
 
 /// A value learned about the file of one generation: the generation in the
@@ -86,9 +86,9 @@ pub(crate) struct FdEntry {
     pub(crate) holding: AtomicU32,
     /// The entry may have waiters or locked state; see [`FdEntry::reset`].
     watched: AtomicBool,
-    /// A reset could not take the lock; whoever holds it finishes the reset
-    /// when it lets go (see [`FdEntry::lock`]).
-    reset_pending: AtomicBool,
+    /// A reset could not take the lock (0: none, else an [`Ended`]); whoever
+    /// holds it finishes the reset when it lets go (see [`FdEntry::lock`]).
+    reset_pending: AtomicU8,
     state: SpinLock<FdState>,
 }
 
@@ -164,7 +164,7 @@ impl FdEntry {
             urgent: AtomicBool::new(false),
             holding: AtomicU32::new(0),
             watched: AtomicBool::new(false),
-            reset_pending: AtomicBool::new(false),
+            reset_pending: AtomicU8::new(0),
             state: SpinLock::new(FdState::default()),
         }
     }
@@ -211,6 +211,32 @@ impl FdEntry {
     /// back short on a stream where that means nothing is left.
     pub(crate) fn set_drained(&self, generation: u32, snapshot: u64) {
         self.drained_at.set(generation, snapshot as u32);
+    }
+
+    /// Whether a hang-up, a shutdown for reading or an error was seen.
+    pub(crate) fn hung_up(&self) -> bool {
+        self.read_closed.load(Ordering::Acquire)
+    }
+
+    /// The socket was shut down (for reading if `read`) by a hooked call:
+    /// its waiters try their calls again, which see the shutdown (some
+    /// shutdowns raise no readiness event).
+    pub(crate) fn shut_down(&self, read: bool) {
+        if read {
+            self.read_closed.store(true, Ordering::Release);
+        }
+        if !self.watched.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut state = self.lock();
+        let FdState {
+            readers, writers, ..
+        } = &mut *state;
+        let woken: Vec<Waker> = readers.drain(..).chain(writers.drain(..)).collect();
+        drop(state);
+        for waker in woken {
+            waker.wake(WakeReason::Notified);
+        }
     }
 
     /// Whether a read would find nothing: a short read drained the stream
@@ -286,14 +312,14 @@ impl FdEntry {
         }
     }
 
-    /// Starts a new generation: the number was closed, or names another
-    /// file now. Waiters wake with `Closed`. Returns the new generation.
+    /// Starts a new generation: the number's file `ended` (see [`Ended`]).
+    /// Returns the new generation.
     ///
     /// Never spins on the entry's lock: `close` and `dup2` run in signal
     /// handlers, which may have interrupted the lock's holder on this very
     /// thread. If the lock is taken, its holder wakes the waiters when it
     /// lets go.
-    pub(crate) fn reset(&self) -> u32 {
+    pub(crate) fn reset(&self, ended: Ended) -> u32 {
         // Pairs with `lock`: either this sees the mark, or the locker sees
         // the new generation under the lock and backs off.
         let generation = self
@@ -302,32 +328,33 @@ impl FdEntry {
             .wrapping_add(1);
         self.read_closed.store(false, Ordering::Relaxed);
         self.urgent.store(false, Ordering::Relaxed);
-        self.wake_for_reset();
+        self.wake_for_reset(ended);
         generation
     }
 
     /// Starts a new generation if none has started since `generation`: the
     /// second half of a close, for callers that got in between the first
     /// half and the system call.
-    pub(crate) fn reset_if(&self, generation: u32) {
+    pub(crate) fn reset_if(&self, generation: u32, ended: Ended) {
         let next = generation.wrapping_add(1);
         if self
             .generation
             .compare_exchange(generation, next, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            self.wake_for_reset();
+            self.wake_for_reset(ended);
         }
     }
 
     /// Wakes the waiters of the generation that just ended, if the entry is
     /// watched. A signal handler leaves it to a worker (`kick`): waking
     /// schedules coroutines, which is not async-signal-safe.
-    fn wake_for_reset(&self) {
+    fn wake_for_reset(&self, ended: Ended) {
         if !self.watched.swap(false, Ordering::SeqCst) {
             return;
         }
-        self.reset_pending.store(true, Ordering::SeqCst);
+        // A close outranks a replacement still pending.
+        self.reset_pending.fetch_max(ended as u8, Ordering::SeqCst);
         if switch::in_signal_handler() {
             DEFERRED.store(true, Ordering::SeqCst);
             poller::kick();
@@ -342,13 +369,15 @@ impl FdEntry {
     /// the holder's `SeqCst` unlock and its load of the flag are ordered so
     /// that it sees the flag).
     fn finish_pending_reset(&self) {
-        while self.reset_pending.load(Ordering::SeqCst) {
+        while self.reset_pending.load(Ordering::SeqCst) != 0 {
             let Some(mut state) = self.state.try_lock() else {
                 return;
             };
-            if !self.reset_pending.swap(false, Ordering::SeqCst) {
-                continue;
-            }
+            let reason = match self.reset_pending.swap(0, Ordering::SeqCst) {
+                0 => continue,
+                ended if ended == Ended::Closed as u8 => WakeReason::Closed,
+                _ => WakeReason::Notified,
+            };
             let FdState {
                 readers,
                 writers,
@@ -359,10 +388,22 @@ impl FdEntry {
             let woken: Vec<Waker> = readers.drain(..).chain(writers.drain(..)).collect();
             drop(state);
             for waker in woken {
-                waker.wake(WakeReason::Closed);
+                waker.wake(reason);
             }
         }
     }
+}
+
+/// How a number's file ended, which decides what its waiters see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Ended {
+    /// `dup2` put another file in its place: the waiters try their call
+    /// again, on that file, as a thread's call that starts now would.
+    Replaced = 1,
+    /// Closed: the waiters fail with EBADF (a thread's call would wait on
+    /// the closed file for ever, or see whatever reused the number).
+    Closed = 2,
 }
 
 /// The process-wide descriptor table.
@@ -416,6 +457,35 @@ impl FdTable {
                 entry.finish_pending_reset();
             }
         }
+    }
+
+    /// Starts a new generation of every tracked number from `first` to
+    /// `last`; returns the entries and their new generations, for
+    /// `reset_if` after the system call.
+    pub(crate) fn reset_range(
+        &self,
+        first: u32,
+        last: u32,
+        ended: Ended,
+    ) -> Vec<(&'static FdEntry, u32)> {
+        let (first, last) = (first as usize, last as usize);
+        let mut reset = Vec::new();
+        for (index, chunk) in self.chunks.iter().enumerate() {
+            let base = index * CHUNK;
+            if base + CHUNK <= first || base > last {
+                continue;
+            }
+            let chunk = chunk.load(Ordering::Acquire);
+            if chunk.is_null() {
+                continue;
+            }
+            for fd in base.max(first)..=(base + CHUNK - 1).min(last) {
+                // SAFETY: chunks are never freed and hold CHUNK entries.
+                let entry: &'static FdEntry = unsafe { &*chunk.add(fd - base) };
+                reset.push((entry, entry.reset(ended)));
+            }
+        }
+        reset
     }
 
     /// Every entry created so far.

@@ -7,7 +7,7 @@ use libc::c_int;
 
 use super::fd_table::{self, FdEntry, Interest, FD_TABLE};
 use crate::coroutine::{park, Wait, WakeReason, Waker};
-use crate::{scheduler, sys};
+use crate::scheduler;
 
 /// How a wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub(crate) fn wait_fds(waits: &[FdWait], deadline: Option<Instant>) -> Outcome {
         },
         _ => Wait::Fds,
     };
-    let reason = parked(deadline, what, |waker| {
+    let reason = park(deadline, what, |waker| {
         for wait in waits {
             wait.add(waker.clone());
         }
@@ -141,15 +141,6 @@ pub(crate) fn wait_fds(waits: &[FdWait], deadline: Option<Instant>) -> Outcome {
 /// Parks the current coroutine until `deadline`.
 pub(crate) fn sleep_until(deadline: Instant) {
     while Instant::now() < deadline {
-        parked(Some(deadline), Wait::Sleep, drop);
+        park(Some(deadline), Wait::Sleep, drop);
     }
-}
-
-/// Parks, keeping the caller's `errno`: other coroutines run on this thread
-/// meanwhile and may change it.
-fn parked(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker)) -> WakeReason {
-    let saved = sys::errno();
-    let reason = park(deadline, what, register);
-    sys::set_errno(saved);
-    reason
 }

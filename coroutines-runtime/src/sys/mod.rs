@@ -183,6 +183,41 @@ pub(crate) fn timespec(t: core::time::Duration) -> libc::timespec {
     }
 }
 
+/// Reads a `T` from a caller's pointer through the kernel
+/// (`process_vm_readv` on this process): `EFAULT` if it cannot be read,
+/// instead of a crash in the hook. Where that call is not allowed (some
+/// seccomp profiles), reads it directly, as C code handed the pointer would.
+pub(crate) fn read_user<T: Copy>(ptr: *const T) -> Result<T, c_int> {
+    let mut value = core::mem::MaybeUninit::<T>::uninit();
+    let size = core::mem::size_of::<T>();
+    let local = libc::iovec {
+        iov_base: value.as_mut_ptr().cast(),
+        iov_len: size,
+    };
+    let remote = libc::iovec {
+        iov_base: ptr as *mut libc::c_void,
+        iov_len: size,
+    };
+    let pid = raw(libc::SYS_getpid, [0; 6]);
+    let ret = syscall!(
+        libc::SYS_process_vm_readv,
+        pid,
+        &local as *const libc::iovec,
+        1,
+        &remote as *const libc::iovec,
+        1,
+        0
+    );
+    match check(ret) {
+        // SAFETY: the kernel wrote all `size` bytes.
+        Ok(n) if n == size => Ok(unsafe { value.assume_init() }),
+        Ok(_) => Err(libc::EFAULT),
+        // SAFETY: the call is refused here; the caller vouches for `ptr`.
+        Err(libc::ENOSYS | libc::EPERM) => Ok(unsafe { ptr.read() }),
+        Err(_) => Err(libc::EFAULT),
+    }
+}
+
 /// Reads a caller's `timespec` as a system call taking it would: `EFAULT`
 /// if it cannot be read, `EINVAL` if it is not a valid duration, `None`
 /// for null. The kernel reads it first (a `FUTEX_WAIT` on a word that
