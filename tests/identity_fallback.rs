@@ -18,9 +18,9 @@ use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use coroutines::Runtime;
+use support::child::{child_case, child_command, run_child};
 use support::identity::{
-    child_case, child_command, identity_seen_by_a_signal_handler, joined, on_runtime, os_thread,
-    run_child, workers,
+    identity_seen_by_a_signal_handler, joined, on_runtime, os_thread, workers,
 };
 use support::*;
 

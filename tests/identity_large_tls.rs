@@ -12,7 +12,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use support::identity::{child_case, child_command, joined, run_child};
+use support::child::{child_case, child_command, run_child};
+use support::identity::joined;
 use support::*;
 
 thread_local! {

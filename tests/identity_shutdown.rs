@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coroutines::Runtime;
-use support::identity::{child_case, child_command, run_child};
+use support::child::{child_case, child_command, run_child};
 use support::*;
 
 /// A thread-local value that counts its drops in `counter`, and, if

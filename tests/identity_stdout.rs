@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::identity::{child_case, child_command, joined, run_child};
+use support::child::{child_case, child_command, run_child};
+use support::identity::joined;
 use support::*;
 
 /// Coroutines printing at once.

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coroutines::Runtime;
+use support::child::{child_case, child_command, run_child};
+
+mod support;
 
 #[derive(Debug, PartialEq)]
 struct CustomPayload(u32);
@@ -143,4 +146,53 @@ fn block_on_resumes_the_panic_in_the_caller() {
         runtime.block_on(|| coroutines::spawn(|| 40).join().unwrap() + 2),
         42
     );
+}
+
+/// A coroutine's panic message names it as std's names a thread (its name
+/// and id), `block_on`'s coroutine after the calling thread, and a
+/// backtrace shows the user's frames, not the runtime's.
+#[test]
+fn panic_messages_name_the_coroutine() {
+    if let Some(case) = child_case() {
+        let named = coroutines::Builder::new()
+            .name("fetcher".into())
+            .spawn(|| panic!("boom in fetcher"))
+            .unwrap();
+        println!("ID {}", named.coroutine().id().as_u64());
+        assert!(named.join().is_err());
+        if case == "root" {
+            let runtime = Runtime::builder().workers(1).build().unwrap();
+            let caller = std::thread::Builder::new().name("caller".into());
+            let caller = caller.spawn(move || runtime.block_on(|| panic!("boom in root")));
+            assert!(caller.unwrap().join().is_err());
+        }
+        return;
+    }
+    let run = |case: &str, backtrace: &str| {
+        let mut command = child_command("panic_messages_name_the_coroutine", case);
+        command.env("RUST_BACKTRACE", backtrace);
+        let output = run_child(case, command, Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        // libtest prints the test's name on the same line first.
+        let id: String = stdout
+            .split("ID ")
+            .nth(1)
+            .expect("the child printed the id")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        (id, String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (id, stderr) = run("root", "0");
+    let named = format!("coroutine 'fetcher' ({id}) panicked at tests/panics.rs:");
+    assert!(stderr.contains(&named), "{named:?} in:\n{stderr}");
+    assert!(stderr.contains("boom in fetcher\n"), "{stderr}");
+    let root = "coroutine 'caller' (";
+    assert!(stderr.contains(root), "{root:?} in:\n{stderr}");
+    assert!(!stderr.contains("<unnamed>"), "{stderr}");
+
+    let (_, stderr) = run("backtrace", "1");
+    assert!(stderr.contains("stack backtrace:"), "{stderr}");
+    assert!(stderr.contains("panics::panic_messages_name_the_coroutine"), "{stderr}");
+    assert!(!stderr.contains("coroutines_runtime::"), "{stderr}");
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
+use coroutines_runtime::coroutine::begin_short_backtrace;
 use coroutines_runtime::sync::Latch;
 use coroutines_runtime::{Body, CoroutineId, Wait};
 
@@ -98,7 +99,8 @@ where
 {
     fn run(&self) {
         if let Some(f) = self.take() {
-            self.packet.keep(catch_unwind(AssertUnwindSafe(f)));
+            self.packet
+                .keep(catch_unwind(AssertUnwindSafe(|| begin_short_backtrace(f))));
         }
     }
 

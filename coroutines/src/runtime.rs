@@ -316,7 +316,16 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let handle = CoroutineBuilder::new()
+    // Named like the thread it stands in for ("main" under
+    // `#[coroutines::main]`, the test's name under `#[coroutines::test]`),
+    // which its panic message then names.
+    let mut builder = CoroutineBuilder::new();
+    if !crate::in_coroutine() {
+        if let Some(name) = std::thread::current().name() {
+            builder = builder.name(name.to_owned());
+        }
+    }
+    let handle = builder
         .spawn_on(Some(runtime), f)
         .unwrap_or_else(|error| panic!("failed to spawn coroutine: {error}"));
     handle

@@ -4,7 +4,6 @@
 //! which worker identity a coroutine runs on.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::thread::{self, ThreadId};
@@ -101,62 +100,6 @@ pub fn identity_seen_by_a_signal_handler() -> (ThreadId, Option<String>) {
     assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0, "raise(SIGUSR2)");
     let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner()).take();
     seen.expect("the SIGUSR2 handler ran before raise returned")
-}
-
-/// The environment variable that tells a re-run test binary which child
-/// case to act out.
-pub const CHILD_CASE: &str = "COROUTINES_IDENTITY_TEST_CHILD";
-
-/// The child case this process acts out, if it is a child.
-pub fn child_case() -> Option<String> {
-    std::env::var(CHILD_CASE).ok()
-}
-
-/// A command that re-runs this test binary, running only `test` (which
-/// must act out `case` when [`child_case`] says so). The caller adds
-/// environment and stdio and runs it.
-pub fn child_command(test: &str, case: &str) -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_CASE, case);
-    command
-}
-
-/// Runs `command` (from [`child_command`]) to completion within `limit`,
-/// killing it and failing the test if it takes longer; asserts that it
-/// succeeded and returns its output.
-#[track_caller]
-pub fn run_child(what: &str, mut command: Command, limit: Duration) -> Output {
-    use std::process::Stdio;
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (done, finished) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    let output = match finished.recv_timeout(limit) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            // SAFETY: `pid` is our own child, not yet reaped (its waiter
-            // has not returned).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{what}: the child process did not finish within {limit:?}");
-        }
-    };
-    assert!(
-        output.status.success(),
-        "{what}: the child failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// Joins `handle`, resuming the coroutine's panic (so that a failed

@@ -8,6 +8,7 @@
 // Each test binary includes this module and uses only a subset of it.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod identity;
 
 use std::io::{self, Read, Write};

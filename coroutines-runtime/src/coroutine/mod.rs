@@ -6,6 +6,7 @@
 //! (until a [`Waker`] wakes it).
 
 mod id;
+mod panic_report;
 mod park;
 mod stack;
 pub(crate) mod switch;
@@ -13,6 +14,7 @@ mod task;
 mod wait;
 
 pub use id::CoroutineId;
+pub use panic_report::begin_short_backtrace;
 pub(crate) use park::{begin_park, WAITING as PARKED};
 pub use park::{park, WakeReason, Waker};
 pub(crate) use stack::{words as stack_words, Gen, StackPool, Stacks};

@@ -196,7 +196,8 @@ fn spawn_into(
     }
     if super::in_forked_child() {
         return Err(io::Error::other(
-            "coroutines cannot run in a child forked from a process with a runtime              (only exec and async-signal-safe calls can be made there)",
+            "coroutines cannot run in a child forked from a process with a runtime \
+             (only exec and async-signal-safe calls can be made there)",
         ));
     }
     let stack_bytes = match options.stack_size {
