@@ -98,3 +98,121 @@ fn configuring_the_running_process_wide_runtime_is_an_error() {
         }
     }
 }
+
+/// With `COROUTINES_WORKERS=0`, spawning outside a runtime returns the
+/// error from `Builder::spawn` (and `spawn` panics with it), as documented.
+#[test]
+fn a_default_runtime_that_cannot_start_is_an_error_from_spawn() {
+    match std::env::var(CASE).as_deref() {
+        Ok("zero") => {
+            let error = coroutines::Builder::new().spawn(|| ()).unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+            let text = error.to_string();
+            assert!(text.contains("COROUTINES_WORKERS"), "{text}");
+            println!("CHILD OK");
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let out = child(
+                "a_default_runtime_that_cannot_start_is_an_error_from_spawn",
+                "zero",
+                "0",
+            );
+            assert!(out.contains("CHILD OK"), "{out}");
+        }
+    }
+}
+
+/// Too many workers for the descriptor limit: the error says how many were
+/// asked for and what to change, not only "Too many open files".
+#[test]
+fn too_many_workers_say_what_failed_and_why() {
+    match std::env::var(CASE).as_deref() {
+        Ok("many") => {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            // SAFETY: sets this child process's own descriptor limit.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            let error = coroutines::Runtime::builder().build().err().unwrap();
+            let text = error.to_string();
+            assert!(text.contains("a runtime of 100 workers"), "{text}");
+            assert!(text.contains("ulimit -n"), "{text}");
+            println!("CHILD OK");
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let out = child("too_many_workers_say_what_failed_and_why", "many", "100");
+            assert!(out.contains("CHILD OK"), "{out}");
+        }
+    }
+}
+
+/// Stack sizes outside 16 KiB..=1 GiB are refused where they are set, with
+/// the bounds in the message.
+#[test]
+fn stack_sizes_are_checked_where_they_are_set() {
+    let bounds = "between 16 KiB and 1 GiB";
+    for bytes in [100, 1 << 40] {
+        let error = coroutines::Builder::new()
+            .stack_size(bytes)
+            .spawn(|| ())
+            .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains(bounds), "{error}");
+        let error = coroutines::Runtime::builder()
+            .workers(1)
+            .stack_size(bytes)
+            .build()
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains(bounds), "{error}");
+        let error = coroutines::Runtime::builder()
+            .workers(1)
+            .main_stack_size(bytes)
+            .build()
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains(bounds), "{error}");
+    }
+}
+
+/// The process-wide runtime's "already started" error counts its workers
+/// in proper English.
+#[test]
+fn one_worker_is_not_one_workers() {
+    match std::env::var(CASE).as_deref() {
+        Ok("one") => {
+            coroutines::spawn(|| ()).join().unwrap();
+            let error = coroutines::Runtime::builder().start_default().unwrap_err();
+            assert!(error.to_string().contains("(with 1 worker)"), "{error}");
+            println!("CHILD OK");
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let out = child("one_worker_is_not_one_workers", "one", "1");
+            assert!(out.contains("CHILD OK"), "{out}");
+        }
+    }
+}
+
+/// A runtime `#[coroutines::test]` cannot start panics at the attribute,
+/// in the user's file, not inside the `coroutines` crate.
+#[coroutines::test]
+fn a_macro_runtime_that_cannot_start_points_at_the_attribute() {
+    // Runs only in the parent: the child's runtime never starts.
+    let test = "a_macro_runtime_that_cannot_start_points_at_the_attribute";
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("COROUTINES_WORKERS", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("#[coroutines::test]: "), "{stderr}");
+    assert!(
+        stderr.contains("panicked at tests/configuration.rs:"),
+        "{stderr}"
+    );
+}

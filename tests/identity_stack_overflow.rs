@@ -62,11 +62,13 @@ fn an_overflow_is_reported_by_name_and_stack_size() {
         })
     });
     assert!(
-        named.contains("coroutine 'deep' overflowed its 64 KiB stack"),
+        named.contains("coroutine 'deep' (") && named.contains(") overflowed its 64 KiB stack"),
         "{named}"
     );
     assert!(
-        unnamed.contains(&format!("coroutine {id} overflowed its 128 KiB stack")),
+        unnamed.contains(&format!(
+            "coroutine '<unnamed>' ({id}) overflowed its 128 KiB stack"
+        )),
         "{unnamed}"
     );
 }

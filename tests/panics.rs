@@ -193,6 +193,9 @@ fn panic_messages_name_the_coroutine() {
 
     let (_, stderr) = run("backtrace", "1");
     assert!(stderr.contains("stack backtrace:"), "{stderr}");
-    assert!(stderr.contains("panics::panic_messages_name_the_coroutine"), "{stderr}");
+    assert!(
+        stderr.contains("panics::panic_messages_name_the_coroutine"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("coroutines_runtime::"), "{stderr}");
 }

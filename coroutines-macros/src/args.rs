@@ -1,16 +1,17 @@
 //! Parsing and validation of the attribute arguments
 //! (`workers = N, work_stealing = bool, stack_size = BYTES,
-//! thread_identity = bool, blocking_threads = N`).
+//! main_stack_size = BYTES, thread_identity = bool, blocking_threads = N`).
 
 use proc_macro2::{Ident, Spacing, Span, TokenStream, TokenTree};
 use quote::{quote, ToTokens};
 use syn::{Expr, ExprLit, ExprUnary, Lit, LitBool, LitInt, UnOp};
 
 /// The names accepted as arguments, in the order the errors list them.
-const KNOWN: [&str; 5] = [
+const KNOWN: [&str; 6] = [
     "workers",
     "work_stealing",
     "stack_size",
+    "main_stack_size",
     "thread_identity",
     "blocking_threads",
 ];
@@ -22,6 +23,11 @@ struct Arg {
     /// The value, already normalised (`4` becomes `4usize`).
     value: TokenStream,
 }
+
+/// The bounds of a stack size, as the runtime checks them (its own limits;
+/// `RLIMIT_STACK` can only be checked when the program runs).
+const MIN_STACK_SIZE: usize = 16 * 1024;
+const MAX_STACK_SIZE: usize = 1 << 30;
 
 /// The validated arguments of `#[coroutines::main(...)]` / `#[coroutines::test(...)]`.
 #[derive(Default)]
@@ -150,10 +156,20 @@ fn parse_arg(item: &[TokenTree], args: &Args) -> syn::Result<Arg> {
     }
     let value: Expr = syn::parse2(stream(value_tokens))?;
     let value = match key.as_str() {
-        "workers" => positive_usize(&key, example, "be at least 1", &value)?,
-        "stack_size" => positive_usize(&key, example, "be greater than 0", &value)?,
+        "workers" => usize_in(&key, example, "be at least 1", 1..=usize::MAX, &value)?,
+        "stack_size" | "main_stack_size" => {
+            let rule =
+                format!("be between {MIN_STACK_SIZE} (16 KiB) and {MAX_STACK_SIZE} (1 GiB) bytes");
+            usize_in(
+                &key,
+                example,
+                &rule,
+                MIN_STACK_SIZE..=MAX_STACK_SIZE,
+                &value,
+            )?
+        }
         "work_stealing" | "thread_identity" => boolean(&key, &value)?,
-        "blocking_threads" => positive_usize(&key, example, "be at least 1", &value)?,
+        "blocking_threads" => usize_in(&key, example, "be at least 1", 1..=usize::MAX, &value)?,
         _ => unreachable!("`example` knows exactly the names in KNOWN"),
     };
     Ok(Arg { name, value })
@@ -165,15 +181,23 @@ fn example(key: &str) -> Option<&'static str> {
         "workers" => Some("workers = 4"),
         "work_stealing" => Some("work_stealing = true"),
         "stack_size" => Some("stack_size = 65536"),
+        "main_stack_size" => Some("main_stack_size = 16777216"),
         "thread_identity" => Some("thread_identity = false"),
         "blocking_threads" => Some("blocking_threads = 64"),
         _ => None,
     }
 }
 
-/// An integer literal that fits in a `usize` and is not zero, re-emitted as a
-/// `usize` literal (`4u32` and `0x10` are accepted; only the value matters).
-fn positive_usize(key: &str, example: &str, rule: &str, value: &Expr) -> syn::Result<TokenStream> {
+/// An integer literal that fits in a `usize` and lies in `range`, re-emitted
+/// as a `usize` literal (`4u32` and `0x10` are accepted; only the value
+/// matters).
+fn usize_in(
+    key: &str,
+    example: &str,
+    rule: &str,
+    range: std::ops::RangeInclusive<usize>,
+    value: &Expr,
+) -> syn::Result<TokenStream> {
     match strip_groups(value) {
         Expr::Lit(ExprLit {
             lit: Lit::Int(lit), ..
@@ -181,7 +205,7 @@ fn positive_usize(key: &str, example: &str, rule: &str, value: &Expr) -> syn::Re
             let n: usize = lit.base10_parse().map_err(|_| {
                 syn::Error::new(lit.span(), format!("`{key}` is too large for a `usize`"))
             })?;
-            if n == 0 {
+            if !range.contains(&n) {
                 return Err(syn::Error::new(lit.span(), format!("`{key}` must {rule}")));
             }
             Ok(LitInt::new(&format!("{n}usize"), lit.span()).into_token_stream())

@@ -29,6 +29,16 @@ use expand::Kind;
 ///   have already started from busy ones. Default: `false`.
 /// - `stack_size = BYTES`: the stack size of coroutines spawned without one of
 ///   their own. Default: 64 KiB.
+/// - `main_stack_size = BYTES`: the stack size of the coroutine that runs
+///   the function's body. Default: the main thread's (`ulimit -s`, 8 MiB if
+///   unlimited).
+/// - `thread_identity = bool`: whether each coroutine has its own thread
+///   identity (thread-locals, `thread::current()`, errno). Default: `true`.
+/// - `blocking_threads = N`: the most helper threads for blocking calls.
+///   Default: 512.
+///
+/// Stack sizes are checked here (16 KiB to 1 GiB), the rest when the
+/// program starts; see `coroutines::runtime::Builder` for each setting.
 ///
 /// # Return type
 ///
@@ -71,14 +81,8 @@ pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// # Arguments
 ///
-/// The same as [`macro@main`], all optional:
-///
-/// - `workers = N`: the number of worker threads. Default: the
-///   `COROUTINES_WORKERS` environment variable if set, else the number of CPUs.
-/// - `work_stealing = bool`: whether idle workers may steal coroutines that
-///   have already started from busy ones. Default: `false`.
-/// - `stack_size = BYTES`: the stack size of coroutines spawned without one of
-///   their own. Default: 64 KiB.
+/// The same as [`macro@main`]'s, all optional; `main_stack_size` sizes the
+/// coroutine that runs the test's body.
 ///
 /// A test may return `()` or a [`Termination`](std::process::Termination) type
 /// such as `Result<(), E>`, as a plain `#[test]` may.

@@ -7,15 +7,17 @@ use crate::runtime::{block_on, Builder};
 
 /// `main` returning `()`: starts the process-wide runtime with `builder` and
 /// runs `body` in its root coroutine.
+#[track_caller]
 pub fn main<T: Send + 'static>(builder: Builder, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let runtime = builder
-        .start_default_runtime()
-        .unwrap_or_else(|error| panic!("#[coroutines::main]: {error}"));
-    block_on(runtime, body)
+    match builder.start_default_runtime() {
+        Ok(runtime) => block_on(runtime, body),
+        Err(error) => panic!("#[coroutines::main]: {error}"),
+    }
 }
 
 /// `main` with a return type: the value is reported (as `main` would) inside
 /// the coroutine, so it need not be `Send`.
+#[track_caller]
 pub fn main_report<R: Termination + 'static>(
     builder: Builder,
     body: impl FnOnce() -> R + Send + 'static,
@@ -25,14 +27,16 @@ pub fn main_report<R: Termination + 'static>(
 
 /// A test returning `()`: runs `body` in the root coroutine of a runtime of
 /// its own, since tests run in parallel threads of one process.
+#[track_caller]
 pub fn test<T: Send + 'static>(builder: Builder, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let runtime = builder
-        .build()
-        .unwrap_or_else(|error| panic!("#[coroutines::test]: {error}"));
-    runtime.block_on(body)
+    match builder.build() {
+        Ok(runtime) => runtime.block_on(body),
+        Err(error) => panic!("#[coroutines::test]: {error}"),
+    }
 }
 
 /// A test with a return type, reported inside the coroutine.
+#[track_caller]
 pub fn test_report<R: Termination + 'static>(
     builder: Builder,
     body: impl FnOnce() -> R + Send + 'static,

@@ -97,6 +97,12 @@ impl Builder {
         self.spawn_on(None, f)
     }
 
+    /// Makes it the coroutine `block_on` runs (see `SpawnOptions::root`).
+    pub(crate) fn root(mut self) -> Builder {
+        self.options.root = true;
+        self
+    }
+
     /// Spawns `f` into `runtime`, or where [`spawn`](Self::spawn) would.
     pub(crate) fn spawn_on<F, T>(
         self,

@@ -47,14 +47,16 @@ pub use runtime::Runtime;
 /// let handle = coroutines::spawn(|| "hello from a coroutine");
 /// assert_eq!(handle.join().unwrap(), "hello from a coroutine");
 /// ```
+#[track_caller]
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Builder::new()
-        .spawn(f)
-        .unwrap_or_else(|error| panic!("failed to spawn coroutine: {error}"))
+    match Builder::new().spawn(f) {
+        Ok(handle) => handle,
+        Err(error) => panic!("failed to spawn coroutine: {error}"),
+    }
 }
 
 /// Runs `f` on a helper thread of the runtime's blocking pool, returning a

@@ -67,6 +67,7 @@ impl Runtime {
     /// let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
     /// assert!(runtime.block_on(coroutines::in_coroutine));
     /// ```
+    #[track_caller]
     pub fn block_on<F, T>(&self, f: F) -> T
     where
         F: FnOnce() -> T + Send + 'static,
@@ -85,14 +86,16 @@ impl Runtime {
     /// let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
     /// assert_eq!(runtime.spawn(|| 3).join().unwrap(), 3);
     /// ```
+    #[track_caller]
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        CoroutineBuilder::new()
-            .spawn_on(Some(&self.inner), f)
-            .unwrap_or_else(|error| panic!("failed to spawn coroutine: {error}"))
+        match CoroutineBuilder::new().spawn_on(Some(&self.inner), f) {
+            Ok(handle) => handle,
+            Err(error) => panic!("failed to spawn coroutine: {error}"),
+        }
     }
 
     /// Returns the number of worker threads.
@@ -188,6 +191,26 @@ impl Builder {
     /// ```
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.config.stack_size = Some(bytes);
+        self
+    }
+
+    /// Sets the stack size, in bytes, of the coroutine that
+    /// [`Runtime::block_on`] runs, which stands in for the calling thread
+    /// (under [`#[coroutines::main]`](crate::main), `main`'s body). If
+    /// unset, it is the size of the main thread's stack: the soft
+    /// `RLIMIT_STACK` (`ulimit -s`), or 8 MiB if that is unlimited. Only the
+    /// pages the coroutine touches use memory.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder()
+    ///     .main_stack_size(16 << 20)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(runtime.block_on(|| [1u8; 4 << 20].len()), 4 << 20);
+    /// ```
+    pub fn main_stack_size(mut self, bytes: usize) -> Builder {
+        self.config.main_stack_size = Some(bytes);
         self
     }
 
@@ -311,6 +334,7 @@ impl Builder {
 }
 
 /// Runs `f` in a coroutine of `runtime`, waits, and resumes its panic.
+#[track_caller]
 pub(crate) fn block_on<F, T>(runtime: &coroutines_runtime::Runtime, f: F) -> T
 where
     F: FnOnce() -> T + Send + 'static,
@@ -319,16 +343,19 @@ where
     // Named like the thread it stands in for ("main" under
     // `#[coroutines::main]`, the test's name under `#[coroutines::test]`),
     // which its panic message then names.
-    let mut builder = CoroutineBuilder::new();
+    let mut builder = CoroutineBuilder::new().root();
     if !crate::in_coroutine() {
         if let Some(name) = std::thread::current().name() {
             builder = builder.name(name.to_owned());
         }
     }
-    let handle = builder
-        .spawn_on(Some(runtime), f)
-        .unwrap_or_else(|error| panic!("failed to spawn coroutine: {error}"));
-    handle
-        .join()
-        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+    let handle = match builder.spawn_on(Some(runtime), f) {
+        Ok(handle) => handle,
+        Err(error) => panic!("failed to spawn coroutine: {error}"),
+    };
+    match handle.join() {
+        Ok(value) => value,
+        // Its message was printed where it happened, as a thread's is.
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
 }

@@ -17,7 +17,10 @@ pub use id::CoroutineId;
 pub use panic_report::begin_short_backtrace;
 pub(crate) use park::{begin_park, WAITING as PARKED};
 pub use park::{park, WakeReason, Waker};
-pub(crate) use stack::{words as stack_words, Gen, StackPool, Stacks};
+pub(crate) use stack::{
+    main_thread_stack_size, size_text, words as stack_words, Gen, StackPool, Stacks,
+};
+pub use stack::{MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub use switch::{in_coroutine, yield_now};
 pub use task::{Body, TaskRef};
 pub(crate) use task::{Lifecycle, Suspend, Task};

@@ -65,36 +65,90 @@ impl Stacks {
         core::mem::forget(generator);
     }
 
-    /// Checks that a stack of `bytes` is within the process's stack limit.
+    /// Checks that a stack of `bytes` is one a coroutine can run on and the
+    /// `generator` crate can map.
     pub(crate) fn validate(bytes: usize) -> io::Result<()> {
-        match max_stack_size() {
-            _ if bytes == 0 => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "coroutine stack size must be greater than zero",
-            )),
-            Some(max) if bytes as u64 > max => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "coroutine stack size of {bytes} bytes exceeds the stack limit \
-                     (RLIMIT_STACK hard limit of {max} bytes)"
-                ),
-            )),
-            _ => Ok(()),
+        let max = max_stack_size();
+        if (MIN_STACK_SIZE..=max).contains(&bytes) {
+            return Ok(());
         }
+        let why = match max_stack_rlimit() {
+            Some(limit) if max < MAX_STACK_SIZE => {
+                format!(" (the RLIMIT_STACK hard limit is {})", size_text(limit))
+            }
+            _ => String::new(),
+        };
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a coroutine stack size must be between {} and {}{why}; got {bytes} bytes",
+                size_text(MIN_STACK_SIZE as u64),
+                size_text(max as u64),
+            ),
+        ))
     }
 }
 
-/// The hard `RLIMIT_STACK`, `None` if unlimited; read once, as the
-/// `generator` crate does, rather than on every spawn.
-fn max_stack_size() -> Option<u64> {
-    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+/// The smallest stack a coroutine gets: glibc's `PTHREAD_STACK_MIN`, room
+/// for the runtime's own frames under the user's.
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+/// The largest stack a coroutine gets: address space is plentiful, but a
+/// larger request is almost surely a unit mistake.
+pub const MAX_STACK_SIZE: usize = 1 << 30;
+
+/// The main thread's stack size when `RLIMIT_STACK` does not say.
+const DEFAULT_MAIN_STACK_SIZE: usize = 8 << 20;
+
+/// The largest stack the `generator` crate maps: within the hard
+/// `RLIMIT_STACK`, less its guard page and rounding page.
+fn max_stack_size() -> usize {
+    let within_rlimit = max_stack_rlimit().map_or(usize::MAX, |limit| {
+        usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(2 * 4096)
+    });
+    MAX_STACK_SIZE.min(within_rlimit)
+}
+
+/// The size of the main thread's stack: the soft `RLIMIT_STACK` (8 MiB
+/// when unlimited), within the bounds every coroutine stack keeps.
+pub(crate) fn main_thread_stack_size() -> usize {
+    let soft = rlimit_stack().map(|limit| limit.rlim_cur);
+    let bytes = match soft {
+        Some(bytes) if bytes != libc::RLIM_INFINITY => usize::try_from(bytes).unwrap_or(usize::MAX),
+        _ => DEFAULT_MAIN_STACK_SIZE,
+    };
+    bytes.clamp(MIN_STACK_SIZE, max_stack_size())
+}
+
+/// `bytes` for a message: in the largest unit that divides it.
+pub(crate) fn size_text(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b.is_multiple_of(1 << 30) => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 && b.is_multiple_of(1 << 20) => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b.is_multiple_of(1 << 10) => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// The hard `RLIMIT_STACK`, `None` if unlimited.
+fn max_stack_rlimit() -> Option<u64> {
+    rlimit_stack()
+        .map(|limit| limit.rlim_max)
+        .filter(|&max| max != libc::RLIM_INFINITY)
+}
+
+/// `RLIMIT_STACK`, read once, as the `generator` crate does, rather than on
+/// every spawn.
+fn rlimit_stack() -> Option<libc::rlimit> {
+    static LIMIT: OnceLock<Option<libc::rlimit>> = OnceLock::new();
     *LIMIT.get_or_init(|| {
         let mut limit = core::mem::MaybeUninit::<libc::rlimit>::uninit();
         // SAFETY: getrlimit writes one rlimit into the buffer.
         let ret = unsafe { libc::getrlimit(libc::RLIMIT_STACK, limit.as_mut_ptr()) };
         // SAFETY: initialised when getrlimit returned 0.
-        let max = (ret == 0).then(|| unsafe { limit.assume_init() }.rlim_max);
-        max.filter(|&max| max != libc::RLIM_INFINITY)
+        (ret == 0).then(|| unsafe { limit.assume_init() })
     })
 }
 

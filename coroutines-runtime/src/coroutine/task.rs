@@ -81,6 +81,8 @@ pub(crate) struct Task {
     pub(crate) slot: AtomicU64,
     /// Requested stack size in bytes.
     pub(crate) stack_bytes: usize,
+    /// Whether it is the coroutine `block_on` runs (see `SpawnOptions`).
+    pub(crate) root: bool,
     /// What it runs, and where its result goes.
     pub(crate) body: Arc<dyn Body>,
     /// The generator, from the first run until the coroutine is done.
@@ -105,6 +107,7 @@ impl Task {
         shared: Arc<Shared>,
         name: Option<Box<str>>,
         stack_bytes: usize,
+        root: bool,
         body: Arc<dyn Body>,
     ) -> Task {
         Task {
@@ -117,6 +120,7 @@ impl Task {
             waiting: WaitRecord::default(),
             slot: AtomicU64::new(0),
             stack_bytes,
+            root,
             body,
             generator: UnsafeCell::new(None),
             identity: UnsafeCell::new(None),

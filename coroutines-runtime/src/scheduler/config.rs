@@ -3,6 +3,7 @@
 use std::io;
 use std::time::Duration;
 
+use crate::coroutine::{main_thread_stack_size, Stacks};
 use crate::identity::Layout;
 
 /// The environment variable that overrides the default worker count, like
@@ -32,6 +33,10 @@ pub struct Config {
     /// Stack size in bytes of coroutines spawned without one; default
     /// [`DEFAULT_STACK_SIZE`].
     pub stack_size: Option<usize>,
+    /// Stack size in bytes of the coroutine `block_on` runs (the body of
+    /// `#[coroutines::main]`); default: the size of the main thread's
+    /// stack (the soft `RLIMIT_STACK`, 8 MiB if unlimited).
+    pub main_stack_size: Option<usize>,
     /// Helper threads for blocking calls at most; default 512.
     pub blocking_threads: Option<usize>,
     /// Whether each coroutine gets its own thread identity; default `true`
@@ -55,6 +60,7 @@ pub(crate) struct Resolved {
     pub(crate) workers: usize,
     pub(crate) work_stealing: bool,
     pub(crate) stack_size: usize,
+    pub(crate) main_stack_size: usize,
     pub(crate) blocking_threads: usize,
     /// The verified layout when coroutines get their own identities.
     pub(crate) identity: Option<&'static Layout>,
@@ -81,7 +87,9 @@ impl Config {
             },
         };
         let stack_size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
-        crate::coroutine::Stacks::validate(stack_size)?;
+        Stacks::validate(stack_size)?;
+        let main_stack_size = self.main_stack_size.unwrap_or_else(main_thread_stack_size);
+        Stacks::validate(main_stack_size)?;
         let blocking_threads = match self.blocking_threads {
             Some(0) => {
                 return Err(invalid(
@@ -95,6 +103,7 @@ impl Config {
             workers,
             work_stealing: self.work_stealing.unwrap_or(false),
             stack_size,
+            main_stack_size,
             blocking_threads,
             identity,
             blocked_threshold: self.blocked_threshold.unwrap_or(DEFAULT_BLOCKED_THRESHOLD),

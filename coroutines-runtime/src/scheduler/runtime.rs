@@ -29,6 +29,9 @@ pub struct SpawnOptions {
     pub name: Option<String>,
     /// Its stack size in bytes; the runtime's default if `None`.
     pub stack_size: Option<usize>,
+    /// It is the coroutine `block_on` runs, which stands in for the calling
+    /// thread: its default stack is the runtime's main stack size.
+    pub root: bool,
 }
 
 impl Runtime {
@@ -57,7 +60,10 @@ impl Runtime {
             .enumerate()
             .map(|(index, queues)| {
                 let active = index < config.workers;
-                Ok(WorkerShared::new(queues, Poller::new()?, active))
+                let poller = Poller::new().map_err(|error| {
+                    startup_error(config.workers, &format!("worker {index}'s poller"), error)
+                })?;
+                Ok(WorkerShared::new(queues, poller, active))
             })
             .collect::<io::Result<Box<[_]>>>()?;
         let spares = queues
@@ -106,10 +112,12 @@ impl Runtime {
                         shared,
                         threads: SpinLock::new(threads),
                     };
+                    let workers = runtime.workers();
                     drop(runtime);
-                    return Err(io::Error::new(
-                        error.kind(),
-                        format!("could not start worker thread {index}: {error}"),
+                    return Err(startup_error(
+                        workers,
+                        &format!("worker thread {index}"),
+                        error,
                     ));
                 }
             }
@@ -140,6 +148,11 @@ impl Runtime {
         self.shared.config.stack_size
     }
 
+    /// The stack size of the coroutine `block_on` runs, in bytes.
+    pub fn main_stack_size(&self) -> usize {
+        self.shared.config.main_stack_size
+    }
+
     /// A snapshot of its counters.
     pub fn stats(&self) -> Stats {
         stats_of(&self.shared)
@@ -167,7 +180,7 @@ pub fn spawn(options: SpawnOptions, body: Arc<dyn Body>) -> io::Result<TaskRef> 
             let shared = task.shared.clone();
             spawn_into(&shared, options, body)
         }
-        None => default_runtime().spawn_raw(options, body),
+        None => default_runtime()?.spawn_raw(options, body),
     }
 }
 
@@ -205,13 +218,20 @@ fn spawn_into(
             crate::coroutine::Stacks::validate(bytes)?;
             bytes
         }
+        None if options.root => shared.config.main_stack_size,
         None => shared.config.stack_size,
     };
     // The stack is mapped when the coroutine first runs; near the map limit
     // the caller hears of it now rather than from `join`.
     crate::coroutine::Stacks::check_room(stack_bytes)?;
     let name = options.name.map(String::into_boxed_str);
-    let task = Arc::new(Task::new(shared.clone(), name, stack_bytes, body));
+    let task = Arc::new(Task::new(
+        shared.clone(),
+        name,
+        stack_bytes,
+        options.root,
+        body,
+    ));
     let shard = shared.current_local().map_or(0, |local| local.index);
     let slot = shared.registry.insert(shard, task.clone());
     task.slot.store(slot, Ordering::Relaxed);
@@ -279,6 +299,36 @@ impl Drop for Runtime {
     }
 }
 
+/// "1 worker", "2 workers".
+fn workers_text(workers: usize) -> String {
+    match workers {
+        1 => "1 worker".into(),
+        n => format!("{n} workers"),
+    }
+}
+
+/// Why a runtime of `workers` workers could not start: `what` failed with
+/// `error`.
+fn startup_error(workers: usize, what: &str, error: io::Error) -> io::Error {
+    let advice = match error.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => {
+            "; each worker slot (a worker and its spare) holds 4 descriptors: ask for \
+             fewer workers or raise the descriptor limit (ulimit -n)"
+        }
+        Some(libc::EAGAIN | libc::ENOMEM) => {
+            "; the system would not start more threads: ask for fewer workers"
+        }
+        _ => "",
+    };
+    io::Error::new(
+        error.kind(),
+        format!(
+            "could not start a runtime of {}: {what}: {error}{advice}",
+            workers_text(workers)
+        ),
+    )
+}
+
 static DEFAULT: OnceLock<Runtime> = OnceLock::new();
 /// Serialises starting the process-wide runtime; a spin lock because the
 /// caller may be a coroutine of another runtime.
@@ -292,19 +342,22 @@ pub fn started_default_runtime() -> Option<&'static Runtime> {
 /// The process-wide runtime that `spawn` uses outside coroutines, started
 /// with the default configuration on first use.
 ///
-/// # Panics
+/// # Errors
 /// If it cannot be started (for example `COROUTINES_WORKERS` is invalid).
-pub fn default_runtime() -> &'static Runtime {
+pub fn default_runtime() -> io::Result<&'static Runtime> {
     if let Some(runtime) = DEFAULT.get() {
-        return runtime;
+        return Ok(runtime);
     }
     let _init = DEFAULT_INIT.lock();
     if let Some(runtime) = DEFAULT.get() {
-        return runtime;
+        return Ok(runtime);
     }
     match Runtime::new(&Config::default()) {
-        Ok(runtime) => DEFAULT.get_or_init(|| runtime),
-        Err(error) => panic!("failed to start the coroutines runtime: {error}"),
+        Ok(runtime) => Ok(DEFAULT.get_or_init(|| runtime)),
+        Err(error) => Err(io::Error::new(
+            error.kind(),
+            format!("could not start the coroutines runtime: {error}"),
+        )),
     }
 }
 
@@ -319,10 +372,10 @@ pub fn init_default_runtime(config: &Config) -> io::Result<&'static Runtime> {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!(
-                "the process-wide coroutines runtime has already started (with {} workers); \
+                "the process-wide coroutines runtime has already started (with {}); \
                  configure it before anything spawns a coroutine outside a runtime, \
                  e.g. with #[coroutines::main(...)] on main",
-                running.workers()
+                workers_text(running.workers())
             ),
         ));
     }

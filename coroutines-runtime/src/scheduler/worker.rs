@@ -404,15 +404,10 @@ impl Local {
                     Some(generator::Error::StackErr)
                 );
                 if overflow {
-                    let who = match &task.name {
-                        Some(name) => format!("coroutine '{name}'"),
-                        None => format!("coroutine {}", task.id.as_u64()),
-                    };
-                    let kib = task.stack_bytes / 1024;
-                    let message = format!(
-                        "{who} overflowed its {kib} KiB stack; give it a larger one \
-                         with Builder::stack_size"
-                    );
+                    let message = overflow_message(task);
+                    // As a thread's overflow is reported, whether or not
+                    // anyone joins: after the `generator` crate's line.
+                    eprintln!("{message}");
                     task.body.fail(Box::new(message));
                 } else {
                     task.body.fail(payload);
@@ -542,4 +537,21 @@ fn steal_one(mut steal: impl FnMut() -> Steal<Arc<Task>>) -> Option<Arc<Task>> {
             Steal::Retry => core::hint::spin_loop(),
         }
     }
+}
+
+/// What a coroutine whose stack overflowed is told, and how to avoid it.
+fn overflow_message(task: &Task) -> String {
+    let name = task.name.as_deref().unwrap_or("<unnamed>");
+    let size = crate::coroutine::size_text(task.stack_bytes as u64);
+    let advice = match task.root {
+        true => "give it a larger one with `main_stack_size` (#[coroutines::main(main_stack_size = ...)] \
+                 or runtime::Builder::main_stack_size)",
+        false => "give it a larger one with Builder::stack_size, or every coroutine one with \
+                  `stack_size` (#[coroutines::main(stack_size = ...)] or \
+                  runtime::Builder::stack_size)",
+    };
+    format!(
+        "coroutine '{name}' ({}) overflowed its {size} stack; {advice}",
+        task.id.as_u64()
+    )
 }

@@ -1,2 +1,0 @@
-#[coroutines::main(stack_size = 0)]
-fn main() {}
