@@ -1,9 +1,12 @@
-//! Running out of room for stacks is a clear error, never an abort or a
-//! hang. The test re-runs itself in a child process with a small address
-//! space limit, so mapping a stack fails there for real.
+//! Running out of room for stacks never loses a coroutine: past the limit
+//! new coroutines wait for running ones to free a stack (reported once on
+//! stderr, counted, shown by a dump), and one that no end could make room
+//! for fails through `join` with a clear error. The test re-runs itself in
+//! a child process with a small address space limit, so mapping a stack
+//! fails there for real.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "COROUTINES_STACK_LIMIT_CHILD";
 /// 1 MiB stacks in a 768 MiB address space: a few hundred fit, a thousand do
@@ -32,6 +35,13 @@ fn stack_allocation_failure_is_reported_through_join() {
         stdout.contains("CHILD OK"),
         "child did not finish:\n{stdout}\n{stderr}"
     );
+    let warnings = stderr.matches("wait for running coroutines to end").count();
+    assert!(warnings >= 1, "no warning on stderr:\n{stderr}");
+    assert!(
+        warnings <= 3,
+        "a warning per coroutine, not per incident:\n{stderr}"
+    );
+    assert!(stderr.contains("vm.max_map_count"), "{stderr}");
 }
 
 fn child() {
@@ -46,40 +56,51 @@ fn child() {
         .stack_size(STACK)
         .build()
         .unwrap();
-    let (ran, failures) = runtime.block_on(|| {
+    let started = Instant::now();
+    let (ran, dump) = runtime.block_on(move || {
         let handles: Vec<_> = (0..1000)
-            .filter_map(|_| {
-                coroutines::Builder::new()
-                    .spawn(|| std::thread::sleep(Duration::from_millis(300)))
-                    .ok()
-            })
+            .map(|_| coroutines::spawn(|| std::thread::sleep(Duration::from_millis(100))))
             .collect();
-        let mut ran = 0;
-        let mut failures = Vec::new();
-        for handle in handles {
-            match handle.join() {
-                Ok(()) => ran += 1,
-                Err(payload) => failures.push(*payload.downcast::<String>().unwrap()),
-            }
+        // Until the worker has started all it can and the rest wait.
+        while coroutines::stats().stack_waits == 0 && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(2));
         }
-        (ran, failures)
+        let dump = coroutines::dump().to_string();
+        let ran = handles
+            .into_iter()
+            .map(|h| h.join())
+            .filter(Result::is_ok)
+            .count();
+        (ran, dump)
     });
-    assert!(ran > 50, "only {ran} coroutines got a stack");
-    assert!(!failures.is_empty(), "every coroutine got a stack");
+    let took = started.elapsed();
+    assert_eq!(ran, 1000, "every coroutine ran");
     assert!(
-        failures[0].contains("could not map a 1024 KiB coroutine stack")
-            && failures[0].contains("vm.max_map_count"),
-        "unclear error: {}",
-        failures[0]
+        took < Duration::from_secs(10),
+        "waves of 100 ms took {took:?}"
     );
-    // The runtime keeps working once stacks are free again.
-    assert_eq!(
-        runtime.block_on(|| coroutines::spawn(|| 7).join().unwrap()),
-        7
+    assert!(dump.contains("waiting for a stack"), "{dump}");
+    let stats = runtime.stats();
+    assert!(stats.stack_waits > 0, "{stats:?}");
+    assert_eq!(stats.failed_to_start, 0, "{stats:?}");
+
+    // More stack than every running coroutine holds: waiting cannot help.
+    let failure = runtime.block_on(|| {
+        coroutines::Builder::new()
+            .stack_size(ADDRESS_SPACE as usize)
+            .spawn(|| ())
+            .unwrap()
+            .join()
+            .unwrap_err()
+    });
+    let failure = failure.downcast::<String>().unwrap();
+    assert!(
+        failure.contains("could not map a 768 MiB coroutine stack"),
+        "unclear error: {failure}"
     );
+    assert_eq!(runtime.stats().failed_to_start, 1);
     println!(
-        "CHILD OK: {ran} ran, {} failed: {}",
-        failures.len(),
-        failures[0]
+        "CHILD OK: {ran} ran in {took:?}, {} waited",
+        stats.stack_waits
     );
 }

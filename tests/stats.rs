@@ -154,3 +154,75 @@ fn counters_only_grow() {
         last = now;
     }
 }
+
+/// A sleep that runs its time counts as a sleep; a wait that ends by its
+/// deadline (a channel's `recv_timeout`, a socket's read timeout) as a
+/// timeout.
+#[test]
+fn sleeps_and_timeouts_are_counted_apart() {
+    let runtime = Runtime::builder().workers(1).build().unwrap();
+    runtime.block_on(|| {
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (_keep, rx) = std::sync::mpsc::channel::<()>();
+        assert!(rx.recv_timeout(Duration::from_millis(5)).is_err());
+        let (mut socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        assert!(std::io::Read::read(&mut socket, &mut [0u8; 8]).is_err());
+    });
+    let stats = runtime.stats();
+    assert_eq!((stats.sleeps, stats.timeouts), (5, 2), "{stats:?}");
+}
+
+/// Per-worker figures: the coroutine asking runs on one worker, parked
+/// coroutines are counted on their worker, and a worker that computed has
+/// busy time.
+#[test]
+fn worker_stats_show_running_parked_and_busy() {
+    let runtime = Runtime::builder().workers(2).build().unwrap();
+    let (workers, asker) = runtime.block_on(|| {
+        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let parked: Vec<_> = (0..3)
+            .map(|_| {
+                let gate = gate.clone();
+                coroutines::spawn(move || {
+                    let (lock, opened) = &*gate;
+                    let _open = opened.wait_while(lock.lock().unwrap(), |open| !*open);
+                })
+            })
+            .collect();
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        while coroutines::worker_stats()
+            .iter()
+            .map(|w| w.parked)
+            .sum::<usize>()
+            < 3
+        {
+            coroutines::yield_now();
+        }
+        let workers = coroutines::worker_stats();
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        parked.into_iter().for_each(|h| h.join().unwrap());
+        (workers, coroutines::current().id())
+    });
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    assert_eq!(
+        workers.iter().map(|w| w.parked).sum::<usize>(),
+        3,
+        "{workers:?}"
+    );
+    let running: Vec<_> = workers.iter().filter_map(|w| w.running).collect();
+    assert_eq!(running, [asker], "{workers:?}");
+    assert!(
+        workers.iter().any(|w| w.busy >= Duration::from_millis(15)),
+        "{workers:?}"
+    );
+    assert!(workers.iter().all(|w| !w.spare), "{workers:?}");
+}

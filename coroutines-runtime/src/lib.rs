@@ -29,7 +29,8 @@ pub use coroutine::{
     in_coroutine, park, yield_now, Body, CoroutineId, TaskRef, Wait, Waiting, WakeReason, Waker,
 };
 pub use scheduler::{
-    current_dump, current_stats, current_task, default_runtime, init_default_runtime, spawn,
-    started_default_runtime, Config, CoroutineDump, CoroutineState, Dump, Runtime, SpawnOptions,
-    Stats, DEFAULT_BLOCKED_THRESHOLD, DEFAULT_STACK_SIZE, DUMP_SIGNAL_ENV, WORKERS_ENV,
+    current_dump, current_stats, current_task, current_worker_stats, default_runtime,
+    init_default_runtime, spawn, started_default_runtime, Config, CoroutineDump, CoroutineState,
+    Dump, Runtime, SpawnOptions, Stats, WorkerStats, DEFAULT_BLOCKED_THRESHOLD, DEFAULT_STACK_SIZE,
+    DUMP_SIGNAL_ENV, WORKERS_ENV,
 };

@@ -27,7 +27,7 @@ pub use builder::Builder;
 pub use coroutine::{current, try_current, Coroutine};
 pub use coroutines_macros::{main, test};
 pub use coroutines_runtime::{
-    CoroutineDump, CoroutineId, CoroutineState, Dump, Stats, Wait, Waiting,
+    CoroutineDump, CoroutineId, CoroutineState, Dump, Stats, Wait, Waiting, WorkerStats,
 };
 pub use join::JoinHandle;
 pub use runtime::Runtime;
@@ -125,6 +125,23 @@ pub fn in_coroutine() -> bool {
 pub fn stats() -> Stats {
     coroutines_runtime::current_stats()
         .or_else(|| coroutines_runtime::started_default_runtime().map(|rt| rt.stats()))
+        .unwrap_or_default()
+}
+
+/// Returns a snapshot of each worker of the caller's runtime (see
+/// [`Runtime::worker_stats`]): the coroutine's runtime inside a coroutine,
+/// else the process-wide one (empty if it has not started).
+///
+/// # Examples
+/// ```
+/// let workers = coroutines::spawn(coroutines::worker_stats).join().unwrap();
+/// assert_eq!(workers.len(), coroutines::stats().workers);
+/// // The coroutine that asked was running on one of them.
+/// assert_eq!(workers.iter().filter(|w| w.running.is_some()).count(), 1);
+/// ```
+pub fn worker_stats() -> Vec<WorkerStats> {
+    coroutines_runtime::current_worker_stats()
+        .or_else(|| coroutines_runtime::started_default_runtime().map(|rt| rt.worker_stats()))
         .unwrap_or_default()
 }
 

@@ -4,7 +4,7 @@ use std::io;
 
 use coroutines_runtime::Config;
 
-use crate::{Builder as CoroutineBuilder, JoinHandle, Stats};
+use crate::{Builder as CoroutineBuilder, JoinHandle, Stats, WorkerStats};
 
 /// A set of worker threads that run coroutines.
 ///
@@ -131,6 +131,21 @@ impl Runtime {
     /// ```
     pub fn stats(&self) -> Stats {
         self.inner.stats()
+    }
+
+    /// Returns a snapshot of each worker: coroutines queued on it and
+    /// parked on it, the one it runs, its busy time. Costs a pass over
+    /// every live coroutine.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = coroutines::Runtime::builder().workers(2).build().unwrap();
+    /// let workers = runtime.worker_stats();
+    /// assert_eq!(workers.len(), 2);
+    /// assert!(workers.iter().all(|w| w.queued == 0 && !w.spare));
+    /// ```
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.inner.worker_stats()
     }
 }
 

@@ -24,4 +24,5 @@ pub use stack::{MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub use switch::{in_coroutine, yield_now};
 pub use task::{Body, TaskRef};
 pub(crate) use task::{Lifecycle, Suspend, Task};
+pub(crate) use wait::coarse_now;
 pub use wait::{Wait, Waiting};

@@ -8,6 +8,7 @@
 //! coroutines to the hook it replaced. A hook the program sets replaces it,
 //! as it replaces std's.
 
+use core::cell::Cell;
 use std::backtrace::Backtrace;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -37,12 +38,33 @@ const END_MARKER: &str = "__rust_end_short_backtrace";
 #[unsafe(link_section = ".init_array")]
 static INSTALL: extern "C" fn() = install;
 
+thread_local! {
+    /// A panic the runtime expects and catches is under way (see
+    /// [`quietly`]).
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, whose panics the caller catches and turns into errors, with
+/// no panic message: a dependency's `expect` that the runtime reports in
+/// its own words (a stack that cannot be mapped).
+pub(crate) fn quietly<R>(f: impl FnOnce() -> R) -> R {
+    let was = QUIET.with(|quiet| quiet.replace(true));
+    let result = f();
+    QUIET.with(|quiet| quiet.set(was));
+    result
+}
+
 /// Wraps the hook in place before `main` (std's default one).
 extern "C" fn install() {
     let previous = panic::take_hook();
-    panic::set_hook(Box::new(move |info| match switch::current() {
-        Some(task) => report(task, info),
-        None => previous(info),
+    panic::set_hook(Box::new(move |info| {
+        if QUIET.with(Cell::get) {
+            return;
+        }
+        match switch::current() {
+            Some(task) => report(task, info),
+            None => previous(info),
+        }
     }));
 }
 

@@ -138,7 +138,12 @@ pub fn park(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker))
     let errno = sys::errno();
     switch::suspend(task, Suspend::Park { deadline, register });
     sys::set_errno(errno);
-    WakeReason::from_bits((task.park.load(Ordering::Acquire) & REASON_MASK) >> REASON_SHIFT)
+    let reason =
+        WakeReason::from_bits((task.park.load(Ordering::Acquire) & REASON_MASK) >> REASON_SHIFT);
+    if reason == WakeReason::TimedOut {
+        task.count_timeout(what == Wait::Sleep);
+    }
+    reason
 }
 
 /// Called by the worker right after a coroutine parked: starts a new park

@@ -46,7 +46,7 @@ impl Stacks {
     pub(crate) fn create(bytes: usize, body: impl FnOnce() + Send + 'static) -> io::Result<Gen> {
         Stacks::check_room(bytes)?;
         let generator = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Gn::<()>::new_opt(words(bytes), body)
+            super::panic_report::quietly(|| Gn::<()>::new_opt(words(bytes), body))
         }))
         .map_err(|_| map_error(bytes, io::Error::from_raw_os_error(libc::ENOMEM)))?;
         MAPPED.fetch_add(1, Ordering::Relaxed);
@@ -194,11 +194,11 @@ fn map_error(bytes: usize, cause: io::Error) -> io::Error {
     io::Error::new(
         cause.kind(),
         format!(
-            "could not map a {} KiB coroutine stack ({cause}): {why}; {mapped} coroutine \
+            "could not map a {} coroutine stack ({cause}): {why}; {mapped} coroutine \
              stacks are mapped, each takes {MAPPINGS_PER_STACK} memory mappings, and \
              vm.max_map_count = {limit} (raise it with sysctl -w vm.max_map_count=...), \
              or keep fewer coroutines alive at once",
-            bytes / 1024
+            size_text(bytes as u64)
         ),
     )
 }
@@ -265,11 +265,20 @@ impl StackPool {
     }
 }
 
-impl Drop for StackPool {
-    fn drop(&mut self) {
+impl StackPool {
+    /// Unmaps every cached stack; returns how many.
+    pub(crate) fn clear(&mut self) -> usize {
+        let freed = self.free.len();
         for (generator, block) in self.free.drain(..) {
             drop(block);
             Stacks::release(generator);
         }
+        freed
+    }
+}
+
+impl Drop for StackPool {
+    fn drop(&mut self) {
+        self.clear();
     }
 }

@@ -11,7 +11,7 @@ use super::park::Waker;
 use super::stack::Gen;
 use super::wait::WaitRecord;
 use crate::identity::ThreadBlock;
-use crate::scheduler::Shared;
+use crate::scheduler::{Shared, WorkerCounts};
 
 /// Where a coroutine is in its life. Stored in [`Task::lifecycle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,6 +229,18 @@ impl Task {
     /// Gives up on a coroutine that will never run again (its runtime shut
     /// down, or nothing is left that could wake it): its join handle gets an
     /// error. Does nothing once the coroutine is done.
+    /// Counts a park of this coroutine that ended by its deadline: a
+    /// sleep that ran its time, or a wait that timed out. Called by the
+    /// coroutine, on its worker, the counts' one writer.
+    pub(crate) fn count_timeout(&self, sleep: bool) {
+        let counts = &self.shared.workers[self.home.load(Ordering::Relaxed)].counts;
+        let counter = match sleep {
+            true => &counts.sleeps,
+            false => &counts.timeouts,
+        };
+        WorkerCounts::add(counter, 1);
+    }
+
     pub(crate) fn abandon(&self) {
         let was = self.lifecycle.swap(Lifecycle::Done as u8, Ordering::AcqRel);
         if was != Lifecycle::Done as u8 {

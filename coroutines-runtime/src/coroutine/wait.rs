@@ -31,6 +31,9 @@ pub enum Wait {
     /// A call running on a helper thread of the blocking pool (a name
     /// lookup, joining an OS thread, `spawn_blocking`).
     Pool,
+    /// A stack to run on, before its first run: the process is at its
+    /// memory-map limit (see `Stats::stack_waits`).
+    Stack,
     /// Anything else.
     Other,
 }
@@ -48,6 +51,7 @@ impl Wait {
             Wait::Join(id) => (5, id.as_u64().get() & PAYLOAD),
             Wait::Pool => (6, 0),
             Wait::Other => (7, 0),
+            Wait::Stack => (8, 0),
         };
         (tag << TAG_SHIFT) | payload
     }
@@ -64,6 +68,7 @@ impl Wait {
             4 => Wait::Sleep,
             5 => CoroutineId::from_u64(payload).map_or(Wait::Other, Wait::Join),
             6 => Wait::Pool,
+            8 => Wait::Stack,
             _ => Wait::Other,
         }
     }

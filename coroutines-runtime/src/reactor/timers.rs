@@ -67,18 +67,15 @@ impl Timers {
         });
     }
 
-    /// Wakes every park whose deadline is at or before `now`; returns how
-    /// many it woke.
-    pub(crate) fn fire(&mut self, now: Instant) -> usize {
-        let mut woken = 0;
+    /// Wakes every park whose deadline is at or before `now`.
+    pub(crate) fn fire(&mut self, now: Instant) {
         while let Some(entry) = self.heap.peek() {
             if entry.deadline > now {
                 break;
             }
             let entry = self.heap.pop().expect("peeked");
-            woken += usize::from(entry.waker.wake(WakeReason::TimedOut));
+            entry.waker.wake(WakeReason::TimedOut);
         }
-        woken
     }
 
     /// How long until the earliest live deadline, `None` if there is none.

@@ -91,7 +91,10 @@ fn describe(shared: &Shared, task: &Task) -> CoroutineDump {
         .any(|w| w.running.load(Ordering::Relaxed) == id);
     let started = task.lifecycle() == Lifecycle::Started;
     let state = match () {
-        _ if !started => CoroutineState::NotStarted,
+        _ if !started => match task.waiting.read() {
+            waiting if waiting.what == Wait::Stack => CoroutineState::Parked(waiting),
+            _ => CoroutineState::NotStarted,
+        },
         _ if running => CoroutineState::Running,
         _ if task.park.load(Ordering::Acquire) & PARKED != 0 => {
             CoroutineState::Parked(task.waiting.read())
@@ -113,8 +116,8 @@ impl fmt::Display for Dump {
         };
         writeln!(
             f,
-            "coroutines: {} workers, {} live coroutines ({} running, {} runnable, {} parked, {} not started)",
-            self.workers,
+            "coroutines: {}, {} live coroutines ({} running, {} runnable, {} parked, {} not started)",
+            super::runtime::workers_text(self.workers),
             self.coroutines.len(),
             count(|s| matches!(s, CoroutineState::Running)),
             count(|s| matches!(s, CoroutineState::Runnable)),
@@ -159,6 +162,10 @@ impl fmt::Display for Waiting {
             Wait::Pool => write!(
                 f,
                 "waiting for a call on a helper thread (lookup, join, spawn_blocking)"
+            )?,
+            Wait::Stack => write!(
+                f,
+                "waiting for a stack to start on (the process is at its memory-map limit)"
             )?,
             _ => write!(f, "waiting")?,
         }

@@ -6,6 +6,7 @@
 //! coroutines they wake. Spawns from outside the runtime go to a global
 //! injector. Idle workers sleep in their reactor and are woken through it.
 
+mod admission;
 mod config;
 mod dump;
 mod fork;
@@ -26,12 +27,12 @@ pub use dump::{CoroutineDump, CoroutineState, Dump, DUMP_SIGNAL_ENV};
 pub(crate) use fork::in_forked_child;
 pub(crate) use registry::Registry;
 pub use runtime::{
-    current_dump, current_stats, current_task, default_runtime, init_default_runtime, spawn,
-    started_default_runtime, Runtime, SpawnOptions,
+    current_dump, current_stats, current_task, current_worker_stats, default_runtime,
+    init_default_runtime, spawn, started_default_runtime, Runtime, SpawnOptions,
 };
 pub(crate) use stats::Counters;
-pub use stats::Stats;
-pub(crate) use worker::{Local, Queues, WorkerShared};
+pub use stats::{Stats, WorkerStats};
+pub(crate) use worker::{Local, Queues, WorkerCounts, WorkerShared};
 
 use crate::coroutine::{switch, Task};
 use crate::reactor::Poller;
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Helper threads for calls that block inside libc.
     pub(crate) blocking: Arc<crate::blocking::Pool>,
+    /// New coroutines waiting for a stack.
+    pub(crate) stack_waiters: admission::StackWaiters,
     /// What the workers tell the blocked-worker monitor.
     pub(crate) monitor: monitor::Monitor,
     /// The queues of the spare workers (after the configured ones in

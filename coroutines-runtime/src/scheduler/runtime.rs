@@ -4,11 +4,14 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::io;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_deque::Injector;
 
-use super::{worker, Config, Counters, Dump, Queues, Registry, Shared, Stats, WorkerShared};
-use crate::coroutine::{switch, Body, Task, TaskRef};
+use super::{
+    worker, Config, Counters, Dump, Queues, Registry, Shared, Stats, WorkerShared, WorkerStats,
+};
+use crate::coroutine::{switch, Body, CoroutineId, Lifecycle, Task, TaskRef, PARKED};
 use crate::reactor::Poller;
 use crate::sync::SpinLock;
 
@@ -74,6 +77,7 @@ impl Runtime {
         let shared = Arc::new(Shared {
             registry: Registry::new(slots),
             blocking: crate::blocking::Pool::new(config.blocking_threads),
+            stack_waiters: Default::default(),
             config,
             workers,
             injector: Injector::new(),
@@ -158,6 +162,12 @@ impl Runtime {
         stats_of(&self.shared)
     }
 
+    /// A snapshot of each worker that has run: queue depth, parked
+    /// coroutines, busy time. Costs a pass over every live coroutine.
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        worker_stats_of(&self.shared)
+    }
+
     /// Every live coroutine and where it is.
     pub fn dump(&self) -> Dump {
         super::dump::dump(&self.shared)
@@ -187,6 +197,12 @@ pub fn spawn(options: SpawnOptions, body: Arc<dyn Body>) -> io::Result<TaskRef> 
 /// The counters of the running coroutine's runtime, or `None` outside one.
 pub fn current_stats() -> Option<Stats> {
     switch::current().map(|task| stats_of(&task.shared))
+}
+
+/// The per-worker figures of the running coroutine's runtime, or `None`
+/// outside one.
+pub fn current_worker_stats() -> Option<Vec<WorkerStats>> {
+    switch::current().map(|task| worker_stats_of(&task.shared))
 }
 
 /// The running coroutine's handle, or `None` outside one.
@@ -221,9 +237,6 @@ fn spawn_into(
         None if options.root => shared.config.main_stack_size,
         None => shared.config.stack_size,
     };
-    // The stack is mapped when the coroutine first runs; near the map limit
-    // the caller hears of it now rather than from `join`.
-    crate::coroutine::Stacks::check_room(stack_bytes)?;
     let name = options.name.map(String::into_boxed_str);
     let task = Arc::new(Task::new(
         shared.clone(),
@@ -254,10 +267,50 @@ fn stats_of(shared: &Shared) -> Stats {
         migrations: load(&shared.counters.migrations),
         reactor_events: sum(|w| &w.counts.reactor_events),
         timeouts: sum(|w| &w.counts.timeouts),
+        sleeps: sum(|w| &w.counts.sleeps),
+        stack_waits: load(&shared.stack_waiters.waited),
+        failed_to_start: load(&shared.counters.failed_to_start),
+        abandoned: load(&shared.counters.abandoned),
         blocked_workers: load(&shared.counters.blocked_workers),
         moved_off_blocked: load(&shared.counters.moved),
         spare_workers_started: load(&shared.counters.spares_started),
     }
+}
+
+fn worker_stats_of(shared: &Shared) -> Vec<WorkerStats> {
+    let mut parked = vec![0; shared.workers.len()];
+    shared.registry.for_each(|task| {
+        if task.lifecycle() == Lifecycle::Started && task.park.load(Ordering::Acquire) & PARKED != 0
+        {
+            parked[task.home.load(Ordering::Relaxed)] += 1;
+        }
+    });
+    let now = crate::coroutine::coarse_now();
+    let load = Counters::load;
+    shared
+        .workers
+        .iter()
+        .enumerate()
+        .filter(|(index, worker)| *index < shared.config.workers || load(&worker.counts.began) != 0)
+        .map(|(index, worker)| {
+            let counts = &worker.counts;
+            let began = load(&counts.began);
+            let lived = match began {
+                0 => 0,
+                began => now.saturating_sub(began),
+            };
+            WorkerStats {
+                index,
+                spare: index >= shared.config.workers,
+                queued: worker.stealer.len() + worker.ready.len() + worker.inbox.len(),
+                parked: parked[index],
+                running: CoroutineId::from_u64(load(&worker.running)),
+                busy: Duration::from_nanos(lived.saturating_sub(load(&counts.asleep))),
+                context_switches: load(&counts.switches),
+                reactor_events: load(&counts.reactor_events),
+            }
+        })
+        .collect()
 }
 
 impl Drop for Runtime {
@@ -291,6 +344,7 @@ impl Drop for Runtime {
         while let Some(task) = self.shared.injector.steal().success() {
             task.abandon();
         }
+        self.shared.stack_waiters.drain().into_iter().for_each(drop);
         // Parked coroutines are also held by what they wait on; letting go
         // of them drops them, which fails their join handles.
         crate::futex::release_runtime(&self.shared);
@@ -300,7 +354,7 @@ impl Drop for Runtime {
 }
 
 /// "1 worker", "2 workers".
-fn workers_text(workers: usize) -> String {
+pub(crate) fn workers_text(workers: usize) -> String {
     match workers {
         1 => "1 worker".into(),
         n => format!("{n} workers"),

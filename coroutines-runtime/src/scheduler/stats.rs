@@ -1,6 +1,9 @@
 //! Runtime statistics.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+
+use crate::coroutine::CoroutineId;
 
 /// Event counters of one runtime; workers keep their own switch counts.
 #[derive(Default)]
@@ -15,6 +18,8 @@ pub(crate) struct Counters {
     pub(crate) moved: AtomicU64,
     /// Spare workers started.
     pub(crate) spares_started: AtomicU64,
+    /// Coroutines that could not be started.
+    pub(crate) failed_to_start: AtomicU64,
 }
 
 /// A snapshot of a runtime's counters.
@@ -36,8 +41,22 @@ pub struct Stats {
     pub migrations: u64,
     /// Readiness events delivered by the reactor.
     pub reactor_events: u64,
-    /// Parks ended by their deadline.
+    /// Waits that ended by their deadline before what they waited for
+    /// came: socket timeouts, `Condvar::wait_timeout`, `recv_timeout`,
+    /// `poll` with a timeout. Sleeps are not timeouts.
     pub timeouts: u64,
+    /// Sleeps that ran their full time.
+    pub sleeps: u64,
+    /// New coroutines that had to wait for a stack because the process was
+    /// at its memory-map limit (or out of memory), and started once a
+    /// running coroutine ended.
+    pub stack_waits: u64,
+    /// Coroutines that never ran: no stack (with nothing to wait for), or
+    /// no thread identity, could be made for them. Their `join` says why.
+    pub failed_to_start: u64,
+    /// Coroutines dropped before they finished: their runtime shut down
+    /// while they were queued or suspended.
+    pub abandoned: u64,
     /// Times a worker ran one coroutine for longer than the blocked-worker
     /// threshold while others waited behind it.
     pub blocked_workers: u64,
@@ -45,6 +64,31 @@ pub struct Stats {
     pub moved_off_blocked: u64,
     /// Spare workers started because every worker was blocked.
     pub spare_workers_started: u64,
+}
+
+/// A snapshot of one worker, for dashboards: how much work waits for it and
+/// how busy it is. Like [`Stats`], each value is exact but the set is not
+/// taken at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Its index: configured workers first, then spare ones.
+    pub index: usize,
+    /// Whether it is a spare worker, started by the blocked-worker monitor.
+    pub spare: bool,
+    /// Coroutines queued on it, ready to run.
+    pub queued: usize,
+    /// Coroutines homed on it that are parked.
+    pub parked: usize,
+    /// The coroutine it runs now, if any.
+    pub running: Option<CoroutineId>,
+    /// Time it has spent running coroutines and scheduling since it
+    /// started (not asleep waiting for work).
+    pub busy: Duration,
+    /// Switches into a coroutine.
+    pub context_switches: u64,
+    /// Readiness events its reactor delivered.
+    pub reactor_events: u64,
 }
 
 impl Counters {

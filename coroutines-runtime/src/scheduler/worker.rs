@@ -148,12 +148,22 @@ pub(crate) struct WorkerCounts {
     pub(crate) switches: AtomicU64,
     /// Descriptor events taken from the poller.
     pub(crate) reactor_events: AtomicU64,
-    /// Parks ended by their deadline.
+    /// Waits that timed out (see `Stats::timeouts`).
     pub(crate) timeouts: AtomicU64,
+    /// Sleeps that ran their time.
+    pub(crate) sleeps: AtomicU64,
+    /// When the worker's thread started (`coarse_now`), 0 until then.
+    pub(crate) began: AtomicU64,
+    /// Nanoseconds the worker has slept in its reactor, waiting for work.
+    pub(crate) asleep: AtomicU64,
+    /// Bytes of stack coroutines got here.
+    pub(crate) stack_taken: AtomicU64,
+    /// Bytes of stack coroutines gave up here (see `admission`).
+    pub(crate) stack_freed: AtomicU64,
 }
 
 impl WorkerCounts {
-    fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 }
@@ -202,6 +212,9 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
     me.local
         .store(&local as *const Local as *mut Local, Ordering::Release);
     WORKER.with(|worker| worker.set(&local));
+    me.counts
+        .began
+        .store(coroutine::coarse_now(), Ordering::Relaxed);
     shared.monitor.worker_wakes();
 
     while !shared.shutdown.load(Ordering::Acquire) {
@@ -363,16 +376,24 @@ impl Local {
             Ok(mut generator) => {
                 generator.set_local_data(Arc::as_ptr(task) as *mut u8);
                 task.home.store(self.index, Ordering::Relaxed);
+                let counts = &shared.workers[self.index].counts;
+                WorkerCounts::add(&counts.stack_taken, task.stack_bytes as u64);
                 // SAFETY: as above.
                 *unsafe { task.generator() } = Some(generator);
                 task.set_lifecycle(Lifecycle::Started);
                 true
             }
             Err(error) => {
-                task.set_lifecycle(Lifecycle::Done);
-                shared.registry.remove(task.slot.load(Ordering::Relaxed));
-                shared.counters.finished.fetch_add(1, Ordering::Relaxed);
-                task.body.fail(Box::new(error.to_string()));
+                for task in shared.stack_waiters.admit(shared, task.clone(), &error) {
+                    task.set_lifecycle(Lifecycle::Done);
+                    shared.registry.remove(task.slot.load(Ordering::Relaxed));
+                    shared.counters.finished.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .counters
+                        .failed_to_start
+                        .fetch_add(1, Ordering::Relaxed);
+                    task.body.fail(Box::new(error.to_string()));
+                }
                 false
             }
         }
@@ -413,10 +434,15 @@ impl Local {
                     task.body.fail(payload);
                 }
             }
-            None => self
-                .stacks
-                .borrow_mut()
-                .put(task.stack_bytes, generator, identity),
+            None => {
+                self.stacks
+                    .borrow_mut()
+                    .put(task.stack_bytes, generator, identity);
+                let counts = &shared.workers[self.index].counts;
+                if let Some(waiter) = shared.stack_waiters.freed(counts, task.stack_bytes) {
+                    self.queue.push(waiter);
+                }
+            }
         }
     }
 
@@ -444,9 +470,7 @@ impl Local {
 
     fn fire_timers(&self) {
         if !self.timers.borrow().is_empty() {
-            let fired = self.timers.borrow_mut().fire(Instant::now());
-            let counts = &self.shared().workers[self.index].counts;
-            WorkerCounts::add(&counts.timeouts, fired as u64);
+            self.timers.borrow_mut().fire(Instant::now());
         }
     }
 
@@ -462,6 +486,9 @@ impl Local {
             }
             core::hint::spin_loop();
         }
+        if shared.stack_waiters.any() && self.free_cached_stacks(shared) {
+            return;
+        }
         let me = &shared.workers[self.index];
         // See `WorkerShared::notified` for why the clear comes first.
         me.notified.store(false, Ordering::SeqCst);
@@ -471,12 +498,33 @@ impl Local {
         fence(Ordering::SeqCst);
         if !self.has_work(shared) && !shared.shutdown.load(Ordering::Acquire) {
             shared.monitor.worker_sleeps();
+            let slept = coroutine::coarse_now();
             self.poll_reactor(true);
+            let slept = coroutine::coarse_now().saturating_sub(slept);
+            WorkerCounts::add(&me.counts.asleep, slept);
             shared.monitor.worker_wakes();
         } else {
             self.fire_timers();
         }
         me.sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Local {
+    /// Unmaps the stacks this idle worker caches, for coroutines that wait
+    /// for one (see `admission`), and takes as many of them to start here.
+    /// Returns whether it took any.
+    fn free_cached_stacks(&self, shared: &Shared) -> bool {
+        let freed = self.stacks.borrow_mut().clear();
+        let mut took = false;
+        for _ in 0..freed {
+            let Some(waiter) = shared.stack_waiters.next() else {
+                break;
+            };
+            self.queue.push(waiter);
+            took = true;
+        }
+        took
     }
 }
 

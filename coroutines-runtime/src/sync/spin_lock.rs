@@ -24,6 +24,12 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 // SAFETY: moving the lock moves the value.
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
+impl<T: Default> Default for SpinLock<T> {
+    fn default() -> Self {
+        SpinLock::new(T::default())
+    }
+}
+
 impl<T> SpinLock<T> {
     pub(crate) const fn new(value: T) -> Self {
         SpinLock {
