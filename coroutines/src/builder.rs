@@ -103,6 +103,12 @@ impl Builder {
         self
     }
 
+    /// The options of this configuration, for spawning with a body of its
+    /// own (scoped coroutines).
+    pub(crate) fn into_options(self) -> SpawnOptions {
+        self.options
+    }
+
     /// Spawns `f` into `runtime`, or where [`spawn`](Self::spawn) would.
     pub(crate) fn spawn_on<F, T>(
         self,

@@ -22,6 +22,7 @@ mod builder;
 mod coroutine;
 mod join;
 pub mod runtime;
+mod scope;
 
 pub use builder::Builder;
 pub use coroutine::{current, try_current, Coroutine};
@@ -31,6 +32,7 @@ pub use coroutines_runtime::{
 };
 pub use join::JoinHandle;
 pub use runtime::Runtime;
+pub use scope::{scope, Scope, ScopedJoinHandle};
 
 /// Spawns a new coroutine, returning a [`JoinHandle`] for it.
 ///
