@@ -249,6 +249,9 @@ fn lookups_in_the_namespace() {
     let expected = vec![SocketAddr::from((SLOW_HOST_ADDRESS, 80))];
     assert_eq!(lookup(SLOW_HOST).unwrap(), expected);
     let unknown = lookup(UNKNOWN_HOST).unwrap_err().to_string();
+    let unknown_legacy = legacy_lookup(UNKNOWN_HOST);
+    // HOST_NOT_FOUND
+    assert_eq!(unknown_legacy, Err(1));
 
     watchdog("lookups", Duration::from_secs(30), 1, move || {
         let ticker = Ticker::start();
@@ -286,7 +289,39 @@ fn lookups_in_the_namespace() {
         assert_ticked(ticks);
         // A lookup after a failed one works as before.
         assert_eq!(lookup(SLOW_HOST).unwrap(), expected);
+
+        // The legacy lookup too, with its `h_errno` carried back.
+        let (found, elapsed, ticks) = ticker.during(|| legacy_lookup(SLOW_HOST));
+        assert_eq!(found, Ok(SLOW_HOST_ADDRESS));
+        assert!(
+            elapsed >= DNS_DELAY - Duration::from_millis(10),
+            "{elapsed:?}"
+        );
+        assert_ticked(ticks);
+        assert_eq!(legacy_lookup(UNKNOWN_HOST), unknown_legacy);
     });
+}
+
+unsafe extern "C" {
+    fn __h_errno_location() -> *mut libc::c_int;
+    fn gethostbyname(name: *const libc::c_char) -> *mut libc::hostent;
+}
+
+/// `gethostbyname(name)`: the first IPv4 address, or `h_errno`.
+fn legacy_lookup(name: &str) -> Result<Ipv4Addr, libc::c_int> {
+    let name = CString::new(name).unwrap();
+    // SAFETY: a NUL-terminated name; the result points into glibc's static
+    // buffer, read before any other lookup of this test.
+    unsafe {
+        *__h_errno_location() = 0;
+        let host = gethostbyname(name.as_ptr());
+        if host.is_null() {
+            return Err(*__h_errno_location());
+        }
+        let first = *(*host).h_addr_list;
+        let octets = std::slice::from_raw_parts(first as *const u8, 4);
+        Ok(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]))
+    }
 }
 
 /// A job of `spawn_blocking` that blocks its thread (a raw `nanosleep`,
