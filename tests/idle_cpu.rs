@@ -1,6 +1,7 @@
 //! An idle runtime sleeps: after running some coroutines, a runtime with 2
-//! workers uses (almost) no CPU over an idle second, and work that arrives
-//! afterwards is still picked up promptly.
+//! workers uses (almost) no CPU over an idle second, its threads (workers,
+//! the blocked-worker monitor) are not woken periodically, and work that
+//! arrives afterwards is still picked up promptly.
 //!
 //! The CPU time measured is the whole process's, so the tests in this file
 //! take turns (`SERIAL`) rather than run in parallel.
@@ -154,4 +155,57 @@ fn work_after_idleness_is_picked_up_promptly() {
         start.elapsed()
     );
     assert!(waiter.join().unwrap());
+}
+
+/// How many of this process's threads are named `coroutines-*` (workers,
+/// the monitor, helper threads), and their context switches so far, from
+/// `/proc`.
+fn runtime_thread_switches() -> (usize, u64) {
+    let (mut threads, mut total) = (0, 0);
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue; // the thread has exited
+        };
+        if !name.starts_with("coroutines-") {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        threads += 1;
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    (threads, total)
+}
+
+/// The runtime's threads, the blocked-worker monitor among them, sleep
+/// while it is idle: no periodic wake-ups over an idle second.
+#[test]
+fn idle_runtime_threads_are_not_woken_periodically() {
+    let _serial = serial();
+    let runtime = Runtime::builder()
+        .workers(2)
+        .blocked_worker_threshold(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    warm_up(&runtime);
+    std::thread::sleep(Duration::from_millis(100));
+    let (threads, before) = runtime_thread_switches();
+    // Two workers and the monitor, at least: else this measures nothing.
+    assert!(threads >= 3, "found {threads} runtime threads");
+    std::thread::sleep(Duration::from_secs(1));
+    let woken = runtime_thread_switches().1 - before;
+    println!("{threads} runtime threads switched {woken} times in an idle second");
+    // A monitor looking every few milliseconds would switch hundreds of
+    // times a second; a helper thread's idle timeout is 10 s.
+    assert!(
+        woken < 20,
+        "the idle runtime's threads switched {woken} times in 1 s"
+    );
+    assert_eq!(runtime.block_on(|| 7), 7);
 }

@@ -21,7 +21,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{watchdog, FD_NUMBERS, PROMPT};
+use super::{wait_bounded, watchdog, FD_NUMBERS, PROMPT};
 
 /// How long either side of a case may take: every case here is designed to
 /// finish well within a second, and a side that hangs fails the test this
@@ -219,16 +219,6 @@ fn run_side(test: &str, side: &str) -> Ended {
             String::from_utf8_lossy(&output.stderr)
         )),
     }
-}
-
-/// Waits for `child` for up to `limit`, then kills it; its output.
-fn wait_bounded(mut child: std::process::Child, limit: Duration) -> std::process::Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() && start.elapsed() < limit {
-        thread::sleep(Duration::from_millis(5));
-    }
-    let _ = child.kill();
-    child.wait_with_output().unwrap()
 }
 
 /// A coarse timing of a call, comparable between the sides.

@@ -16,6 +16,7 @@ use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 use std::thread;
@@ -75,11 +76,21 @@ pub fn watchdog<T: Send + 'static>(
     workers: usize,
     body: impl FnOnce() -> T + Send + 'static,
 ) -> T {
+    watchdog_on(what, limit, Runtime::builder().workers(workers), body)
+}
+
+/// As [`watchdog`], on a fresh runtime built by `builder`.
+pub fn watchdog_on<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    builder: coroutines::runtime::Builder,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (done, finished) = mpsc::channel();
     thread::Builder::new()
         .name(format!("watched: {what}"))
         .spawn(move || {
-            let runtime = Runtime::builder().workers(workers).build().unwrap();
+            let runtime = builder.build().unwrap();
             let result = panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(body)));
             let _ = done.send(result);
             // The runtime drops after the result is delivered, so a worker
@@ -517,4 +528,95 @@ pub fn full_listener() -> (TcpListener, TcpStream) {
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let queued = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     (listener, queued)
+}
+
+/// Sleeps `duration` by a raw `nanosleep` system call, which no hook sees:
+/// it blocks whatever thread makes it, as a C library's blocking call would.
+pub fn raw_sleep(duration: Duration) {
+    let ts = libc::timespec {
+        tv_sec: duration.as_secs() as libc::time_t,
+        tv_nsec: duration.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `ts` is a live timespec; no remainder is asked for.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_nanosleep,
+            &ts as *const libc::timespec,
+            std::ptr::null_mut::<libc::timespec>(),
+        )
+    };
+    assert_eq!(ret, 0, "nanosleep: {}", io::Error::last_os_error());
+}
+
+/// Set in a child process started by [`rerun`] to the role it plays.
+const CHILD_ROLE: &str = "COROUTINES_TEST_CHILD_ROLE";
+
+/// The role this process plays if [`rerun`] started it, else `None`.
+pub fn child_role() -> Option<String> {
+    std::env::var(CHILD_ROLE).ok()
+}
+
+/// A command that re-runs the calling test alone, in a child process of
+/// the test binary, with [`child_role`] giving `role`; its output is piped.
+/// Call it from the test's own thread: the child finds the test by name.
+/// For what a process shows only from outside: its stderr, a signal's
+/// effect, a namespace of its own.
+pub fn rerun(role: &str) -> Command {
+    let test = thread::current()
+        .name()
+        .expect("rerun: call it from the test's own thread")
+        .to_owned();
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Waits for `child` for up to `limit`, then kills it; its output.
+pub fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
+    // Both pipes are read meanwhile, so that a chatty child cannot fill
+    // one and stall.
+    let stdout = child.stdout.take().map(read_in_background);
+    let stderr = child.stderr.take().map(read_in_background);
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < limit {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let collect = |reader: Option<thread::JoinHandle<Vec<u8>>>| {
+        reader.map_or_else(Vec::new, |r| r.join().unwrap())
+    };
+    Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    }
+}
+
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Runs `command` (from [`rerun`]), failing the test if it does not end
+/// within `limit` or fails; its output.
+#[track_caller]
+pub fn run_child(mut command: Command, limit: Duration) -> Output {
+    let output = wait_bounded(command.spawn().unwrap(), limit);
+    assert!(
+        output.status.success(),
+        "the child process failed ({}); stdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }

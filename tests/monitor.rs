@@ -1,0 +1,185 @@
+//! The blocked-worker monitor: a coroutine that computes without yielding
+//! holds its worker, and the monitor moves the coroutines queued behind it
+//! to a spare worker, warns once on stderr (naming the coroutine), and
+//! counts the incident; the builder's threshold and warning switch change
+//! that.
+//!
+//! The scenario: on one worker, a coroutine named [`CRUNCHER`] spawns
+//! [`FOLLOWERS`] coroutines (queued on its worker, never started) and then
+//! computes for [`CRUNCH`] without a single switch.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use coroutines::runtime::Builder;
+use coroutines::Stats;
+use support::*;
+
+const CRUNCHER: &str = "cruncher";
+const FOLLOWERS: usize = 100;
+const CRUNCH: Duration = Duration::from_secs(1);
+
+/// What one run of the scenario saw: when the cruncher finished, when the
+/// last follower ran (both from the start), and the runtime's counters.
+#[derive(Debug)]
+struct Seen {
+    crunched: Duration,
+    followers_ran: Duration,
+    stats: Stats,
+}
+
+/// Runs the scenario on a one-worker runtime from `builder`.
+fn crunch(builder: Builder) -> Seen {
+    watchdog_on(
+        "crunch",
+        Duration::from_secs(20),
+        builder.workers(1),
+        || {
+            let start = Instant::now();
+            let cruncher = coroutines::Builder::new()
+                .name(CRUNCHER.into())
+                .spawn(move || {
+                    let followers: Vec<_> = (0..FOLLOWERS)
+                        .map(|_| coroutines::spawn(move || start.elapsed()))
+                        .collect();
+                    // Computes: no yield, no call that parks.
+                    let mut spins = 0u64;
+                    while start.elapsed() < CRUNCH {
+                        spins = std::hint::black_box(spins + 1);
+                    }
+                    (start.elapsed(), followers)
+                })
+                .unwrap();
+            let (crunched, followers) = cruncher.join().unwrap();
+            let followers_ran = followers
+                .into_iter()
+                .map(|f| f.join().unwrap())
+                .max()
+                .unwrap();
+            Seen {
+                crunched,
+                followers_ran,
+                stats: coroutines::stats(),
+            }
+        },
+    )
+}
+
+/// Asserts that the followers ran beside the cruncher, and the counters
+/// say how: one incident, the followers moved, one spare worker.
+#[track_caller]
+fn assert_handed_off(seen: &Seen) {
+    assert!(seen.crunched >= CRUNCH, "{seen:?}");
+    // Behind the cruncher they would run after 1 s.
+    assert!(
+        seen.followers_ran < Duration::from_millis(700),
+        "the coroutines queued behind a computing one ran after {:?}: {seen:?}",
+        seen.followers_ran
+    );
+    assert_eq!(seen.stats.blocked_workers, 1, "{seen:?}");
+    assert!(seen.stats.moved_off_blocked >= 1, "{seen:?}");
+    assert_eq!(seen.stats.spare_workers_started, 1, "{seen:?}");
+}
+
+/// The warning, as the monitor words it.
+const WARNING: &str = "without switching";
+
+/// Runs the scenario in a child process (this test re-run with `role`)
+/// and returns its stderr.
+fn child_stderr(role: &str) -> String {
+    let output = run_child(rerun(role), Duration::from_secs(30));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Coroutines queued behind one that computes run on a spare worker within
+/// a few hundred milliseconds, and the counters record the incident.
+#[test]
+fn queued_coroutines_move_off_a_computing_worker() {
+    let seen = crunch(Builder::default().blocked_worker_warnings(false));
+    println!(
+        "followers ran within {:?}, {:?}",
+        seen.followers_ran, seen.stats
+    );
+    assert_handed_off(&seen);
+}
+
+/// One warning per incident names the computing coroutine, its worker and
+/// the advice, however often the monitor looked during the second.
+#[test]
+fn the_warning_names_the_coroutine_once() {
+    if child_role().is_some() {
+        return assert_handed_off(&crunch(Builder::default()));
+    }
+    let stderr = child_stderr("warn");
+    let warnings: Vec<_> = stderr.lines().filter(|l| l.contains(WARNING)).collect();
+    assert_eq!(warnings.len(), 1, "want one warning; stderr:\n{stderr}");
+    let warning = warnings[0];
+    for part in [
+        "coroutines: worker 0 ",
+        &format!("('{CRUNCHER}')"),
+        "coroutines::yield_now()",
+        "coroutines::spawn_blocking",
+        "blocked_worker_warnings(false)",
+    ] {
+        assert!(warning.contains(part), "no {part:?} in: {warning}");
+    }
+}
+
+/// `blocked_worker_warnings(false)` silences the warning; the monitor still
+/// moves the coroutines and counts the incident.
+#[test]
+fn warnings_can_be_silenced() {
+    if child_role().is_some() {
+        return assert_handed_off(&crunch(Builder::default().blocked_worker_warnings(false)));
+    }
+    let stderr = child_stderr("quiet");
+    assert!(!stderr.contains(WARNING), "stderr:\n{stderr}");
+}
+
+/// With the threshold `Duration::MAX` the monitor does nothing: the
+/// followers wait for the cruncher, nothing is counted, nothing printed.
+#[test]
+fn threshold_max_disables_the_monitor() {
+    if child_role().is_some() {
+        let seen = crunch(Builder::default().blocked_worker_threshold(Duration::MAX));
+        assert!(seen.followers_ran >= seen.crunched, "{seen:?}");
+        assert_eq!(seen.stats.blocked_workers, 0, "{seen:?}");
+        assert_eq!(seen.stats.moved_off_blocked, 0, "{seen:?}");
+        assert_eq!(seen.stats.spare_workers_started, 0, "{seen:?}");
+        return;
+    }
+    let stderr = child_stderr("disabled");
+    assert!(!stderr.contains(WARNING), "stderr:\n{stderr}");
+}
+
+/// A longer threshold is waited out: the followers run after it, yet
+/// before the cruncher is done.
+#[test]
+fn the_threshold_is_how_long_a_worker_may_compute() {
+    let threshold = Duration::from_millis(400);
+    let seen = crunch(
+        Builder::default()
+            .blocked_worker_threshold(threshold)
+            .blocked_worker_warnings(false),
+    );
+    assert!(seen.followers_ran >= threshold, "{seen:?}");
+    assert!(seen.followers_ran < seen.crunched, "{seen:?}");
+    assert_eq!(seen.stats.blocked_workers, 1, "{seen:?}");
+}
+
+/// A coroutine that computes alone, with nothing queued behind it, is left
+/// alone: no incident, no spare worker.
+#[test]
+fn a_computing_coroutine_with_nothing_behind_it_is_no_incident() {
+    let builder = Builder::default().workers(1);
+    let stats = watchdog_on("alone", Duration::from_secs(20), builder, || {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(300) {
+            std::hint::black_box(());
+        }
+        coroutines::stats()
+    });
+    assert_eq!(stats.blocked_workers, 0, "{stats:?}");
+    assert_eq!(stats.spare_workers_started, 0, "{stats:?}");
+}
