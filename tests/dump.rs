@@ -255,7 +255,7 @@ fn the_dump_shows_what_each_coroutine_waits_on() {
         // The root, the seven parked coroutines, the yielder, the unstarted.
         assert_eq!(
             text.lines().next().unwrap(),
-            "coroutines: 1 workers, 10 live coroutines (1 running, 1 runnable, 7 parked, 1 not started)",
+            "coroutines: 1 worker, 10 live coroutines (1 running, 1 runnable, 7 parked, 1 not started)",
             "{text}"
         );
 
@@ -361,7 +361,7 @@ fn the_dump_signal_prints_the_dump_to_stderr() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(
-        seen.contains("coroutines: 1 workers, ") && seen.contains(&want),
+        seen.contains("coroutines: 1 worker, ") && seen.contains(&want),
         "no dump naming the napper on stderr after SIGUSR1:\n{seen}"
     );
     assert!(alive, "the child died of the signal:\n{seen}");

@@ -411,14 +411,12 @@ fn blocking_mask_keeps_a_pending_signal_pending() {
 
 /// `epoll_pwait` whose mask unblocks a pending signal fails with EINTR at once.
 #[test]
-#[ignore = "runtime bug: in a coroutine, epoll_pwait ignores a pending signal its mask unblocks (times out instead of EINTR)"]
 fn epoll_pwait_mask_unblocking_a_pending_signal_interrupts() {
     unblocking_mask_interrupts(Api::EpollPwait);
 }
 
 /// `epoll_pwait2` whose mask unblocks a pending signal fails with EINTR at once.
 #[test]
-#[ignore = "runtime bug: in a coroutine, epoll_pwait2 ignores a pending signal its mask unblocks (times out instead of EINTR)"]
 fn epoll_pwait2_mask_unblocking_a_pending_signal_interrupts() {
     unblocking_mask_interrupts(Api::EpollPwait2);
 }

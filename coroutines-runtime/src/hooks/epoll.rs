@@ -20,6 +20,16 @@ use crate::sys::{self, c_result, read_timespec, syscall, SIGSET_BYTES};
 /// `epoll_pwait` with a zero timeout and the caller's signal mask (null:
 /// the thread's): what is ready now; the raw result.
 fn epoll_now(epfd: c_int, events: *mut epoll_event, max: c_int, sigmask: *const sigset_t) -> isize {
+    if !sigmask.is_null() {
+        // With a zero timeout `epoll_pwait` returns before it looks for
+        // signals, where a blocking one is interrupted by a pending signal
+        // that the mask unblocks; `ppoll` looks (and runs the handler).
+        let interrupted =
+            sys::ppoll_masked(core::ptr::null_mut(), 0, Some(Duration::ZERO), sigmask);
+        if interrupted < 0 {
+            return interrupted;
+        }
+    }
     syscall!(
         libc::SYS_epoll_pwait,
         epfd,
