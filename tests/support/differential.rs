@@ -359,8 +359,10 @@ impl Companion {
     }
 
     /// Runs `f`; its value, and whether the companion kept ticking
-    /// meanwhile: at least a quarter of the ticks a free thread makes, for
-    /// calls long enough to tell (20 ms or more).
+    /// meanwhile, for calls long enough to tell (20 ms or more): a tick
+    /// per 20 ms and at least two (a free companion ticks about once a
+    /// millisecond, a loaded machine slows it; one behind a blocked worker
+    /// makes one tick at most).
     pub fn during<T>(&self, f: impl FnOnce() -> T) -> (T, bool) {
         use std::sync::atomic::Ordering;
         let before = self.ticks.load(Ordering::Relaxed);
@@ -368,8 +370,8 @@ impl Companion {
         let value = f();
         let elapsed = start.elapsed();
         let ticked = self.ticks.load(Ordering::Relaxed) - before;
-        let kept_ticking =
-            elapsed < Duration::from_millis(20) || ticked * 4 >= elapsed.as_millis() as u64;
+        let kept_ticking = elapsed < Duration::from_millis(20)
+            || (ticked >= 2 && ticked * 20 >= elapsed.as_millis() as u64);
         (value, kept_ticking)
     }
 }
