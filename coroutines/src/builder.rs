@@ -97,6 +97,28 @@ impl Builder {
         self.spawn_on(None, f)
     }
 
+    /// Measures how much stack the coroutine uses, so that `stack_size`
+    /// can be chosen from evidence: once it has ended,
+    /// [`Coroutine::stack_used`](crate::Coroutine::stack_used) says. For
+    /// diagnosis, not production: its whole stack is written when mapped
+    /// (every page becomes resident) and is not re-used.
+    ///
+    /// # Examples
+    /// ```
+    /// let handle = coroutines::Builder::new()
+    ///     .measure_stack(true)
+    ///     .spawn(|| std::hint::black_box([1u8; 16 * 1024]).len())
+    ///     .unwrap();
+    /// let coroutine = handle.coroutine().clone();
+    /// assert_eq!(handle.join().unwrap(), 16 * 1024);
+    /// let used = coroutine.stack_used().unwrap();
+    /// assert!(used >= 16 * 1024 && used < 64 * 1024, "{used}");
+    /// ```
+    pub fn measure_stack(mut self, measure: bool) -> Builder {
+        self.options.measure_stack = measure;
+        self
+    }
+
     /// Makes it the coroutine `block_on` runs (see `SpawnOptions::root`).
     pub(crate) fn root(mut self) -> Builder {
         self.options.root = true;

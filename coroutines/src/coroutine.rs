@@ -45,6 +45,26 @@ impl Coroutine {
     pub fn name(&self) -> Option<&str> {
         self.task.name()
     }
+
+    /// Returns the most stack the coroutine used, in bytes, once it has
+    /// ended, if it was spawned with
+    /// [`Builder::measure_stack`](crate::Builder::measure_stack); `None`
+    /// before, or if it was not measured.
+    ///
+    /// # Examples
+    /// ```
+    /// let handle = coroutines::Builder::new()
+    ///     .measure_stack(true)
+    ///     .spawn(|| ())
+    ///     .unwrap();
+    /// let coroutine = handle.coroutine().clone();
+    /// handle.join().unwrap();
+    /// assert!(coroutine.stack_used().unwrap() < 64 * 1024);
+    /// assert_eq!(coroutines::spawn(|| ()).coroutine().stack_used(), None);
+    /// ```
+    pub fn stack_used(&self) -> Option<usize> {
+        self.task.stack_used()
+    }
 }
 
 /// Returns a handle to the running coroutine.

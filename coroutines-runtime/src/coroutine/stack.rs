@@ -18,11 +18,13 @@ const MAPPINGS_PER_STACK: usize = 2;
 const MAPPING_HEADROOM: usize = 8192;
 
 /// Converts a stack size in bytes to the `generator` crate's unit, machine
-/// words, rounded up to an even count: an odd count turns on usage tracking,
-/// which touches every page of every stack.
-pub(crate) fn words(bytes: usize) -> usize {
+/// words: an odd count if `measured`, which turns on the crate's usage
+/// tracking (it fills the whole stack with a pattern, touching every page),
+/// else an even one.
+pub(crate) fn words(bytes: usize, measured: bool) -> usize {
     let words = bytes.div_ceil(core::mem::size_of::<usize>());
-    words + (words & 1)
+    let even = words + (words & 1);
+    even + usize::from(measured)
 }
 
 /// Process-wide accounting of mapped stacks, to turn the kernel's map limit
@@ -42,11 +44,15 @@ impl Stacks {
         Ok(())
     }
 
-    /// Maps a fresh stack of `bytes` running `body`.
-    pub(crate) fn create(bytes: usize, body: impl FnOnce() + Send + 'static) -> io::Result<Gen> {
+    /// Maps a fresh stack of `bytes` running `body`, `measured` or not.
+    pub(crate) fn create(
+        bytes: usize,
+        measured: bool,
+        body: impl FnOnce() + Send + 'static,
+    ) -> io::Result<Gen> {
         Stacks::check_room(bytes)?;
         let generator = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            super::panic_report::quietly(|| Gn::<()>::new_opt(words(bytes), body))
+            super::panic_report::quietly(|| Gn::<()>::new_opt(words(bytes, measured), body))
         }))
         .map_err(|_| map_error(bytes, io::Error::from_raw_os_error(libc::ENOMEM)))?;
         MAPPED.fetch_add(1, Ordering::Relaxed);
@@ -234,26 +240,34 @@ impl StackPool {
     }
 
     /// A generator running `body` on a stack of `bytes`, re-used if one of
-    /// that size is cached, with the identity block of its last coroutine
-    /// (recycled) if it had one.
+    /// that size is cached (never for a `measured` one, whose usage starts
+    /// from zero), with the identity block of its last coroutine (recycled)
+    /// if it had one.
     pub(crate) fn get(
         &mut self,
         bytes: usize,
+        measured: bool,
         body: impl FnOnce() + Send + 'static,
     ) -> io::Result<(Gen, Option<ThreadBlock>)> {
-        if bytes == self.bytes {
+        if bytes == self.bytes && !measured {
             if let Some((mut generator, block)) = self.free.pop() {
                 generator.init_code(body);
                 return Ok((generator, block));
             }
         }
-        Ok((Stacks::create(bytes, body)?, None))
+        Ok((Stacks::create(bytes, measured, body)?, None))
     }
 
     /// Returns a finished generator's stack, and its coroutine's identity
     /// block, to the cache, or unmaps and frees them.
-    pub(crate) fn put(&mut self, bytes: usize, generator: Gen, block: Option<ThreadBlock>) {
-        if bytes == self.bytes && self.free.len() < self.capacity {
+    pub(crate) fn put(
+        &mut self,
+        bytes: usize,
+        measured: bool,
+        generator: Gen,
+        block: Option<ThreadBlock>,
+    ) {
+        if bytes == self.bytes && !measured && self.free.len() < self.capacity {
             if let Some(block) = &block {
                 block.recycle();
             }

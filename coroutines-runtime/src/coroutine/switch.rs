@@ -90,12 +90,11 @@ pub(crate) fn suspend(task: &Task, action: Suspend) {
 }
 
 /// What a coroutine's generator runs: its body, in its own identity if it
-/// has one, and then the delivery of its outcome, once its thread has
-/// ended.
+/// has one (whose thread ends with it). The worker delivers the outcome
+/// once the generator is done.
 pub(crate) fn body(task: &Task) {
     let Some(block) = task.identity() else {
         task.body.run();
-        task.body.deliver();
         return;
     };
     let mut run = || task.body.run();
@@ -104,7 +103,6 @@ pub(crate) fn body(task: &Task) {
     if let Err(payload) = unsafe { identity::run_body(block, &mut run) } {
         std::panic::resume_unwind(payload);
     }
-    task.body.deliver();
 }
 
 /// Gives `block`, the identity of `task`'s coroutine, its `CURRENT`, on the

@@ -11,7 +11,7 @@ use super::park::Waker;
 use super::stack::Gen;
 use super::wait::WaitRecord;
 use crate::identity::ThreadBlock;
-use crate::scheduler::{Shared, WorkerCounts};
+use crate::scheduler::{Shared, SpawnOptions, WorkerCounts};
 
 /// Where a coroutine is in its life. Stored in [`Task::lifecycle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,8 +55,8 @@ pub trait Body: Send + Sync {
     /// Called at most once.
     fn run(&self);
     /// Hands the outcome `run` kept to whoever waits for it. Called once
-    /// after `run`, when the coroutine's thread has ended: its thread-local
-    /// destructors have run.
+    /// after `run`, by the worker, when the coroutine has ended: its
+    /// thread-local destructors have run and its stack is measured.
     fn deliver(&self);
     /// Delivers `payload` as the coroutine's panic when `run` could not end
     /// normally: its stack could not be allocated, it overflowed its stack,
@@ -83,6 +83,11 @@ pub(crate) struct Task {
     pub(crate) stack_bytes: usize,
     /// Whether it is the coroutine `block_on` runs (see `SpawnOptions`).
     pub(crate) root: bool,
+    /// Whether its stack usage is measured (see `SpawnOptions`).
+    pub(crate) measured: bool,
+    /// The most stack it used, in bytes, once it has ended measured; 0
+    /// before.
+    stack_used: AtomicUsize,
     /// What it runs, and where its result goes.
     pub(crate) body: Arc<dyn Body>,
     /// The generator, from the first run until the coroutine is done.
@@ -107,7 +112,7 @@ impl Task {
         shared: Arc<Shared>,
         name: Option<Box<str>>,
         stack_bytes: usize,
-        root: bool,
+        options: &SpawnOptions,
         body: Arc<dyn Body>,
     ) -> Task {
         Task {
@@ -120,7 +125,9 @@ impl Task {
             waiting: WaitRecord::default(),
             slot: AtomicU64::new(0),
             stack_bytes,
-            root,
+            root: options.root,
+            measured: options.measure_stack,
+            stack_used: AtomicUsize::new(0),
             body,
             generator: UnsafeCell::new(None),
             identity: UnsafeCell::new(None),
@@ -214,6 +221,15 @@ impl TaskRef {
     pub fn is_done(&self) -> bool {
         self.0.lifecycle() == Lifecycle::Done
     }
+
+    /// The most stack the coroutine used, in bytes, once it has ended, if
+    /// it was spawned with `SpawnOptions::measure_stack`.
+    pub fn stack_used(&self) -> Option<usize> {
+        match self.0.stack_used.load(Ordering::Acquire) {
+            0 => None,
+            bytes => Some(bytes),
+        }
+    }
 }
 
 impl core::fmt::Debug for TaskRef {
@@ -226,9 +242,13 @@ impl core::fmt::Debug for TaskRef {
 }
 
 impl Task {
-    /// Gives up on a coroutine that will never run again (its runtime shut
-    /// down, or nothing is left that could wake it): its join handle gets an
-    /// error. Does nothing once the coroutine is done.
+    /// Records how much of its measured stack the coroutine used.
+    pub(crate) fn set_stack_used(&self, generator: &Gen) {
+        let (_, used) = generator.stack_usage();
+        let bytes = used * core::mem::size_of::<usize>();
+        self.stack_used.store(bytes.max(1), Ordering::Release);
+    }
+
     /// Counts a park of this coroutine that ended by its deadline: a
     /// sleep that ran its time, or a wait that timed out. Called by the
     /// coroutine, on its worker, the counts' one writer.
@@ -241,6 +261,9 @@ impl Task {
         WorkerCounts::add(counter, 1);
     }
 
+    /// Gives up on a coroutine that will never run again (its runtime shut
+    /// down, or nothing is left that could wake it): its join handle gets an
+    /// error. Does nothing once the coroutine is done.
     pub(crate) fn abandon(&self) {
         let was = self.lifecycle.swap(Lifecycle::Done as u8, Ordering::AcqRel);
         if was != Lifecycle::Done as u8 {

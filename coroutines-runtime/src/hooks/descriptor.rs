@@ -27,6 +27,7 @@
 //! takes.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libc::c_int;
@@ -167,8 +168,36 @@ fn classify(fd: c_int) -> Option<Kind> {
                 option(libc::SO_PROTOCOL),
             )
         }
+        _ if !pollable(fd) => Kind::Unpollable,
         _ => Kind::Device,
     })
+}
+
+/// Whether epoll can watch `fd`. Devices it cannot (`/dev/zero`,
+/// `/dev/urandom`) never wait, and an `RWF_NOWAIT` read of them may stop
+/// short where the blocking read would not: their calls pass through.
+fn pollable(fd: c_int) -> bool {
+    static PROBE: OnceLock<c_int> = OnceLock::new();
+    let probe =
+        *PROBE.get_or_init(|| syscall!(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC) as c_int);
+    let mut event = libc::epoll_event { events: 0, u64: 0 };
+    let added = syscall!(
+        libc::SYS_epoll_ctl,
+        probe,
+        libc::EPOLL_CTL_ADD,
+        fd,
+        &mut event as *mut libc::epoll_event
+    );
+    if added == 0 {
+        syscall!(
+            libc::SYS_epoll_ctl,
+            probe,
+            libc::EPOLL_CTL_DEL,
+            fd,
+            core::ptr::null_mut::<libc::epoll_event>()
+        );
+    }
+    added != -(libc::EPERM as isize)
 }
 
 fn stat(fd: c_int) -> Option<libc::stat> {

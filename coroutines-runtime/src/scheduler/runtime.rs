@@ -35,6 +35,10 @@ pub struct SpawnOptions {
     /// It is the coroutine `block_on` runs, which stands in for the calling
     /// thread: its default stack is the runtime's main stack size.
     pub root: bool,
+    /// Measure how much of its stack it uses (see `TaskRef::stack_used`):
+    /// its stack is filled with a pattern when mapped, touching every page,
+    /// and never re-used.
+    pub measure_stack: bool,
 }
 
 impl Runtime {
@@ -217,7 +221,7 @@ pub fn current_task() -> Option<TaskRef> {
 
 fn spawn_into(
     shared: &Arc<Shared>,
-    options: SpawnOptions,
+    mut options: SpawnOptions,
     body: Arc<dyn Body>,
 ) -> io::Result<TaskRef> {
     if shared.shutdown.load(Ordering::Acquire) {
@@ -237,14 +241,8 @@ fn spawn_into(
         None if options.root => shared.config.main_stack_size,
         None => shared.config.stack_size,
     };
-    let name = options.name.map(String::into_boxed_str);
-    let task = Arc::new(Task::new(
-        shared.clone(),
-        name,
-        stack_bytes,
-        options.root,
-        body,
-    ));
+    let name = options.name.take().map(String::into_boxed_str);
+    let task = Arc::new(Task::new(shared.clone(), name, stack_bytes, &options, body));
     let shard = shared.current_local().map_or(0, |local| local.index);
     let slot = shared.registry.insert(shard, task.clone());
     task.slot.store(slot, Ordering::Relaxed);

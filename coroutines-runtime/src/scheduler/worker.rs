@@ -364,14 +364,17 @@ impl Local {
     /// Gives a new coroutine its stack. Returns false if it could not start.
     fn start(&self, shared: &Shared, task: &Arc<Task>) -> bool {
         let this = TaskPtr(Arc::as_ptr(task));
-        let generator = self.stacks.borrow_mut().get(task.stack_bytes, move || {
-            let this = this;
-            // SAFETY: a task outlives its generator: the registry holds it
-            // from its spawn until the generator is done.
-            switch::body(unsafe { &*this.0 })
-        });
+        let stack = self
+            .stacks
+            .borrow_mut()
+            .get(task.stack_bytes, task.measured, move || {
+                let this = this;
+                // SAFETY: a task outlives its generator: the registry holds it
+                // from its spawn until the generator is done.
+                switch::body(unsafe { &*this.0 })
+            });
         let generator =
-            generator.and_then(|(generator, block)| give_identity(shared, task, generator, block));
+            stack.and_then(|(generator, block)| give_identity(shared, task, generator, block));
         match generator {
             Ok(mut generator) => {
                 generator.set_local_data(Arc::as_ptr(task) as *mut u8);
@@ -435,9 +438,13 @@ impl Local {
                 }
             }
             None => {
+                if task.measured {
+                    task.set_stack_used(&generator);
+                }
+                task.body.deliver();
                 self.stacks
                     .borrow_mut()
-                    .put(task.stack_bytes, generator, identity);
+                    .put(task.stack_bytes, task.measured, generator, identity);
                 let counts = &shared.workers[self.index].counts;
                 if let Some(waiter) = shared.stack_waiters.freed(counts, task.stack_bytes) {
                     self.queue.push(waiter);
@@ -553,7 +560,7 @@ fn give_identity(
             (generator, refilled.map(|()| block))
         }
         None => {
-            let words = crate::coroutine::stack_words(task.stack_bytes);
+            let words = crate::coroutine::stack_words(task.stack_bytes, task.measured);
             let (generator, stack) = StackBounds::of_generator(generator, words);
             (generator, ThreadBlock::new(layout, stack))
         }
