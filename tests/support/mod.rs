@@ -60,8 +60,14 @@ pub fn on_one_worker(what: &str, body: impl FnOnce() + Send + 'static) {
 /// As [`on_one_worker`], with no other test of the binary running
 /// meanwhile; for tests that close a descriptor another coroutine uses.
 pub fn on_one_worker_exclusive(what: &str, body: impl FnOnce() + Send + 'static) {
+    alone(|| watchdog(what, WATCHDOG, 1, body));
+}
+
+/// Runs `f` with no other test of the binary running meanwhile (see
+/// [`FD_NUMBERS`]).
+pub fn alone<T>(f: impl FnOnce() -> T) -> T {
     let _exclusive = FD_NUMBERS.write().unwrap_or_else(|e| e.into_inner());
-    watchdog(what, WATCHDOG, 1, body);
+    f()
 }
 
 /// Runs `body` as the root coroutine of a fresh runtime of `workers`
@@ -516,4 +522,51 @@ pub fn full_listener() -> (TcpListener, TcpStream) {
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let queued = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     (listener, queued)
+}
+
+/// A path in the temporary directory, unique in this run; whatever is made
+/// there is removed when it drops.
+pub struct TempPath(std::path::PathBuf);
+
+impl TempPath {
+    pub fn unique() -> TempPath {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        TempPath(std::env::temp_dir().join(format!(
+            "coroutines-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+
+    /// A new FIFO (named pipe), which the hooks only see as a descriptor
+    /// once it is opened by name.
+    pub fn fifo() -> TempPath {
+        let path = TempPath::unique();
+        // SAFETY: a NUL-terminated path.
+        let ret = unsafe { libc::mkfifo(path.c_path().as_ptr(), 0o600) };
+        assert_eq!(ret, 0, "mkfifo: {}", io::Error::last_os_error());
+        path
+    }
+
+    /// The path for libc calls.
+    pub fn c_path(&self) -> std::ffi::CString {
+        std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap()
+    }
+}
+
+impl std::ops::Deref for TempPath {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = match self.0.is_dir() {
+            true => std::fs::remove_dir_all(&self.0),
+            false => std::fs::remove_file(&self.0),
+        };
+    }
 }
