@@ -406,6 +406,19 @@ pub fn fill_send_buffer(stream: &TcpStream) -> usize {
     total
 }
 
+/// Writes to `fd`, a pipe's blocking writing end, until it is full.
+pub fn fill_pipe(fd: RawFd) {
+    let chunk = vec![0u8; 64 * 1024];
+    // SAFETY: F_GETFL/F_SETFL on a live descriptor; writes from a live
+    // buffer.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        while libc::write(fd, chunk.as_ptr().cast(), chunk.len()) > 0 {}
+        libc::fcntl(fd, libc::F_SETFL, flags);
+    }
+}
+
 /// Reads `stream` until end of file, returning the byte count.
 pub fn drain(mut stream: impl io::Read) -> usize {
     let mut buf = [0u8; 64 * 1024];
