@@ -17,6 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::child::*;
 use support::*;
 
 /// How long the fake DNS server takes to answer each query.
@@ -191,7 +192,7 @@ fn in_resolver_namespace(dns: &FakeDns) -> Option<std::process::Output> {
     let result = command.spawn();
     let _ = std::fs::remove_dir_all(&dir);
     match result {
-        Ok(child) => Some(wait_bounded(child, Duration::from_secs(60))),
+        Ok(child) => Some(wait_bounded(child, Duration::from_secs(60)).0),
         Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
             println!(
                 "skipped: this process may not make a mount namespace ({error}); \
@@ -213,7 +214,7 @@ fn lookup(host: &str) -> io::Result<Vec<SocketAddr>> {
 /// unknown name fails as on a thread.
 #[test]
 fn name_lookups_from_coroutines_overlap() {
-    if child_role().as_deref() == Some("dns") {
+    if child_case().as_deref() == Some("dns") {
         return lookups_in_the_namespace();
     }
     let dns = FakeDns::start();

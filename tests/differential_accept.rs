@@ -516,3 +516,157 @@ fn accept_on_a_udp_socket_fails_at_once() {
     });
     assert_eq!(got, ((Err(Errno(libc::EOPNOTSUPP)), Timing::AtOnce), false));
 }
+
+// ------------------------------- connects, and acceptors on two workers
+
+/// What two connects on one socket returned.
+#[derive(Debug, PartialEq)]
+struct Connects {
+    non_blocking: Result<(), Errno>,
+    blocking: Result<(), Errno>,
+    /// The blocking one waited for the kernel's SYN retransmit (about a
+    /// second), not just for the server's accept.
+    waited_for_the_retransmit: bool,
+}
+
+/// A blocking connect on a socket whose non-blocking connect is still in
+/// progress (its SYN dropped by a full listener) waits for it, and
+/// succeeds once the server makes room.
+#[test]
+fn blocking_connect_waits_for_a_connect_in_progress() {
+    let got = differential("blocking connect, connect in progress", |_| {
+        let (listener, queued) = full_listener();
+        let addr = listener.local_addr().unwrap();
+        let socket = raw_tcp_socket();
+        let blocking = flags(socket);
+        // SAFETY: F_SETFL on a socket this case owns.
+        unsafe { libc::fcntl(socket, libc::F_SETFL, blocking | libc::O_NONBLOCK) };
+        let non_blocking = outcome(raw_connect(socket, addr));
+        // SAFETY: as above.
+        unsafe { libc::fcntl(socket, libc::F_SETFL, blocking) };
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let server = after(WAIT, move || {
+            let first = listener.accept().unwrap();
+            let _ = released.recv();
+            (listener, first)
+        });
+        let start = Instant::now();
+        let blocking = outcome(raw_connect(socket, addr));
+        let waited_for_the_retransmit = start.elapsed() > Duration::from_millis(200);
+        let _ = release.send(());
+        drop((server.join().unwrap(), queued));
+        // SAFETY: the socket is ours.
+        unsafe { libc::close(socket) };
+        Connects {
+            non_blocking,
+            blocking,
+            waited_for_the_retransmit,
+        }
+    });
+    assert_eq!(
+        got,
+        Connects {
+            non_blocking: Err(Errno(libc::EINPROGRESS)),
+            blocking: Ok(()),
+            waited_for_the_retransmit: true,
+        }
+    );
+}
+
+/// What acceptors racing on one listener saw.
+#[derive(Debug, PartialEq)]
+struct Raced {
+    all_accepted: bool,
+    thread_errors: usize,
+    party_errors: usize,
+    /// A plain thread's `F_GETFL` showed O_NONBLOCK at some moment.
+    thread_saw_nonblock: bool,
+    /// The kernel has the listener non-blocking at the end.
+    left_nonblocking: bool,
+}
+
+/// Six parties (on two workers, in a coroutine) and two plain threads
+/// accept 600 connections on one blocking listener while another thread
+/// watches its flags: every connection is accepted, no accept fails, and
+/// the listener never looks non-blocking.
+#[test]
+fn acceptors_on_two_workers_and_threads_share_a_blocking_listener() {
+    const CONNECTIONS: usize = 600;
+    let got = differential_on(2, "acceptors racing on two workers", |side| {
+        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = |errors: Arc<AtomicUsize>| {
+            let (listener, accepted, stop) = (listener.clone(), accepted.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok(_) => drop(accepted.fetch_add(1, Ordering::Relaxed)),
+                        Err(_) => drop(errors.fetch_add(1, Ordering::Relaxed)),
+                    }
+                }
+            }
+        };
+        let (party_errors, thread_errors) = (Arc::default(), Arc::default());
+        let parties: Vec<_> = (0..6)
+            .map(|_| side.spawn(acceptor(Arc::clone(&party_errors))))
+            .collect();
+        let threads: Vec<_> = (0..2)
+            .map(|_| thread::spawn(acceptor(Arc::clone(&thread_errors))))
+            .collect();
+        let watcher = {
+            let (listener, stop) = (listener.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut saw = false;
+                while !stop.load(Ordering::Relaxed) {
+                    saw |= flags(listener.as_raw_fd()) & libc::O_NONBLOCK != 0;
+                }
+                saw
+            })
+        };
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                thread::spawn(move || {
+                    for _ in 0..CONNECTIONS / 4 {
+                        drop(TcpStream::connect(addr).unwrap());
+                        thread::sleep(Duration::from_micros(200));
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while accepted.load(Ordering::Relaxed) < CONNECTIONS && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let all_accepted = accepted.load(Ordering::Relaxed) == CONNECTIONS;
+        stop.store(true, Ordering::Relaxed);
+        // One more connection for each acceptor still blocked.
+        while !(parties.iter().all(Party::is_finished) && threads.iter().all(|t| t.is_finished())) {
+            drop(TcpStream::connect(addr));
+            thread::sleep(Duration::from_millis(1));
+        }
+        parties.into_iter().for_each(Party::join);
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        Raced {
+            all_accepted,
+            thread_errors: thread_errors.load(Ordering::Relaxed),
+            party_errors: party_errors.load(Ordering::Relaxed),
+            thread_saw_nonblock: watcher.join().unwrap(),
+            left_nonblocking: kernel_flags(listener.as_raw_fd()) & libc::O_NONBLOCK != 0,
+        }
+    });
+    assert_eq!(
+        got,
+        Raced {
+            all_accepted: true,
+            thread_errors: 0,
+            party_errors: 0,
+            thread_saw_nonblock: false,
+            left_nonblocking: false,
+        }
+    );
+}

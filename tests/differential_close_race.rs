@@ -21,17 +21,22 @@
 //! wherever it lands (see [`Striker`]). All run alone
 //! (`differential_exclusive`): descriptors are closed under a reader, and
 //! no other test may take the freed numbers.
+//!
+//! Also: parked reads whose number is reused at once, on two workers, and
+//! numbers closed and reused by calls the hooks do not see (`close_range`,
+//! glibc's `fclose`, `eventfd`).
 
 mod support;
 
 use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use support::differential::*;
+use support::{after, alone, WAIT};
 
 /// How long each side of a stress loop runs, unless it fails first.
 const BUDGET: Duration = Duration::from_secs(1);
@@ -462,4 +467,114 @@ fn read_racing_dup2_onto_its_descriptor_never_fails() {
         Verdict::AllAsExpected
     });
     assert_eq!(verdict, Verdict::AllAsExpected);
+}
+
+/// Two hundred coroutines on two workers each close the pipe end a
+/// neighbour is parked reading, and take its number again at once for a
+/// new pipe with data in it: every read ends, with EBADF (or, one that
+/// only got to start after the reuse, with the new pipe's data). Coroutine
+/// only: a thread blocked in `read` keeps the file it started on and stays
+/// blocked; the runtime promises EBADF.
+#[test]
+fn parked_reads_end_with_ebadf_when_their_number_is_reused_at_once() {
+    const CLOSERS: u64 = 200;
+    let ended = alone(|| {
+        support::watchdog("close and reuse", support::LIMIT, 2, || {
+            let closers: Vec<_> = (0..CLOSERS)
+                .map(|i| {
+                    coroutines::spawn(move || {
+                        let (reader, writer) = raw_pipe();
+                        let started = Arc::new(AtomicBool::new(false));
+                        let parked = {
+                            let started = started.clone();
+                            coroutines::spawn(move || {
+                                started.store(true, Ordering::SeqCst);
+                                read_byte(reader)
+                            })
+                        };
+                        while !started.load(Ordering::SeqCst) {
+                            thread::sleep(Duration::from_micros(200));
+                        }
+                        // Varied, so that closes land at every stage of
+                        // the reads' parking.
+                        thread::sleep(Duration::from_micros(2000 + (i * 37) % 3000));
+                        close_all([reader]);
+                        let (new_reader, new_writer) = raw_pipe();
+                        // SAFETY: a write from a live buffer.
+                        unsafe { libc::write(new_writer, b"new".as_ptr().cast(), 3) };
+                        let got = parked.join().unwrap();
+                        close_all([writer, new_reader, new_writer]);
+                        got
+                    })
+                })
+                .collect();
+            closers
+                .into_iter()
+                .map(|closer| closer.join().unwrap())
+                .filter(|&got| got != Err(Errno(libc::EBADF)) && got != Ok(b'n'))
+                .collect::<Vec<_>>()
+        })
+    });
+    assert_eq!(ended, vec![]);
+}
+
+/// A new pipe, as raw descriptors (reader, writer).
+fn raw_pipe() -> (RawFd, RawFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    (fds[0], fds[1])
+}
+
+/// Parks a read on a pipe end until a plain thread writes to it, closes
+/// the end with `close` (a way the hooks do not see), creates an eventfd
+/// (likewise: it takes the freed number) and reads the eventfd while a
+/// plain thread writes it after [`WAIT`]: what that read returned.
+fn read_eventfd_on_a_reused_number(close: fn(RawFd)) -> Result<u8, Errno> {
+    let (reader, writer) = raw_pipe();
+    let poke = after(Duration::from_millis(50), move || {
+        // SAFETY: a write from a live buffer.
+        unsafe { libc::write(writer, b"x".as_ptr().cast(), 1) };
+    });
+    assert_eq!(read_byte(reader), Ok(b'x'));
+    poke.join().unwrap();
+    close(reader);
+    // SAFETY: plain descriptor creation.
+    let event = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    let poke = after(WAIT, move || {
+        // SAFETY: a write from a live 8-byte buffer.
+        unsafe { libc::write(event, 1u64.to_ne_bytes().as_ptr().cast(), 8) };
+    });
+    let mut count = [0u8; 8];
+    // SAFETY: a read into a live 8-byte buffer.
+    let got = c_outcome(unsafe { libc::read(event, count.as_mut_ptr().cast(), 8) } as i64);
+    poke.join().unwrap();
+    close_all([event, writer]);
+    got.map(|n| n as u8)
+}
+
+/// A number closed by `close_range` and reused by an eventfd reads the
+/// eventfd, as a thread does.
+#[test]
+fn number_closed_by_close_range_and_reused_reads_the_new_file() {
+    let got = differential_exclusive("close_range, then an eventfd", |_| {
+        read_eventfd_on_a_reused_number(|fd| {
+            // SAFETY: closes the caller's descriptor, by a raw system call.
+            unsafe { libc::syscall(libc::SYS_close_range, fd as u32, fd as u32, 0u32) };
+        })
+    });
+    assert_eq!(got, Ok(8));
+}
+
+/// A number closed by `fclose` (glibc's own close, inside libc) and
+/// reused by an eventfd reads the eventfd, as a thread does.
+#[test]
+fn number_closed_by_fclose_and_reused_reads_the_new_file() {
+    let got = differential_exclusive("fclose, then an eventfd", |_| {
+        read_eventfd_on_a_reused_number(|fd| {
+            // SAFETY: the stream takes the descriptor over and closes it.
+            unsafe { libc::fclose(libc::fdopen(fd, c"r".as_ptr())) };
+        })
+    });
+    assert_eq!(got, Ok(8));
 }

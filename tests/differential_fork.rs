@@ -256,3 +256,128 @@ fn commands_run_from_a_coroutine_as_from_a_thread() {
         ]
     );
 }
+
+/// A `vfork` child that closes a descriptor before it execs closes its own
+/// copy: the parent's neighbour reading it keeps waiting, and gets the
+/// data written later.
+#[test]
+fn a_vfork_child_closing_a_descriptor_leaves_the_parents_reader_alone() {
+    let got = differential("vfork child's close vs the parent's reader", |side| {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let fd = reader.as_raw_fd();
+        let party = side.spawn(move || {
+            let mut buf = [0u8; 8];
+            // SAFETY: a read into a live buffer.
+            let got =
+                timed(|| c_outcome(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 8) } as i64));
+            drop(reader);
+            got
+        });
+        thread::sleep(Duration::from_millis(50));
+        let path = c"/bin/true";
+        let argv = [path.as_ptr(), std::ptr::null()];
+        // SAFETY: the child only closes, execs and exits, as vfork allows;
+        // vfork itself is deprecated in `libc` for its hazards, and is the
+        // call under test.
+        #[allow(deprecated)]
+        let pid = unsafe { libc::vfork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::close(fd);
+                libc::execv(path.as_ptr(), argv.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        let exited = wait_child(pid, Duration::from_secs(2));
+        thread::sleep(Duration::from_millis(250));
+        writer.write_all(b"ok").unwrap();
+        (exited, party.join())
+    });
+    assert_eq!(got, (Some(0), (Ok(2), Timing::Waited)));
+}
+
+/// What a child does after a fork, as bits of its exit code: reads a pipe
+/// a thread of its own writes late (1), joins that thread (2), hands a
+/// mutex to another thread (4), resolves localhost (8), accepts and reads
+/// a connection (16).
+fn process_work() -> i32 {
+    let mut code = 0;
+    let (mut reader, mut writer) = std::io::pipe().unwrap();
+    let late = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        writer.write_all(b"hi").unwrap();
+    });
+    let mut buf = [0u8; 4];
+    if reader.read(&mut buf).ok() == Some(2) {
+        code |= 1;
+    }
+    if late.join().is_ok() {
+        code |= 2;
+    }
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(0));
+    let held = shared.lock().unwrap();
+    let contender = {
+        let shared = shared.clone();
+        thread::spawn(move || *shared.lock().unwrap() += 1)
+    };
+    thread::sleep(Duration::from_millis(20));
+    drop(held);
+    if contender.join().is_ok() && *shared.lock().unwrap() == 1 {
+        code |= 4;
+    }
+    if std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80))
+        .is_ok_and(|mut a| a.next().is_some())
+    {
+        code |= 8;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client =
+        thread::spawn(move || std::net::TcpStream::connect(addr).map(|mut s| s.write_all(b"x")));
+    if let Ok((mut stream, _)) = listener.accept() {
+        if stream.read(&mut buf[..1]).is_ok() {
+            code |= 16;
+        }
+    }
+    let _ = client.join();
+    code
+}
+
+/// A child forked from a runtime of two workers runs threads, locks, name
+/// resolution and sockets as a process forked from a thread does.
+#[test]
+fn a_forked_child_of_two_workers_behaves_like_a_process() {
+    let got = differential_on(2, "fork, then threads in the child", |_| {
+        // SAFETY: the child runs `process_work` and ends in _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let code = process_work();
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        wait_child(pid, Duration::from_secs(4))
+    });
+    assert_eq!(got, Some(31));
+}
+
+/// A child forked by a spawned party that simply returns ends with status
+/// 0, as a thread's does: the last thread of the child has ended.
+#[test]
+fn a_child_forked_by_a_spawned_party_that_returns_exits_with_zero() {
+    let got = differential_on(2, "fork in a spawned party, the child returns", |side| {
+        let pid = side
+            .spawn(|| {
+                // SAFETY: the child sleeps and returns from the party.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                pid
+            })
+            .join();
+        wait_child(pid, Duration::from_secs(2))
+    });
+    assert_eq!(got, Some(0));
+}

@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::os::fd::AsRawFd;
 
 use support::differential::*;
@@ -36,6 +37,18 @@ fn poll_with_null_fds_fails_with_efault() {
     assert_efault(reference);
 }
 
+/// Not only null: a hook that checks for null and reads any other pointer
+/// crashes here.
+#[test]
+fn poll_with_an_unmapped_array_fails_with_efault() {
+    let reference = isolated(|_| {
+        let fds = UNMAPPED as *mut libc::pollfd;
+        // SAFETY: poll validates the array; nothing is written on failure.
+        c_outcome(unsafe { libc::poll(fds, 1, 100) })
+    });
+    assert_efault(reference);
+}
+
 #[test]
 fn readv_with_an_unmapped_iovec_fails_with_efault() {
     let reference = isolated(|_| {
@@ -43,6 +56,30 @@ fn readv_with_an_unmapped_iovec_fails_with_efault() {
         let iov = UNMAPPED as *const libc::iovec;
         // SAFETY: readv validates the iovec array before reading.
         c_outcome(unsafe { libc::readv(reader.as_raw_fd(), iov, 1) } as i64)
+    });
+    assert_efault(reference);
+}
+
+/// A valid first iovec does not make a write with an unmapped second one
+/// partial: the kernel fails the whole pipe write.
+#[test]
+fn writev_with_an_unmapped_second_iovec_fails_with_efault() {
+    let reference = isolated(|_| {
+        let (_reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(b"abcd").unwrap();
+        let mut valid = [0u8; 4];
+        let iov = [
+            libc::iovec {
+                iov_base: valid.as_mut_ptr().cast(),
+                iov_len: valid.len(),
+            },
+            libc::iovec {
+                iov_base: UNMAPPED as *mut libc::c_void,
+                iov_len: 4,
+            },
+        ];
+        // SAFETY: writev validates each iovec as it copies from it.
+        c_outcome(unsafe { libc::writev(writer.as_raw_fd(), iov.as_ptr(), 2) } as i64)
     });
     assert_efault(reference);
 }

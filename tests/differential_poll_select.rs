@@ -7,12 +7,16 @@
 //! and the kernel clamps `nfds` to the descriptor table instead of failing
 //! above `FD_SETSIZE`; `exceptfds` asks for urgent data only, so a hung-up
 //! pipe there is not an event.
+//!
+//! `poll`, differentially: a coroutine's poll asks the reactor for the
+//! events the user asked for (POLLWRNORM, POLLWRBAND, none at all), on
+//! any kind of descriptor, and must report exactly what the kernel does.
 
 mod support;
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::differential::*;
 use support::*;
@@ -271,4 +275,171 @@ fn select_that_waits_for_a_peer_agrees_with_glibc() {
             true
         )
     );
+}
+
+/// A `select` for exceptional conditions only reports urgent data a peer
+/// sends later.
+#[test]
+fn select_in_exceptfds_only_reports_late_urgent_data() {
+    let got = against_glibc("exceptfds-only select, urgent data", |select| {
+        let (writer, reader) = tcp_pair();
+        let late = after(WAIT, move || {
+            // SAFETY: one byte from a live buffer.
+            unsafe { libc::send(writer.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+            writer
+        });
+        let fd = reader.as_raw_fd();
+        let mut except = WideSet::with(fd);
+        let mut timeout = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 0,
+        };
+        let null = std::ptr::null_mut();
+        // SAFETY: a valid set and timeval.
+        let (ret, span) =
+            timed_span(|| unsafe { select(fd + 1, null, null, except.as_ptr(), &mut timeout) });
+        drop(late.join().unwrap());
+        (c_outcome(ret), except.has(fd), span)
+    });
+    assert_eq!(got, (Ok(1), true, Span::Woken));
+}
+
+const HUNDRED_MS: Duration = Duration::from_millis(100);
+
+/// A `select` for exceptional conditions only on a regular file times out.
+#[test]
+fn select_in_exceptfds_only_on_a_regular_file_times_out() {
+    let got = against_glibc("exceptfds-only select, regular file", |select| {
+        let file = std::fs::File::open("/etc/hostname").unwrap();
+        let fd = file.as_raw_fd();
+        let mut except = WideSet::with(fd);
+        let mut timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: HUNDRED_MS.as_micros() as libc::suseconds_t,
+        };
+        let null = std::ptr::null_mut();
+        // SAFETY: a valid set and timeval.
+        let (ret, against) = timed_against(HUNDRED_MS, || unsafe {
+            select(fd + 1, null, null, except.as_ptr(), &mut timeout)
+        });
+        (c_outcome(ret), against)
+    });
+    assert_eq!(got, (Ok(0), Against::About));
+}
+
+/// `poll` of `fds` with a timeout of `timeout_ms`; the result, each
+/// revents, and how long it took.
+fn poll_all<T>(
+    fds: &mut [libc::pollfd],
+    timeout_ms: i32,
+    time: impl FnOnce(&mut dyn FnMut() -> i32) -> (i32, T),
+) -> (Result<i64, Errno>, Vec<libc::c_short>, T) {
+    let len = fds.len() as libc::nfds_t;
+    let ptr = fds.as_mut_ptr();
+    // SAFETY: `fds` is a live array of `len` pollfds.
+    let (ret, timing) = time(&mut || unsafe { libc::poll(ptr, len, timeout_ms) });
+    (
+        c_outcome(ret),
+        fds.iter().map(|p| p.revents).collect(),
+        timing,
+    )
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// A `poll` asking for no events on a regular file times out with none.
+#[test]
+fn poll_for_no_events_on_a_regular_file_times_out() {
+    let got = differential("poll(regular file, events 0)", |_| {
+        let file = std::fs::File::open("/etc/hostname").unwrap();
+        poll_all(&mut [pollfd(file.as_raw_fd(), 0)], 100, |call| {
+            timed_against(HUNDRED_MS, call)
+        })
+    });
+    assert_eq!(got, (Ok(0), vec![0], Against::About));
+}
+
+/// A `poll` of a pidfd reports POLLIN when the child exits.
+#[test]
+fn poll_of_a_pidfd_reports_the_child_exiting() {
+    let got = differential("poll(pidfd)", |_| {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        // SAFETY: pidfd_open of our own child.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as i32, 0) } as RawFd;
+        let start = Instant::now();
+        let got = poll_all(&mut [pollfd(pidfd, libc::POLLIN)], 3000, |call| {
+            (call(), ())
+        });
+        // Coarse: a child's start takes a while on a loaded machine.
+        let about_the_child = (150..1500).contains(&start.elapsed().as_millis());
+        child.wait().unwrap();
+        // SAFETY: the pidfd is ours.
+        unsafe { libc::close(pidfd) };
+        (got.0, got.1, about_the_child)
+    });
+    assert_eq!(got, (Ok(1), vec![libc::POLLIN], true));
+}
+
+/// A `poll` for POLLWRBAND only on a full pipe sees nothing, although a
+/// reader makes room: pipes have no priority band. It times out.
+#[test]
+fn poll_for_wrband_only_on_a_pipe_times_out() {
+    let got = differential("poll(POLLWRBAND) on a full pipe", |_| {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        fill_pipe(writer.as_raw_fd());
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let drainer = after(WAIT, move || {
+            let mut buf = vec![0u8; 1 << 17];
+            std::io::Read::read(&mut reader, &mut buf).unwrap();
+            // The reader stays open until the poll has returned.
+            let _ = released.recv();
+        });
+        let got = poll_all(
+            &mut [pollfd(writer.as_raw_fd(), libc::POLLWRBAND)],
+            2000,
+            |call| timed_span(call),
+        );
+        let _ = release.send(());
+        drainer.join().unwrap();
+        got
+    });
+    assert_eq!(got, (Ok(0), vec![0], Span::Long));
+}
+
+/// A `poll` for POLLWRNORM only on a TCP socket with a full send buffer
+/// reports it when the peer drains the buffer.
+#[test]
+fn poll_for_wrnorm_only_reports_room_made_by_the_peer() {
+    let got = differential("poll(POLLWRNORM) on a full TCP socket", |_| {
+        let (writer, mut reader) = tcp_pair();
+        fill_send_buffer(&writer);
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let drainer = after(WAIT, move || {
+            reader
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            while matches!(std::io::Read::read(&mut reader, &mut buf), Ok(n) if n > 0) {}
+            // No end of file before the poll has returned.
+            let _ = released.recv();
+        });
+        let (ret, revents, span) = poll_all(
+            &mut [pollfd(writer.as_raw_fd(), libc::POLLWRNORM)],
+            2000,
+            |call| timed_span(call),
+        );
+        let _ = release.send(());
+        drainer.join().unwrap();
+        (ret, revents[0] & libc::POLLWRNORM != 0, span)
+    });
+    assert_eq!(got, (Ok(1), true, Span::Woken));
 }

@@ -19,7 +19,7 @@ mod support;
 
 use std::fs::File;
 use std::io::Write;
-use std::net::UdpSocket;
+use std::net::{TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::thread;
@@ -365,4 +365,259 @@ fn read_that_waits_for_a_peer_is_the_same() {
         got
     });
     assert_eq!(got, (Ok(bytes(b"late")), Timing::Waited));
+}
+
+/// Zero-length transfers return 0 at once, whatever the other side holds
+/// (a full pipe, an empty socket), except a TCP `recv(MSG_WAITALL)` of
+/// nothing, which waits for a byte (its low-water mark is one).
+#[test]
+fn zero_length_transfers_return_zero_as_on_a_thread() {
+    let got = differential("zero-length transfers", |_| {
+        let (mut writer, reader) = tcp_pair();
+        let (full_reader, full_writer) = std::io::pipe().unwrap();
+        fill_pipe(full_writer.as_raw_fd());
+        let (empty_reader, _empty_writer) = std::io::pipe().unwrap();
+        let (fd, mut buf) = (reader.as_raw_fd(), [0u8; 8]);
+        // SAFETY: each call moves nothing, from or into a live buffer.
+        let at_once = unsafe {
+            [
+                libc::write(full_writer.as_raw_fd(), buf.as_ptr().cast(), 0),
+                libc::read(fd, buf.as_mut_ptr().cast(), 0),
+                libc::readv(fd, std::ptr::null(), 0),
+                libc::send(writer.as_raw_fd(), buf.as_ptr().cast(), 0, 0),
+                libc::read(empty_reader.as_raw_fd(), buf.as_mut_ptr().cast(), 0),
+            ]
+        }
+        .map(|ret| c_outcome(ret as i64));
+        let late = after(WAIT, move || writer.write_all(b"x").unwrap());
+        // SAFETY: as above.
+        let waitall = timed(|| {
+            c_outcome(
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), 0, libc::MSG_WAITALL) } as i64,
+            )
+        });
+        late.join().unwrap();
+        drop(full_reader);
+        (at_once, waitall)
+    });
+    assert_eq!(got, ([Ok(0); 5], (Ok(0), Timing::Waited)));
+}
+
+/// A zero-length `recv` on UDP waits for a datagram, and takes it.
+#[test]
+fn udp_zero_length_recv_waits_for_a_datagram_and_takes_it() {
+    let got = differential("UDP recv of 0 bytes", |_| {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        let late = after(WAIT, move || {
+            UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .send_to(b"abc", to)
+                .unwrap()
+        });
+        let mut buf = [0u8; 8];
+        // SAFETY: a receive of nothing into a live buffer.
+        let got = timed(|| {
+            c_outcome(
+                unsafe { libc::recv(receiver.as_raw_fd(), buf.as_mut_ptr().cast(), 0, 0) } as i64,
+            )
+        });
+        late.join().unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        (got, outcome(receiver.recv(&mut buf)))
+    });
+    assert_eq!(got, ((Ok(0), Timing::Waited), Err(Errno(libc::EAGAIN))));
+}
+
+/// `recv(MSG_OOB)` takes the urgent byte, and the next `recv` the data
+/// queued before it.
+#[test]
+fn urgent_byte_then_the_data_before_it() {
+    let got = differential("recv(MSG_OOB), then recv", |_| {
+        let (writer, reader) = tcp_pair();
+        // SAFETY: sends from live buffers.
+        unsafe {
+            libc::send(writer.as_raw_fd(), b"hello".as_ptr().cast(), 5, 0);
+            libc::send(writer.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB);
+        }
+        thread::sleep(Duration::from_millis(50));
+        (
+            recv_once(reader.as_raw_fd(), libc::MSG_OOB),
+            recv_once(reader.as_raw_fd(), 0),
+        )
+    });
+    assert_eq!(got, (Ok(bytes(b"!")), Ok(bytes(b"hello"))));
+}
+
+/// Reading a pipe to its end gets everything a plain thread wrote.
+#[test]
+fn pipe_read_to_end_gets_everything_written() {
+    const LEN: usize = 200 << 10;
+    let got = differential("pipe read to end", |_| {
+        let (mut reader, mut writer) = std::io::pipe().unwrap();
+        let feeder = thread::spawn(move || writer.write_all(&vec![9u8; LEN]).unwrap());
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut all).unwrap();
+        feeder.join().unwrap();
+        all.len()
+    });
+    assert_eq!(got, LEN);
+}
+
+/// Half of `recv`'s request is queued; a neighbour of the case's side
+/// sends the rest ("67890") after 200 ms and keeps the stream open.
+fn rest_from_a_neighbour(side: Side, mut writer: TcpStream) -> Party<TcpStream> {
+    writer.write_all(b"12345").unwrap();
+    side.spawn(move || {
+        thread::sleep(Duration::from_millis(200));
+        writer.write_all(b"67890").unwrap();
+        writer
+    })
+}
+
+/// A `recv(MSG_PEEK | MSG_WAITALL)` of 10 bytes with 5 queued waits for
+/// the rest, which a neighbour sends.
+#[test]
+fn peek_waitall_waits_for_the_rest_from_a_neighbour() {
+    let got = differential("recv(MSG_PEEK | MSG_WAITALL), neighbour", |side| {
+        let (writer, reader) = tcp_pair();
+        let rest = rest_from_a_neighbour(side, writer);
+        let got = recv_len_once(reader.as_raw_fd(), 10, libc::MSG_PEEK | libc::MSG_WAITALL);
+        rest.join();
+        got
+    });
+    assert_eq!(got, Ok(bytes(b"1234567890")));
+}
+
+/// The same, the rest sent by a plain thread: the wait parks, leaving the
+/// neighbours running, rather than retrying the peek in a loop.
+#[test]
+fn peek_waitall_leaves_the_neighbours_running() {
+    let got = differential("recv(MSG_PEEK | MSG_WAITALL), companion", |side| {
+        let companion = Companion::start(side);
+        let (writer, reader) = tcp_pair();
+        let rest = rest_from_a_neighbour(Side::Thread, writer);
+        let got = companion
+            .during(|| recv_len_once(reader.as_raw_fd(), 10, libc::MSG_PEEK | libc::MSG_WAITALL));
+        rest.join();
+        got
+    });
+    assert_eq!(got, (Ok(bytes(b"1234567890")), true));
+}
+
+/// With `SO_RCVLOWAT` 10 and 5 bytes queued, a `recv(MSG_PEEK)` waits for
+/// the mark, which a neighbour's 5 bytes reach.
+#[test]
+fn peek_waits_for_the_low_water_mark_from_a_neighbour() {
+    let got = differential("recv(MSG_PEEK) with SO_RCVLOWAT, neighbour", |side| {
+        let (writer, reader) = tcp_pair();
+        set_int_opt(reader.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, 10);
+        let rest = rest_from_a_neighbour(side, writer);
+        let got = recv_once(reader.as_raw_fd(), libc::MSG_PEEK);
+        rest.join();
+        got
+    });
+    assert_eq!(got, Ok(bytes(b"1234567890")));
+}
+
+/// `recv(2)` of up to `len` bytes with `flags`, as data.
+fn recv_len_once(fd: RawFd, len: usize, flags: i32) -> Result<Bytes, Errno> {
+    let mut buf = vec![0u8; len];
+    // SAFETY: `buf` is valid for `len` bytes.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, flags) };
+    c_outcome(n as i64).map(|n| bytes(&buf[..n as usize]))
+}
+
+/// What a `recvmsg(MSG_WAITALL)` with room for descriptors got.
+#[derive(Debug, PartialEq)]
+struct WithDescriptors {
+    received: Result<i64, Errno>,
+    descriptors: usize,
+    control_truncated: bool,
+}
+
+/// A `recvmsg(MSG_WAITALL)` of `len` bytes with room for several
+/// descriptors; closes those received.
+fn recv_with_descriptors(fd: RawFd, len: usize) -> WithDescriptors {
+    let mut buf = vec![0u8; len];
+    let mut control = [0u64; 32];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    // SAFETY: an all-zero msghdr is valid; every pointer set outlives the
+    // call, and the control messages read are the kernel's.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let received = c_outcome(libc::recvmsg(fd, &mut msg, libc::MSG_WAITALL) as i64);
+        let mut descriptors = 0;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let size = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg) as *const RawFd;
+                for i in 0..size / std::mem::size_of::<RawFd>() {
+                    libc::close(data.add(i).read_unaligned());
+                    descriptors += 1;
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        WithDescriptors {
+            received,
+            descriptors,
+            control_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        }
+    }
+}
+
+/// A `MSG_WAITALL` receive of 20 bytes stops after 10 that carried a
+/// descriptor, with 10 more queued behind them.
+#[test]
+fn waitall_receive_stops_after_a_message_with_descriptors() {
+    let got = differential("SCM_RIGHTS, then data; MSG_WAITALL", |_| {
+        let (writer, reader) = UnixStream::pair().unwrap();
+        let passed = File::open("/dev/null").unwrap();
+        send_with_fd(&writer, b"0123456789", passed.as_raw_fd());
+        (&writer).write_all(b"abcdefghij").unwrap();
+        recv_with_descriptors(reader.as_raw_fd(), 20)
+    });
+    assert_eq!(
+        got,
+        WithDescriptors {
+            received: Ok(10),
+            descriptors: 1,
+            control_truncated: false,
+        }
+    );
+}
+
+/// A `MSG_WAITALL` receive of 20 bytes with 10 queued waits for 10 more
+/// that come later with a descriptor, and gets all 20 and the descriptor.
+#[test]
+fn waitall_receive_collects_a_later_message_with_descriptors() {
+    let got = differential("data, then SCM_RIGHTS; MSG_WAITALL", |_| {
+        let (writer, reader) = UnixStream::pair().unwrap();
+        (&writer).write_all(b"abcdefghij").unwrap();
+        let late = after(WAIT, move || {
+            let passed = File::open("/dev/null").unwrap();
+            send_with_fd(&writer, b"0123456789", passed.as_raw_fd());
+            writer
+        });
+        let got = recv_with_descriptors(reader.as_raw_fd(), 20);
+        drop(late.join().unwrap());
+        got
+    });
+    assert_eq!(
+        got,
+        WithDescriptors {
+            received: Ok(20),
+            descriptors: 1,
+            control_truncated: false,
+        }
+    );
 }

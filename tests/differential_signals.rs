@@ -15,12 +15,15 @@
 //! Handlers are process-wide, so the tests of this file run one at a time
 //! (which also keeps the numbers of the descriptors they close from being
 //! taken by another test).
+//!
+//! Also: what `sigaction` reports of a handler the runtime wraps, and the
+//! SIGPIPEs a write that moved some bytes raises (none).
 
 mod support;
 
 use std::cell::Cell;
 use std::io::Write;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -63,6 +66,11 @@ fn install(handler: extern "C" fn(libc::c_int)) {
     PARTY_RAN_MEANWHILE.store(false, Ordering::SeqCst);
     CALL_OK.store(false, Ordering::SeqCst);
     CLOSED.store(0, Ordering::SeqCst);
+    install_for(libc::SIGUSR1, handler);
+}
+
+/// Installs `handler` for `signal`, restarting interrupted calls.
+fn install_for(signal: i32, handler: extern "C" fn(libc::c_int)) {
     // SAFETY: a zeroed sigaction is valid; the handlers only use
     // async-signal-safe calls, a thread-local without destructor and
     // atomics.
@@ -70,10 +78,7 @@ fn install(handler: extern "C" fn(libc::c_int)) {
         let mut act: libc::sigaction = std::mem::zeroed();
         act.sa_sigaction = handler as usize;
         act.sa_flags = libc::SA_RESTART;
-        assert_eq!(
-            libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut()),
-            0
-        );
+        assert_eq!(libc::sigaction(signal, &act, std::ptr::null_mut()), 0);
     }
 }
 
@@ -337,4 +342,169 @@ fn close_in_a_handler_of_the_descriptor_a_parked_read_waits_on() {
         (got, CLOSED.load(Ordering::SeqCst))
     });
     assert_eq!(got, (Err(Errno(libc::EBADF)), 1));
+}
+
+/// A handler that runs on another thread (the signal is sent to the
+/// process) and closes the descriptor a coroutine is parked reading wakes
+/// the coroutine with EBADF. Coroutine only: a thread blocked in `read`
+/// keeps the file it started on, and stays blocked; the runtime promises
+/// EBADF to parked readers of a closed descriptor, whoever closed it.
+#[test]
+fn close_in_a_handler_on_another_thread_wakes_the_parked_read_with_ebadf() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    install(closing_handler);
+    let got = run(1, support::differential::LIMIT, || {
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let fd = reader.into_raw_fd();
+        HANDLER_FD.store(fd, Ordering::SeqCst);
+        let signaller = after(WAIT, || {
+            // SAFETY: kill to our own process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) }
+        });
+        let mut buf = [0u8; 4];
+        // SAFETY: a read into a live buffer; the handler closes `fd`.
+        let got = timed_span(|| {
+            c_outcome(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as i64)
+        });
+        assert_eq!(signaller.join().unwrap(), 0, "kill");
+        got
+    });
+    assert_eq!(got, (Err(Errno(libc::EBADF)), Span::Woken));
+}
+
+unsafe extern "C" {
+    /// glibc's `sigaction` under its exported alias, past the hook.
+    fn __sigaction(
+        signal: libc::c_int,
+        act: *const libc::sigaction,
+        old: *mut libc::sigaction,
+    ) -> libc::c_int;
+}
+
+extern "C" fn ignoring_handler(_: libc::c_int) {}
+
+/// `sigaction` reports a handler installed with SA_RESETHAND as glibc's
+/// does: with the flags given, and once it has fired, reset to SIG_DFL
+/// (whatever flags the runtime added to the handler it installed).
+#[test]
+fn sigaction_reports_a_reset_handler_as_glibc_does() {
+    type Sigaction =
+        unsafe extern "C" fn(libc::c_int, *const libc::sigaction, *mut libc::sigaction) -> i32;
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Each its own signal: glibc's view of a signal the hook installed
+    // would be the hook's wrapper.
+    let report = |sigaction: Sigaction, signal: i32| {
+        // SAFETY: zeroed sigactions are valid; `raise` runs the handler,
+        // which does nothing, on this thread.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = ignoring_handler as extern "C" fn(libc::c_int) as usize;
+            act.sa_flags = libc::SA_RESETHAND;
+            sigaction(signal, &act, std::ptr::null_mut());
+            let query = |sigaction: Sigaction| {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                sigaction(signal, std::ptr::null(), &mut old);
+                (old.sa_sigaction, old.sa_flags)
+            };
+            let before = query(sigaction).1;
+            libc::raise(signal);
+            (before, query(sigaction))
+        }
+    };
+    let hooked = report(libc::sigaction, libc::SIGRTMIN() + 3);
+    let glibc = report(__sigaction, libc::SIGRTMIN() + 4);
+    assert_eq!(
+        hooked, glibc,
+        "the hooked sigaction (left) differs from glibc's (right)"
+    );
+}
+
+/// SIGPIPEs raised since the last `count_sigpipes`.
+static SIGPIPES: AtomicI64 = AtomicI64::new(0);
+
+extern "C" fn count_sigpipe(_: libc::c_int) {
+    SIGPIPES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Counts SIGPIPEs while it lives; then they are ignored again, as the
+/// Rust runtime has them.
+struct CountSigpipes;
+
+impl CountSigpipes {
+    fn start() -> CountSigpipes {
+        install_for(libc::SIGPIPE, count_sigpipe);
+        CountSigpipes
+    }
+
+    /// The SIGPIPEs that `f` raised, and its value.
+    fn during<T>(&self, f: impl FnOnce() -> T) -> (T, i64) {
+        let before = SIGPIPES.load(Ordering::SeqCst);
+        let value = f();
+        (value, SIGPIPES.load(Ordering::SeqCst) - before)
+    }
+}
+
+impl Drop for CountSigpipes {
+    fn drop(&mut self) {
+        // SAFETY: restores the disposition the Rust runtime set.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    }
+}
+
+/// One blocking `write(2)` of `len` bytes to `fd` while `cut` runs on a
+/// plain thread after `at`, which keeps what it returns until the write
+/// has returned: how much it moved, and the SIGPIPEs it raised.
+fn write_cut_counting_sigpipes<K: Send + 'static>(
+    fd: RawFd,
+    len: usize,
+    at: Duration,
+    cut: impl FnOnce() -> K + Send + 'static,
+) -> (Result<Moved, Errno>, i64) {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let cutter = after(at, move || {
+        let kept = cut();
+        let _ = released.recv();
+        kept
+    });
+    let data = vec![1u8; len];
+    let counting = CountSigpipes::start();
+    // SAFETY: a write from a live buffer.
+    let got = counting.during(|| moved(unsafe { libc::write(fd, data.as_ptr().cast(), len) }, len));
+    let _ = release.send(());
+    drop(cutter.join().unwrap());
+    got
+}
+
+/// A Unix stream write that moved some bytes before the peer shut down
+/// reading returns the partial count and raises no SIGPIPE.
+#[test]
+fn unix_write_cut_by_peer_shutdown_raises_no_sigpipe() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let got = differential("SIGPIPEs of a partial Unix write", |_| {
+        let (writer, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        write_cut_counting_sigpipes(writer.as_raw_fd(), 4 << 20, WAIT, move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let _ = std::io::Read::read(&mut peer, &mut buf);
+            peer.shutdown(std::net::Shutdown::Read).unwrap();
+            peer
+        })
+    });
+    assert_eq!(got, (Ok(Moved::Part), 0));
+}
+
+/// A TCP write that moved some bytes before another thread shut down the
+/// writer's side returns the partial count and raises no SIGPIPE.
+#[test]
+fn tcp_write_cut_by_own_shutdown_raises_no_sigpipe() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let got = differential("SIGPIPEs of a partial TCP write", |_| {
+        let (writer, peer) = tcp_pair();
+        let clone = writer.try_clone().unwrap();
+        let at = Duration::from_millis(150);
+        write_cut_counting_sigpipes(writer.as_raw_fd(), 16 << 20, at, move || {
+            clone.shutdown(std::net::Shutdown::Write).unwrap();
+            (clone, peer)
+        })
+    });
+    assert_eq!(got, (Ok(Moved::Part), 0));
 }

@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coroutines::{CoroutineDump, CoroutineId, CoroutineState, Dump, Wait, Waiting};
+use support::child::*;
 use support::*;
 
 /// How long the sleeper sleeps.
@@ -283,7 +284,7 @@ fn the_dump_shows_what_each_coroutine_waits_on() {
 /// dump is empty.
 #[test]
 fn a_dump_outside_coroutines_without_a_runtime_is_empty() {
-    if child_role().is_some() {
+    if child_case().is_some() {
         let dump = coroutines::dump();
         assert!(dump.coroutines.is_empty());
         assert_eq!(dump.workers, 0);
@@ -291,14 +292,14 @@ fn a_dump_outside_coroutines_without_a_runtime_is_empty() {
     }
     // In a child process: other tests of this binary may have started the
     // process-wide runtime.
-    run_child(rerun("empty"), Duration::from_secs(30));
+    run_child("empty dump", rerun("empty"), Duration::from_secs(30));
 }
 
 /// With `COROUTINES_DUMP_SIGNAL=USR1`, `kill -USR1` makes the process print
 /// the dump to stderr and go on running.
 #[test]
 fn the_dump_signal_prints_the_dump_to_stderr() {
-    if child_role().is_some() {
+    if child_case().is_some() {
         return on_one_worker("napping", || {
             let napper = coroutines::Builder::new()
                 .name("napper".into())

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use coroutines::runtime::Builder;
 use coroutines::Stats;
+use support::child::*;
 use support::*;
 
 const CRUNCHER: &str = "cruncher";
@@ -88,7 +89,7 @@ const WARNING: &str = "without switching";
 /// Runs the scenario in a child process (this test re-run with `role`)
 /// and returns its stderr.
 fn child_stderr(role: &str) -> String {
-    let output = run_child(rerun(role), Duration::from_secs(30));
+    let output = run_child(role, rerun(role), Duration::from_secs(30));
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -108,7 +109,7 @@ fn queued_coroutines_move_off_a_computing_worker() {
 /// the advice, however often the monitor looked during the second.
 #[test]
 fn the_warning_names_the_coroutine_once() {
-    if child_role().is_some() {
+    if child_case().is_some() {
         return assert_handed_off(&crunch(Builder::default()));
     }
     let stderr = child_stderr("warn");
@@ -130,7 +131,7 @@ fn the_warning_names_the_coroutine_once() {
 /// moves the coroutines and counts the incident.
 #[test]
 fn warnings_can_be_silenced() {
-    if child_role().is_some() {
+    if child_case().is_some() {
         return assert_handed_off(&crunch(Builder::default().blocked_worker_warnings(false)));
     }
     let stderr = child_stderr("quiet");
@@ -141,7 +142,7 @@ fn warnings_can_be_silenced() {
 /// followers wait for the cruncher, nothing is counted, nothing printed.
 #[test]
 fn threshold_max_disables_the_monitor() {
-    if child_role().is_some() {
+    if child_case().is_some() {
         let seen = crunch(Builder::default().blocked_worker_threshold(Duration::MAX));
         assert!(seen.followers_ran >= seen.crunched, "{seen:?}");
         assert_eq!(seen.stats.blocked_workers, 0, "{seen:?}");

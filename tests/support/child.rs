@@ -1,10 +1,11 @@
-//! Child processes: a test re-runs its own binary to act out a case whose
-//! effects are process-wide (an exit, stderr, the environment, signals).
+//! Child processes: a test re-runs its own binary, running only itself,
+//! to act out a case whose effects are process-wide or seen only from
+//! outside (an exit, stderr, the environment, signals, a namespace).
 
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::io::Read;
+use std::process::{Child, Command, Output, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The environment variable that tells a re-run test binary which child
 /// case to act out.
@@ -16,41 +17,77 @@ pub fn child_case() -> Option<String> {
 }
 
 /// A command that re-runs this test binary, running only `test` (which
-/// must act out `case` when [`child_case`] says so). The caller adds
-/// environment and stdio and runs it.
+/// must act out `case` when [`child_case`] says so), with its output
+/// piped. The caller may add environment and runs it.
 pub fn child_command(test: &str, case: &str) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_CASE, case);
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_CASE, case)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     command
 }
 
-/// Runs `command` (from [`child_command`]) to completion within `limit`,
-/// killing it and failing the test if it takes longer; returns its output,
-/// whatever its exit status.
+/// [`child_command`] for the calling test, found by its thread's name:
+/// call it from the test's own thread.
+pub fn rerun(case: &str) -> Command {
+    let test = thread::current()
+        .name()
+        .expect("rerun: call it from the test's own thread")
+        .to_owned();
+    child_command(&test, case)
+}
+
+/// Waits for `child` for up to `limit`, then kills it; its output, and
+/// whether it ended by itself.
+pub fn wait_bounded(mut child: Child, limit: Duration) -> (Output, bool) {
+    // Both pipes are read meanwhile, so that a chatty child cannot fill
+    // one and stall.
+    let stdout = child.stdout.take().map(read_in_background);
+    let stderr = child.stderr.take().map(read_in_background);
+    let start = Instant::now();
+    let mut ended = false;
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            ended = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let collect = |reader: Option<thread::JoinHandle<Vec<u8>>>| {
+        reader.map_or_else(Vec::new, |r| r.join().unwrap())
+    };
+    let output = Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    };
+    (output, ended)
+}
+
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Runs `command` to completion within `limit`, failing the test if it
+/// takes longer; its output, whatever its exit status.
 #[track_caller]
 pub fn finish_child(what: &str, mut command: Command, limit: Duration) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (done, finished) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(limit) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            // SAFETY: `pid` is our own child, not yet reaped (its waiter
-            // has not returned).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{what}: the child process did not finish within {limit:?}");
-        }
-    }
+    let (output, ended) = wait_bounded(command.spawn().unwrap(), limit);
+    assert!(
+        ended,
+        "{what}: the child process did not finish within {limit:?}; stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 /// As [`finish_child`], and asserts that the child succeeded.

@@ -21,7 +21,8 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{wait_bounded, watchdog, FD_NUMBERS, PROMPT};
+use super::child::wait_bounded;
+use super::{alone, watchdog, FD_NUMBERS, PROMPT};
 
 /// How long either side of a case may take: every case here is designed to
 /// finish well within a second, and a side that hangs fails the test this
@@ -84,8 +85,21 @@ where
     T: PartialEq + Debug + Send + 'static,
     F: Fn(Side) -> T + Send + Sync + 'static,
 {
+    differential_on(1, what, case)
+}
+
+/// As [`differential`], the coroutine side on a runtime of `workers`
+/// workers: for cases whose coroutines must be able to run in parallel, as
+/// threads do (a forked child that inherits a second worker, acceptors
+/// racing on two workers).
+#[track_caller]
+pub fn differential_on<T, F>(workers: usize, what: &str, case: F) -> T
+where
+    T: PartialEq + Debug + Send + 'static,
+    F: Fn(Side) -> T + Send + Sync + 'static,
+{
     let _shared = FD_NUMBERS.read().unwrap_or_else(|e| e.into_inner());
-    compare(what, case)
+    compare(what, workers, case)
 }
 
 /// As [`differential`], with no other test of the binary running meanwhile
@@ -97,12 +111,11 @@ where
     T: PartialEq + Debug + Send + 'static,
     F: Fn(Side) -> T + Send + Sync + 'static,
 {
-    let _exclusive = FD_NUMBERS.write().unwrap_or_else(|e| e.into_inner());
-    compare(what, case)
+    alone(|| compare(what, 1, case))
 }
 
 #[track_caller]
-fn compare<T, F>(what: &str, case: F) -> T
+fn compare<T, F>(what: &str, workers: usize, case: F) -> T
 where
     T: PartialEq + Debug + Send + 'static,
     F: Fn(Side) -> T + Send + Sync + 'static,
@@ -112,7 +125,7 @@ where
         let case = case.clone();
         move || case(Side::Thread)
     });
-    let coroutine = watchdog(what, LIMIT, 1, move || case(Side::Coroutine));
+    let coroutine = watchdog(what, LIMIT, workers, move || case(Side::Coroutine));
     assert_eq!(
         coroutine, reference,
         "{what}: the coroutine (left) differs from the plain thread (right)"
@@ -203,7 +216,7 @@ fn run_side(test: &str, side: &str) -> Ended {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let output = wait_bounded(child, LIMIT * 3);
+    let (output, _) = wait_bounded(child, LIMIT * 3);
     if let Some(line) = String::from_utf8_lossy(&output.stdout)
         .lines()
         .find_map(|line| line.strip_prefix(VALUE_MARK))
@@ -240,6 +253,92 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Timing) {
         Timing::Waited
     };
     (value, timing)
+}
+
+/// How long a call that waits for a peer took, a little finer than
+/// [`Timing`]: whether the peer's action, a few hundred milliseconds in at
+/// most, ended the wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// Within [`PROMPT`].
+    AtOnce,
+    /// Within [`WOKEN_WITHIN`]: the peer's action ended it (a coroutine
+    /// that only a periodic recheck notices it for is well within too).
+    Woken,
+    /// Longer: something else ended it (a far timeout, a rescue).
+    Long,
+}
+
+/// The bound of [`Span::Woken`].
+pub const WOKEN_WITHIN: Duration = Duration::from_secs(1);
+
+/// Runs `f` and buckets how long it took as a [`Span`].
+pub fn timed_span<T>(f: impl FnOnce() -> T) -> (T, Span) {
+    let start = Instant::now();
+    let value = f();
+    let elapsed = start.elapsed();
+    let span = if elapsed < PROMPT {
+        Span::AtOnce
+    } else if elapsed < WOKEN_WITHIN {
+        Span::Woken
+    } else {
+        Span::Long
+    };
+    (value, span)
+}
+
+/// How much of a request a transfer moved: how short a short transfer is
+/// depends on buffer sizes and timing, whether it is short does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moved {
+    Nothing,
+    Part,
+    All,
+}
+
+/// A transfer's return value as [`Moved`] of a request of `len` bytes, or
+/// the error.
+pub fn moved(ret: isize, len: usize) -> Result<Moved, Errno> {
+    c_outcome(ret as i64).map(|n| match n as usize {
+        0 => Moved::Nothing,
+        n if n < len => Moved::Part,
+        _ => Moved::All,
+    })
+}
+
+/// How long a call that ends at a timeout took, against the timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Against {
+    /// Well before it: the timeout was not kept.
+    Early,
+    /// About as long: the kernel rounds a timeout to its ticks (up to
+    /// [`TICK_SLACK`] early), and a loaded machine wakes a thread late by
+    /// up to tens of milliseconds ([`LOAD_SLACK`]).
+    About,
+    /// Well after it: the timeout restarted, or did not end the call.
+    Late,
+}
+
+/// How much earlier than its timeout a call may end and still count as
+/// [`Against::About`].
+pub const TICK_SLACK: Duration = Duration::from_millis(10);
+/// How much later.
+pub const LOAD_SLACK: Duration = Duration::from_millis(150);
+
+/// Runs `f`, which should end at a timeout of `timeout`, and buckets how
+/// long it took against it.
+pub fn timed_against<T>(timeout: Duration, f: impl FnOnce() -> T) -> (T, Against) {
+    let start = Instant::now();
+    let value = f();
+    let elapsed = start.elapsed();
+    let against = if elapsed + TICK_SLACK < timeout {
+        Against::Early
+    } else if elapsed > timeout + LOAD_SLACK {
+        Against::Late
+    } else {
+        Against::About
+    };
+    (value, against)
 }
 
 /// An error number, shown by name in assertion messages.

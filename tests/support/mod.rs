@@ -16,7 +16,6 @@ use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 use std::thread;
@@ -62,8 +61,14 @@ pub fn on_one_worker(what: &str, body: impl FnOnce() + Send + 'static) {
 /// As [`on_one_worker`], with no other test of the binary running
 /// meanwhile; for tests that close a descriptor another coroutine uses.
 pub fn on_one_worker_exclusive(what: &str, body: impl FnOnce() + Send + 'static) {
+    alone(|| watchdog(what, WATCHDOG, 1, body));
+}
+
+/// Runs `f` with no other test of the binary running meanwhile (see
+/// [`FD_NUMBERS`]).
+pub fn alone<T>(f: impl FnOnce() -> T) -> T {
     let _exclusive = FD_NUMBERS.write().unwrap_or_else(|e| e.into_inner());
-    watchdog(what, WATCHDOG, 1, body);
+    f()
 }
 
 /// Runs `body` as the root coroutine of a fresh runtime of `workers`
@@ -412,6 +417,19 @@ pub fn fill_send_buffer(stream: &TcpStream) -> usize {
     total
 }
 
+/// Writes to `fd`, a pipe's blocking writing end, until it is full.
+pub fn fill_pipe(fd: RawFd) {
+    let chunk = vec![0u8; 64 * 1024];
+    // SAFETY: F_GETFL/F_SETFL on a live descriptor; writes from a live
+    // buffer.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        while libc::write(fd, chunk.as_ptr().cast(), chunk.len()) > 0 {}
+        libc::fcntl(fd, libc::F_SETFL, flags);
+    }
+}
+
 /// Reads `stream` until end of file, returning the byte count.
 pub fn drain(mut stream: impl io::Read) -> usize {
     let mut buf = [0u8; 64 * 1024];
@@ -548,75 +566,49 @@ pub fn raw_sleep(duration: Duration) {
     assert_eq!(ret, 0, "nanosleep: {}", io::Error::last_os_error());
 }
 
-/// Set in a child process started by [`rerun`] to the role it plays.
-const CHILD_ROLE: &str = "COROUTINES_TEST_CHILD_ROLE";
+/// A path in the temporary directory, unique in this run; whatever is made
+/// there is removed when it drops.
+pub struct TempPath(std::path::PathBuf);
 
-/// The role this process plays if [`rerun`] started it, else `None`.
-pub fn child_role() -> Option<String> {
-    std::env::var(CHILD_ROLE).ok()
-}
-
-/// A command that re-runs the calling test alone, in a child process of
-/// the test binary, with [`child_role`] giving `role`; its output is piped.
-/// Call it from the test's own thread: the child finds the test by name.
-/// For what a process shows only from outside: its stderr, a signal's
-/// effect, a namespace of its own.
-pub fn rerun(role: &str) -> Command {
-    let test = thread::current()
-        .name()
-        .expect("rerun: call it from the test's own thread")
-        .to_owned();
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ROLE, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Waits for `child` for up to `limit`, then kills it; its output.
-pub fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
-    // Both pipes are read meanwhile, so that a chatty child cannot fill
-    // one and stall.
-    let stdout = child.stdout.take().map(read_in_background);
-    let stderr = child.stderr.take().map(read_in_background);
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() && start.elapsed() < limit {
-        thread::sleep(Duration::from_millis(5));
+impl TempPath {
+    pub fn unique() -> TempPath {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        TempPath(std::env::temp_dir().join(format!(
+            "coroutines-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )))
     }
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    let collect = |reader: Option<thread::JoinHandle<Vec<u8>>>| {
-        reader.map_or_else(Vec::new, |r| r.join().unwrap())
-    };
-    Output {
-        status,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
+
+    /// A new FIFO (named pipe), which the hooks only see as a descriptor
+    /// once it is opened by name.
+    pub fn fifo() -> TempPath {
+        let path = TempPath::unique();
+        // SAFETY: a NUL-terminated path.
+        let ret = unsafe { libc::mkfifo(path.c_path().as_ptr(), 0o600) };
+        assert_eq!(ret, 0, "mkfifo: {}", io::Error::last_os_error());
+        path
+    }
+
+    /// The path for libc calls.
+    pub fn c_path(&self) -> std::ffi::CString {
+        std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap()
     }
 }
 
-fn read_in_background(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
+impl std::ops::Deref for TempPath {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
 }
 
-/// Runs `command` (from [`rerun`]), failing the test if it does not end
-/// within `limit` or fails; its output.
-#[track_caller]
-pub fn run_child(mut command: Command, limit: Duration) -> Output {
-    let output = wait_bounded(command.spawn().unwrap(), limit);
-    assert!(
-        output.status.success(),
-        "the child process failed ({}); stdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = match self.0.is_dir() {
+            true => std::fs::remove_dir_all(&self.0),
+            false => std::fs::remove_file(&self.0),
+        };
+    }
 }
