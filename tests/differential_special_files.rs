@@ -271,12 +271,10 @@ fn dev_null_and_directories_read_and_write_as_on_a_thread() {
     );
 }
 
-/// Reads of /dev/zero return the whole request on a thread (one stops
-/// early only for a signal). 1 MiB reads come back short in a coroutine
-/// now and then; 16 MiB ones, most of the time.
+/// Reads of /dev/zero return the whole request, as on a thread (one stops
+/// early only for a signal); with `RWF_NOWAIT` the device would stop early
+/// whenever the thread should yield.
 #[test]
-#[ignore = "fails: a coroutine's read of /dev/zero is made with RWF_NOWAIT, \
-            which makes the device stop early whenever the thread should yield"]
 fn dev_zero_reads_return_the_whole_request() {
     const READS: usize = 20;
     let got = differential("reads of /dev/zero", |_| {
