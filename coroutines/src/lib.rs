@@ -17,6 +17,8 @@
 //! which runs `main`'s body in the root coroutine; without it, the first
 //! spawn from a plain thread starts a process-wide runtime with the default
 //! configuration. Independent runtimes are built with [`Runtime::builder`].
+//!
+#![doc = include_str!("../docs/troubleshooting.md")]
 
 mod builder;
 mod coroutine;
