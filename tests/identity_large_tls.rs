@@ -1,6 +1,6 @@
-//! A program with a large static TLS area: a 64 KiB `thread_local!` buffer
+//! A program with a large static TLS area: a 512 KiB `thread_local!` buffer
 //! makes every thread's static TLS bigger than the runtime copies per
-//! coroutine (the limit is 16 KiB), so start-up verification fails and the
+//! coroutine (the limit is 256 KiB), so start-up verification fails and the
 //! process falls back to shared identity, saying so once on stderr, and
 //! everything that works without identities still works. The buffer is in
 //! this test binary only: it changes the whole process.
@@ -18,8 +18,8 @@ use support::*;
 
 thread_local! {
     /// Constant-initialised and without a destructor: it lives in static
-    /// TLS (`.tbss`), 64 KiB of it per thread.
-    static BIG: RefCell<[u8; 64 * 1024]> = const { RefCell::new([0; 64 * 1024]) };
+    /// TLS (`.tbss`), 512 KiB of it per thread.
+    static BIG: RefCell<[u8; 512 * 1024]> = const { RefCell::new([0; 512 * 1024]) };
 }
 
 /// The child's side of [`a_large_static_tls_falls_back_with_a_warning`].
@@ -69,7 +69,7 @@ fn a_large_static_tls_falls_back_with_a_warning() {
         .collect();
     assert_eq!(warnings.len(), 1, "one warning:\n{stderr}");
     assert!(
-        warnings[0].contains("static TLS"),
+        warnings[0].contains("static thread-local storage (514 KiB)"),
         "the warning names the cause: {}",
         warnings[0]
     );

@@ -61,8 +61,10 @@ pub(crate) const RES_STATE_SIZE: usize = 568;
 pub(crate) const RES_NSCOUNT: usize = 16;
 /// `HWCAP2_FSGSBASE` in `AT_HWCAP2`: the kernel allows `wrfsbase`.
 const HWCAP2_FSGSBASE: u64 = 1 << 1;
-/// Largest static TLS area below the TP the probe snapshots (bytes).
-const MAX_TLS_BELOW: usize = 16 * 1024;
+/// Largest static TLS area below the TP each coroutine gets a copy of
+/// (bytes): programs rarely have more than a few KiB; one with more than
+/// this keeps shared identity rather than pay it per coroutine.
+const MAX_TLS_BELOW: usize = 256 * 1024;
 
 /// A verification step that did not hold, in words for the one-time
 /// fallback message.
@@ -203,6 +205,9 @@ struct MallocProbe {
 /// Context handed to the probe thread.
 struct Probe {
     tls_below: usize,
+    /// Where the probe keeps its copy of the area: allocated here, as the
+    /// probe thread must not allocate before its snapshots.
+    snapshot: Vec<usize>,
     malloc: MallocProbe,
     /// Set by the probe once cancellation is disabled and it waits.
     ready_for_cancel: core::sync::atomic::AtomicBool,
@@ -234,12 +239,21 @@ pub(crate) fn discover() -> Result<Layout, Failure> {
     );
     let tls_below = static_size - tcb_size;
     ensure!(
-        tls_below.is_multiple_of(static_align) && tls_below <= MAX_TLS_BELOW,
-        "static TLS below the thread pointer ({tls_below} bytes) is not a multiple of {static_align} or exceeds {MAX_TLS_BELOW}"
+        tls_below.is_multiple_of(static_align),
+        "static TLS below the thread pointer ({tls_below} bytes) is not a multiple of {static_align}"
+    );
+    ensure!(
+        tls_below <= MAX_TLS_BELOW,
+        "the program's static thread-local storage ({} KiB) is more than the {} KiB the runtime \
+         copies for each coroutine; keep large thread_local! values on the heap (a Box or \
+         a Vec) to have identities",
+        tls_below / 1024,
+        MAX_TLS_BELOW / 1024
     );
 
     let mut probe = Box::new(Probe {
         tls_below,
+        snapshot: vec![0; tls_below / 8],
         malloc: MallocProbe {
             changed: [0; 8],
             n_changed: 0,
@@ -251,7 +265,8 @@ pub(crate) fn discover() -> Result<Layout, Failure> {
         tcb_size,
         static_size,
         static_align,
-        stack_size: 256 * 1024,
+        // glibc carves static TLS out of the thread's stack.
+        stack_size: 256 * 1024 + static_size.next_multiple_of(4096),
         guard_size: 3 * 4096,
     });
 
@@ -322,11 +337,10 @@ extern "C" fn probe_main(arg: *mut c_void) -> *mut c_void {
 /// changes are malloc's per-thread cache and arena pointers. No allocation
 /// may happen here before the second snapshot.
 unsafe fn probe_malloc_words(probe: &mut Probe) {
-    const WORDS: usize = MAX_TLS_BELOW / 8;
     let tp = fs::base();
     let words = probe.tls_below / 8;
     let area = (tp - probe.tls_below) as *const usize;
-    let mut before = [0usize; WORDS];
+    let before = &mut probe.snapshot;
     for (i, w) in before.iter_mut().enumerate().take(words) {
         // SAFETY: the area below the TP is this thread's static TLS.
         *w = unsafe { ptr::read_volatile(area.add(i)) };
