@@ -18,14 +18,6 @@ use coroutines::Runtime;
 use support::identity::{joined, on_runtime};
 use support::*;
 
-fn recurse(depth: u64) -> u64 {
-    let frame = std::hint::black_box([depth as u8; 1024]);
-    if depth == 0 {
-        return frame[0] as u64;
-    }
-    recurse(depth - 1) + frame[(depth % 1024) as usize] as u64
-}
-
 /// The message in a join error's payload.
 #[track_caller]
 fn message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -49,13 +41,13 @@ fn an_overflow_is_reported_by_name_and_stack_size() {
             let named = coroutines::Builder::new()
                 .name("deep".into())
                 .stack_size(64 * 1024)
-                .spawn(|| recurse(1_000_000))
+                .spawn(|| recurse_deeply(1_000_000))
                 .unwrap()
                 .join()
                 .unwrap_err();
             let unnamed = coroutines::Builder::new()
                 .stack_size(128 * 1024)
-                .spawn(|| recurse(1_000_000))
+                .spawn(|| recurse_deeply(1_000_000))
                 .unwrap();
             let id = unnamed.coroutine().id().as_u64();
             (message(named), message(unnamed.join().unwrap_err()), id)
@@ -117,7 +109,7 @@ fn the_others_keep_their_identity_and_the_overflowing_ones_locals_drop_once() {
                     .spawn(move || {
                         OWNED.with(|o| o.0.set(Some(owner)));
                         MARK.with(|m| m.set(100 + owner as u32));
-                        recurse(1_000_000)
+                        recurse_deeply(1_000_000)
                     })
                     .unwrap();
                 assert!(deep.join().is_err(), "overflow {owner}");
@@ -172,7 +164,7 @@ fn overflows_on_two_workers_at_once() {
                             // A wait first, so that the overflows of the
                             // two workers interleave with other switches.
                             thread::sleep(Duration::from_millis(i % 3));
-                            recurse(1_000_000)
+                            recurse_deeply(1_000_000)
                         })
                         .unwrap();
                     message(deep.join().unwrap_err())

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coroutines::{Builder, Runtime};
-use support::LIMIT;
+use support::{recurse_deeply, LIMIT};
 
 /// Runs `body` on a plain OS thread, failing the test instead of hanging.
 fn on_thread<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
@@ -338,14 +338,6 @@ fn a_failed_spawn_leaves_the_scope_usable() {
     assert!(ran.get());
 }
 
-fn recurse(depth: u64) -> u64 {
-    let frame = std::hint::black_box([depth as u8; 1024]);
-    if depth == 0 {
-        return frame[0] as u64;
-    }
-    recurse(depth - 1) + frame[(depth % 1024) as usize] as u64
-}
-
 #[test]
 fn a_scoped_coroutine_that_overflows_its_stack_fails_the_scope() {
     let (joined, unjoined) = support::run(1, LIMIT, || {
@@ -353,7 +345,7 @@ fn a_scoped_coroutine_that_overflows_its_stack_fails_the_scope() {
         let joined = coroutines::scope(|s| {
             let deep = Builder::new()
                 .stack_size(64 * 1024)
-                .spawn_scoped(s, || recurse(depth))
+                .spawn_scoped(s, || recurse_deeply(depth))
                 .unwrap();
             message(&*deep.join().unwrap_err())
         });
@@ -361,7 +353,7 @@ fn a_scoped_coroutine_that_overflows_its_stack_fails_the_scope() {
             coroutines::scope(|s| {
                 Builder::new()
                     .stack_size(64 * 1024)
-                    .spawn_scoped(s, || recurse(depth))
+                    .spawn_scoped(s, || recurse_deeply(depth))
                     .unwrap();
             })
         }))

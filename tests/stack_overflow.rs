@@ -6,14 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::child::{child_case, child_command, finish_child};
-
-fn recurse(depth: u64) -> u64 {
-    let frame = std::hint::black_box([depth as u8; 1024]);
-    if depth == 0 {
-        return frame[0] as u64;
-    }
-    recurse(depth - 1) + frame[(depth % 1024) as usize] as u64
-}
+use support::recurse_deeply;
 
 #[test]
 fn an_overflow_is_reported_through_join_by_name() {
@@ -22,7 +15,7 @@ fn an_overflow_is_reported_through_join_by_name() {
         let deep = coroutines::Builder::new()
             .name("deep".into())
             .stack_size(64 * 1024)
-            .spawn(|| recurse(1_000_000))
+            .spawn(|| recurse_deeply(1_000_000))
             .unwrap();
         let payload = deep.join().unwrap_err();
         let message = payload.downcast::<String>().map(|m| *m);
@@ -42,7 +35,7 @@ fn an_overflow_is_reported_through_join_by_name() {
 fn the_root_coroutine_has_a_main_thread_sized_stack() {
     let local = std::hint::black_box([7u8; 1 << 20]);
     assert_eq!(local.iter().map(|&b| b as usize).sum::<usize>(), 7 << 20);
-    let other = coroutines::spawn(|| recurse(1_000_000)).join();
+    let other = coroutines::spawn(|| recurse_deeply(1_000_000)).join();
     assert!(other.is_err(), "other coroutines keep the smaller default");
 }
 
@@ -56,7 +49,7 @@ fn a_root_overflow_names_main_stack_size() {
             .main_stack_size(64 * 1024)
             .build()
             .unwrap();
-        runtime.block_on(|| recurse(1_000_000));
+        runtime.block_on(|| recurse_deeply(1_000_000));
         return;
     }
     let test = "a_root_overflow_names_main_stack_size";

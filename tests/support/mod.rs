@@ -612,3 +612,13 @@ impl Drop for TempPath {
         };
     }
 }
+
+/// Recurses `depth` frames of 1 KiB deep: a stack overflow for any
+/// coroutine stack when `depth` is large.
+pub fn recurse_deeply(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth as u8; 1024]);
+    if depth == 0 {
+        return frame[0] as u64;
+    }
+    recurse_deeply(depth - 1) + frame[(depth % 1024) as usize] as u64
+}
