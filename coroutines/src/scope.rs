@@ -173,7 +173,7 @@ where
     // for before the panic unwinds it.
     let result = catch_unwind(AssertUnwindSafe(|| f(&scope)));
     scope.data.decrement();
-    scope.data.all_done.wait_for(Wait::Other);
+    scope.data.all_done.wait_for(Wait::Scope);
     match result {
         Err(payload) => resume_unwind(payload),
         Ok(_) if scope.data.a_coroutine_panicked.load(Ordering::Relaxed) => {

@@ -31,6 +31,8 @@ pub enum Wait {
     /// A call running on a helper thread of the blocking pool (a name
     /// lookup, joining an OS thread, `spawn_blocking`).
     Pool,
+    /// The coroutines of a `coroutines::scope` to end.
+    Scope,
     /// A stack to run on, before its first run: the process is at its
     /// memory-map limit (see `Stats::stack_waits`).
     Stack,
@@ -52,6 +54,7 @@ impl Wait {
             Wait::Pool => (6, 0),
             Wait::Other => (7, 0),
             Wait::Stack => (8, 0),
+            Wait::Scope => (9, 0),
         };
         (tag << TAG_SHIFT) | payload
     }
@@ -69,6 +72,7 @@ impl Wait {
             5 => CoroutineId::from_u64(payload).map_or(Wait::Other, Wait::Join),
             6 => Wait::Pool,
             8 => Wait::Stack,
+            9 => Wait::Scope,
             _ => Wait::Other,
         }
     }

@@ -163,6 +163,7 @@ impl fmt::Display for Waiting {
                 f,
                 "waiting for a call on a helper thread (lookup, join, spawn_blocking)"
             )?,
+            Wait::Scope => write!(f, "waiting for its scoped coroutines to end")?,
             Wait::Stack => write!(
                 f,
                 "waiting for a stack to start on (the process is at its memory-map limit)"
