@@ -223,7 +223,13 @@ fn select_reports_a_ready_descriptor_above_fd_setsize() {
         let null = std::ptr::null_mut();
         // SAFETY: the set has room for `high + 1` descriptors.
         let (ret, timing) = timed(|| unsafe {
-            libc::select(high + 1, read.0.as_mut_ptr().cast(), null, null, &mut timeout)
+            libc::select(
+                high + 1,
+                read.0.as_mut_ptr().cast(),
+                null,
+                null,
+                &mut timeout,
+            )
         });
         // SAFETY: closes the duplicate made above.
         unsafe { libc::close(high) };

@@ -123,5 +123,8 @@ fn nested_child() {
         let ok = results.iter().filter(|&&r| r).count();
         (ok, results.len() - ok)
     });
-    println!("NESTED DONE: {ok} ok, {failed} failed; {:?}", runtime.stats());
+    println!(
+        "NESTED DONE: {ok} ok, {failed} failed; {:?}",
+        runtime.stats()
+    );
 }

@@ -149,7 +149,9 @@ fn any_child_wait_starves_the_pool_for_a_neighbours_lookup() {
         let k = thread::spawn(killer);
         (w.join().unwrap(), k.join().unwrap())
     });
-    let builder = coroutines::Runtime::builder().workers(1).blocking_threads(1);
+    let builder = coroutines::Runtime::builder()
+        .workers(1)
+        .blocking_threads(1);
     let coroutine = support::watchdog_on("any-child wait, coroutines", LIMIT, builder, move || {
         let (waiter, killer) = case();
         let w = coroutines::spawn(waiter);
@@ -180,7 +182,12 @@ unsafe extern "C" {
 
 /// A DNS server on an ephemeral loopback port that answers every query
 /// NXDOMAIN at once and counts them.
-fn nxdomain_server() -> (u16, Arc<AtomicUsize>, Arc<AtomicBool>, thread::JoinHandle<()>) {
+fn nxdomain_server() -> (
+    u16,
+    Arc<AtomicUsize>,
+    Arc<AtomicBool>,
+    thread::JoinHandle<()>,
+) {
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(20)))
