@@ -207,7 +207,6 @@ impl Wide {
 /// with many descriptors do): a readable descriptor numbered 1500, past
 /// FD_SETSIZE, `nfds` 1501.
 #[test]
-#[ignore = "finding: select in a coroutine clamps nfds to FD_SETSIZE: a ready descriptor above 1023 is never reported (times out with 0)"]
 fn select_reports_a_ready_descriptor_above_fd_setsize() {
     let got = differential("select of descriptor 1500", |_| {
         let (reader, mut writer) = std::io::pipe().unwrap();

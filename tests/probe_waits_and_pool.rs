@@ -44,7 +44,6 @@ fn try_reap(pid: libc::pid_t) -> Result<i64, Errno> {
 /// child is reaped, nothing is reported). On a thread the call waits for
 /// the child's exit and reaps it.
 #[test]
-#[ignore = "finding: waitid with a null infop in a coroutine returns 0 at once without waiting for or reaping the child"]
 fn waitid_with_a_null_infop_waits_for_the_child() {
     let _serial = serial();
     let got = differential("waitid(P_PID, NULL infop)", |_| {

@@ -13,7 +13,7 @@ use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fds, FdWait, Outcome};
 use crate::sys::{
-    c_result, ppoll_masked, read_timespec, read_user, syscall, timespec, SIGSET_BYTES,
+    c_result, ppoll_masked, read_timespec, read_user_bytes, syscall, timespec, SIGSET_BYTES,
 };
 
 /// `poll` events that readability edges report, and writability edges.
@@ -138,18 +138,26 @@ fn polled(
     })
 }
 
-/// The descriptor sets of one `select`, copied.
-#[derive(Clone, Copy)]
-struct Sets([Option<fd_set>; 3]);
+/// The descriptor sets of one `select`, copied: `nfds` bits each, in the
+/// kernel's unit (whole `long`s), so a set may be larger than an `fd_set`.
+#[derive(Clone)]
+struct Sets([Option<Vec<u64>>; 3]);
 
 impl Sets {
     /// Copies the caller's sets (null ones stay `None`); `EFAULT` if one
     /// cannot be read, as the kernel would say.
-    fn copy(sets: [*mut fd_set; 3]) -> Result<Sets, c_int> {
-        let mut copied = [None; 3];
+    fn copy(sets: [*mut fd_set; 3], nfds: c_int) -> Result<Sets, c_int> {
+        let words = (nfds as usize).div_ceil(64);
+        let mut copied = [None, None, None];
         for (copy, set) in copied.iter_mut().zip(sets) {
             if !set.is_null() {
-                *copy = Some(read_user(set)?);
+                let mut bits = vec![0u64; words];
+                // SAFETY: the vector's own bytes, `words * 8` of them.
+                let bytes = unsafe {
+                    core::slice::from_raw_parts_mut(bits.as_mut_ptr().cast::<u8>(), words * 8)
+                };
+                read_user_bytes(set.cast(), bytes)?;
+                *copy = Some(bits);
             }
         }
         Ok(Sets(copied))
@@ -158,14 +166,28 @@ impl Sets {
     fn ptr(&mut self, i: usize) -> *mut fd_set {
         self.0[i]
             .as_mut()
-            .map_or(core::ptr::null_mut(), |set| set as *mut fd_set)
+            .map_or(core::ptr::null_mut(), |bits| bits.as_mut_ptr().cast())
     }
 
     fn has(&self, i: usize, fd: c_int) -> bool {
-        // SAFETY: `fd` is below FD_SETSIZE (callers iterate below it).
+        let fd = fd as usize;
         self.0[i]
             .as_ref()
-            .is_some_and(|set| unsafe { libc::FD_ISSET(fd, set) })
+            .is_some_and(|bits| bits[fd / 64] & (1 << (fd % 64)) != 0)
+    }
+
+    /// Writes the sets back to the caller's, as many bytes as the kernel
+    /// writes.
+    fn write_back(&self, user: [*mut fd_set; 3]) {
+        for (bits, set) in self.0.iter().zip(user) {
+            if let (Some(bits), false) = (bits, set.is_null()) {
+                // SAFETY: select's contract: a writable set of `nfds` bits,
+                // which the kernel's unit rounds up to these words.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(bits.as_ptr(), set.cast::<u64>(), bits.len())
+                };
+            }
+        }
     }
 }
 
@@ -219,9 +241,9 @@ fn pselect6(
 
 /// Hooked: as glibc's `select` outside coroutines. In a coroutine it asks
 /// the kernel with a zero timeout and parks on the descriptors' readiness
-/// in between; it looks at descriptors below `FD_SETSIZE` only, like
-/// glibc's `FD_*` macros. As on Linux, the timeout is updated to the time
-/// not slept.
+/// in between; like the kernel, it takes sets of `nfds` bits, larger than
+/// an `fd_set` if `nfds` is. As on Linux, the timeout is updated to the
+/// time not slept.
 ///
 /// # Safety
 /// As `select(2)`.
@@ -285,10 +307,9 @@ fn selected(
     if !in_coroutine() || limit == Some(Duration::ZERO) || nfds < 0 {
         return pselect6(nfds, user, limit, sigmask, timeout);
     }
-    let nfds = nfds.min(libc::FD_SETSIZE as c_int);
     let start = Instant::now();
     let deadline = limit.and_then(|t| start.checked_add(t));
-    let asked = match Sets::copy(user) {
+    let asked = match Sets::copy(user, nfds) {
         Ok(asked) => asked,
         Err(error) => return -(error as isize),
     };
@@ -300,9 +321,9 @@ fn selected(
         })
         .filter(|w| w.read || w.write)
         .collect();
-    let mut answer = asked;
+    let mut answer = asked.clone();
     let ret = parked_until(&watches, deadline, || {
-        answer = asked;
+        answer = asked.clone();
         let sets = [answer.ptr(0), answer.ptr(1), answer.ptr(2)];
         pselect6(
             nfds,
@@ -313,15 +334,7 @@ fn selected(
         )
     });
     if ret >= 0 {
-        for (i, set) in user.into_iter().enumerate() {
-            if let (Some(set), Some(result)) = (
-                // SAFETY: select's contract: null or a writable fd_set.
-                unsafe { set.as_mut() },
-                answer.0[i],
-            ) {
-                *set = result;
-            }
-        }
+        answer.write_back(user);
         // SAFETY: the caller passes a valid or null timeval.
         if let (Some(tv), Some(limit)) = (unsafe { timeout.as_mut() }, limit) {
             let left = limit.saturating_sub(start.elapsed());

@@ -193,12 +193,21 @@ pub unsafe extern "C" fn waitid(
         libc::P_PIDFD => Child::Pidfd(id as c_int),
         _ => Child::Any,
     };
+    // A `WNOHANG` waitid that found nothing returns 0 with `si_pid` zero,
+    // which only a `siginfo_t` shows: without the caller's, the runtime's
+    // own takes the answer (the kernel writes nothing the caller sees).
+    // SAFETY: an all-zero siginfo_t is valid.
+    let mut own: siginfo_t = unsafe { core::mem::zeroed() };
+    let info = match info.is_null() {
+        true => &mut own as *mut siginfo_t,
+        false => info,
+    };
     let address = info as usize;
     let call = |options: c_int| syscall!(libc::SYS_waitid, idtype, id, address, options, 0);
-    // A `WNOHANG` waitid that found nothing returns 0 with `si_pid` zero.
     let waiting = |ret: isize| {
-        // SAFETY: the call succeeded, so the kernel wrote `info`.
-        ret == 0 && !info.is_null() && unsafe { (*info).si_pid() } == 0
+        // SAFETY: the call succeeded, so the kernel wrote `info`, which is
+        // the caller's or `own`, alive until this function returns.
+        ret == 0 && unsafe { (*info).si_pid() } == 0
     };
     c_result(wait_for(child, options, call, waiting)) as c_int
 }

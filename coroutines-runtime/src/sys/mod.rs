@@ -183,20 +183,18 @@ pub(crate) fn timespec(t: core::time::Duration) -> libc::timespec {
     }
 }
 
-/// Reads a `T` from a caller's pointer through the kernel
+/// Fills `buf` from a caller's pointer through the kernel
 /// (`process_vm_readv` on this process): `EFAULT` if it cannot be read,
 /// instead of a crash in the hook. Where that call is not allowed (some
 /// seccomp profiles), reads it directly, as C code handed the pointer would.
-pub(crate) fn read_user<T: Copy>(ptr: *const T) -> Result<T, c_int> {
-    let mut value = core::mem::MaybeUninit::<T>::uninit();
-    let size = core::mem::size_of::<T>();
+pub(crate) fn read_user_bytes(ptr: *const u8, buf: &mut [u8]) -> Result<(), c_int> {
     let local = libc::iovec {
-        iov_base: value.as_mut_ptr().cast(),
-        iov_len: size,
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     };
     let remote = libc::iovec {
         iov_base: ptr as *mut libc::c_void,
-        iov_len: size,
+        iov_len: buf.len(),
     };
     let pid = raw(libc::SYS_getpid, [0; 6]);
     let ret = syscall!(
@@ -209,11 +207,14 @@ pub(crate) fn read_user<T: Copy>(ptr: *const T) -> Result<T, c_int> {
         0
     );
     match check(ret) {
-        // SAFETY: the kernel wrote all `size` bytes.
-        Ok(n) if n == size => Ok(unsafe { value.assume_init() }),
+        Ok(n) if n == buf.len() => Ok(()),
         Ok(_) => Err(libc::EFAULT),
-        // SAFETY: the call is refused here; the caller vouches for `ptr`.
-        Err(libc::ENOSYS | libc::EPERM) => Ok(unsafe { ptr.read() }),
+        Err(libc::ENOSYS | libc::EPERM) => {
+            // SAFETY: the call is refused here; the caller vouches for
+            // `ptr` and `buf.len()` bytes behind it.
+            unsafe { core::ptr::copy_nonoverlapping(ptr, buf.as_mut_ptr(), buf.len()) };
+            Ok(())
+        }
         Err(_) => Err(libc::EFAULT),
     }
 }
