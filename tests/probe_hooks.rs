@@ -24,7 +24,6 @@ fn open(path: &std::ffi::CStr, flags: libc::c_int) -> RawFd {
 /// fires: without the rescue (a plain thread that opens the FIFO for
 /// writing after 500 ms) the two never meet.
 #[test]
-#[ignore = "finding: open of a FIFO blocks the worker (hooks/fd.rs `creates!` is a raw openat); a neighbour parked on the same worker can never open the other end: deadlock"]
 fn fifo_open_meets_a_writer_that_sleeps_first() {
     let got = differential("FIFO open hand-shake", |side| {
         let path = TempPath::fifo();

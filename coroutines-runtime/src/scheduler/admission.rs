@@ -13,11 +13,19 @@ use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::worker::WorkerCounts;
 use super::Shared;
-use crate::coroutine::{Task, Wait};
+use crate::coroutine::{coarse_now, Task, Wait};
 use crate::sync::SpinLock;
+
+/// How long coroutines wait for a stack while the whole runtime is idle
+/// (nothing runs, nothing is queued, no deadline is pending) before they
+/// fail: their runtime's coroutines may all be parked waiting for them
+/// (parents joining children that wait for stacks), and then no stack
+/// will ever come free, as a thread's spawn would fail at once.
+pub(crate) const STALL: Duration = Duration::from_secs(1);
 
 /// The coroutines of one runtime waiting for a stack, oldest first.
 #[derive(Default)]
@@ -29,6 +37,9 @@ pub(crate) struct StackWaiters {
     /// Whether this incident (waiters since the queue was last empty) has
     /// been reported.
     reported: AtomicBool,
+    /// When a waiter last got a stack, or the incident began
+    /// (`coarse_now`).
+    progress: AtomicU64,
     /// Coroutines that ever waited.
     pub(crate) waited: AtomicU64,
 }
@@ -61,6 +72,7 @@ impl StackWaiters {
         }
         self.waited.fetch_add(1, Ordering::Relaxed);
         if !self.reported.swap(true, Ordering::Relaxed) {
+            self.progress.store(coarse_now(), Ordering::Relaxed);
             eprintln!(
                 "coroutines: coroutine {id} and those after it wait for running coroutines to \
                  end and free a stack (counted in Stats::stack_waits): {error}"
@@ -96,8 +108,26 @@ impl StackWaiters {
         drop(queue);
         if let Some(task) = &task {
             task.waiting.note(Wait::Other, None);
+            self.progress.store(coarse_now(), Ordering::Relaxed);
         }
         task
+    }
+
+    /// The waiting coroutines, to fail, if none got a stack for [`STALL`]
+    /// while the runtime was idle; else none.
+    pub(crate) fn fail_if_stalled(&self, shared: &Shared) -> Vec<Arc<Task>> {
+        let since = coarse_now().saturating_sub(self.progress.load(Ordering::Relaxed));
+        let now = std::time::Instant::now();
+        let idle = shared.injector.is_empty()
+            && shared.workers.iter().all(|worker| {
+                worker.running.load(Ordering::Relaxed) == 0
+                    && !worker.has_queued()
+                    && worker.timers.lock().next_timeout(now).is_none()
+            });
+        match idle && since >= STALL.as_nanos() as u64 {
+            true => self.drain(),
+            false => Vec::new(),
+        }
     }
 
     /// Whether coroutines wait, so idle workers free the stacks they cache.

@@ -8,6 +8,8 @@
 //! switching, for the threshold (20 ms by default) while coroutines are
 //! queued behind it is *blocked*: it computes, or a call the hooks cannot
 //! see blocks it. Then the monitor
+//! - does the worker's reactor work: wakes the coroutines parked on it
+//!   whose deadlines passed or whose descriptors became ready;
 //! - moves the coroutines of its queues that never ran to the runtime's
 //!   injector, where other workers take them; started ones too where
 //!   moving them is sound (each coroutine has its own thread identity, or
@@ -124,6 +126,7 @@ fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
     let mut moved = 0;
     for &index in &blocked {
         let worker = &shared.workers[index];
+        worker.service();
         let waiting = worker.has_queued() || (all_blocked && !shared.injector.is_empty());
         if !waiting {
             continue;

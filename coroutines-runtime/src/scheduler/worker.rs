@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
-use super::Shared;
+use super::{admission, Shared};
 use crate::coroutine::{self, switch, Gen, Lifecycle, StackPool, Suspend, Task};
 use crate::identity::{StackBounds, ThreadBlock};
 use crate::reactor::{self, Poller, Timers};
+use crate::sync::SpinLock;
 
 /// Every this many runs a busy worker polls its reactor, fires due timers
 /// and takes from the injector first, so none of them starves. A prime, as
@@ -65,6 +66,10 @@ pub(crate) struct WorkerShared {
     /// while the monitor needs it for spare ones.
     pub(crate) active: AtomicBool,
     pub(crate) poller: Poller,
+    /// Deadlines of the coroutines parked on this worker. The worker's
+    /// own, but locked: the monitor fires them while the worker is
+    /// blocked (see `service`).
+    pub(crate) timers: SpinLock<Timers>,
     /// The worker is about to sleep, or sleeps, in its poller. Set only by
     /// the worker, after it has cleared `notified`, and cleared when it
     /// wakes up.
@@ -98,6 +103,7 @@ impl WorkerShared {
             running: AtomicU64::new(0),
             active: AtomicBool::new(active),
             poller,
+            timers: SpinLock::new(Timers::new()),
             sleeping: AtomicBool::new(false),
             notified: AtomicBool::new(false),
             counts: WorkerCounts::default(),
@@ -118,6 +124,26 @@ impl WorkerShared {
             return true;
         }
         false
+    }
+
+    /// Wakes the parks on this worker whose deadlines have passed.
+    pub(crate) fn fire_timers(&self) {
+        let mut timers = self.timers.lock();
+        if !timers.is_empty() {
+            timers.fire(Instant::now());
+        }
+    }
+
+    /// Does the reactor's work of this worker while it is blocked (it runs
+    /// one coroutine and does not switch): wakes the coroutines parked on
+    /// it whose deadlines have passed or whose descriptors became ready,
+    /// so that the monitor can move them to other workers.
+    pub(crate) fn service(&self) {
+        self.fire_timers();
+        if self.poller.has_registrations() {
+            self.poller
+                .wait(Some(core::time::Duration::ZERO), reactor::dispatch);
+        }
     }
 
     /// The worker's local state.
@@ -176,7 +202,6 @@ pub(crate) struct Local {
     pub(crate) queue: Worker<Arc<Task>>,
     /// Started coroutines pinned to this worker, in run order.
     ready: Worker<Arc<Task>>,
-    pub(crate) timers: RefCell<Timers>,
     stacks: RefCell<StackPool>,
     tick: Cell<u32>,
 }
@@ -201,7 +226,6 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
         shared: Arc::as_ptr(&shared),
         queue: queues.queue,
         ready: queues.ready,
-        timers: RefCell::new(Timers::new()),
         stacks: RefCell::new(StackPool::new(
             shared.config.stack_size,
             super::STACK_POOL_CAPACITY,
@@ -234,7 +258,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
     while let Some(task) = me.inbox.steal().success() {
         task.abandon();
     }
-    local.timers.borrow_mut().drain().for_each(drop);
+    me.timers.lock().drain().for_each(drop);
 }
 
 impl Local {
@@ -249,7 +273,7 @@ impl Local {
         let me = &shared.workers[self.index];
         let active = me.active.load(Ordering::Relaxed);
         if tick.is_multiple_of(MAINTENANCE_INTERVAL) {
-            self.poll_reactor(false);
+            self.poll_reactor(false, None);
             if active {
                 if let Some(task) = steal_one(|| shared.injector.steal_batch_and_pop(&self.queue)) {
                     return Some(task);
@@ -352,7 +376,7 @@ impl Local {
                     None => self.push(task),
                     Some(waker) => {
                         if let Some(deadline) = deadline {
-                            self.timers.borrow_mut().insert(deadline, waker);
+                            me.timers.lock().insert(deadline, waker);
                         }
                     }
                 }
@@ -388,14 +412,7 @@ impl Local {
             }
             Err(error) => {
                 for task in shared.stack_waiters.admit(shared, task.clone(), &error) {
-                    task.set_lifecycle(Lifecycle::Done);
-                    shared.registry.remove(task.slot.load(Ordering::Relaxed));
-                    shared.counters.finished.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .counters
-                        .failed_to_start
-                        .fetch_add(1, Ordering::Relaxed);
-                    task.body.fail(Box::new(error.to_string()));
+                    fail_start(shared, &task, error.to_string());
                 }
                 false
             }
@@ -455,10 +472,14 @@ impl Local {
 
     /// Polls the reactor (blocking until the next timer if `block`) and
     /// fires due timers.
-    fn poll_reactor(&self, block: bool) {
+    fn poll_reactor(&self, block: bool, at_most: Option<core::time::Duration>) {
         let me = &self.shared().workers[self.index];
         let timeout = if block {
-            self.timers.borrow_mut().next_timeout(Instant::now())
+            let next = me.timers.lock().next_timeout(Instant::now());
+            match (next, at_most) {
+                (Some(next), Some(most)) => Some(next.min(most)),
+                (next, most) => next.or(most),
+            }
         } else if me.poller.has_registrations() {
             Some(core::time::Duration::ZERO)
         } else {
@@ -476,9 +497,7 @@ impl Local {
     }
 
     fn fire_timers(&self) {
-        if !self.timers.borrow().is_empty() {
-            self.timers.borrow_mut().fire(Instant::now());
-        }
+        self.shared().workers[self.index].fire_timers();
     }
 
     /// Sleeps in the reactor until work arrives, a timer is due or the
@@ -506,10 +525,20 @@ impl Local {
         if !self.has_work(shared) && !shared.shutdown.load(Ordering::Acquire) {
             shared.monitor.worker_sleeps();
             let slept = coroutine::coarse_now();
-            self.poll_reactor(true);
+            // Coroutines waiting for a stack must not wait on a runtime
+            // that will never free one: look again after a while.
+            let stalled = shared.stack_waiters.any();
+            self.poll_reactor(true, stalled.then_some(admission::STALL));
             let slept = coroutine::coarse_now().saturating_sub(slept);
             WorkerCounts::add(&me.counts.asleep, slept);
             shared.monitor.worker_wakes();
+            if stalled {
+                let message = "no running coroutine freed a stack for it (they may all wait \
+                               for coroutines that wait for stacks)";
+                for task in shared.stack_waiters.fail_if_stalled(shared) {
+                    fail_start(shared, &task, message.into());
+                }
+            }
         } else {
             self.fire_timers();
         }
@@ -533,6 +562,18 @@ impl Local {
         }
         took
     }
+}
+
+/// Ends a coroutine that could not be started, telling its join handle why.
+fn fail_start(shared: &Shared, task: &Task, why: String) {
+    task.set_lifecycle(Lifecycle::Done);
+    shared.registry.remove(task.slot.load(Ordering::Relaxed));
+    shared.counters.finished.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .failed_to_start
+        .fetch_add(1, Ordering::Relaxed);
+    task.body.fail(Box::new(why));
 }
 
 /// A task pointer for a generator's body, which must be `Send`.
