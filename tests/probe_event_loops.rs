@@ -134,7 +134,7 @@ fn signal_arriving_during_a_masked_wait(call: MaskedCall) -> (Result<i64, Errno>
 }
 
 #[test]
-#[ignore = "finding: a signal that arrives while a coroutine is parked in ppoll with an unblocking mask does not interrupt it (EINTR only at the timeout)"]
+#[ignore = "known limit (coroutines/docs/troubleshooting.md): a signal that arrives while a coroutine is parked in ppoll with an unblocking mask does not interrupt it (EINTR only at the timeout)"]
 fn ppoll_mask_unblocking_a_signal_that_arrives_during_the_wait() {
     let _signals = signals();
     let got = differential("ppoll, signal arriving during the wait", |_| {
@@ -144,7 +144,7 @@ fn ppoll_mask_unblocking_a_signal_that_arrives_during_the_wait() {
 }
 
 #[test]
-#[ignore = "finding: a signal that arrives while a coroutine is parked in pselect with an unblocking mask does not interrupt it (EINTR only at the timeout)"]
+#[ignore = "known limit (coroutines/docs/troubleshooting.md): a signal that arrives while a coroutine is parked in pselect with an unblocking mask does not interrupt it (EINTR only at the timeout)"]
 fn pselect_mask_unblocking_a_signal_that_arrives_during_the_wait() {
     let _signals = signals();
     let got = differential("pselect, signal arriving during the wait", |_| {
@@ -154,7 +154,7 @@ fn pselect_mask_unblocking_a_signal_that_arrives_during_the_wait() {
 }
 
 #[test]
-#[ignore = "finding: a signal that arrives while a coroutine is parked in epoll_pwait with an unblocking mask does not interrupt it (EINTR only at the timeout)"]
+#[ignore = "known limit (coroutines/docs/troubleshooting.md): a signal that arrives while a coroutine is parked in epoll_pwait with an unblocking mask does not interrupt it (EINTR only at the timeout)"]
 fn epoll_pwait_mask_unblocking_a_signal_that_arrives_during_the_wait() {
     let _signals = signals();
     let got = differential("epoll_pwait, signal arriving during the wait", |_| {
@@ -166,7 +166,7 @@ fn epoll_pwait_mask_unblocking_a_signal_that_arrives_during_the_wait() {
 /// `poll` with no mask at all, SIGUSR2 unblocked and handled (no
 /// `SA_RESTART`: `poll` is never restarted anyway), signalled 100 ms in.
 #[test]
-#[ignore = "finding: a handled signal sent to the calling OS thread does not interrupt a parked poll (thread: EINTR at once; coroutine: times out)"]
+#[ignore = "known limit (coroutines/docs/troubleshooting.md): a handled signal sent to the calling OS thread does not interrupt a parked poll (thread: EINTR at once; coroutine: times out)"]
 fn poll_interrupted_by_a_handled_signal_during_the_wait() {
     let _signals = signals();
     let got = differential("poll, handled signal during the wait", |_| {
@@ -241,7 +241,7 @@ fn select_reports_a_ready_descriptor_above_fd_setsize() {
 /// with `EPOLLEXCLUSIVE`, wait up to 400 ms; one write to the eventfd. With
 /// threads, the exclusive wake-up wakes one waiter; the other times out.
 #[test]
-#[ignore = "finding: EPOLLEXCLUSIVE does not limit wake-ups between coroutines: every coroutine's epoll_wait reports the event (thundering herd)"]
+#[ignore = "known limit (coroutines/docs/troubleshooting.md): EPOLLEXCLUSIVE does not limit wake-ups between coroutines: every coroutine's epoll_wait reports the event (thundering herd)"]
 fn epollexclusive_wakes_one_of_two_waiters() {
     let got = differential_on(2, "EPOLLEXCLUSIVE with two waiters", |side| {
         // SAFETY: a new eventfd.
@@ -282,7 +282,7 @@ fn epollexclusive_wakes_one_of_two_waiters() {
 /// An epoll instance closed by another party while a wait on it is under
 /// way: the kernel's wait holds its own reference and times out.
 #[test]
-#[ignore = "surprising: epoll_wait on an epoll fd closed meanwhile fails with EBADF in a coroutine; a thread's wait times out with 0"]
+#[ignore = "known difference: epoll_wait on an epoll fd closed meanwhile fails with EBADF in a coroutine; a thread's wait times out with 0"]
 fn epoll_wait_on_an_instance_closed_meanwhile() {
     let got = differential_exclusive("epoll_wait, instance closed meanwhile", |_| {
         // SAFETY: a new epoll instance.

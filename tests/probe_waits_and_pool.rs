@@ -81,7 +81,7 @@ extern "C" fn note_signal(_: libc::c_int) {
 /// `SA_RESTART` and the signal sent to the calling OS thread 100 ms in: on
 /// a thread the wait fails with EINTR then (the child is reaped later).
 #[test]
-#[ignore = "finding: a handled signal (no SA_RESTART) sent to the calling OS thread does not interrupt a parked waitpid; it waits on for the child"]
+#[ignore = "known limit (coroutines/docs/troubleshooting.md): a handled signal (no SA_RESTART) sent to the calling OS thread does not interrupt a parked waitpid; it waits on for the child"]
 fn waitpid_interrupted_by_a_handled_signal() {
     let _serial = serial();
     let got = differential("waitpid, handled signal during the wait", |_| {
@@ -121,7 +121,7 @@ fn waitpid_interrupted_by_a_handled_signal() {
 /// itself (3 s), so the kill comes too late. On a plain thread nothing
 /// waits for anything.
 #[test]
-#[ignore = "finding: a wait for any child occupies a pool thread for the child's lifetime; with blocking_threads(1) a neighbour's getaddrinfo waits for it (a cycle: the lookup was to end the child)"]
+#[ignore = "known limit (coroutines/docs/troubleshooting.md): a wait for any child occupies a pool thread for the child's lifetime; with blocking_threads(1) a neighbour's getaddrinfo waits for it (a cycle: the lookup was to end the child)"]
 fn any_child_wait_starves_the_pool_for_a_neighbours_lookup() {
     let _serial = serial();
     let case = || {
@@ -222,7 +222,7 @@ fn nxdomain_server() -> (
 /// the query goes to that server. In a coroutine the lookup runs on a
 /// helper thread, whose `_res` is its own.
 #[test]
-#[ignore = "finding: lookups on the blocking pool ignore the caller's per-thread resolver state (_res): a nameserver set with res_init/_res is not asked"]
+#[ignore = "known limit (coroutines/docs/troubleshooting.md): lookups on the blocking pool ignore the caller's per-thread resolver state (_res): a nameserver set with res_init/_res is not asked"]
 fn gethostbyname_asks_the_nameserver_set_in_res() {
     let got = differential("gethostbyname with _res pointing at our server", |_| {
         let (port, queries, stop, server) = nxdomain_server();
