@@ -98,7 +98,10 @@ impl Shared {
     pub(crate) fn submit(self: &Arc<Self>, task: Arc<Task>) {
         self.counters.spawned.fetch_add(1, Ordering::Relaxed);
         match self.current_local() {
-            Some(local) => local.queue.push(task),
+            Some(local) => {
+                local.queue.push(task);
+                WorkerCounts::add(&self.workers[local.index].counts.spawns, 1);
+            }
             None => self.injector.push(task),
         }
         self.notify_idle();

@@ -19,7 +19,8 @@
 //!   again once no worker is blocked: Go's hand-off of a blocked thread's
 //!   work;
 //! - prints one warning per incident on stderr, naming the coroutine, its
-//!   worker and how long, and counts it in `Stats`.
+//!   worker and how long, and counts it in `Stats`; not for a coroutine
+//!   that keeps spawning coroutines, which is busy, not stuck.
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,6 +70,11 @@ struct Seen {
     switches: u64,
     running: u64,
     since: Instant,
+    /// Spawns by the running coroutine when the monitor last looked: one
+    /// that keeps spawning is busy, not stuck, and is not reported.
+    spawns: u64,
+    /// It spawned since the monitor's previous look.
+    spawning: bool,
     /// The current incident was reported.
     reported: bool,
 }
@@ -81,6 +87,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
             switches: 0,
             running: 0,
             since: now,
+            spawns: 0,
+            spawning: false,
             reported: false,
         };
         shared.workers.len()
@@ -105,15 +113,22 @@ fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
     for (index, (worker, seen)) in shared.workers.iter().zip(seen.iter_mut()).enumerate() {
         let switches = worker.counts.switches.load(Ordering::Relaxed);
         let running = worker.running.load(Ordering::Relaxed);
+        let spawns = worker.counts.spawns.load(Ordering::Relaxed);
         if running == 0 || switches != seen.switches || running != seen.running {
             *seen = Seen {
                 switches,
                 running,
                 since: now,
+                spawns,
+                spawning: false,
                 reported: false,
             };
-        } else if now - seen.since >= threshold {
-            blocked.push(index);
+        } else {
+            seen.spawning = spawns != seen.spawns;
+            seen.spawns = spawns;
+            if now - seen.since >= threshold {
+                blocked.push(index);
+            }
         }
     }
     let active = |w: &worker::WorkerShared| w.active.load(Ordering::Relaxed);
@@ -127,14 +142,17 @@ fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
     for &index in &blocked {
         let worker = &shared.workers[index];
         worker.service();
-        let waiting = worker.has_queued() || (all_blocked && !shared.injector.is_empty());
+        // New coroutines wait for it only if no other worker is free to
+        // take them; started ones only it runs.
+        let waiting = worker.has_pinned()
+            || (all_blocked && (worker.has_queued() || !shared.injector.is_empty()));
         if !waiting {
             continue;
         }
         let here = move_queued(shared, worker);
         moved += here;
         let seen = &mut seen[index];
-        if !seen.reported {
+        if !seen.reported && !seen.spawning {
             seen.reported = true;
             shared
                 .counters

@@ -111,9 +111,15 @@ impl WorkerShared {
         }
     }
 
-    /// Whether it has coroutines queued that only it runs.
+    /// Whether it has coroutines queued.
     pub(crate) fn has_queued(&self) -> bool {
-        !self.stealer.is_empty() || !self.ready.is_empty() || !self.inbox.is_empty()
+        !self.stealer.is_empty() || self.has_pinned()
+    }
+
+    /// Whether it has started coroutines queued, which no other worker
+    /// takes by itself.
+    pub(crate) fn has_pinned(&self) -> bool {
+        !self.ready.is_empty() || !self.inbox.is_empty()
     }
 
     /// Wakes the worker if it sleeps and nobody has notified it yet. The
@@ -178,6 +184,8 @@ pub(crate) struct WorkerCounts {
     pub(crate) timeouts: AtomicU64,
     /// Sleeps that ran their time.
     pub(crate) sleeps: AtomicU64,
+    /// Coroutines spawned by the coroutines running here.
+    pub(crate) spawns: AtomicU64,
     /// When the worker's thread started (`coarse_now`), 0 until then.
     pub(crate) began: AtomicU64,
     /// Nanoseconds the worker has slept in its reactor, waiting for work.
