@@ -23,9 +23,10 @@ fn ten_thousand_sleepers_on_one_worker() {
         }
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(200), "took {elapsed:?}");
-        // A sleep that blocked the worker would take 10,000 x 200 ms.
+        // A sleep that blocked the worker would take 10,000 x 200 ms; a
+        // debug build on a loaded machine spends up to a second spawning.
         assert!(
-            elapsed < Duration::from_secs(1),
+            elapsed < Duration::from_secs(3),
             "10,000 coroutines sleeping 200 ms took {elapsed:?}"
         );
     });
