@@ -11,9 +11,10 @@
 //! - does the worker's reactor work: wakes the coroutines parked on it
 //!   whose deadlines passed or whose descriptors became ready;
 //! - moves the coroutines of its queues that never ran to the runtime's
-//!   injector, where other workers take them; started ones too where
-//!   moving them is sound (each coroutine has its own thread identity, or
-//!   the runtime steals work);
+//!   injector, where other workers take them; started ones woken by
+//!   anything else than the blocked worker too (its inbox), where moving
+//!   them is sound (each coroutine has its own thread identity, or the
+//!   runtime steals work);
 //! - if every worker is blocked, wakes a spare worker (one per configured
 //!   worker at most, started on first need) to run them, and lets it rest
 //!   again once no worker is blocked: Go's hand-off of a blocked thread's
@@ -186,7 +187,6 @@ fn move_queued(shared: &Shared, worker: &worker::WorkerShared) -> u64 {
     let movable = shared.config.identity.is_some() || shared.config.work_stealing;
     let mut moved = drain(&worker.stealer, shared);
     if movable {
-        moved += drain(&worker.ready, shared);
         loop {
             match worker.inbox.steal() {
                 Steal::Success(task) => {

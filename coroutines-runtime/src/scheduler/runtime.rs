@@ -300,7 +300,9 @@ fn worker_stats_of(shared: &Shared) -> Vec<WorkerStats> {
             WorkerStats {
                 index,
                 spare: index >= shared.config.workers,
-                queued: worker.stealer.len() + worker.ready.len() + worker.inbox.len(),
+                queued: worker.stealer.len()
+                    + worker.ready_len.load(Ordering::Relaxed)
+                    + worker.inbox.len(),
                 parked: parked[index],
                 running: CoroutineId::from_u64(load(&worker.running)),
                 busy: Duration::from_nanos(lived.saturating_sub(load(&counts.asleep))),

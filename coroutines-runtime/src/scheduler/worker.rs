@@ -2,7 +2,8 @@
 
 use core::cell::{Cell, RefCell};
 use core::ptr;
-use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,22 +32,18 @@ thread_local! {
     static WORKER: Cell<*const Local> = const { Cell::new(ptr::null()) };
 }
 
-/// A worker's two run queues, made with its `WorkerShared` and handed to
+/// A worker's shared run queue, made with its `WorkerShared` and handed to
 /// its thread when it starts.
 pub(crate) struct Queues {
     /// New coroutines (and, with work stealing, started ones): any worker
     /// may take them.
     pub(crate) queue: Worker<Arc<Task>>,
-    /// Started coroutines pinned to this worker, in run order: only the
-    /// monitor moves them (see `monitor`).
-    pub(crate) ready: Worker<Arc<Task>>,
 }
 
 impl Queues {
     pub(crate) fn new() -> Queues {
         Queues {
             queue: Worker::new_fifo(),
-            ready: Worker::new_fifo(),
         }
     }
 }
@@ -54,8 +51,10 @@ impl Queues {
 /// The part of a worker that other threads see.
 pub(crate) struct WorkerShared {
     pub(crate) stealer: Stealer<Arc<Task>>,
-    /// The other end of the ready queue, for the monitor.
-    pub(crate) ready: Stealer<Arc<Task>>,
+    /// The length of the worker's own ready queue, for the monitor and
+    /// statistics (the queue itself is the worker's alone: see
+    /// `Local::ready`).
+    pub(crate) ready_len: AtomicUsize,
     /// Started coroutines woken by other threads.
     pub(crate) inbox: Injector<Arc<Task>>,
     /// The id of the coroutine running on the worker, 0 between runs; for
@@ -98,7 +97,7 @@ impl WorkerShared {
     pub(crate) fn new(queues: &Queues, poller: Poller, active: bool) -> WorkerShared {
         WorkerShared {
             stealer: queues.queue.stealer(),
-            ready: queues.ready.stealer(),
+            ready_len: AtomicUsize::new(0),
             inbox: Injector::new(),
             running: AtomicU64::new(0),
             active: AtomicBool::new(active),
@@ -119,7 +118,7 @@ impl WorkerShared {
     /// Whether it has started coroutines queued, which no other worker
     /// takes by itself.
     pub(crate) fn has_pinned(&self) -> bool {
-        !self.ready.is_empty() || !self.inbox.is_empty()
+        self.ready_len.load(Ordering::Relaxed) != 0 || !self.inbox.is_empty()
     }
 
     /// Wakes the worker if it sleeps and nobody has notified it yet. The
@@ -208,8 +207,13 @@ pub(crate) struct Local {
     shared: *const Shared,
     /// Runnable coroutines any worker may take.
     pub(crate) queue: Worker<Arc<Task>>,
-    /// Started coroutines pinned to this worker, in run order.
-    ready: Worker<Arc<Task>>,
+    /// Started coroutines pinned to this worker, in run order: yielded, or
+    /// woken by the coroutines running here. Plain memory, as a switch
+    /// takes one and puts one back: a queue other threads could steal from
+    /// costs a locked instruction per switch. So the monitor cannot move
+    /// these off a blocked worker; it moves those woken by anyone else,
+    /// which wait in the inbox.
+    ready: RefCell<VecDeque<Arc<Task>>>,
     stacks: RefCell<StackPool>,
     tick: Cell<u32>,
 }
@@ -222,8 +226,22 @@ impl Local {
         if stealing || task.lifecycle() == Lifecycle::New {
             self.queue.push(task);
         } else {
-            self.ready.push(task);
+            let mut ready = self.ready.borrow_mut();
+            ready.push_back(task);
+            self.me().ready_len.store(ready.len(), Ordering::Relaxed);
         }
+    }
+
+    /// The next coroutine of the ready queue.
+    fn pop_ready(&self) -> Option<Arc<Task>> {
+        let mut ready = self.ready.borrow_mut();
+        let task = ready.pop_front()?;
+        self.me().ready_len.store(ready.len(), Ordering::Relaxed);
+        Some(task)
+    }
+
+    fn me(&self) -> &WorkerShared {
+        &self.shared().workers[self.index]
     }
 }
 
@@ -233,7 +251,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
         index,
         shared: Arc::as_ptr(&shared),
         queue: queues.queue,
-        ready: queues.ready,
+        ready: RefCell::new(VecDeque::new()),
         stacks: RefCell::new(StackPool::new(
             shared.config.stack_size,
             super::STACK_POOL_CAPACITY,
@@ -260,7 +278,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
     WORKER.with(|worker| worker.set(ptr::null()));
     me.local.store(ptr::null_mut(), Ordering::Release);
     // Nothing will run what is still queued: fail their join handles.
-    while let Some(task) = local.queue.pop().or_else(|| local.ready.pop()) {
+    while let Some(task) = local.queue.pop().or_else(|| local.pop_ready()) {
         task.abandon();
     }
     while let Some(task) = me.inbox.steal().success() {
@@ -296,7 +314,7 @@ impl Local {
             }
         }
         let fairness = tick % MAINTENANCE_INTERVAL == 1;
-        let ready = || self.ready.pop();
+        let ready = || self.pop_ready();
         // New coroutines before woken ones keeps run order FIFO for
         // coroutines that yield to each other; every interval the ready
         // queue goes first, so a stream of spawns cannot starve it.
@@ -330,7 +348,7 @@ impl Local {
 
     fn has_work(&self, shared: &Shared) -> bool {
         let me = &shared.workers[self.index];
-        if !self.queue.is_empty() || !self.ready.is_empty() || !me.inbox.is_empty() {
+        if !self.queue.is_empty() || !self.ready.borrow().is_empty() || !me.inbox.is_empty() {
             return true;
         }
         me.active.load(Ordering::Relaxed)
