@@ -53,8 +53,12 @@
 //! - `ECHO_PROCESS_RATE` (default 20000): paced round trips per second.
 //! - `ECHO_PROCESS_PACED_MS` (default 2000): length of a paced run.
 
+#[path = "support/echo_client.rs"]
+mod echo_client;
 #[path = "support/echo_server.rs"]
 mod echo_server;
+#[path = "support/stats.rs"]
+mod stats;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -65,15 +69,15 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_client::{connect, listener, lockstep, shares};
 use echo_server::{control_loop, echo_blocking, inherited_listener, Tally, SERVER_BUFFER};
+use stats::{median, range, Machine};
 
 /// Our server: the one binary of the package that links `coroutines`.
 const OUR_SERVER: &str = env!("CARGO_BIN_EXE_echo_server_coroutines");
 
 /// Worker threads of every multi-worker server (the machine has 2 vCPUs).
 const WORKERS: usize = 2;
-/// The listen backlog of every server.
-const BACKLOG: i32 = 1024;
 
 const CHURN_CONNECTIONS: usize = 512;
 const CHURN_ROUND_TRIPS: usize = 4;
@@ -277,7 +281,7 @@ fn main() {
         }
     }
     eprintln!("; {:.1?} in all", started.elapsed());
-    let (own, others) = machine_before.shares_since(&Machine::now(), 0);
+    let (own, others) = machine_before.shares_since(0.0);
     println!(
         "  CPU use during the bench: this process and its servers {:.0}%, other processes \
          {:.0}% of all CPUs",
@@ -341,61 +345,6 @@ struct Sample {
     /// Share of the machine's CPU time used by processes other than this
     /// one and the server.
     others: f64,
-}
-
-/// The machine's CPU time (from /proc/stat) and this process's (rusage),
-/// to tell whether other processes competed with a run.
-struct Machine {
-    busy_ns: f64,
-    total_ns: f64,
-    own_ns: f64,
-}
-
-impl Machine {
-    fn now() -> Machine {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let ticks: Vec<f64> = stat
-            .lines()
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|t| t.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal
-        let idle = ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0);
-        let total: f64 = ticks.iter().take(8).sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Machine {
-            busy_ns: (total - idle) * 1e9 / hz,
-            total_ns: total * 1e9 / hz,
-            own_ns: rusage_ns(libc::RUSAGE_SELF),
-        }
-    }
-
-    /// Shares of all CPU time since `self` used by this process plus
-    /// `server_ns` of a server, and by everything else.
-    fn shares_since(&self, later: &Machine, server_ns: u64) -> (f64, f64) {
-        let total = (later.total_ns - self.total_ns).max(1.0);
-        let busy = later.busy_ns - self.busy_ns;
-        let ours = later.own_ns - self.own_ns + server_ns as f64;
-        (ours / total, ((busy - ours) / total).max(0.0))
-    }
-}
-
-fn rusage_ns(who: libc::c_int) -> f64 {
-    // SAFETY: getrusage fills the struct.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(who, &mut usage);
-        usage
-    };
-    timeval_ns(usage.ru_utime) + timeval_ns(usage.ru_stime)
-}
-
-fn timeval_ns(t: libc::timeval) -> f64 {
-    t.tv_sec as f64 * 1e9 + t.tv_usec as f64 * 1e3
 }
 
 /// A server's counters as it reported them.
@@ -533,77 +482,11 @@ impl ServerProcess {
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "{name}: the server ended with status {status:#x}"
         );
-        (timeval_ns(usage.ru_utime) + timeval_ns(usage.ru_stime)) as u64
-    }
-}
-
-/// A listening socket on a free loopback port, made the same way for every
-/// server: `SO_REUSEADDR`, a backlog of [`BACKLOG`], close-on-exec (the
-/// server's child process clears that on its copy).
-fn listener() -> TcpListener {
-    // SAFETY: plain socket calls on a descriptor this function owns.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let listener = TcpListener::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        let ret = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(ret, 0, "SO_REUSEADDR: {}", std::io::Error::last_os_error());
-        let address = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-            },
-            sin_zero: [0; 8],
-        };
-        let ret = libc::bind(
-            fd,
-            &address as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(ret, 0, "bind: {}", std::io::Error::last_os_error());
-        let ret = libc::listen(fd, BACKLOG);
-        assert_eq!(ret, 0, "listen: {}", std::io::Error::last_os_error());
-        listener
+        stats::cpu_ns(&usage) as u64
     }
 }
 
 // --------------------------------------------------------------- client
-
-/// Splits `total` connections over `threads` client threads.
-fn shares(total: usize, threads: usize) -> Vec<usize> {
-    let threads = threads.clamp(1, total);
-    (0..threads)
-        .map(|t| total / threads + usize::from(t < total % threads))
-        .collect()
-}
-
-fn connect(address: SocketAddr) -> TcpStream {
-    let stream =
-        TcpStream::connect(address).unwrap_or_else(|e| panic!("client: connect to {address}: {e}"));
-    stream.set_nodelay(true).expect("client: TCP_NODELAY");
-    stream
-}
-
-/// `rounds` lockstep round trips of `message` on each of `streams`.
-fn lockstep(streams: &mut [TcpStream], message: &[u8], echo: &mut [u8], rounds: usize) {
-    for _ in 0..rounds {
-        for stream in streams.iter_mut() {
-            stream.write_all(message).expect("client: write");
-        }
-        for stream in streams.iter_mut() {
-            stream.read_exact(echo).expect("client: read");
-            assert_eq!(echo, message, "client: wrong echo");
-        }
-    }
-}
 
 /// Measures the server between two points of a run: counters and machine
 /// time at the start, and a sample at the end.
@@ -622,7 +505,7 @@ impl Window {
 
     fn close(self, end: Counters, round_trips: usize, connections: usize) -> Sample {
         let cpu_ns = end.cpu_ns - self.counters.cpu_ns;
-        let (_, others) = self.machine.shares_since(&Machine::now(), cpu_ns);
+        let (_, others) = self.machine.shares_since(cpu_ns as f64);
         Sample {
             cpu_ns,
             round_trips: round_trips as u64,
@@ -825,16 +708,6 @@ fn paced(server: &mut ServerProcess, knobs: &Knobs) -> Sample {
 /// A figure taken from a sample.
 type Metric = dyn Fn(&Sample) -> f64;
 
-fn median(values: impl IntoIterator<Item = f64>) -> f64 {
-    let mut sorted: Vec<f64> = values.into_iter().collect();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 fn report(
     kinds: &[&Kind],
     workloads: &[(&str, Workload)],
@@ -939,18 +812,9 @@ fn report(
 
 /// "median [min - max]" of `metric` over `samples`.
 fn spread(samples: &[Sample], metric: &Metric, decimals: usize) -> String {
-    let values: Vec<f64> = samples.iter().map(metric).collect();
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!(
-        "{:.*} [{:.*} - {:.*}]",
-        decimals,
-        median(values.iter().copied()),
-        decimals,
-        lo,
-        decimals,
-        hi
-    )
+    let (lo, hi) = range(samples.iter().map(metric));
+    let m = median(samples.iter().map(metric));
+    format!("{m:.decimals$} [{lo:.decimals$} - {hi:.decimals$}]")
 }
 
 // -------------------------------------------------------------- servers

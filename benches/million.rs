@@ -33,9 +33,14 @@
 //! For profiling, run a child directly, e.g.
 //! `perf record -g BENCH_BINARY child 1000000 on 2`.
 
+#[path = "support/stats.rs"]
+mod stats;
+
 use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
+
+use stats::{median, range, Machine};
 
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
 const SMOKE_SIZE: usize = 10_000;
@@ -99,7 +104,7 @@ fn main() {
             for k in 0..2 {
                 let on = (k + round) % 2 == 0;
                 eprint!(" {n}/{}", if on { "on" } else { "off" });
-                let machine = busy_ticks();
+                let machine = Machine::now();
                 let output = Command::new(&exe)
                     .args(["child", &n.to_string(), if on { "on" } else { "off" }])
                     .arg(workers.to_string())
@@ -107,7 +112,7 @@ fn main() {
                     .expect("run a child");
                 assert!(output.status.success(), "child failed: {output:?}");
                 let mut measure = Measure::parse(&String::from_utf8_lossy(&output.stdout));
-                measure.others = others_since(machine);
+                measure.others = machine.shares_since(0.0).1;
                 results[usize::from(!on)].push(measure);
             }
         }
@@ -118,17 +123,18 @@ fn main() {
     eprintln!();
     println!();
     println!(
-        "| coroutines | identity | spawn+park (us each) | wake+end (us each) | RSS parked \
+        "| coroutines | identity | spawn+park (us each, median [min - max]) | wake+end (us each) | RSS parked \
          (KiB each) | maps each | minor faults each | CPU user + sys (us each) | threads | \
          others' CPU |"
     );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (n, identity, measures) in &rows {
-        let m = |f: fn(&Measure) -> f64| median(measures.iter().map(f).collect());
+        let m = |f: fn(&Measure) -> f64| median(measures.iter().map(f));
         let each = |f: fn(&Measure) -> f64| m(f) / *n as f64;
+        let (lo, hi) = range(measures.iter().map(|x| x.park_us / *n as f64));
         println!(
-            "| {n} | {identity} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} + {:.2} | {:.0} | \
-             {:.0}% |",
+            "| {n} | {identity} | {:.2} [{lo:.2} - {hi:.2}] | {:.2} | {:.2} | {:.2} | {:.2} | \
+             {:.2} + {:.2} | {:.0} | {:.0}% |",
             each(|x| x.park_us),
             each(|x| x.wake_us),
             each(|x| x.rss_kib),
@@ -209,62 +215,14 @@ impl Measure {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-/// The machine's busy and total clock ticks and its children's CPU time.
-fn busy_ticks() -> (f64, f64, f64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    let idle = ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0);
-    let total: f64 = ticks.iter().take(8).sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let (user, sys) = rusage(libc::RUSAGE_CHILDREN);
-    ((total - idle) / hz, total / hz, (user + sys) / 1e6)
-}
-
-/// Share of all CPU time since `before` that processes other than this
-/// bench's children used.
-fn others_since(before: (f64, f64, f64)) -> f64 {
-    let after = busy_ticks();
-    let total = (after.1 - before.1).max(1e-9);
-    ((after.0 - before.0 - (after.2 - before.2)) / total).max(0.0)
-}
-
-/// User and system CPU time in us, and minor faults, of `who`.
-fn rusage_full(who: libc::c_int) -> (f64, f64, f64) {
-    // SAFETY: getrusage fills the struct.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(who, &mut usage);
-        usage
-    };
-    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+/// User and system CPU time in us, and minor faults, of this process.
+fn usage() -> (f64, f64, f64) {
+    let usage = stats::rusage(libc::RUSAGE_SELF);
     (
-        us(usage.ru_utime),
-        us(usage.ru_stime),
+        stats::timeval_ns(usage.ru_utime) / 1e3,
+        stats::timeval_ns(usage.ru_stime) / 1e3,
         usage.ru_minflt as f64,
     )
-}
-
-fn rusage(who: libc::c_int) -> (f64, f64) {
-    let (user, sys, _) = rusage_full(who);
-    (user, sys)
 }
 
 /// A field of /proc/self/status, in its own unit.
@@ -313,7 +271,7 @@ fn child(n: usize, identity: bool, workers: usize) {
     let shared = Arc::new(Shared::default());
     let rss_before = status("VmRSS");
     let maps_before = maps();
-    let (user_before, sys_before, minflt_before) = rusage_full(libc::RUSAGE_SELF);
+    let (user_before, sys_before, minflt_before) = usage();
 
     let start = Instant::now();
     let spawner = shared.clone();
@@ -343,7 +301,7 @@ fn child(n: usize, identity: bool, workers: usize) {
     let park = start.elapsed();
     drop(state);
 
-    let (user_parked, sys_parked, minflt_parked) = rusage_full(libc::RUSAGE_SELF);
+    let (user_parked, sys_parked, minflt_parked) = usage();
     let rss_parked = status("VmRSS");
     let maps_parked = maps();
     let threads = status("Threads");

@@ -28,9 +28,13 @@
 
 #[path = "support/passthrough.rs"]
 mod passthrough;
+#[path = "support/stats.rs"]
+mod stats;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+
+use stats::{median, range, Machine};
 
 const HOOKED: &str = env!("CARGO_BIN_EXE_passthrough_hooked");
 
@@ -78,7 +82,7 @@ fn main() {
     let mut results: Vec<Vec<Vec<f64>>> = vec![Vec::new(); 2];
     let mut names: Vec<(String, u32)> = Vec::new();
     let mut sources = [String::new(), String::new()];
-    let machine_before = busy_ticks();
+    let machine_before = Machine::now();
     for round in 0..rounds {
         for k in 0..2 {
             let c = (k + round) % 2;
@@ -116,7 +120,7 @@ fn main() {
             results[c].push(values);
         }
     }
-    let (own, others) = busy_since(machine_before);
+    let (own, others) = machine_before.shares_since(0.0);
     println!(
         "  `read` resolves to: unhooked {}, hooked {}; CPU use: this bench {:.0}%, other \
          processes {:.0}% of all CPUs",
@@ -137,72 +141,16 @@ fn main() {
     for (i, (name, calls)) in names.iter().enumerate() {
         let column = |c: usize| -> Vec<f64> { results[c].iter().map(|r| r[i]).collect() };
         let (plain, hooked) = (column(0), column(1));
-        let (m0, m1) = (median(&plain), median(&hooked));
-        let diffs: Vec<f64> = plain.iter().zip(&hooked).map(|(a, b)| b - a).collect();
+        let (m0, m1) = (median(plain.clone()), median(hooked.clone()));
+        let ((lo0, hi0), (lo1, hi1)) = (range(plain.clone()), range(hooked.clone()));
+        let diffs = plain.iter().zip(&hooked).map(|(a, b)| b - a);
         let per_call = f64::from(*calls);
         println!(
-            "| {name} | {m0:.1} [{:.1} - {:.1}] | {m1:.1} [{:.1} - {:.1}] | {:+.1} / {:+.1} | \
-             {:.3}x |",
-            min(&plain),
-            max(&plain),
-            min(&hooked),
-            max(&hooked),
-            median(&diffs) / per_call,
-            (min(&hooked) - min(&plain)) / per_call,
+            "| {name} | {m0:.1} [{lo0:.1} - {hi0:.1}] | {m1:.1} [{lo1:.1} - {hi1:.1}] | \
+             {:+.1} / {:+.1} | {:.3}x |",
+            median(diffs) / per_call,
+            (lo1 - lo0) / per_call,
             m1 / m0
         );
     }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
-
-fn min(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn max(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-}
-
-/// The machine's busy and total clock ticks and this process's children's
-/// (from /proc/stat and rusage), to tell whether others competed.
-fn busy_ticks() -> (f64, f64, f64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    let idle = ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0);
-    let total: f64 = ticks.iter().take(8).sum();
-    // SAFETY: sysconf has no preconditions; getrusage fills the struct.
-    let (hz, usage) = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        (libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64, usage)
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let children = seconds(usage.ru_utime) + seconds(usage.ru_stime);
-    ((total - idle) / hz, total / hz, children)
-}
-
-/// Shares of all CPU time since `before` used by this bench's children and
-/// by everything else.
-fn busy_since(before: (f64, f64, f64)) -> (f64, f64) {
-    let after = busy_ticks();
-    let total = (after.1 - before.1).max(1e-9);
-    let own = after.2 - before.2;
-    (own / total, ((after.0 - before.0 - own) / total).max(0.0))
 }
