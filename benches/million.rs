@@ -31,7 +31,9 @@
 //! - `MILLION_WORKERS` (default 2).
 //!
 //! For profiling, run a child directly, e.g.
-//! `perf record -g BENCH_BINARY child 1000000 on 2`.
+//! `perf record -g BENCH_BINARY child 1000000 on 2`; a last argument
+//! `exit-parked` ends the child once all are parked (no wake-up, no
+//! unmapping), to profile spawning and parking alone.
 
 #[path = "support/stats.rs"]
 mod stats;
@@ -64,7 +66,12 @@ fn main() {
             other => panic!("identity must be on or off, not {other:?}"),
         };
         let workers: usize = args[4].parse().expect("usage: child N on|off WORKERS");
-        child(n, identity, workers);
+        let exit_parked = match args.get(5).map(String::as_str) {
+            None => false,
+            Some("exit-parked") => true,
+            Some(other) => panic!("unknown option {other:?}; known: exit-parked"),
+        };
+        child(n, identity, workers, exit_parked);
         return;
     }
     let smoke = !args.iter().any(|a| a == "--bench");
@@ -123,18 +130,18 @@ fn main() {
     eprintln!();
     println!();
     println!(
-        "| coroutines | identity | spawn+park (us each, median [min - max]) | wake+end (us each) | RSS parked \
-         (KiB each) | maps each | minor faults each | CPU user + sys (us each) | threads | \
-         others' CPU |"
+        "| coroutines | identity | spawn+park (us each, median [min - max]) | wake+end (us \
+         each) | RSS parked (KiB each) | maps each | minor faults each | CPU user + sys (us \
+         each) | threads (spare workers) | moved off the spawner's worker | others' CPU |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (n, identity, measures) in &rows {
         let m = |f: fn(&Measure) -> f64| median(measures.iter().map(f));
         let each = |f: fn(&Measure) -> f64| m(f) / *n as f64;
         let (lo, hi) = range(measures.iter().map(|x| x.park_us / *n as f64));
         println!(
             "| {n} | {identity} | {:.2} [{lo:.2} - {hi:.2}] | {:.2} | {:.2} | {:.2} | {:.2} | \
-             {:.2} + {:.2} | {:.0} | {:.0}% |",
+             {:.2} + {:.2} | {:.0} ({:.0}) | {:.0}% | {:.0}% |",
             each(|x| x.park_us),
             each(|x| x.wake_us),
             each(|x| x.rss_kib),
@@ -143,6 +150,8 @@ fn main() {
             each(|x| x.user_us),
             each(|x| x.sys_us),
             m(|x| x.threads),
+            m(|x| x.spares),
+            each(|x| x.moved) * 100.0,
             measures.iter().map(|x| x.others).fold(0.0, f64::max) * 100.0
         );
     }
@@ -189,6 +198,10 @@ struct Measure {
     user_us: f64,
     sys_us: f64,
     threads: f64,
+    /// Coroutines the runtime moved off a worker held up by the spawner,
+    /// and spare workers it started, while they spawned and parked.
+    moved: f64,
+    spares: f64,
     /// Share of the machine's CPU time others used during the child.
     others: f64,
 }
@@ -208,6 +221,8 @@ impl Measure {
                 "user_us" => m.user_us = value,
                 "sys_us" => m.sys_us = value,
                 "threads" => m.threads = value,
+                "moved" => m.moved = value,
+                "spares" => m.spares = value,
                 _ => panic!("unknown key {key}"),
             }
         }
@@ -257,10 +272,15 @@ struct State {
 }
 
 /// One measurement; prints `key=value` pairs on stdout.
-fn child(n: usize, identity: bool, workers: usize) {
+fn child(n: usize, identity: bool, workers: usize, exit_parked: bool) {
+    // The spawning coroutine runs for longer than the runtime's blocked-
+    // worker threshold, so the runtime moves the coroutines queued behind
+    // it to the other worker (and may start a spare one): counted below
+    // instead of warned about.
     let runtime = coroutines::Runtime::builder()
         .workers(workers)
         .thread_identity(identity)
+        .blocked_worker_warnings(false)
         .build()
         .expect("runtime");
     // Warm up: every worker runs a coroutine.
@@ -305,6 +325,16 @@ fn child(n: usize, identity: bool, workers: usize) {
     let rss_parked = status("VmRSS");
     let maps_parked = maps();
     let threads = status("Threads");
+    let stats = runtime.stats();
+    if exit_parked {
+        // For profiling spawning and parking alone.
+        println!(
+            "park_us={:.0} rss_kib={}",
+            park.as_secs_f64() * 1e6,
+            rss_parked - rss_before
+        );
+        std::process::exit(0);
+    }
 
     let start = Instant::now();
     let mut state = shared.state.lock().unwrap();
@@ -318,7 +348,7 @@ fn child(n: usize, identity: bool, workers: usize) {
 
     println!(
         "park_us={:.0} wake_us={:.0} rss_kib={} maps={} minflt={} user_us={:.0} sys_us={:.0} \
-         threads={threads}",
+         threads={threads} moved={} spares={}",
         park.as_secs_f64() * 1e6,
         wake.as_secs_f64() * 1e6,
         rss_parked - rss_before,
@@ -326,5 +356,7 @@ fn child(n: usize, identity: bool, workers: usize) {
         minflt_parked - minflt_before,
         user_parked - user_before,
         sys_parked - sys_before,
+        stats.moved_off_blocked,
+        stats.spare_workers_started,
     );
 }
