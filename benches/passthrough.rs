@@ -26,7 +26,9 @@
 //! (as `cargo test --benches` runs it) it makes a smoke run of a second.
 //! `PASSTHROUGH_ROUNDS` (default 15) sets the rounds; a round in which
 //! other processes used more than `PASSTHROUGH_MAX_OTHERS` percent (default
-//! 10) of the CPUs is repeated, up to 3 times.
+//! 10) of the CPUs is repeated, up to 3 times. To profile one operation,
+//! run a child alone, e.g. `PASSTHROUGH_OP=EAGAIN perf record
+//! target/release/passthrough_hooked 400 5000`.
 
 #[path = "support/passthrough.rs"]
 mod passthrough;

@@ -176,7 +176,9 @@ pub fn child(batches: usize, per_batch: u32) {
     // SAFETY: sets this thread's timer slack to 1 ns.
     unsafe { prctl(PR_SET_TIMERSLACK, 1 as c_long) };
     println!("from\t{}", read_comes_from());
-    for mut op in ops() {
+    // For profiling one operation: only those whose names contain this.
+    let only = std::env::var("PASSTHROUGH_OP").unwrap_or_default();
+    for mut op in ops().into_iter().filter(|op| op.name.contains(&only)) {
         let fastest = (0..=batches)
             .map(|_| {
                 let start = Instant::now();
