@@ -340,9 +340,6 @@ fn child(n: usize, identity: bool, workers: usize, exit_parked: bool) {
 
     let (user_parked, sys_parked, minflt_parked) = usage();
     let rss_parked = status("VmRSS");
-    let maps_parked = maps();
-    let threads = status("Threads");
-    let stats = runtime.stats();
     if exit_parked {
         // For profiling spawning and parking alone.
         println!(
@@ -352,6 +349,9 @@ fn child(n: usize, identity: bool, workers: usize, exit_parked: bool) {
         );
         std::process::exit(0);
     }
+    let maps_parked = maps();
+    let threads = status("Threads");
+    let stats = runtime.stats();
 
     let start = Instant::now();
     let mut state = shared.state.lock().unwrap();
