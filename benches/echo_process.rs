@@ -35,7 +35,8 @@
 //!   64-byte message at a time on its connections in turn at a fixed pace
 //!   (20,000 round trips/s in all, far below every server's saturation);
 //!   p50 and p99 of the round trip, timed from the `send` to the end of
-//!   the echo, the achieved rate, and the server's CPU per round trip.
+//!   the echo, the achieved rate, and the server's CPU per round trip. The
+//!   threads share one schedule, so messages arrive in bursts of up to 4.
 //!
 //! Each round starts every server once, in a rotated order, after one
 //! unreported warm-up round; each column gives the median over rounds and
@@ -44,9 +45,10 @@
 //! run is recorded; the tables give the largest per server, and a
 //! disturbed run is repeated (see the knobs).
 //!
-//! Run with `cargo bench --bench echo_process` (~1.5 min). Without a
-//! `--bench` argument (as `cargo test --benches` runs it) it makes a smoke
-//! run of a few seconds. Environment knobs (ignored by the smoke run):
+//! Run with `cargo bench --bench echo_process` (~2.5 min on a quiet
+//! machine, longer when disturbed runs are repeated). Without a `--bench`
+//! argument (as `cargo test --benches` runs it) it makes a smoke run of a
+//! few seconds. Environment knobs (ignored by the smoke run):
 //! - `ECHO_PROCESS_ROUNDS` (default 5): measured rounds.
 //! - `ECHO_PROCESS_SERVERS`: a comma-separated subset of
 //!   `coroutines,coroutines-noid,threads,may,tokio,tokio-ct,floor`.

@@ -22,7 +22,7 @@
 //! call, and the ratio. The children set their timer slack to 1 ns, so
 //! that a 0 ns sleep is not 50 us of slack.
 //!
-//! Run with `cargo bench --bench passthrough` (~20 s). Without `--bench`
+//! Run with `cargo bench --bench passthrough` (~40 s). Without `--bench`
 //! (as `cargo test --benches` runs it) it makes a smoke run of a second.
 //! `PASSTHROUGH_ROUNDS` (default 15) sets the rounds; a round in which
 //! other processes used more than `PASSTHROUGH_MAX_OTHERS` percent (default
