@@ -59,16 +59,13 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_client::{connect, listener, lockstep, shares};
+use echo_client::{connect, listener, lockstep, shares, CHURN};
 use echo_server::echo_blocking;
 use stats::{median, range, Machine};
 
 /// Worker threads of every multi-worker runtime (this machine has 2 vCPUs).
 const WORKERS: usize = 2;
 
-const CHURN_CONNECTIONS: usize = 512;
-const CHURN_ROUND_TRIPS: usize = 4;
-const CHURN_MESSAGE: usize = 512;
 const LONG_CONNECTIONS: usize = 100;
 const LONG_ROUND_TRIPS: usize = 1000;
 const LONG_MESSAGE: usize = 64;
@@ -348,10 +345,9 @@ fn print_config(knobs: &Knobs, servers: &[&str], workloads: &[&str]) {
     );
     if workloads.contains(&"churn") {
         println!(
-            "  churn: {} iteration(s) per run of {CHURN_CONNECTIONS} connections x \
-             {CHURN_ROUND_TRIPS} round trips of {CHURN_MESSAGE} B, then close; {:?} pause after \
-             each run",
-            knobs.churn_iters, knobs.pause
+            "  churn: {} iteration(s) per run of {} connections x {} round trips of {} B, then \
+             close; {:?} pause after each run",
+            knobs.churn_iters, CHURN.connections, CHURN.round_trips, CHURN.message, knobs.pause
         );
     }
     if workloads.contains(&"long") {
@@ -372,7 +368,7 @@ fn per_round_trip(
     knobs: &Knobs,
 ) -> [f64; 3] {
     let round_trips = match workload {
-        "churn" => knobs.churn_iters * CHURN_CONNECTIONS * CHURN_ROUND_TRIPS,
+        "churn" => knobs.churn_iters * CHURN.connections * CHURN.round_trips,
         _ => LONG_CONNECTIONS * (knobs.long_round_trips + 1),
     } as f64;
     [
@@ -390,32 +386,8 @@ fn worker_counts(tally: &Tally) -> [u64; WORKERS] {
 
 /// One churn run; returns ms per iteration.
 fn churn(address: SocketAddr, knobs: &Knobs) -> f64 {
-    let iters = knobs.churn_iters;
-    let shares = shares(CHURN_CONNECTIONS, knobs.client_threads);
-    let barrier = Arc::new(Barrier::new(shares.len() + 1));
-    let clients: Vec<_> = shares
-        .into_iter()
-        .map(|share| {
-            let barrier = barrier.clone();
-            thread::spawn(move || {
-                let message = [0x5a; CHURN_MESSAGE];
-                let mut echo = [0; CHURN_MESSAGE];
-                let mut streams = Vec::with_capacity(share);
-                barrier.wait();
-                for _ in 0..iters {
-                    streams.extend((0..share).map(|_| connect(address)));
-                    lockstep(&mut streams, &message, &mut echo, CHURN_ROUND_TRIPS);
-                    streams.clear(); // closes them
-                }
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    for client in clients {
-        client.join().expect("client thread panicked");
-    }
-    start.elapsed().as_secs_f64() * 1e3 / iters as f64
+    let elapsed = echo_client::churn(address, &CHURN, knobs.client_threads, knobs.churn_iters);
+    elapsed.as_secs_f64() * 1e3 / knobs.churn_iters as f64
 }
 
 /// One long run; returns ms for the round trips.

@@ -76,7 +76,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_client::{connect, listener, lockstep, shares};
+use echo_client::{connect, listener, lockstep, shares, CHURN};
 use echo_server::{control_loop, echo_blocking, inherited_listener, Tally, SERVER_BUFFER};
 use stats::{median, range, Machine};
 
@@ -86,9 +86,6 @@ const OUR_SERVER: &str = env!("CARGO_BIN_EXE_echo_server_coroutines");
 /// Worker threads of every multi-worker server (the machine has 2 vCPUs).
 const WORKERS: usize = 2;
 
-const CHURN_CONNECTIONS: usize = 512;
-const CHURN_ROUND_TRIPS: usize = 4;
-const CHURN_MESSAGE: usize = 512;
 const LONG_CONNECTIONS: usize = 100;
 const LONG_ROUND_TRIPS: usize = 1000;
 const LONG_MESSAGE: usize = 64;
@@ -346,10 +343,9 @@ fn print_config(knobs: &Knobs, kinds: &[&Kind], workloads: &[(&str, Workload)]) 
     for (name, workload) in workloads {
         match workload {
             Workload::Churn => println!(
-                "  {name}: {} iteration(s) of {CHURN_CONNECTIONS} connections x \
-                 {CHURN_ROUND_TRIPS} lockstep round trips of {CHURN_MESSAGE} B, then close; \
-                 {CLIENT_THREADS} client threads; {:?} pause after",
-                knobs.churn_iters, knobs.pause
+                "  {name}: {} iteration(s) of {} connections x {} lockstep round trips of {} \
+                 B, then close; {CLIENT_THREADS} client threads; {:?} pause after",
+                knobs.churn_iters, CHURN.connections, CHURN.round_trips, CHURN.message, knobs.pause
             ),
             Workload::Long => println!(
                 "  {name}: {LONG_CONNECTIONS} connections x {} lockstep round trips of \
@@ -560,37 +556,12 @@ impl Window {
 /// until the server has closed them all.
 fn churn(server: &mut ServerProcess, knobs: &Knobs) -> Sample {
     let iters = knobs.churn_iters;
-    let address = server.address;
-    let shares = shares(CHURN_CONNECTIONS, CLIENT_THREADS);
-    let barrier = Arc::new(Barrier::new(shares.len() + 1));
     let window = Window::open(server);
-    let clients: Vec<_> = shares
-        .into_iter()
-        .map(|share| {
-            let barrier = barrier.clone();
-            thread::spawn(move || {
-                let message = [0x5a; CHURN_MESSAGE];
-                let mut echo = [0; CHURN_MESSAGE];
-                let mut streams = Vec::with_capacity(share);
-                barrier.wait();
-                for _ in 0..iters {
-                    streams.extend((0..share).map(|_| connect(address)));
-                    lockstep(&mut streams, &message, &mut echo, CHURN_ROUND_TRIPS);
-                    streams.clear(); // closes them
-                }
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    for client in clients {
-        client.join().expect("client thread panicked");
-    }
-    let elapsed = start.elapsed();
-    let connections = iters * CHURN_CONNECTIONS;
+    let elapsed = echo_client::churn(server.address, &CHURN, CLIENT_THREADS, iters);
+    let connections = iters * CHURN.connections;
     server.connections += connections as u64;
     let end = server.drain();
-    let mut sample = window.close(end, connections * CHURN_ROUND_TRIPS, connections);
+    let mut sample = window.close(end, connections * CHURN.round_trips, connections);
     sample.wall = elapsed.as_secs_f64() * 1e3 / iters as f64;
     sample
 }

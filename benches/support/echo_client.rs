@@ -3,6 +3,25 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The churn workload's shape: per iteration `connections` connections,
+/// each doing `round_trips` lockstep round trips of `message` bytes, then
+/// closing.
+pub struct Churn {
+    pub connections: usize,
+    pub round_trips: usize,
+    pub message: usize,
+}
+
+/// The churn workload of issue 3: 512 connections x 4 round trips of 512 B.
+pub const CHURN: Churn = Churn {
+    connections: 512,
+    round_trips: 4,
+    message: 512,
+};
 
 /// The listen backlog of every server (std's `bind` uses 128, which 512
 /// simultaneous connects can overflow; tokio and may use 1024).
@@ -73,4 +92,36 @@ pub fn lockstep(streams: &mut [TcpStream], message: &[u8], echo: &mut [u8], roun
             assert_eq!(echo, message, "client: wrong echo");
         }
     }
+}
+
+/// `iters` churn iterations by `threads` client threads, each owning an
+/// equal share of the connections; returns the time from their common
+/// start until the last has closed its last connection.
+pub fn churn(address: SocketAddr, shape: &Churn, threads: usize, iters: usize) -> Duration {
+    let (round_trips, size) = (shape.round_trips, shape.message);
+    let shares = shares(shape.connections, threads);
+    let barrier = Arc::new(Barrier::new(shares.len() + 1));
+    let clients: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let message = vec![0x5a; size];
+                let mut echo = vec![0; size];
+                let mut streams = Vec::with_capacity(share);
+                barrier.wait();
+                for _ in 0..iters {
+                    streams.extend((0..share).map(|_| connect(address)));
+                    lockstep(&mut streams, &message, &mut echo, round_trips);
+                    streams.clear(); // closes them
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for client in clients {
+        client.join().expect("client thread panicked");
+    }
+    start.elapsed()
 }
