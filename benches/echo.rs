@@ -43,24 +43,29 @@
 //!   migrations and reactor events per round trip, and the share of
 //!   connections its busiest worker ran (medians over rounds).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+#[path = "support/echo_client.rs"]
+mod echo_client;
+// Only its handler is used here.
+#[allow(dead_code)]
+#[path = "support/echo_server.rs"]
+mod echo_server;
+#[path = "support/stats.rs"]
+mod stats;
+
+use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_client::{connect, listener, lockstep, shares, CHURN};
+use echo_server::echo_blocking;
+use stats::{median, range, Machine};
+
 /// Worker threads of every multi-worker runtime (this machine has 2 vCPUs).
 const WORKERS: usize = 2;
-/// The listen backlog of every server.
-const BACKLOG: i32 = 1024;
-/// Bytes each server handler reads at once.
-const SERVER_BUFFER: usize = 4096;
 
-const CHURN_CONNECTIONS: usize = 512;
-const CHURN_ROUND_TRIPS: usize = 4;
-const CHURN_MESSAGE: usize = 512;
 const LONG_CONNECTIONS: usize = 100;
 const LONG_ROUND_TRIPS: usize = 1000;
 const LONG_MESSAGE: usize = 64;
@@ -229,7 +234,7 @@ fn main() {
     // counters[workload] = our runtime's counters per round trip, per round.
     let mut counters: Vec<Vec<[f64; 4]>> = vec![Vec::new(); workloads.len()];
     let started = Instant::now();
-    let cpu_before = CpuTimes::now();
+    let cpu_before = Machine::now();
     let first_round = usize::from(!knobs.warm_up);
     for round in first_round..=knobs.rounds {
         let warm_up = round == 0;
@@ -273,7 +278,7 @@ fn main() {
         }
     }
     eprintln!("; {:.1?} in all", started.elapsed());
-    let (ours_busy, others_busy) = cpu_before.busy_since(&CpuTimes::now());
+    let (ours_busy, others_busy) = cpu_before.shares_since(0.0);
     println!(
         "  CPU use during the bench: this process {:.0}%, other processes {:.0}% of all CPUs \
          (others' share should be near 0 for a clean measurement)",
@@ -293,11 +298,11 @@ fn main() {
         let tokio_median = servers
             .iter()
             .position(|s| s.name == "tokio")
-            .map(|t| median(&samples[w][t]));
+            .map(|t| median(samples[w][t].iter().copied()));
         for (s, server) in servers.iter().enumerate() {
             let values = &samples[w][s];
-            let m = median(values);
-            let (lo, hi) = range(values);
+            let m = median(values.iter().copied());
+            let (lo, hi) = range(values.iter().copied());
             let ratio = tokio_median.map_or("-".to_owned(), |t| format!("{:.2}x", m / t));
             println!(
                 "| {workload} ({unit}) | {} | {m:.1} | {lo:.1} - {hi:.1} | {ratio} |",
@@ -309,7 +314,7 @@ fn main() {
         println!();
         println!("coroutines counters per round trip (median over rounds):");
         for (w, &workload) in workloads.iter().enumerate() {
-            let column = |i: usize| median(&counters[w].iter().map(|c| c[i]).collect::<Vec<_>>());
+            let column = |i: usize| median(counters[w].iter().map(|c| c[i]));
             println!(
                 "  {workload}: {:.2} context switches, {:.3} migrations, {:.2} reactor events; \
                  the busiest worker ran {:.0}% of the connections",
@@ -340,10 +345,9 @@ fn print_config(knobs: &Knobs, servers: &[&str], workloads: &[&str]) {
     );
     if workloads.contains(&"churn") {
         println!(
-            "  churn: {} iteration(s) per run of {CHURN_CONNECTIONS} connections x \
-             {CHURN_ROUND_TRIPS} round trips of {CHURN_MESSAGE} B, then close; {:?} pause after \
-             each run",
-            knobs.churn_iters, knobs.pause
+            "  churn: {} iteration(s) per run of {} connections x {} round trips of {} B, then \
+             close; {:?} pause after each run",
+            knobs.churn_iters, CHURN.connections, CHURN.round_trips, CHURN.message, knobs.pause
         );
     }
     if workloads.contains(&"long") {
@@ -364,7 +368,7 @@ fn per_round_trip(
     knobs: &Knobs,
 ) -> [f64; 3] {
     let round_trips = match workload {
-        "churn" => knobs.churn_iters * CHURN_CONNECTIONS * CHURN_ROUND_TRIPS,
+        "churn" => knobs.churn_iters * CHURN.connections * CHURN.round_trips,
         _ => LONG_CONNECTIONS * (knobs.long_round_trips + 1),
     } as f64;
     [
@@ -374,134 +378,16 @@ fn per_round_trip(
     ]
 }
 
-/// Clock ticks of CPU time: busy on the whole machine and used by this
-/// process, to tell whether other processes competed with the bench.
-struct CpuTimes {
-    machine_busy: u64,
-    machine_total: u64,
-    process: u64,
-}
-
-impl CpuTimes {
-    fn now() -> CpuTimes {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let ticks: Vec<u64> = stat
-            .lines()
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|t| t.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal ...
-        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-        let total: u64 = ticks.iter().take(8).sum();
-        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are
-        // fields 14 and 15 of the whole line.
-        let after_comm = own.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<u64> = after_comm
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        let process = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-        CpuTimes {
-            machine_busy: total - idle,
-            machine_total: total,
-            process,
-        }
-    }
-
-    /// Shares of all CPU time since `self` used by this process and by
-    /// everything else.
-    fn busy_since(&self, later: &CpuTimes) -> (f64, f64) {
-        let total = (later.machine_total - self.machine_total).max(1) as f64;
-        let busy = later.machine_busy.saturating_sub(self.machine_busy);
-        let own = later.process.saturating_sub(self.process);
-        (own as f64 / total, busy.saturating_sub(own) as f64 / total)
-    }
-}
-
 fn worker_counts(tally: &Tally) -> [u64; WORKERS] {
     std::array::from_fn(|i| tally.per_worker[i].load(Ordering::Relaxed))
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-fn range(values: &[f64]) -> (f64, f64) {
-    values
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        })
-}
-
 // ---------------------------------------------------------------- client
-
-/// Splits `total` connections over the client threads.
-fn shares(total: usize, threads: usize) -> Vec<usize> {
-    let threads = threads.clamp(1, total);
-    (0..threads)
-        .map(|t| total / threads + usize::from(t < total % threads))
-        .collect()
-}
-
-fn connect(address: SocketAddr) -> TcpStream {
-    let stream =
-        TcpStream::connect(address).unwrap_or_else(|e| panic!("client: connect to {address}: {e}"));
-    stream.set_nodelay(true).expect("client: TCP_NODELAY");
-    stream
-}
-
-/// `rounds` lockstep round trips of `message` on each of `streams`.
-fn lockstep(streams: &mut [TcpStream], message: &[u8], echo: &mut [u8], rounds: usize) {
-    for _ in 0..rounds {
-        for stream in streams.iter_mut() {
-            stream.write_all(message).expect("client: write");
-        }
-        for stream in streams.iter_mut() {
-            stream.read_exact(echo).expect("client: read");
-            assert_eq!(echo, message, "client: wrong echo");
-        }
-    }
-}
 
 /// One churn run; returns ms per iteration.
 fn churn(address: SocketAddr, knobs: &Knobs) -> f64 {
-    let iters = knobs.churn_iters;
-    let shares = shares(CHURN_CONNECTIONS, knobs.client_threads);
-    let barrier = Arc::new(Barrier::new(shares.len() + 1));
-    let clients: Vec<_> = shares
-        .into_iter()
-        .map(|share| {
-            let barrier = barrier.clone();
-            thread::spawn(move || {
-                let message = [0x5a; CHURN_MESSAGE];
-                let mut echo = [0; CHURN_MESSAGE];
-                let mut streams = Vec::with_capacity(share);
-                barrier.wait();
-                for _ in 0..iters {
-                    streams.extend((0..share).map(|_| connect(address)));
-                    lockstep(&mut streams, &message, &mut echo, CHURN_ROUND_TRIPS);
-                    streams.clear(); // closes them
-                }
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    for client in clients {
-        client.join().expect("client thread panicked");
-    }
-    start.elapsed().as_secs_f64() * 1e3 / iters as f64
+    let elapsed = echo_client::churn(address, &CHURN, knobs.client_threads, knobs.churn_iters);
+    elapsed.as_secs_f64() * 1e3 / knobs.churn_iters as f64
 }
 
 /// One long run; returns ms for the round trips.
@@ -538,58 +424,6 @@ fn long(address: SocketAddr, knobs: &Knobs) -> f64 {
 }
 
 // --------------------------------------------------------------- servers
-
-/// A listener on a free loopback port with the same options for every
-/// server: `SO_REUSEADDR` and a backlog of [`BACKLOG`].
-fn listener() -> TcpListener {
-    // SAFETY: plain socket calls on a descriptor this function owns.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let listener = TcpListener::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        let ret = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(ret, 0, "SO_REUSEADDR: {}", std::io::Error::last_os_error());
-        let address = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-            },
-            sin_zero: [0; 8],
-        };
-        let ret = libc::bind(
-            fd,
-            &address as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(ret, 0, "bind: {}", std::io::Error::last_os_error());
-        let ret = libc::listen(fd, BACKLOG);
-        assert_eq!(ret, 0, "listen: {}", std::io::Error::last_os_error());
-        listener
-    }
-}
-
-/// The handler every blocking server runs: read, echo, until EOF.
-fn echo_blocking(mut stream: impl Read + Write) {
-    let mut buf = [0u8; SERVER_BUFFER];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if stream.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
 
 fn start_coroutines(name: &'static str, runtime: &coroutines::Runtime) -> Server {
     let listener = listener();
@@ -688,7 +522,7 @@ fn start_tokio(runtime: &tokio::runtime::Runtime) -> Server {
             let tally = server_tally.clone();
             tally.accept();
             tokio::spawn(async move {
-                let mut buf = [0u8; SERVER_BUFFER];
+                let mut buf = [0u8; echo_server::SERVER_BUFFER];
                 loop {
                     match stream.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
