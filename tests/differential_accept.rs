@@ -517,6 +517,49 @@ fn accept_on_a_udp_socket_fails_at_once() {
     assert_eq!(got, ((Err(Errno(libc::EOPNOTSUPP)), Timing::AtOnce), false));
 }
 
+/// An accepted socket inherits the listener's receive timeout, and its
+/// mode comes from `accept4`'s flags: a read on it times out, or with
+/// `SOCK_NONBLOCK` fails at once, as on a thread.
+#[test]
+fn accepted_sockets_inherit_the_listeners_timeout_and_take_accept4s_mode() {
+    let got = differential("accepted sockets' timeouts and mode", |_| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Longer than the first accept waits for its connection.
+        set_timeout_opt(listener.as_raw_fd(), libc::SO_RCVTIMEO, 3 * WAIT);
+        // A first accept waits (and lets a coroutine learn the listener).
+        let (first, _) = accept_late_connection(&listener, addr);
+        let read_from = |flags| {
+            let client = TcpStream::connect(addr).unwrap();
+            // SAFETY: accept4 without an address.
+            let fd = unsafe {
+                libc::accept4(
+                    listener.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    flags,
+                )
+            };
+            assert!(fd >= 0, "accept4: {}", std::io::Error::last_os_error());
+            let mut byte = 0u8;
+            // SAFETY: reads one byte into a live buffer.
+            let got = timed(|| {
+                c_outcome(unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) } as i64)
+            });
+            // SAFETY: the descriptor accept4 made above.
+            unsafe { libc::close(fd) };
+            drop(client);
+            got
+        };
+        (first, read_from(0), read_from(libc::SOCK_NONBLOCK))
+    });
+    let again = Err(Errno(libc::EAGAIN));
+    assert_eq!(
+        got,
+        (Ok(()), (again, Timing::Waited), (again, Timing::AtOnce))
+    );
+}
+
 // ------------------------------- connects, and acceptors on two workers
 
 /// What two connects on one socket returned.

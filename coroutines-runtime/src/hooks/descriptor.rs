@@ -320,6 +320,42 @@ pub(crate) fn view(fd: c_int, entry: &FdEntry, generation: u32, kind: Kind) -> V
     view
 }
 
+/// Seeds the view of socket `fd`, which `accept4` with `flags` just made
+/// from `listener`, without asking the kernel: its O_NONBLOCK comes from
+/// `flags`, and Linux copies the listener's timeouts and low-water mark to
+/// it, so a current view of the listener is the rest of it.
+pub(crate) fn learn_accepted(fd: c_int, listener: c_int, flags: c_int) {
+    use crate::reactor::fd_table::FD_TABLE;
+    if crate::scheduler::in_forked_child() {
+        return;
+    }
+    let (Some(from), Some(entry)) = (FD_TABLE.peek(listener), FD_TABLE.get(fd)) else {
+        return;
+    };
+    let epoch = SETTINGS_EPOCH.load(Ordering::Acquire) as u32 as u64;
+    let current = (u64::from(from.generation()) << 32) | epoch;
+    let (view, zero_timeout) = {
+        let state = from.lock();
+        let listener_generation = from.generation();
+        let zero = state
+            .facts
+            .zero_timeout
+            .filter(|(learned, _)| *learned == listener_generation);
+        match state.facts.view {
+            Some((key, view)) if key == current => (view, zero),
+            _ => return,
+        }
+    };
+    let generation = entry.generation();
+    let view = View {
+        nonblocking: flags & libc::SOCK_NONBLOCK != 0,
+        ..view
+    };
+    let mut state = entry.lock();
+    state.facts.view = Some(((u64::from(generation) << 32) | epoch, view));
+    state.facts.zero_timeout = zero_timeout.map(|(_, zero)| (generation, zero));
+}
+
 /// `SO_RCVTIMEO` or `SO_SNDTIMEO` of socket `fd`, if set.
 fn socket_timeout(fd: c_int, name: c_int) -> Option<Duration> {
     let mut tv = libc::timeval {

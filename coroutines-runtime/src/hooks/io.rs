@@ -15,20 +15,42 @@ use crate::sys::{c_result, syscall};
 /// sockets and pipes.
 const CURRENT_POSITION: isize = -1;
 
-/// A vectored read or write, blocking as the user asked for.
+/// What the user called: `read`/`write` of one buffer, or their vectored
+/// forms; the call as made is the same system call (`readv` costs more).
+#[derive(Clone, Copy)]
+enum Made {
+    Buffer(*mut c_void, size_t),
+    Vectored,
+}
+
+/// A read or write (as `iov`), blocking as the user asked for.
 ///
 /// Writes to stdout and stderr block the worker in coroutines that share
 /// their worker's thread identity: std's stdout lock is re-entrant per
 /// thread, so parking inside it would let the worker's other coroutines
 /// into it.
-fn vectored(fd: c_int, interest: Interest, iov: *const iovec, count: c_int, len: Len) -> ssize_t {
-    let (plain, nowait) = match interest {
+fn transfer(
+    fd: c_int,
+    interest: Interest,
+    iov: *const iovec,
+    count: c_int,
+    len: Len,
+    made: Made,
+) -> ssize_t {
+    let (vectored, nowait) = match interest {
         Interest::Read => (libc::SYS_readv, libc::SYS_preadv2),
         Interest::Write => (libc::SYS_writev, libc::SYS_pwritev2),
     };
+    let as_made = || match made {
+        Made::Buffer(buf, len) => match interest {
+            Interest::Read => syscall!(libc::SYS_read, fd, buf, len),
+            Interest::Write => syscall!(libc::SYS_write, fd, buf, len),
+        },
+        Made::Vectored => syscall!(vectored, fd, iov, count),
+    };
     let stdio = fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO;
     if interest == Interest::Write && stdio && !identity::in_private_identity() {
-        return c_result(syscall!(plain, fd, iov, count));
+        return c_result(as_made());
     }
     let call = Call::transfer(fd, interest, Nonblock::Rwf, len);
     c_result(blocking_io(call, |nonblocking, done| {
@@ -46,8 +68,8 @@ fn vectored(fd: c_int, interest: Interest, iov: *const iovec, count: c_int, len:
             // it then fails; the part that continues it must not either.
             return send_rest(fd, iov, count, nonblocking);
         }
-        match nonblocking {
-            true => syscall!(
+        match (nonblocking, done) {
+            (true, _) => syscall!(
                 nowait,
                 fd,
                 iov,
@@ -56,7 +78,8 @@ fn vectored(fd: c_int, interest: Interest, iov: *const iovec, count: c_int, len:
                 0,
                 libc::RWF_NOWAIT
             ),
-            false => syscall!(plain, fd, iov, count),
+            (false, 0) => as_made(),
+            (false, _) => syscall!(vectored, fd, iov, count),
         }
     }))
 }
@@ -88,7 +111,14 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssi
         iov_base: buf,
         iov_len: count,
     };
-    vectored(fd, Interest::Read, &iov, 1, Len::Buffer(count))
+    transfer(
+        fd,
+        Interest::Read,
+        &iov,
+        1,
+        Len::Buffer(count),
+        Made::Buffer(buf, count),
+    )
 }
 
 /// Hooked: `File`, pipe, stdout and socket writes.
@@ -101,7 +131,8 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
         iov_base: buf as *mut c_void,
         iov_len: count,
     };
-    vectored(fd, Interest::Write, &iov, 1, Len::Buffer(count))
+    let made = Made::Buffer(buf as *mut c_void, count);
+    transfer(fd, Interest::Write, &iov, 1, Len::Buffer(count), made)
 }
 
 /// Hooked: `read_vectored`.
@@ -111,7 +142,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     let len = Len::Vectored(iov, count.max(0) as usize);
-    vectored(fd, Interest::Read, iov, count, len)
+    transfer(fd, Interest::Read, iov, count, len, Made::Vectored)
 }
 
 /// Hooked: `write_vectored`.
@@ -121,5 +152,5 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     let len = Len::Vectored(iov, count.max(0) as usize);
-    vectored(fd, Interest::Write, iov, count, len)
+    transfer(fd, Interest::Write, iov, count, len, Made::Vectored)
 }

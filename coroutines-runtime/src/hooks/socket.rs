@@ -293,6 +293,7 @@ pub unsafe extern "C" fn accept4(
     });
     if ret >= 0 {
         on_created(ret as c_int, descriptor::known_kind(fd));
+        descriptor::learn_accepted(ret as c_int, fd, flags);
     }
     c_result(ret) as c_int
 }

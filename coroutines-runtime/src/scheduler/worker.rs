@@ -641,7 +641,7 @@ fn give_identity(
             Ok(generator)
         }
         Err(error) => {
-            crate::coroutine::Stacks::release(generator);
+            crate::coroutine::Stacks::release(generator, task.stack_bytes, task.measured);
             Err(io::Error::new(
                 error.kind(),
                 format!("could not give the coroutine its own thread identity: {error}"),
