@@ -538,6 +538,15 @@ fn user_nonblocking(fd: c_int, entry: &FdEntry, generation: u32) -> bool {
 /// known): a hold's record if the runtime holds it, else the kernel's. Read
 /// under the lock that holds change the flags under, so the two agree.
 fn user_flags(fd: c_int, id: Option<(u64, u64)>) -> Option<c_int> {
+    // The common case, with no hold anywhere: the kernel's flags are the
+    // user's, without the lock every worker would take.
+    let quiet = Quiet::before();
+    if quiet.idle {
+        let current = flags(fd);
+        if quiet.still() {
+            return (current >= 0).then_some(current as c_int);
+        }
+    }
     let Some(held) = held_lock() else {
         let current = flags(fd);
         return (current >= 0).then_some(current as c_int);
