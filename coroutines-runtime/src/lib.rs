@@ -24,6 +24,8 @@ mod reactor;
 pub mod scheduler;
 pub mod sync;
 mod sys;
+#[cfg(test)]
+mod test_support;
 
 pub use coroutine::{
     in_coroutine, park, yield_now, Body, CoroutineId, TaskRef, Wait, Waiting, WakeReason, Waker,

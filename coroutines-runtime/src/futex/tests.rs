@@ -2,83 +2,13 @@
 //! entry outlives its wait, and a wake's count is exactly the waiters it
 //! released, even when wakes race deadlines.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::any::Any;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bucket::Bucket;
-use crate::sync::Latch;
-use crate::sync::SpinLock;
-use crate::{Body, Config, Runtime, SpawnOptions};
-
-/// Runs a closure; sets a latch when the coroutine ends and records whether
-/// it failed.
-struct Done {
-    body: SpinLock<Option<Box<dyn FnOnce() + Send>>>,
-    latch: Latch,
-    failed: AtomicUsize,
-    ran: AtomicBool,
-}
-
-impl Done {
-    fn new(body: impl FnOnce() + Send + 'static) -> Arc<Done> {
-        Arc::new(Done {
-            body: SpinLock::new(Some(Box::new(body))),
-            latch: Latch::new(),
-            failed: AtomicUsize::new(0),
-            ran: AtomicBool::new(false),
-        })
-    }
-}
-
-impl Body for Done {
-    fn run(&self) {
-        let body = self.body.lock().take();
-        if let Some(body) = body {
-            body();
-            self.ran.store(true, Ordering::SeqCst);
-        }
-    }
-
-    fn deliver(&self) {
-        self.latch.set();
-    }
-
-    fn fail(&self, _payload: Box<dyn Any + Send>) {
-        if self.ran.load(Ordering::SeqCst) {
-            self.latch.set();
-        } else if !self.latch.is_set() {
-            self.failed.fetch_add(1, Ordering::SeqCst);
-            self.latch.set();
-        }
-    }
-}
-
-/// Spawns `body` on the current runtime (or on `runtime`) and returns what
-/// tells when it has ended.
-fn spawn(runtime: Option<&Runtime>, body: impl FnOnce() + Send + 'static) -> Arc<Done> {
-    let done = Done::new(body);
-    match runtime {
-        Some(runtime) => runtime.spawn_raw(SpawnOptions::default(), done.clone()),
-        None => crate::spawn(SpawnOptions::default(), done.clone()),
-    }
-    .expect("spawn");
-    done
-}
-
-fn join(done: &Done) {
-    done.latch.wait();
-    assert_eq!(done.failed.load(Ordering::SeqCst), 0, "a coroutine failed");
-}
-
-fn runtime(workers: usize) -> Runtime {
-    Runtime::new(&Config {
-        workers: Some(workers),
-        ..Config::default()
-    })
-    .expect("runtime")
-}
+use crate::test_support::{join, runtime, spawn, Done};
+use crate::SpawnOptions;
 
 fn waiters_on(word: &AtomicU32) -> usize {
     let addr = word.as_ptr() as usize;

@@ -95,8 +95,8 @@ pub(crate) struct FdEntry {
 /// The locked part of an entry.
 #[derive(Default)]
 pub(crate) struct FdState {
-    readers: Vec<Waker>,
-    writers: Vec<Waker>,
+    readers: Vec<Waiter>,
+    writers: Vec<Waiter>,
     /// Pollers (by id) this fd is registered with, and the generation the
     /// registrations belong to.
     registered: (u32, Vec<u64>),
@@ -105,7 +105,36 @@ pub(crate) struct FdState {
     pub(crate) facts: crate::hooks::Facts,
 }
 
+/// A parked call, and the generation of the file it waits on. A reset
+/// deferred to the lock's holder may find waiters of the number's next
+/// file already queued (the number was reused meanwhile): only those of
+/// older generations are the reset's to wake.
+struct Waiter {
+    generation: u32,
+    waker: Waker,
+}
+
 impl FdState {
+    /// Takes the waiters of the listed directions that `of` picks.
+    fn take_waiters(
+        &mut self,
+        read: bool,
+        write: bool,
+        of: impl Fn(&Waiter) -> bool,
+    ) -> Vec<Waker> {
+        let mut taken = Vec::new();
+        for (list, wanted) in [(&mut self.readers, read), (&mut self.writers, write)] {
+            if !wanted {
+                continue;
+            }
+            let (theirs, kept): (Vec<Waiter>, Vec<Waiter>) =
+                core::mem::take(list).into_iter().partition(&of);
+            *list = kept;
+            taken.extend(theirs.into_iter().map(|w| w.waker));
+        }
+        taken
+    }
+
     /// Whether the fd is registered with `poller` under `generation`;
     /// records that it is from now on.
     pub(crate) fn note_registered(&mut self, generation: u32, poller: u64) -> bool {
@@ -229,10 +258,8 @@ impl FdEntry {
             return;
         }
         let mut state = self.lock();
-        let FdState {
-            readers, writers, ..
-        } = &mut *state;
-        let woken: Vec<Waker> = readers.drain(..).chain(writers.drain(..)).collect();
+        let generation = self.generation();
+        let woken = state.take_waiters(true, true, |w| w.generation == generation);
         drop(state);
         for waker in woken {
             waker.wake(WakeReason::Notified);
@@ -266,9 +293,10 @@ impl FdEntry {
             waker.wake(WakeReason::Notified);
             return;
         }
+        let waiter = Waiter { generation, waker };
         match interest {
-            Interest::Read => state.readers.push(waker),
-            Interest::Write => state.writers.push(waker),
+            Interest::Read => state.readers.push(waiter),
+            Interest::Write => state.writers.push(waiter),
         }
     }
 
@@ -276,8 +304,8 @@ impl FdEntry {
     /// descriptor in a multi-fd wait).
     pub(crate) fn remove_finished_waiters(&self) {
         let mut state = self.lock();
-        state.readers.retain(Waker::is_waiting);
-        state.writers.retain(Waker::is_waiting);
+        state.readers.retain(|w| w.waker.is_waiting());
+        state.writers.retain(|w| w.waker.is_waiting());
     }
 
     /// Records a readiness event delivered under `generation`.
@@ -297,15 +325,14 @@ impl FdEntry {
         if events & libc::EPOLLPRI as u32 != 0 {
             self.urgent.store(true, Ordering::Release);
         }
-        let mut woken = Vec::new();
-        if events & readable != 0 {
+        let (read, write) = (events & readable != 0, events & writable != 0);
+        if read {
             self.read_edges.fetch_add(1, Ordering::AcqRel);
-            woken.append(&mut state.readers);
         }
-        if events & writable != 0 {
+        if write {
             self.write_edges.fetch_add(1, Ordering::AcqRel);
-            woken.append(&mut state.writers);
         }
+        let woken = state.take_waiters(read, write, |w| w.generation == generation);
         drop(state);
         for waker in woken {
             waker.wake(WakeReason::Notified);
@@ -378,14 +405,9 @@ impl FdEntry {
                 ended if ended == Ended::Closed as u8 => WakeReason::Closed,
                 _ => WakeReason::Notified,
             };
-            let FdState {
-                readers,
-                writers,
-                facts,
-                ..
-            } = &mut *state;
-            *facts = Default::default();
-            let woken: Vec<Waker> = readers.drain(..).chain(writers.drain(..)).collect();
+            state.facts = Default::default();
+            let generation = self.generation();
+            let woken = state.take_waiters(true, true, |w| w.generation != generation);
             drop(state);
             for waker in woken {
                 waker.wake(reason);
@@ -513,16 +535,7 @@ impl FdTable {
             }
             let released: Vec<Waker> = {
                 let mut state = entry.lock();
-                let FdState {
-                    readers, writers, ..
-                } = &mut *state;
-                let mut released = Vec::new();
-                for list in [readers, writers] {
-                    let (theirs, kept) = core::mem::take(list).into_iter().partition(ours);
-                    *list = kept;
-                    released.extend::<Vec<Waker>>(theirs);
-                }
-                released
+                state.take_waiters(true, true, |w| ours(&w.waker))
             };
             // Dropped outside the lock: dropping a task runs its
             // completion, which may take other locks.
@@ -541,5 +554,53 @@ pub(crate) fn dispatch(token: u64, events: u32) {
     let fd = token as u32 as c_int;
     if let Some(entry) = FD_TABLE.peek(fd) {
         entry.on_event((token >> 32) as u32, events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::coroutine::{park, Wait};
+    use crate::test_support::{join, runtime, spawn};
+
+    /// A close that finds the entry's lock taken leaves its wake-ups to
+    /// the lock's next holder; by then the number may name a new file with
+    /// a waiter of its own, which must not see the old file's EBADF.
+    #[test]
+    fn a_deferred_reset_wakes_only_the_waiters_of_the_closed_file() {
+        // A number that nothing in this test process opens.
+        const FD: c_int = 4093;
+        let entry = FD_TABLE.get(FD).expect("tracked");
+        entry.lock().readers.clear();
+        let held = entry.state.lock();
+        entry.reset(Ended::Closed);
+        // Let go without finishing the reset, as a holder does in the
+        // instant after its unlock.
+        drop(held);
+        assert_ne!(entry.reset_pending.load(Ordering::SeqCst), 0);
+        let generation = entry.generation();
+        let snapshot = entry.read_edges.load(Ordering::SeqCst);
+        let runtime = runtime(1);
+        let (sender, woken) = mpsc::channel();
+        let waiter = spawn(Some(&runtime), move || {
+            let reason = park(None, Wait::Other, |waker| {
+                entry.add_waiter(Interest::Read, snapshot, generation, waker)
+            });
+            sender.send(reason).expect("receiver alive");
+        });
+        assert!(
+            woken.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the new file's waiter was woken by the old file's close"
+        );
+        assert_eq!(entry.reset_pending.load(Ordering::SeqCst), 0);
+        entry.on_event(generation, libc::EPOLLIN as u32);
+        assert_eq!(
+            woken.recv_timeout(Duration::from_secs(10)),
+            Ok(WakeReason::Notified)
+        );
+        join(&waiter);
     }
 }
