@@ -392,7 +392,15 @@ pub(crate) fn on_created(fd: c_int, kind: Option<Kind>) {
         if let Some(kind) = kind {
             descriptor::learn_kind(entry, generation, kind);
         }
-    } else if let Some(kind) = kind {
+    } else {
+        on_replaced(fd, kind);
+    }
+}
+
+/// The number `fd` now names a `kind` file (`None`: unknown) that a hook
+/// put there after starting its generation itself (`dup2`, `dup3`).
+pub(crate) fn on_replaced(fd: c_int, kind: Option<Kind>) {
+    if let (Some(kind), false) = (kind, in_forked_child()) {
         if let Some(entry) = FD_TABLE.get(fd) {
             descriptor::learn_kind(entry, entry.generation(), kind);
         }

@@ -5,7 +5,7 @@
 use libc::{c_char, c_int, c_uint, c_ulong, c_void};
 
 use super::descriptor::{self, Kind};
-use super::driver::on_created;
+use super::driver::{on_created, on_replaced};
 use crate::reactor::fd_table::{Ended, FD_TABLE};
 use crate::scheduler::in_forked_child;
 use crate::sys::{c_result, syscall};
@@ -105,7 +105,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
         syscall!(libc::SYS_dup3, old, new, flags)
     });
     if ret >= 0 {
-        on_created(new, kind);
+        on_replaced(new, kind);
     }
     c_result(ret) as c_int
 }

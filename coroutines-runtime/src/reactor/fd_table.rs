@@ -10,7 +10,7 @@
 //! next file that gets the number.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use libc::c_int;
 
@@ -85,10 +85,15 @@ pub(crate) struct FdEntry {
     /// waits for them, so that they can put the user's flags back.
     pub(crate) holding: AtomicU32,
     /// The entry may have waiters or locked state; see [`FdEntry::reset`].
+    /// Never false while a waiter is queued.
     watched: AtomicBool,
-    /// A reset could not take the lock (0: none, else an [`Ended`]); whoever
-    /// holds it finishes the reset when it lets go (see [`FdEntry::lock`]).
-    reset_pending: AtomicU8,
+    /// A reset could not take the lock; whoever holds it finishes the reset
+    /// when it lets go (see [`FdEntry::lock`]).
+    reset_pending: AtomicBool,
+    /// The newest generation whose file a close ended (`u32::MAX`: none
+    /// yet), which tells the waiters of an ended file whether it was closed
+    /// (see [`FdEntry::end_reason`]).
+    closed: AtomicU32,
     state: SpinLock<FdState>,
 }
 
@@ -121,16 +126,12 @@ impl FdState {
         read: bool,
         write: bool,
         of: impl Fn(&Waiter) -> bool,
-    ) -> Vec<Waker> {
+    ) -> Vec<Waiter> {
         let mut taken = Vec::new();
         for (list, wanted) in [(&mut self.readers, read), (&mut self.writers, write)] {
-            if !wanted {
-                continue;
+            if wanted {
+                taken.extend(list.extract_if(.., |waiter| of(waiter)));
             }
-            let (theirs, kept): (Vec<Waiter>, Vec<Waiter>) =
-                core::mem::take(list).into_iter().partition(&of);
-            *list = kept;
-            taken.extend(theirs.into_iter().map(|w| w.waker));
         }
         taken
     }
@@ -193,7 +194,8 @@ impl FdEntry {
             urgent: AtomicBool::new(false),
             holding: AtomicU32::new(0),
             watched: AtomicBool::new(false),
-            reset_pending: AtomicU8::new(0),
+            reset_pending: AtomicBool::new(false),
+            closed: AtomicU32::new(u32::MAX),
             state: SpinLock::new(FdState::default()),
         }
     }
@@ -261,8 +263,8 @@ impl FdEntry {
         let generation = self.generation();
         let woken = state.take_waiters(true, true, |w| w.generation == generation);
         drop(state);
-        for waker in woken {
-            waker.wake(WakeReason::Notified);
+        for waiter in woken {
+            waiter.waker.wake(WakeReason::Notified);
         }
     }
 
@@ -286,11 +288,10 @@ impl FdEntry {
         waker: Waker,
     ) {
         let mut state = self.lock();
-        if self.generation() != generation
-            || self.edges(interest).load(Ordering::Acquire) != snapshot
-        {
+        let current = self.generation();
+        if current != generation || self.edges(interest).load(Ordering::Acquire) != snapshot {
             drop(state);
-            waker.wake(WakeReason::Notified);
+            waker.wake(self.end_reason(generation, current));
             return;
         }
         let waiter = Waiter { generation, waker };
@@ -334,8 +335,8 @@ impl FdEntry {
         }
         let woken = state.take_waiters(read, write, |w| w.generation == generation);
         drop(state);
-        for waker in woken {
-            waker.wake(WakeReason::Notified);
+        for waiter in woken {
+            waiter.waker.wake(WakeReason::Notified);
         }
     }
 
@@ -347,6 +348,7 @@ impl FdEntry {
     /// thread. If the lock is taken, its holder wakes the waiters when it
     /// lets go.
     pub(crate) fn reset(&self, ended: Ended) -> u32 {
+        self.note_end(self.generation(), ended);
         // Pairs with `lock`: either this sees the mark, or the locker sees
         // the new generation under the lock and backs off.
         let generation = self
@@ -355,7 +357,7 @@ impl FdEntry {
             .wrapping_add(1);
         self.read_closed.store(false, Ordering::Relaxed);
         self.urgent.store(false, Ordering::Relaxed);
-        self.wake_for_reset(ended);
+        self.wake_for_reset();
         generation
     }
 
@@ -363,25 +365,45 @@ impl FdEntry {
     /// second half of a close, for callers that got in between the first
     /// half and the system call.
     pub(crate) fn reset_if(&self, generation: u32, ended: Ended) {
+        self.note_end(generation, ended);
         let next = generation.wrapping_add(1);
         if self
             .generation
             .compare_exchange(generation, next, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            self.wake_for_reset(ended);
+            self.wake_for_reset();
         }
     }
 
-    /// Wakes the waiters of the generation that just ended, if the entry is
+    /// Records how the file of `generation` ends, before its generation
+    /// does.
+    fn note_end(&self, generation: u32, ended: Ended) {
+        if ended == Ended::Closed {
+            self.closed.store(generation, Ordering::SeqCst);
+        }
+    }
+
+    /// What a waiter on the file of generation `waited` sees now that the
+    /// number is at `current`: EBADF if a close ended its file or a later
+    /// one before `current` (the number no longer names what it waited on,
+    /// and went through a close), else a retry on the file there now.
+    pub(crate) fn end_reason(&self, waited: u32, current: u32) -> WakeReason {
+        let closed = self.closed.load(Ordering::SeqCst);
+        match closed.wrapping_sub(waited) < current.wrapping_sub(waited) {
+            true => WakeReason::Closed,
+            false => WakeReason::Notified,
+        }
+    }
+
+    /// Wakes the waiters of the generations that ended, if the entry is
     /// watched. A signal handler leaves it to a worker (`kick`): waking
     /// schedules coroutines, which is not async-signal-safe.
-    fn wake_for_reset(&self, ended: Ended) {
+    fn wake_for_reset(&self) {
         if !self.watched.swap(false, Ordering::SeqCst) {
             return;
         }
-        // A close outranks a replacement still pending.
-        self.reset_pending.fetch_max(ended as u8, Ordering::SeqCst);
+        self.reset_pending.store(true, Ordering::SeqCst);
         if switch::in_signal_handler() {
             DEFERRED.store(true, Ordering::SeqCst);
             poller::kick();
@@ -390,26 +412,44 @@ impl FdEntry {
         }
     }
 
-    /// Wakes the waiters of a reset if one is pending and the lock is free;
-    /// otherwise leaves it to the lock's holder, who calls this after
-    /// letting go (the `SeqCst` store of the flag, the failed `try_lock`,
-    /// the holder's `SeqCst` unlock and its load of the flag are ordered so
-    /// that it sees the flag).
+    /// Wakes the waiters of ended generations if a reset is pending and the
+    /// lock is free; otherwise leaves it to the lock's holder, who calls
+    /// this after letting go (the `SeqCst` store of the flag, the failed
+    /// `try_lock`, the holder's `SeqCst` unlock and its load of the flag are
+    /// ordered so that it sees the flag).
+    ///
+    /// By then the number may name a new file whose waiters are queued
+    /// already: they stay, and so must the entry's mark, which the reset
+    /// cleared, possibly after they set it.
     fn finish_pending_reset(&self) {
-        while self.reset_pending.load(Ordering::SeqCst) != 0 {
+        while self.reset_pending.load(Ordering::SeqCst) {
             let Some(mut state) = self.state.try_lock() else {
                 return;
             };
-            let reason = match self.reset_pending.swap(0, Ordering::SeqCst) {
-                0 => continue,
-                ended if ended == Ended::Closed as u8 => WakeReason::Closed,
-                _ => WakeReason::Notified,
-            };
-            state.facts = Default::default();
-            let generation = self.generation();
-            let woken = state.take_waiters(true, true, |w| w.generation != generation);
+            if !self.reset_pending.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            let mut woken = Vec::new();
+            loop {
+                let current = self.generation();
+                woken.extend(
+                    state
+                        .take_waiters(true, true, |w| w.generation != current)
+                        .into_iter()
+                        .map(|w| (self.end_reason(w.generation, current), w.waker)),
+                );
+                if state.readers.is_empty() && state.writers.is_empty() {
+                    break;
+                }
+                self.watched.store(true, Ordering::SeqCst);
+                // A reset that started before the mark was back missed it:
+                // its waiters are taken here.
+                if self.generation() == current {
+                    break;
+                }
+            }
             drop(state);
-            for waker in woken {
+            for (reason, waker) in woken {
                 waker.wake(reason);
             }
         }
@@ -533,7 +573,7 @@ impl FdTable {
             if !entry.watched.load(Ordering::SeqCst) {
                 continue;
             }
-            let released: Vec<Waker> = {
+            let released: Vec<Waiter> = {
                 let mut state = entry.lock();
                 state.take_waiters(true, true, |w| ours(&w.waker))
             };
@@ -566,37 +606,119 @@ mod tests {
     use crate::coroutine::{park, Wait};
     use crate::test_support::{join, runtime, spawn};
 
+    /// Parks a coroutine of `runtime` as a waiter for reading the file of
+    /// `generation` on `entry`, queued with `queue`; returns how it wakes.
+    fn park_waiter(
+        runtime: &crate::Runtime,
+        queue: fn(&'static FdEntry, u32, Waker),
+        entry: &'static FdEntry,
+        generation: u32,
+    ) -> (mpsc::Receiver<WakeReason>, Arc<crate::test_support::Done>) {
+        let (sender, woken) = mpsc::channel();
+        let waiter = spawn(Some(runtime), move || {
+            let reason = park(None, Wait::Other, |waker| queue(entry, generation, waker));
+            sender.send(reason).expect("receiver alive");
+        });
+        while entry.state.lock().readers.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (woken, waiter)
+    }
+
+    /// Queues through `add_waiter`, as the hooks do.
+    fn add_reader(entry: &'static FdEntry, generation: u32, waker: Waker) {
+        let snapshot = entry.read_edges.load(Ordering::SeqCst);
+        entry.add_waiter(Interest::Read, snapshot, generation, waker);
+    }
+
+    /// Queues without finishing a pending reset, as when the queuer's own
+    /// finish loses the lock to another holder.
+    fn push_reader(entry: &'static FdEntry, generation: u32, waker: Waker) {
+        entry
+            .state
+            .lock()
+            .readers
+            .push(Waiter { generation, waker });
+    }
+
+    /// Takes the entry's lock and lets go without finishing what a reset
+    /// left meanwhile, as a holder does in the instant after its unlock.
+    fn with_lock_held(entry: &FdEntry, during: impl FnOnce()) {
+        let held = entry.state.lock();
+        during();
+        drop(held);
+    }
+
     /// A close that finds the entry's lock taken leaves its wake-ups to
     /// the lock's next holder; by then the number may name a new file with
     /// a waiter of its own, which must not see the old file's EBADF.
     #[test]
     fn a_deferred_reset_wakes_only_the_waiters_of_the_closed_file() {
-        // A number that nothing in this test process opens.
+        // Numbers that nothing in this test process opens.
         const FD: c_int = 4093;
         let entry = FD_TABLE.get(FD).expect("tracked");
-        entry.lock().readers.clear();
-        let held = entry.state.lock();
-        entry.reset(Ended::Closed);
-        // Let go without finishing the reset, as a holder does in the
-        // instant after its unlock.
-        drop(held);
-        assert_ne!(entry.reset_pending.load(Ordering::SeqCst), 0);
-        let generation = entry.generation();
-        let snapshot = entry.read_edges.load(Ordering::SeqCst);
-        let runtime = runtime(1);
-        let (sender, woken) = mpsc::channel();
-        let waiter = spawn(Some(&runtime), move || {
-            let reason = park(None, Wait::Other, |waker| {
-                entry.add_waiter(Interest::Read, snapshot, generation, waker)
-            });
-            sender.send(reason).expect("receiver alive");
+        drop(entry.lock());
+        with_lock_held(entry, || {
+            entry.reset(Ended::Closed);
         });
+        assert!(entry.reset_pending.load(Ordering::SeqCst));
+        let runtime = runtime(1);
+        let generation = entry.generation();
+        let (woken, waiter) = park_waiter(&runtime, add_reader, entry, generation);
+        assert!(!entry.reset_pending.load(Ordering::SeqCst));
         assert!(
-            woken.recv_timeout(Duration::from_millis(200)).is_err(),
+            woken.recv_timeout(Duration::from_millis(100)).is_err(),
             "the new file's waiter was woken by the old file's close"
         );
-        assert_eq!(entry.reset_pending.load(Ordering::SeqCst), 0);
         entry.on_event(generation, libc::EPOLLIN as u32);
+        assert_eq!(
+            woken.recv_timeout(Duration::from_secs(10)),
+            Ok(WakeReason::Notified)
+        );
+        join(&waiter);
+    }
+
+    /// A waiter that queues between a close's new generation and its clearing
+    /// of the entry's mark is woken by the close's second half.
+    #[test]
+    fn a_waiter_that_queues_during_a_reset_is_woken_by_the_close() {
+        const FD: c_int = 4092;
+        let entry = FD_TABLE.get(FD).expect("tracked");
+        drop(entry.lock());
+        // `reset`'s first half, as `close` starts.
+        let generation = entry
+            .generation
+            .fetch_add(1, Ordering::SeqCst)
+            .wrapping_add(1);
+        let runtime = runtime(1);
+        let (woken, waiter) = park_waiter(&runtime, add_reader, entry, generation);
+        // Its second half, then the close's own `reset_if`.
+        entry.wake_for_reset();
+        entry.reset_if(generation, Ended::Closed);
+        assert_eq!(
+            woken.recv_timeout(Duration::from_secs(10)),
+            Ok(WakeReason::Closed)
+        );
+        join(&waiter);
+    }
+
+    /// A pending close of one file and a `dup2` over the next: the next
+    /// file's waiter retries on the replacing file instead of failing.
+    #[test]
+    fn a_pending_close_does_not_fail_the_next_files_waiter() {
+        const FD: c_int = 4091;
+        let entry = FD_TABLE.get(FD).expect("tracked");
+        drop(entry.lock());
+        with_lock_held(entry, || {
+            entry.reset(Ended::Closed);
+        });
+        let runtime = runtime(1);
+        let generation = entry.generation();
+        let (woken, waiter) = park_waiter(&runtime, push_reader, entry, generation);
+        with_lock_held(entry, || {
+            entry.reset(Ended::Replaced);
+        });
+        entry.finish_pending_reset();
         assert_eq!(
             woken.recv_timeout(Duration::from_secs(10)),
             Ok(WakeReason::Notified)

@@ -67,9 +67,14 @@ impl FdWait {
     fn register(&self) -> Result<(), Outcome> {
         let poller = scheduler::current_poller().ok_or(Outcome::NotPollable)?;
         let mut state = self.entry.lock();
-        if self.entry.generation() != self.generation {
-            // Another file now: the caller's next attempt is on it.
-            return Err(Outcome::Ready);
+        let current = self.entry.generation();
+        if current != self.generation {
+            // Its file has ended: closed, or the caller's next attempt is
+            // on the file there now.
+            return Err(match self.entry.end_reason(self.generation, current) {
+                WakeReason::Closed => Outcome::Closed,
+                _ => Outcome::Ready,
+            });
         }
         if state.note_registered(self.generation, poller.id) {
             return Ok(());
