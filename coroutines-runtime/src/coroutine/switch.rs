@@ -78,8 +78,33 @@ pub(crate) fn forget_current() {
     CURRENT.with(|current| current.set(ptr::null()));
 }
 
+/// Hooked calls a coroutine may make without switching before it yields to
+/// the others on its worker (tokio's cooperative budget is 128 too).
+const BUDGET: u32 = 128;
+
+/// Counts a hooked call of the running coroutine, and yields first if it
+/// has made [`BUDGET`] since it last switched. Calls that never block (an
+/// accept loop under a burst of connections, a reader whose data never runs
+/// out) would otherwise keep the worker, and the coroutines queued behind
+/// them, until the blocked-worker monitor moves those away.
+#[inline]
+pub(crate) fn spend_budget() {
+    let Some(task) = current() else { return };
+    let calls = task.calls.get() + 1;
+    if calls < BUDGET {
+        task.calls.set(calls);
+        return;
+    }
+    // Other coroutines run meanwhile; with a shared identity they share
+    // `errno` too.
+    let errno = crate::sys::errno();
+    suspend(task, Suspend::Yield);
+    crate::sys::set_errno(errno);
+}
+
 /// Leaves the current coroutine; its worker carries out `action`.
 pub(crate) fn suspend(task: &Task, action: Suspend) {
+    task.calls.set(0);
     // SAFETY: we are the running coroutine, about to switch away.
     unsafe { task.set_suspend(action) };
     match task.identity() {

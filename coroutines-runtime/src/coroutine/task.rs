@@ -1,6 +1,6 @@
 //! The task record: everything the runtime knows about one coroutine.
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::any::Any;
 use std::sync::Arc;
@@ -96,9 +96,11 @@ pub(crate) struct Task {
     /// where coroutines share their worker's.
     identity: UnsafeCell<Option<ThreadBlock>>,
     suspend: UnsafeCell<Suspend>,
+    /// Hooked calls made since it last switched (see `switch::spend_budget`).
+    pub(crate) calls: Cell<u32>,
 }
 
-// SAFETY: `generator` and `suspend` are touched only by the thread
+// SAFETY: `generator`, `suspend` and `calls` are touched only by the thread
 // that currently runs or schedules the coroutine; a task reaches another
 // thread only through a run queue, whose push/pop pair orders the accesses.
 // Everything else is atomic or immutable.
@@ -132,6 +134,7 @@ impl Task {
             generator: UnsafeCell::new(None),
             identity: UnsafeCell::new(None),
             suspend: UnsafeCell::new(Suspend::Nothing),
+            calls: Cell::new(0),
         }
     }
 

@@ -10,7 +10,7 @@ use libc::{c_int, iovec, msghdr};
 use super::descriptor::{self, Kind};
 use super::iov;
 use crate::blocking;
-use crate::coroutine::in_coroutine;
+use crate::coroutine::{in_coroutine, switch};
 use crate::reactor::fd_table::{Ended, FdEntry, Interest, FD_TABLE};
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::scheduler::in_forked_child;
@@ -158,6 +158,7 @@ pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> is
             _ => attempt(false, 0),
         };
     }
+    switch::spend_budget();
     let Some(entry) = FD_TABLE.get(call.fd) else {
         return attempt(false, 0);
     };
