@@ -59,7 +59,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_client::{connect, listener, lockstep, shares, CHURN};
+use echo_client::{connect, env_or, listener, lockstep, shares, CHURN};
 use echo_server::echo_blocking;
 use stats::{median, range, Machine};
 
@@ -134,15 +134,6 @@ struct Knobs {
     long_round_trips: usize,
     pause: Duration,
     stats: bool,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not valid")),
-        Err(_) => default,
-    }
 }
 
 /// The items of a comma-separated list in `name`, or `default`.

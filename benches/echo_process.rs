@@ -76,7 +76,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_client::{connect, listener, lockstep, shares, CHURN};
+use echo_client::{connect, env_or, listener, lockstep, shares, CHURN};
 use echo_server::{control_loop, echo_blocking, inherited_listener, Tally, SERVER_BUFFER};
 use stats::{median, range, Machine};
 
@@ -181,15 +181,6 @@ struct Knobs {
     /// measured windows.
     max_others: f64,
     reruns: usize,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not valid")),
-        Err(_) => default,
-    }
 }
 
 fn main() {

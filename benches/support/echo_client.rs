@@ -125,3 +125,16 @@ pub fn churn(address: SocketAddr, shape: &Churn, threads: usize, iters: usize) -
     }
     start.elapsed()
 }
+
+/// The setting `name` from the environment, or `default` if unset.
+///
+/// # Panics
+/// If it is set to something that does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not valid")),
+        Err(_) => default,
+    }
+}
