@@ -21,6 +21,7 @@ pub(crate) use stack::{
     main_thread_stack_size, size_text, words as stack_words, Gen, StackPool, Stacks,
 };
 pub use stack::{MAX_STACK_SIZE, MIN_STACK_SIZE};
+pub(crate) use switch::may_switch;
 pub use switch::{in_coroutine, yield_now};
 pub use task::{Body, TaskRef};
 pub(crate) use task::{Lifecycle, Suspend, Task};

@@ -34,6 +34,23 @@ pub fn in_coroutine() -> bool {
     !CURRENT.with(Cell::get).is_null()
 }
 
+/// Whether the caller runs in a coroutine that may switch away now, to
+/// park or yield: in a coroutine, unless a panic is in flight there and it
+/// shares its worker's thread identity.
+///
+/// std keeps its panic count per thread (per coroutine with identities). A
+/// coroutine that switched away while panicking (say, on the stderr lock in
+/// the panic hook, on a mutex or a file in a destructor during unwinding,
+/// or after its budget) would leave the count raised for the other
+/// coroutines of its worker: the next one to panic would abort the process
+/// ("panicked while processing panic"), and `thread::panicking()` would
+/// tell them all they are panicking (poisoning the locks they release).
+/// So its hooked calls block the worker, as they would without the hooks.
+#[inline]
+pub(crate) fn may_switch() -> bool {
+    in_coroutine() && (identity::in_private_identity() || !std::thread::panicking())
+}
+
 /// The running coroutine's task. The reference is valid while the coroutine
 /// runs: its worker holds an `Arc` to it across the switch.
 #[inline]
@@ -93,6 +110,9 @@ pub(crate) fn spend_budget() {
     let calls = task.calls.get() + 1;
     if calls < BUDGET {
         task.calls.set(calls);
+        return;
+    }
+    if !may_switch() {
         return;
     }
     // Other coroutines run meanwhile; with a shared identity they share

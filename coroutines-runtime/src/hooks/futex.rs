@@ -45,7 +45,7 @@
 //!   on private words.
 //! - While a panic is in flight in a coroutine (its panic hook, its
 //!   unwinding), its futex waits block the worker instead of parking: std's
-//!   panic count is per OS thread (see `may_park`).
+//!   panic count is per OS thread (see `switch::may_switch`).
 //! - A futex word at an unmapped address faults in the hook (the kernel
 //!   would return `EFAULT`); null and misaligned words pass through to the
 //!   kernel, which rejects them.
@@ -55,9 +55,8 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, c_long, timespec};
 
-use crate::coroutine::in_coroutine;
+use crate::coroutine::may_switch;
 use crate::futex;
-use crate::identity;
 use crate::scheduler::in_forked_child;
 use crate::sys;
 
@@ -98,11 +97,11 @@ pub unsafe extern "C" fn coroutines_futex_syscall(
     match op {
         WAKE => wake(args, val as c_int),
         WAKE_BITSET if val3 != 0 => wake(args, val as c_int),
-        WAIT if may_park() => match read_timeout(timeout) {
+        WAIT if may_switch() => match read_timeout(timeout) {
             Ok(relative) => wait(uaddr, val, relative.map(relative_deadline)),
             Err(error) => fail(error),
         },
-        WAIT_BITSET | WAIT_BITSET_REALTIME if val3 == MATCH_ANY && may_park() => {
+        WAIT_BITSET | WAIT_BITSET_REALTIME if val3 == MATCH_ANY && may_switch() => {
             let clock = if op == WAIT_BITSET {
                 libc::CLOCK_MONOTONIC
             } else {
@@ -119,20 +118,6 @@ pub unsafe extern "C" fn coroutines_futex_syscall(
         }
         _ => pass_through(args),
     }
-}
-
-/// Whether a wait may park: inside a coroutine, unless a panic is in flight
-/// on this thread and the coroutine shares its worker's thread identity.
-///
-/// std keeps its panic count per thread (per coroutine with identities). A coroutine that parked while
-/// panicking (say, on the stderr lock in the panic hook, or on a mutex in a
-/// destructor during unwinding) would leave the count raised for the other
-/// coroutines of its worker: the next one to panic would abort the process
-/// ("panicked while processing panic"), and `thread::panicking()` would
-/// tell them all they are panicking (poisoning the locks they release).
-/// So such a wait blocks the worker, as it would without the hook.
-fn may_park() -> bool {
-    in_coroutine() && (identity::in_private_identity() || !std::thread::panicking())
 }
 
 /// Parks the coroutine on the word at `uaddr` (aligned, non-null).

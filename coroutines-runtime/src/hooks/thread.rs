@@ -19,8 +19,7 @@ use core::ptr;
 use libc::{c_int, c_void, pthread_t};
 
 use crate::blocking;
-use crate::coroutine::in_coroutine;
-use crate::identity;
+use crate::coroutine::may_switch;
 
 /// Hooked: `std::thread::JoinHandle::join` calls it.
 ///
@@ -28,11 +27,7 @@ use crate::identity;
 /// As `pthread_join(3)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pthread_join(thread: pthread_t, retval: *mut *mut c_void) -> c_int {
-    // While a panic is in flight in a coroutine that shares its worker's
-    // identity, the worker blocks instead (see `may_park` in
-    // hooks/futex.rs).
-    let panicking = !identity::in_private_identity() && std::thread::panicking();
-    if !in_coroutine() || panicking {
+    if !may_switch() {
         // SAFETY: the caller's arguments, as for pthread_join.
         return unsafe { libc::pthread_timedjoin_np(thread, retval, ptr::null()) };
     }
