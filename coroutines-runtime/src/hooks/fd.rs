@@ -56,7 +56,7 @@ fn replacing(fd: c_int, ended: Ended, replace: impl FnOnce() -> isize) -> isize 
     let generation = entry.reset(ended);
     descriptor::wait_for_holds(entry);
     let ret = replace();
-    entry.reset_if(generation, ended);
+    entry.reset_if(generation);
     ret
 }
 
@@ -260,7 +260,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     let ended = FD_TABLE.reset_range(first, last, Ended::Closed);
     let ret = call();
     for (entry, generation) in ended {
-        entry.reset_if(generation, Ended::Closed);
+        entry.reset_if(generation);
     }
     c_result(ret) as c_int
 }

@@ -348,13 +348,24 @@ impl FdEntry {
     /// thread. If the lock is taken, its holder wakes the waiters when it
     /// lets go.
     pub(crate) fn reset(&self, ended: Ended) -> u32 {
-        self.note_end(self.generation(), ended);
-        // Pairs with `lock`: either this sees the mark, or the locker sees
-        // the new generation under the lock and backs off.
-        let generation = self
-            .generation
-            .fetch_add(1, Ordering::SeqCst)
-            .wrapping_add(1);
+        let mut current = self.generation();
+        loop {
+            // Recorded before the generation ends, so that whoever sees
+            // the new generation also sees how the old one ended.
+            self.note_end(current, ended);
+            // Pairs with `lock`: either this sees the mark, or the locker
+            // sees the new generation under the lock and backs off.
+            match self.generation.compare_exchange_weak(
+                current,
+                current.wrapping_add(1),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
+        let generation = current.wrapping_add(1);
         self.read_closed.store(false, Ordering::Relaxed);
         self.urgent.store(false, Ordering::Relaxed);
         self.wake_for_reset();
@@ -362,10 +373,14 @@ impl FdEntry {
     }
 
     /// Starts a new generation if none has started since `generation`: the
-    /// second half of a close, for callers that got in between the first
-    /// half and the system call.
-    pub(crate) fn reset_if(&self, generation: u32, ended: Ended) {
-        self.note_end(generation, ended);
+    /// second half of a close or a replacement, for calls that got in
+    /// between the first half and the system call. Their waiters try again
+    /// and get the kernel's answer, as a thread's call that starts now
+    /// would: EBADF if the number is still closed, or the file that took
+    /// it meanwhile (a descriptor can arrive without a hook seeing it, by
+    /// `SCM_RIGHTS` or a raw system call, while a lingering close has not
+    /// returned yet).
+    pub(crate) fn reset_if(&self, generation: u32) {
         let next = generation.wrapping_add(1);
         if self
             .generation
@@ -377,10 +392,15 @@ impl FdEntry {
     }
 
     /// Records how the file of `generation` ends, before its generation
-    /// does.
+    /// does. The record only moves forward.
     fn note_end(&self, generation: u32, ended: Ended) {
         if ended == Ended::Closed {
-            self.closed.store(generation, Ordering::SeqCst);
+            let _ = self
+                .closed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |closed| {
+                    let newer = closed == u32::MAX || generation.wrapping_sub(closed) as i32 > 0;
+                    newer.then_some(generation)
+                });
         }
     }
 
@@ -679,7 +699,8 @@ mod tests {
     }
 
     /// A waiter that queues between a close's new generation and its clearing
-    /// of the entry's mark is woken by the close's second half.
+    /// of the entry's mark is woken by the close's second half, to try its
+    /// call again (which the kernel then fails with EBADF).
     #[test]
     fn a_waiter_that_queues_during_a_reset_is_woken_by_the_close() {
         const FD: c_int = 4092;
@@ -694,12 +715,40 @@ mod tests {
         let (woken, waiter) = park_waiter(&runtime, add_reader, entry, generation);
         // Its second half, then the close's own `reset_if`.
         entry.wake_for_reset();
-        entry.reset_if(generation, Ended::Closed);
+        entry.reset_if(generation);
         assert_eq!(
             woken.recv_timeout(Duration::from_secs(10)),
-            Ok(WakeReason::Closed)
+            Ok(WakeReason::Notified)
         );
         join(&waiter);
+    }
+
+    /// A close's second half that comes late (a lingering close returns
+    /// after the number was reused) neither moves the close record back
+    /// nor fails the waiter of the file that took the number.
+    #[test]
+    fn a_late_second_half_of_a_close_leaves_the_next_files_waiter_alone() {
+        const FD: c_int = 4090;
+        let entry = FD_TABLE.get(FD).expect("tracked");
+        drop(entry.lock());
+        let closing = entry.reset(Ended::Closed);
+        // The number is free: a descriptor arrives on it unseen, and a
+        // coroutine waits on it.
+        let runtime = runtime(1);
+        let (woken, waiter) = park_waiter(&runtime, add_reader, entry, closing);
+        // The close returns.
+        entry.reset_if(closing);
+        assert_eq!(
+            woken.recv_timeout(Duration::from_secs(10)),
+            Ok(WakeReason::Notified)
+        );
+        join(&waiter);
+        // A later close of the number, and a late second half of the
+        // earlier one: the record keeps the later close.
+        let later = entry.generation();
+        entry.reset(Ended::Closed);
+        entry.reset_if(closing);
+        assert_eq!(entry.closed.load(Ordering::SeqCst), later);
     }
 
     /// A pending close of one file and a `dup2` over the next: the next

@@ -1,0 +1,161 @@
+//! A close that frees its number long before it returns.
+//!
+//! A blocking close of a TCP socket with `SO_LINGER` and unsent data frees
+//! the descriptor number at once and then waits in the kernel (for the
+//! data to go out, or the linger time). The close hook's second half
+//! (`reset_if`, hooks/fd.rs `replacing`) runs only when the system call
+//! returns, so for that whole time the number may already name another
+//! file, which the second half must leave alone.
+
+mod support;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::Duration;
+
+use support::differential::*;
+use support::{fill_send_buffer, small_buffers, tcp_pair};
+
+/// Sends `fd` over the unix socket `over` (SCM_RIGHTS), with one byte.
+fn send_fd(over: RawFd, fd: RawFd) {
+    let byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_ptr() as *mut libc::c_void,
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: an all-zero msghdr is valid; the pointers set below are live
+    // for the call.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
+        assert_eq!(libc::sendmsg(over, &msg, 0), 1, "sendmsg");
+    }
+}
+
+/// Receives a descriptor sent with [`send_fd`] on `from`.
+fn recv_fd(from: RawFd) -> RawFd {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: as in `send_fd`.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: as in `send_fd`.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        assert_eq!(libc::recvmsg(from, &mut msg, 0), 1, "recvmsg");
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!cmsg.is_null(), "no descriptor came");
+        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd)
+    }
+}
+
+/// Whether `fd` names no open file (a raw fcntl, no hook).
+fn is_free(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on any number is harmless.
+    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) < 0 }
+}
+
+/// A read of a file that got the number while a close of its previous file
+/// was still in its system call waits for its data, as on a thread. The
+/// file arrives by SCM_RIGHTS, one of the ways of getting a descriptor that
+/// no hook sees (also raw system calls).
+#[test]
+fn a_read_on_a_file_received_during_a_lingering_close_gets_its_data() {
+    let got = differential_exclusive("read during a lingering close", |side| {
+        let (lingering, mut peer) = tcp_pair();
+        small_buffers(&lingering, &peer);
+        fill_send_buffer(&lingering);
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 5,
+        };
+        // SAFETY: a live socket and a live option value.
+        assert_eq!(
+            unsafe {
+                libc::setsockopt(
+                    lingering.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as u32,
+                )
+            },
+            0
+        );
+        let (sender, receiver) = UnixStream::pair().unwrap();
+        let (passed, mut passed_peer) = UnixStream::pair().unwrap();
+        let number = lingering.into_raw_fd();
+        // Fill every free number below ours, so that the next descriptor
+        // the kernel hands out is ours once it is freed.
+        let mut fillers = Vec::new();
+        loop {
+            // SAFETY: a NUL-terminated path.
+            let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+            assert!(fd >= 0);
+            if fd > number {
+                // SAFETY: ours, just opened.
+                unsafe { libc::close(fd) };
+                break;
+            }
+            fillers.push(fd);
+        }
+        // The lingering close, on a plain thread on both sides.
+        let closer = thread::spawn(move || {
+            // SAFETY: the test owns `number` and closes it once.
+            unsafe { libc::close(number) }
+        });
+        while !is_free(number) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        send_fd(sender.as_raw_fd(), passed.as_raw_fd());
+        let reader = side.spawn(move || {
+            let fd = recv_fd(receiver.as_raw_fd());
+            // SAFETY: received just now, owned here.
+            let mut file = unsafe { UnixStream::from_raw_fd(fd) };
+            let mut byte = [0u8; 1];
+            let result = file.read(&mut byte).map(|_| byte[0]);
+            (fd == number, outcome(result))
+        });
+        // Let the reader wait, then let the lingering close finish (the
+        // peer takes everything), then write what the reader waits for.
+        thread::sleep(Duration::from_millis(100));
+        let mut sink = vec![0u8; 64 * 1024];
+        peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        while let Ok(n) = peer.read(&mut sink) {
+            if n == 0 {
+                break;
+            }
+        }
+        let closed = closer.join().unwrap();
+        thread::sleep(Duration::from_millis(100));
+        std::io::Write::write_all(&mut passed_peer, b"z").unwrap();
+        let got = reader.join();
+        for fd in fillers {
+            // SAFETY: opened above, closed once.
+            unsafe { libc::close(fd) };
+        }
+        drop(peer);
+        (closed, got)
+    });
+    assert_eq!(got, (0, (true, Ok(b'z'))));
+}
