@@ -16,36 +16,9 @@ use std::thread;
 use std::time::Duration;
 
 use support::differential::*;
-use support::{fill_send_buffer, small_buffers, tcp_pair};
+use support::{fill_send_buffer, send_with_fd, small_buffers, tcp_pair};
 
-/// Sends `fd` over the unix socket `over` (SCM_RIGHTS), with one byte.
-fn send_fd(over: RawFd, fd: RawFd) {
-    let byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_ptr() as *mut libc::c_void,
-        iov_len: 1,
-    };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: an all-zero msghdr is valid; the pointers set below are live
-    // for the call.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
-        assert_eq!(libc::sendmsg(over, &msg, 0), 1, "sendmsg");
-    }
-}
-
-/// Receives a descriptor sent with [`send_fd`] on `from`.
+/// Receives a descriptor sent with [`send_with_fd`] on `from`.
 fn recv_fd(from: RawFd) -> RawFd {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
@@ -127,7 +100,7 @@ fn a_read_on_a_file_received_during_a_lingering_close_gets_its_data() {
         while !is_free(number) {
             thread::sleep(Duration::from_millis(1));
         }
-        send_fd(sender.as_raw_fd(), passed.as_raw_fd());
+        send_with_fd(&sender, &[0], passed.as_raw_fd());
         let reader = side.spawn(move || {
             let fd = recv_fd(receiver.as_raw_fd());
             // SAFETY: received just now, owned here.

@@ -124,42 +124,6 @@ fn packet_pipe_short_read_leaves_the_next_packet_readable() {
     assert_reads_each_message(&reads);
 }
 
-/// Sends `data` on `stream` with one descriptor (`passed`) as SCM_RIGHTS.
-fn send_with_fd(stream: &UnixStream, data: &[u8], passed: RawFd) {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // Room for one cmsghdr and one int, aligned as cmsghdr.
-    let mut control = [0u64; 4];
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    assert!(space <= std::mem::size_of_val(&control));
-    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives
-    // the sendmsg, and the control buffer has room for one descriptor.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        libc::CMSG_DATA(cmsg)
-            .cast::<RawFd>()
-            .write_unaligned(passed);
-        let sent = libc::sendmsg(stream.as_raw_fd(), &msg, 0);
-        assert_eq!(
-            sent,
-            data.len() as isize,
-            "sendmsg: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 #[test]
 fn unix_stream_read_stopped_by_scm_rights_leaves_the_rest_readable() {
     // The kernel ends a stream read after a message that carried

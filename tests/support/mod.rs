@@ -15,6 +15,7 @@ use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
@@ -621,4 +622,40 @@ pub fn recurse_deeply(depth: u64) -> u64 {
         return frame[0] as u64;
     }
     recurse_deeply(depth - 1) + frame[(depth % 1024) as usize] as u64
+}
+
+/// Sends `data` on `stream` with one descriptor (`passed`) as SCM_RIGHTS.
+pub fn send_with_fd(stream: &UnixStream, data: &[u8], passed: RawFd) {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // Room for one cmsghdr and one int, aligned as cmsghdr.
+    let mut control = [0u64; 4];
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    assert!(space <= std::mem::size_of_val(&control));
+    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives
+    // the sendmsg, and the control buffer has room for one descriptor.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        libc::CMSG_DATA(cmsg)
+            .cast::<RawFd>()
+            .write_unaligned(passed);
+        let sent = libc::sendmsg(stream.as_raw_fd(), &msg, 0);
+        assert_eq!(
+            sent,
+            data.len() as isize,
+            "sendmsg: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
