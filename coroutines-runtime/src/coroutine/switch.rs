@@ -34,18 +34,20 @@ pub fn in_coroutine() -> bool {
     !CURRENT.with(Cell::get).is_null()
 }
 
-/// Whether the caller runs in a coroutine that may switch away now, to
-/// park or yield: in a coroutine, unless a panic is in flight there and it
-/// shares its worker's thread identity.
+/// Whether the caller runs in a coroutine whose switching away is invisible
+/// to the worker's other coroutines: in a coroutine, unless a panic is in
+/// flight there and it shares its worker's thread identity.
 ///
 /// std keeps its panic count per thread (per coroutine with identities). A
-/// coroutine that switched away while panicking (say, on the stderr lock in
-/// the panic hook, on a mutex or a file in a destructor during unwinding,
-/// or after its budget) would leave the count raised for the other
-/// coroutines of its worker: the next one to panic would abort the process
-/// ("panicked while processing panic"), and `thread::panicking()` would
-/// tell them all they are panicking (poisoning the locks they release).
-/// So its hooked calls block the worker, as they would without the hooks.
+/// coroutine that switched away while panicking would leave the count
+/// raised for the other coroutines of its worker: the next one to panic
+/// would abort the process ("panicked while processing panic"), and
+/// `thread::panicking()` would tell them all they are panicking (poisoning
+/// the locks they release). The budget's yield, which is optional, is then
+/// skipped; waits on futexes and threads (std's panic machinery takes the
+/// stderr lock) block the worker instead. Descriptor waits still park:
+/// blocking the worker there would hang for good if the data is to come
+/// from a coroutine parked on the same worker.
 #[inline]
 pub(crate) fn may_switch() -> bool {
     in_coroutine() && (identity::in_private_identity() || !std::thread::panicking())

@@ -10,7 +10,7 @@ use libc::{c_int, iovec, msghdr};
 use super::descriptor::{self, Kind};
 use super::iov;
 use crate::blocking;
-use crate::coroutine::{may_switch, switch};
+use crate::coroutine::{in_coroutine, switch};
 use crate::reactor::fd_table::{Ended, FdEntry, Interest, FD_TABLE};
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::scheduler::in_forked_child;
@@ -150,7 +150,7 @@ impl Call<'_> {
 /// fails with EAGAIN, and `SO_RCVTIMEO`/`SO_SNDTIMEO` bound the whole call
 /// (not each wait), after which it returns what it has, or EAGAIN.
 pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> isize {
-    if !may_switch() {
+    if !in_coroutine() {
         return match call.nonblock {
             Nonblock::Hold if !in_forked_child() => {
                 descriptor::thread_call(call.fd, call.interest, || attempt(false, 0))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, epoll_event, sigset_t, timespec};
 
-use crate::coroutine::may_switch;
+use crate::coroutine::in_coroutine;
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::sys::{self, c_result, read_timespec, syscall, SIGSET_BYTES};
@@ -52,7 +52,7 @@ fn epoll_waited(
     sigmask: *const sigset_t,
     call: impl FnOnce() -> isize,
 ) -> isize {
-    if !may_switch() {
+    if !in_coroutine() {
         return call();
     }
     // The kernel validates everything first; events or an error return at
@@ -172,7 +172,7 @@ pub unsafe extern "C" fn epoll_pwait2(
             SIGSET_BYTES
         )
     };
-    if !may_switch() {
+    if !in_coroutine() {
         return c_result(call()) as c_int;
     }
     let ret = match read_timespec(timeout) {

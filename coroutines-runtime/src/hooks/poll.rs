@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, fd_set, nfds_t, pollfd, sigset_t, timeval};
 
-use crate::coroutine::{self, may_switch, Wait};
+use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fds, FdWait, Outcome};
 use crate::sys::{
@@ -111,7 +111,7 @@ fn polled(
     timeout: Option<Duration>,
     sigmask: *const sigset_t,
 ) -> isize {
-    if !may_switch() {
+    if !in_coroutine() {
         return ppoll_masked(fds, nfds, timeout, sigmask);
     }
     // The kernel reads (and so validates) the array before anything here
@@ -304,7 +304,7 @@ fn selected(
     sigmask: *const sigset_t,
     timeout: *mut timeval,
 ) -> isize {
-    if !may_switch() || limit == Some(Duration::ZERO) || nfds < 0 {
+    if !in_coroutine() || limit == Some(Duration::ZERO) || nfds < 0 {
         return pselect6(nfds, user, limit, sigmask, timeout);
     }
     let start = Instant::now();

@@ -15,7 +15,7 @@ use super::descriptor::Kind;
 use super::driver::on_created;
 use super::fd::close_owned;
 use crate::blocking;
-use crate::coroutine::may_switch;
+use crate::coroutine::in_coroutine;
 use crate::identity;
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fd, FdWait, Outcome};
@@ -75,7 +75,7 @@ fn wait_for(
     call: impl Fn(c_int) -> isize + Send + Sync,
     waiting: impl Fn(isize) -> bool,
 ) -> isize {
-    if !may_switch() || options & libc::WNOHANG != 0 {
+    if !in_coroutine() || options & libc::WNOHANG != 0 {
         return call(options);
     }
     let pidfd = match child {

@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use libc::{addrinfo, c_char, c_int, c_void, hostent, sockaddr, socklen_t};
 
 use crate::blocking;
-use crate::coroutine::may_switch;
+use crate::coroutine::in_coroutine;
 use crate::sys;
 
 /// glibc's function `name`, looked up once: its address, or 0.
@@ -58,7 +58,7 @@ macro_rules! lookup_hook {
             let real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(address) };
             // SAFETY: the caller's arguments, passed on unchanged.
             let call = || unsafe { real($($arg),*) };
-            if !may_switch() {
+            if !in_coroutine() {
                 return call();
             }
             // Raw pointers are not `Send`; the caller keeps what they point

@@ -10,7 +10,7 @@ use super::descriptor::{self, Kind};
 use super::driver::{blocking_io, on_created, poll_one, ready_now, Call, Len, Nonblock};
 use super::iov;
 use crate::blocking;
-use crate::coroutine::{self, may_switch, Wait};
+use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::{Interest, FD_TABLE};
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::scheduler::in_forked_child;
@@ -158,7 +158,7 @@ pub unsafe extern "C" fn recvfrom(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     let wait_all = flags & (libc::MSG_WAITALL | libc::MSG_DONTWAIT) == libc::MSG_WAITALL;
-    if wait_all && may_switch() && descriptor::kind_of(fd).is_some_and(Kind::ends_at_messages) {
+    if wait_all && in_coroutine() && descriptor::kind_of(fd).is_some_and(Kind::ends_at_messages) {
         // A Unix stream's MSG_WAITALL read stops after passed descriptors
         // and fills the caller's control buffer along the way, which a
         // read made in parts cannot: the call as made, on a helper thread.
@@ -326,7 +326,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 
 /// `connect` in a coroutine; `call` makes the system call.
 fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
-    if !may_switch() {
+    if !in_coroutine() {
         return call();
     }
     let Some(entry) = FD_TABLE.get(fd) else {
@@ -552,7 +552,7 @@ pub unsafe extern "C" fn recvmmsg(
 ) -> c_int {
     let plain = || syscall!(libc::SYS_recvmmsg, fd, messages, count, flags, timeout);
     let ret = match () {
-        _ if !may_switch() || flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 => plain(),
+        _ if !in_coroutine() || flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 => plain(),
         _ if !timeout.is_null() => blocking::run_borrowed(plain),
         _ => per_message(fd, Interest::Read, count, flags, |first, left, flags| {
             let rest = messages.wrapping_add(first as usize);
@@ -573,7 +573,7 @@ pub unsafe extern "C" fn sendmmsg(
     count: c_uint,
     flags: c_int,
 ) -> c_int {
-    let ret = match may_switch() && flags & libc::MSG_DONTWAIT == 0 {
+    let ret = match in_coroutine() && flags & libc::MSG_DONTWAIT == 0 {
         false => syscall!(libc::SYS_sendmmsg, fd, messages, count, flags),
         true => per_message(fd, Interest::Write, count, flags, |first, left, flags| {
             let rest = messages.wrapping_add(first as usize);

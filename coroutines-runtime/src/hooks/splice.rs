@@ -6,12 +6,12 @@
 use libc::{c_int, c_uint, loff_t, off_t, size_t, ssize_t};
 
 use crate::blocking;
-use crate::coroutine::may_switch;
+use crate::coroutine::in_coroutine;
 use crate::sys::{c_result, syscall};
 
 /// `call` where it cannot block a worker.
 fn off_the_worker(call: impl FnOnce() -> isize) -> ssize_t {
-    c_result(match may_switch() {
+    c_result(match in_coroutine() {
         true => blocking::run_borrowed(call),
         false => call(),
     })

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, c_uint, clockid_t, timespec, useconds_t};
 
-use crate::coroutine::may_switch;
+use crate::coroutine::in_coroutine;
 use crate::reactor::sleep_until;
 use crate::sys::{self, syscall};
 
@@ -42,7 +42,7 @@ pub unsafe extern "C" fn clock_nanosleep(
         clock,
         libc::CLOCK_MONOTONIC | libc::CLOCK_REALTIME | libc::CLOCK_BOOTTIME | libc::CLOCK_TAI
     );
-    if !may_switch() || !sleepable {
+    if !in_coroutine() || !sleepable {
         return -(syscall!(libc::SYS_clock_nanosleep, clock, flags, req, rem) as c_int);
     }
     let req = match duration(req) {
@@ -74,7 +74,7 @@ pub unsafe extern "C" fn clock_nanosleep(
 /// As `nanosleep(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
-    if !may_switch() {
+    if !in_coroutine() {
         return sys::c_result(syscall!(libc::SYS_nanosleep, req, rem)) as c_int;
     }
     match duration(req) {

@@ -1,12 +1,14 @@
-//! The cooperative budget's yield (after 128 hooked calls without a
-//! switch) where a coroutine must not switch: while a panic unwinds in a
-//! coroutine that shares its worker's thread identity (std's panic count
-//! is per thread), hooked calls block the worker instead, as a park would.
+//! Panics in coroutines that share their worker's thread identity, whose
+//! panic count is the worker's: the cooperative budget's yield (after 128
+//! hooked calls without a switch) is skipped while one unwinds, and a
+//! descriptor wait during unwinding still parks, so that a peer on the same
+//! worker can answer it.
 
 mod support;
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -236,4 +238,40 @@ fn budget_yields_inside_thread_local_destructors_let_every_coroutine_end() {
         },
     );
     assert_eq!(ran, (8, 1));
+}
+
+/// A destructor that, while its coroutine unwinds, reads what a peer
+/// coroutine writes: the peer was spawned on the same worker and sleeps
+/// first, so the read must park (blocking the worker would hang for good,
+/// as started coroutines of a shared identity cannot move).
+#[test]
+fn a_destructor_reading_from_a_peer_on_its_worker_finishes_while_unwinding() {
+    struct ReadOnDrop(UnixStream);
+
+    impl Drop for ReadOnDrop {
+        fn drop(&mut self) {
+            let mut byte = [0u8; 1];
+            self.0.read_exact(&mut byte).unwrap();
+        }
+    }
+
+    let unwound = watchdog_on(
+        "read in a destructor while unwinding",
+        Duration::from_secs(20),
+        Builder::default().workers(2).thread_identity(false),
+        || {
+            let panicker = coroutines::spawn(|| {
+                let (ours, mut theirs) = UnixStream::pair().unwrap();
+                let _reads = ReadOnDrop(ours);
+                coroutines::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(50));
+                    theirs.write_all(b"z").unwrap();
+                });
+                coroutines::yield_now();
+                panic!("expected panic");
+            });
+            panicker.join().is_err()
+        },
+    );
+    assert!(unwound);
 }
