@@ -45,22 +45,23 @@
 
 #[path = "support/echo_client.rs"]
 mod echo_client;
-// Only its handler is used here.
+// Only its accept loop and handler are used here.
 #[allow(dead_code)]
 #[path = "support/echo_server.rs"]
 mod echo_server;
+#[path = "support/peer_servers.rs"]
+mod peer_servers;
 #[path = "support/stats.rs"]
 mod stats;
 
 use std::net::SocketAddr;
-use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use echo_client::{connect, env_or, listener, lockstep, shares, CHURN};
-use echo_server::echo_blocking;
+use echo_server::{accept_loop, Count};
 use stats::{median, range, Machine};
 
 /// Worker threads of every multi-worker runtime (this machine has 2 vCPUs).
@@ -88,7 +89,7 @@ struct Tally {
     per_worker: [AtomicU64; WORKERS],
 }
 
-impl Tally {
+impl Count for Tally {
     fn accept(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
     }
@@ -422,22 +423,19 @@ fn start_coroutines(name: &'static str, runtime: &coroutines::Runtime) -> Server
     let tally = Arc::new(Tally::default());
     let server_tally = tally.clone();
     runtime.spawn(move || {
-        for stream in listener.incoming() {
-            let stream = stream.expect("coroutines: accept");
-            stream.set_nodelay(true).expect("coroutines: TCP_NODELAY");
-            let tally = server_tally.clone();
-            tally.accept();
+        let counts = server_tally.clone();
+        accept_loop("coroutines", listener, server_tally, move |handler| {
+            let counts = counts.clone();
             coroutines::spawn(move || {
                 let worker = thread::current()
                     .name()
                     .and_then(|name| name.rsplit('-').next()?.parse::<usize>().ok());
-                if let Some(counter) = worker.and_then(|w| tally.per_worker.get(w)) {
+                if let Some(counter) = worker.and_then(|w| counts.per_worker.get(w)) {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
-                echo_blocking(stream);
-                tally.finish();
+                handler();
             });
-        }
+        })
     });
     Server {
         name,
@@ -450,19 +448,7 @@ fn start_threads() -> Server {
     let listener = listener();
     let address = listener.local_addr().unwrap();
     let tally = Arc::new(Tally::default());
-    let server_tally = tally.clone();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let stream = stream.expect("threads: accept");
-            stream.set_nodelay(true).expect("threads: TCP_NODELAY");
-            let tally = server_tally.clone();
-            tally.accept();
-            thread::spawn(move || {
-                echo_blocking(stream);
-                tally.finish();
-            });
-        }
-    });
+    peer_servers::threads(listener, tally.clone());
     Server {
         name: "threads",
         address,
@@ -474,22 +460,7 @@ fn start_may() -> Server {
     let listener = listener();
     let address = listener.local_addr().unwrap();
     let tally = Arc::new(Tally::default());
-    let server_tally = tally.clone();
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
-    // SAFETY: `fd` is a listening socket whose ownership moves to may.
-    let listener = unsafe { may::net::TcpListener::from_raw_fd(fd) };
-    may::go!(move || {
-        for stream in listener.incoming() {
-            let stream = stream.expect("may: accept");
-            stream.set_nodelay(true).expect("may: TCP_NODELAY");
-            let tally = server_tally.clone();
-            tally.accept();
-            may::go!(move || {
-                echo_blocking(stream);
-                tally.finish();
-            });
-        }
-    });
+    peer_servers::may(listener, tally.clone());
     Server {
         name: "may",
         address,
@@ -498,36 +469,10 @@ fn start_may() -> Server {
 }
 
 fn start_tokio(runtime: &tokio::runtime::Runtime) -> Server {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let listener = listener();
     let address = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
     let tally = Arc::new(Tally::default());
-    let server_tally = tally.clone();
-    runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio: listener");
-        loop {
-            let (mut stream, _) = listener.accept().await.expect("tokio: accept");
-            stream.set_nodelay(true).expect("tokio: TCP_NODELAY");
-            let tally = server_tally.clone();
-            tally.accept();
-            tokio::spawn(async move {
-                let mut buf = [0u8; echo_server::SERVER_BUFFER];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                tally.finish();
-            });
-        }
-    });
+    runtime.spawn(peer_servers::tokio(listener, tally.clone()));
     Server {
         name: "tokio",
         address,

@@ -64,12 +64,14 @@
 mod echo_client;
 #[path = "support/echo_server.rs"]
 mod echo_server;
+#[path = "support/peer_servers.rs"]
+mod peer_servers;
 #[path = "support/stats.rs"]
 mod stats;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -77,7 +79,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use echo_client::{connect, env_or, listener, lockstep, shares, CHURN};
-use echo_server::{control_loop, echo_blocking, inherited_listener, Tally, SERVER_BUFFER};
+use echo_server::{control_loop, inherited_listener, Count, Tally, SERVER_BUFFER};
 use stats::{median, range, Machine};
 
 /// Our server: the one binary of the package that links `coroutines`.
@@ -832,36 +834,12 @@ fn serve(id: &str, fd: Option<&String>) -> ! {
     match id {
         "threads" => {
             _tokio = None;
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let stream = stream.expect("threads: accept");
-                    stream.set_nodelay(true).expect("threads: TCP_NODELAY");
-                    let tally = server_tally.clone();
-                    tally.accept();
-                    thread::spawn(move || {
-                        echo_blocking(stream);
-                        tally.finish();
-                    });
-                }
-            });
+            peer_servers::threads(listener, server_tally);
         }
         "may" => {
             _tokio = None;
             may::config().set_workers(WORKERS);
-            // SAFETY: `listener`'s descriptor moves to may.
-            let listener = unsafe { may::net::TcpListener::from_raw_fd(listener.into_raw_fd()) };
-            may::go!(move || {
-                for stream in listener.incoming() {
-                    let stream = stream.expect("may: accept");
-                    stream.set_nodelay(true).expect("may: TCP_NODELAY");
-                    let tally = server_tally.clone();
-                    tally.accept();
-                    may::go!(move || {
-                        echo_blocking(stream);
-                        tally.finish();
-                    });
-                }
-            });
+            peer_servers::may(listener, server_tally);
         }
         "tokio" => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -869,7 +847,7 @@ fn serve(id: &str, fd: Option<&String>) -> ! {
                 .enable_io()
                 .build()
                 .expect("tokio runtime");
-            runtime.spawn(tokio_accept_loop(listener, server_tally));
+            runtime.spawn(peer_servers::tokio(listener, server_tally));
             _tokio = Some(runtime);
         }
         "tokio-ct" => {
@@ -879,7 +857,7 @@ fn serve(id: &str, fd: Option<&String>) -> ! {
                     .enable_io()
                     .build()
                     .expect("tokio current_thread runtime")
-                    .block_on(tokio_accept_loop(listener, server_tally));
+                    .block_on(peer_servers::tokio(listener, server_tally));
             });
         }
         "floor" => {
@@ -889,33 +867,6 @@ fn serve(id: &str, fd: Option<&String>) -> ! {
         _ => panic!("unknown server {id:?}"),
     }
     control_loop(&tally)
-}
-
-async fn tokio_accept_loop(listener: TcpListener, tally: Arc<Tally>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    listener.set_nonblocking(true).expect("tokio: non-blocking");
-    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio: listener");
-    loop {
-        let (mut stream, _) = listener.accept().await.expect("tokio: accept");
-        stream.set_nodelay(true).expect("tokio: TCP_NODELAY");
-        let tally = tally.clone();
-        tally.accept();
-        tokio::spawn(async move {
-            let mut buf = [0u8; SERVER_BUFFER];
-            loop {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if stream.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            tally.finish();
-        });
-    }
 }
 
 /// The floor: what an echo server costs at the least with epoll. Two

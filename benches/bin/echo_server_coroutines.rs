@@ -11,7 +11,7 @@ mod echo_server;
 
 use std::sync::Arc;
 
-use echo_server::{control_loop, echo_blocking, inherited_listener, Tally};
+use echo_server::{accept_loop, control_loop, inherited_listener, Tally};
 
 /// Worker threads (the machine the numbers come from has 2 vCPUs).
 const WORKERS: usize = 2;
@@ -29,16 +29,9 @@ fn main() {
     let tally = Arc::new(Tally::default());
     let server_tally = tally.clone();
     runtime.spawn(move || {
-        for stream in listener.incoming() {
-            let stream = stream.expect("coroutines: accept");
-            stream.set_nodelay(true).expect("coroutines: TCP_NODELAY");
-            let tally = server_tally.clone();
-            tally.accept();
-            coroutines::spawn(move || {
-                echo_blocking(stream);
-                tally.finish();
-            });
-        }
+        accept_loop("coroutines", listener, server_tally, |handler| {
+            coroutines::spawn(handler);
+        })
     });
     control_loop(&tally)
 }

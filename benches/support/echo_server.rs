@@ -1,6 +1,7 @@
 //! What every echo server process of `echo_process.rs` shares: the listener
-//! it inherits, its connection tally, the blocking echo handler and the
-//! control loop on stdin/stdout through which the driver asks for counters.
+//! it inherits, its connection tally, the blocking accept loop and echo
+//! handler, and the control loop on stdin/stdout through which the driver
+//! asks for counters. `echo.rs` uses the accept loop and handler too.
 //!
 //! Included with `#[path]` by the `echo_process` bench (peer servers, no
 //! `coroutines` in the binary) and by the `echo_server_coroutines` binary
@@ -11,6 +12,7 @@ use std::io::{BufRead, Read, Write};
 use std::net::TcpListener;
 use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Bytes each server handler reads at once.
 pub const SERVER_BUFFER: usize = 4096;
@@ -28,13 +30,42 @@ pub struct Tally {
     finished: AtomicU64,
 }
 
-impl Tally {
-    pub fn accept(&self) {
+/// What a server counts of its connections.
+pub trait Count: Send + Sync + 'static {
+    fn accept(&self);
+    fn finish(&self);
+}
+
+impl Count for Tally {
+    fn accept(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn finish(&self) {
+    fn finish(&self) {
         self.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts on `listener` for ever, each connection with `TCP_NODELAY`;
+/// `spawn` starts [`echo_blocking`] on it (a thread, a coroutine), counted
+/// in `tally`. `name` says whose accept failed.
+pub fn accept_loop<C: Count>(
+    name: &str,
+    listener: TcpListener,
+    tally: Arc<C>,
+    spawn: impl Fn(Box<dyn FnOnce() + Send>),
+) {
+    for stream in listener.incoming() {
+        let stream = stream.unwrap_or_else(|e| panic!("{name}: accept: {e}"));
+        stream
+            .set_nodelay(true)
+            .unwrap_or_else(|e| panic!("{name}: TCP_NODELAY: {e}"));
+        let tally = tally.clone();
+        tally.accept();
+        spawn(Box::new(move || {
+            echo_blocking(stream);
+            tally.finish();
+        }));
     }
 }
 
