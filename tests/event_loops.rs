@@ -318,19 +318,6 @@ extern "C" fn note_signal(_: libc::c_int) {
     HANDLED.store(true, Ordering::SeqCst);
 }
 
-/// A signal set with SIGUSR2 in it, or empty.
-fn sigset(with_usr2: bool) -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set; sigaddset adds a valid signal.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        if with_usr2 {
-            libc::sigaddset(&mut set, libc::SIGUSR2);
-        }
-        set
-    }
-}
-
 /// What a `p` call did with a pending signal: its result, how long it
 /// took, whether the handler ran before the thread's mask was restored,
 /// and whether it had run after.

@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use support::differential::*;
+use support::sigset;
 
 /// The signal probes install a SIGUSR2 handler and send the signal: they
 /// take turns.
@@ -38,18 +39,6 @@ fn install_handler() {
         );
     }
     HANDLED.store(false, Ordering::SeqCst);
-}
-
-fn sigset(with_usr2: bool) -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set; sigaddset adds a valid signal.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        if with_usr2 {
-            libc::sigaddset(&mut set, libc::SIGUSR2);
-        }
-        set
-    }
 }
 
 /// Sends SIGUSR2 to the OS thread `tid` of this process after `delay`, from

@@ -659,3 +659,16 @@ pub fn send_with_fd(stream: &UnixStream, data: &[u8], passed: RawFd) {
         );
     }
 }
+
+/// A signal set with SIGUSR2 in it, or empty.
+pub fn sigset(with_usr2: bool) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set; sigaddset adds a valid signal.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if with_usr2 {
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+        }
+        set
+    }
+}
