@@ -18,8 +18,9 @@
 //! minor page faults and CPU time (user and system, from `getrusage`)
 //! while spawning and parking, and the process's threads.
 //!
-//! Each stack takes 2 memory maps, so above ~30,000 parked coroutines the
-//! default `vm.max_map_count` (65530) is too small. The bench raises it
+//! On kernels before 6.13 (no guard markers) each stack takes 2 memory maps,
+//! so above ~30,000 parked coroutines the default `vm.max_map_count` (65530)
+//! is too small; since 6.13 stacks share mappings. The bench raises it
 //! with `sysctl -w vm.max_map_count=4194304` when a size needs more (this
 //! works as root); if that fails it skips the size and says so.
 //!
@@ -50,8 +51,9 @@ use stats::{median, range, Machine};
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
 const SMOKE_SIZE: usize = 10_000;
 const WORKERS: usize = 2;
-/// Memory maps each parked coroutine's stack takes (stack + guard page).
-const MAPS_PER_COROUTINE: usize = 2;
+/// Memory maps each parked coroutine's stack takes where the kernel has no
+/// guard markers (stack + guard page); with them, stacks share mappings.
+const MAPS_PER_COROUTINE_WITHOUT_MARKERS: usize = 2;
 /// Maps left for everything else; as the runtime's own headroom.
 const MAP_HEADROOM: usize = 8192;
 /// What the bench raises `vm.max_map_count` to when a size needs it.
@@ -177,7 +179,11 @@ fn main() {
 /// Whether `vm.max_map_count` lets `n` coroutines park, raising it if it
 /// does not and that is allowed.
 fn enough_maps(n: usize) -> bool {
-    let needed = n * MAPS_PER_COROUTINE + MAP_HEADROOM;
+    let per_coroutine = match guard_markers() {
+        true => 0,
+        false => MAPS_PER_COROUTINE_WITHOUT_MARKERS,
+    };
+    let needed = n * per_coroutine + MAP_HEADROOM;
     let current = || -> usize {
         std::fs::read_to_string("/proc/sys/vm/max_map_count")
             .ok()
@@ -202,6 +208,21 @@ fn enough_maps(n: usize) -> bool {
         current()
     );
     false
+}
+
+/// Whether the kernel makes guard pages without mappings
+/// (`MADV_GUARD_INSTALL`, Linux 6.13+), as the runtime's stacks then do.
+fn guard_markers() -> bool {
+    const MADV_GUARD_INSTALL: libc::c_int = 102;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    // SAFETY: a fresh anonymous page, advised and unmapped here only.
+    unsafe {
+        let page = libc::mmap(core::ptr::null_mut(), 4096, libc::PROT_READ, flags, -1, 0);
+        assert_ne!(page, libc::MAP_FAILED);
+        let supported = libc::madvise(page, 4096, MADV_GUARD_INSTALL) == 0;
+        libc::munmap(page, 4096);
+        supported
+    }
 }
 
 /// What one child measured, as totals.

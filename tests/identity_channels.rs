@@ -190,7 +190,7 @@ const PARKED: usize = 20_000;
 
 /// Held by each test that parks [`PARKED`] coroutines: two such tests at
 /// once would map 80,000 stacks and guard pages, more than the default
-/// `vm.max_map_count` (65,530) allows.
+/// `vm.max_map_count` (65,530) allows on kernels before 6.13.
 static MANY_STACKS: Mutex<()> = Mutex::new(());
 
 /// Spawns [`PARKED`] coroutines on the caller's worker, each waiting on

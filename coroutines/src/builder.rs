@@ -80,8 +80,8 @@ impl Builder {
     ///
     /// # Errors
     /// If the stack size is invalid, the runtime has shut down, or the
-    /// process is at its memory-map limit (the message names
-    /// `vm.max_map_count`). A stack is allocated when the coroutine first
+    /// process is at its memory-map limit (on kernels before 6.13; the
+    /// message names `vm.max_map_count`). A stack is allocated when the coroutine first
     /// runs; if that fails, [`JoinHandle::join`] reports it.
     ///
     /// # Examples

@@ -9,6 +9,7 @@ mod id;
 mod panic_report;
 mod park;
 mod stack;
+pub(crate) mod stack_arena;
 pub(crate) mod switch;
 mod task;
 mod wait;

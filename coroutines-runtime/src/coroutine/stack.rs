@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use generator::Gn;
 
+use super::stack_arena;
 use crate::identity::{StackBounds, ThreadBlock};
 
 /// A coroutine's generator: the stack plus its saved registers.
@@ -27,8 +28,6 @@ fn sentinel_page(generator: Gen, bytes: usize) -> (Gen, usize) {
     (generator, bounds.low + bounds.guard)
 }
 
-/// Memory mappings one stack takes: the stack and its guard page.
-const MAPPINGS_PER_STACK: usize = 2;
 /// Mappings left for everything else in the process (libraries, heap arenas,
 /// thread stacks); below this headroom every new stack is probed first.
 const MAPPING_HEADROOM: usize = 8192;
@@ -53,11 +52,54 @@ impl Stacks {
     /// Fails with a clear error if a stack of `bytes` could not be mapped
     /// now. Free far from the map limit; near it, maps a probe stack.
     pub(crate) fn check_room(bytes: usize) -> io::Result<()> {
-        if MAPPED.load(Ordering::Relaxed) * MAPPINGS_PER_STACK + MAPPING_HEADROOM > max_map_count()
+        if MAPPED.load(Ordering::Relaxed) * stack_arena::mappings_per_stack() + MAPPING_HEADROOM
+            > max_map_count()
         {
             probe(bytes)?;
         }
         Ok(())
+    }
+
+    /// Maps a fresh stack of `bytes` running `body`, `measured` or not.
+    fn map(bytes: usize, measured: bool, body: impl FnOnce() + Send + 'static) -> io::Result<Gen> {
+        Stacks::check_room(bytes)?;
+        let generator = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::panic_report::quietly(|| {
+                stack_arena::lend(|| Gn::<()>::new_opt(words(bytes, measured), body))
+            })
+        }))
+        .map_err(|_| map_error(bytes, io::Error::from_raw_os_error(libc::ENOMEM)))?;
+        MAPPED.fetch_add(1, Ordering::Relaxed);
+        Ok(generator)
+    }
+
+    /// Maps fresh unmeasured stacks of `bytes`, their bodies to come
+    /// (`init_code`): `count` of them, or fewer (at least one) if memory runs
+    /// out after the first.
+    pub(crate) fn create_batch(bytes: usize, count: usize) -> io::Result<Vec<Gen>> {
+        let mut fresh = Vec::with_capacity(count);
+        for _ in 0..count.max(1) {
+            match Stacks::map(bytes, false, || {}) {
+                Ok(generator) => fresh.push(generator),
+                Err(error) if fresh.is_empty() => return Err(error),
+                Err(_) => break,
+            }
+        }
+        // The crate marks the bottom of a new stack with a pattern, which
+        // makes the page that a coroutine touches last resident in every
+        // one: 4 KiB per coroutine. Give them back until the stacks are
+        // dropped, in one system call for the batch.
+        let mut bottoms = Vec::with_capacity(fresh.len());
+        let fresh = fresh
+            .into_iter()
+            .map(|generator| {
+                let (generator, bottom) = sentinel_page(generator, bytes);
+                bottoms.push((bottom, PAGE));
+                generator
+            })
+            .collect();
+        stack_arena::give_back(&bottoms);
+        Ok(fresh)
     }
 
     /// Maps a fresh stack of `bytes` running `body`, `measured` or not.
@@ -66,41 +108,29 @@ impl Stacks {
         measured: bool,
         body: impl FnOnce() + Send + 'static,
     ) -> io::Result<Gen> {
-        Stacks::check_room(bytes)?;
-        let generator = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            super::panic_report::quietly(|| Gn::<()>::new_opt(words(bytes, measured), body))
-        }))
-        .map_err(|_| map_error(bytes, io::Error::from_raw_os_error(libc::ENOMEM)))?;
-        MAPPED.fetch_add(1, Ordering::Relaxed);
         if measured {
-            return Ok(generator);
+            return Stacks::map(bytes, true, body);
         }
-        // The crate marks the bottom of a new stack with a pattern, which
-        // makes the page that a coroutine touches last resident in every
-        // one: 4 KiB per coroutine. Give it back until the stack is dropped.
-        let (generator, bottom) = sentinel_page(generator, bytes);
-        // SAFETY: the stack's lowest usable page, which nothing uses now.
-        unsafe { libc::madvise(bottom as *mut libc::c_void, PAGE, libc::MADV_DONTNEED) };
+        let mut generator = Stacks::create_batch(bytes, 1)?
+            .pop()
+            .expect("a batch holds at least one stack");
+        generator.init_code(body);
         Ok(generator)
     }
 
     /// Unmaps a stack of `bytes` (`measured` or not).
     pub(crate) fn release(generator: Gen, bytes: usize, measured: bool) {
-        let generator = match measured {
-            true => generator,
-            false => {
-                // Dropping a finished generator checks the pattern.
-                let (generator, bottom) = sentinel_page(generator, bytes);
-                let words = bottom as *mut usize;
-                for i in 0..SENTINEL_WORDS {
-                    // SAFETY: the stack's lowest usable page, unused: its
-                    // coroutine has ended or never ran.
-                    unsafe { words.add(i).write(SENTINEL) };
-                }
-                generator
+        let (generator, bounds) = StackBounds::of_generator(generator, words(bytes, measured));
+        if !measured {
+            // Dropping a finished generator checks the pattern.
+            let words = (bounds.low + bounds.guard) as *mut usize;
+            for i in 0..SENTINEL_WORDS {
+                // SAFETY: the stack's lowest usable page, unused: its
+                // coroutine has ended or never ran.
+                unsafe { words.add(i).write(SENTINEL) };
             }
-        };
-        drop(generator);
+        }
+        stack_arena::reclaim(bounds.low, bounds.len, || drop(generator));
         MAPPED.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -231,18 +261,28 @@ fn probe(bytes: usize) -> io::Result<()> {
 fn map_error(bytes: usize, cause: io::Error) -> io::Error {
     let limit = max_map_count();
     let mapped = MAPPED.load(Ordering::Relaxed);
-    let why = if mapped * MAPPINGS_PER_STACK + MAPPING_HEADROOM > limit {
+    let per_stack = stack_arena::mappings_per_stack();
+    let why = if mapped * per_stack + MAPPING_HEADROOM > limit {
         "the process is at its memory-map limit"
+    } else if per_stack == 0 {
+        "memory or address space (ulimit -v) ran out"
     } else {
         "memory or address space (ulimit -v) ran out, or the memory-map limit was reached"
+    };
+    let remedy = match per_stack {
+        0 => "stacks share memory mappings, so give the process more memory or keep fewer \
+              coroutines alive at once"
+            .to_string(),
+        _ => format!(
+            "each takes {per_stack} memory mappings, and vm.max_map_count = {limit} (raise it \
+             with sysctl -w vm.max_map_count=...), or keep fewer coroutines alive at once"
+        ),
     };
     io::Error::new(
         cause.kind(),
         format!(
-            "could not map a {} coroutine stack ({cause}): {why}; {mapped} coroutine \
-             stacks are mapped, each takes {MAPPINGS_PER_STACK} memory mappings, and \
-             vm.max_map_count = {limit} (raise it with sysctl -w vm.max_map_count=...), \
-             or keep fewer coroutines alive at once",
+            "could not map a {} coroutine stack ({cause}): {why}; {mapped} coroutine stacks \
+             are mapped; {remedy}",
             size_text(bytes as u64)
         ),
     )
@@ -267,7 +307,12 @@ pub(crate) struct StackPool {
     bytes: usize,
     capacity: usize,
     free: Vec<(Gen, Option<ThreadBlock>)>,
+    /// Fresh stacks the next refill maps.
+    batch: usize,
 }
+
+/// The most fresh stacks a cache maps at once.
+const FRESH_BATCH: usize = 16;
 
 impl StackPool {
     pub(crate) fn new(bytes: usize, capacity: usize) -> StackPool {
@@ -275,6 +320,7 @@ impl StackPool {
             bytes,
             capacity,
             free: Vec::new(),
+            batch: 1,
         }
     }
 
@@ -288,13 +334,29 @@ impl StackPool {
         measured: bool,
         body: impl FnOnce() + Send + 'static,
     ) -> io::Result<(Gen, Option<ThreadBlock>)> {
-        if bytes == self.bytes && !measured {
-            if let Some((mut generator, block)) = self.free.pop() {
-                generator.init_code(body);
-                return Ok((generator, block));
-            }
+        if bytes != self.bytes || measured {
+            return Ok((Stacks::create(bytes, measured, body)?, None));
         }
-        Ok((Stacks::create(bytes, measured, body)?, None))
+        if self.free.is_empty() {
+            self.refill()?;
+        }
+        let (mut generator, block) = self.free.pop().expect("refilled");
+        generator.init_code(body);
+        Ok((generator, block))
+    }
+
+    /// Fills the empty cache with fresh stacks: one at first and after a
+    /// stack came back, twice as many at each refill in between (up to
+    /// [`FRESH_BATCH`]), so a burst of spawns maps its stacks in batches and
+    /// a lone spawn, or a steady state of coroutines ending as others
+    /// start, maps one.
+    fn refill(&mut self) -> io::Result<()> {
+        let count = self.batch.clamp(1, self.capacity.max(1));
+        let fresh = Stacks::create_batch(self.bytes, count)?;
+        self.free
+            .extend(fresh.into_iter().map(|generator| (generator, None)));
+        self.batch = (self.batch * 2).min(FRESH_BATCH);
+        Ok(())
     }
 
     /// Returns a finished generator's stack, and its coroutine's identity
@@ -307,6 +369,7 @@ impl StackPool {
         block: Option<ThreadBlock>,
     ) {
         if bytes == self.bytes && !measured && self.free.len() < self.capacity {
+            self.batch = 1;
             if let Some(block) = &block {
                 block.recycle();
             }

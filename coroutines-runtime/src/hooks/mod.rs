@@ -12,12 +12,14 @@
 //! runtime's holds) comes from [`descriptor`]. The real operations are raw
 //! system calls: no loader lookups, no recursion, and they work in static
 //! builds. Signal handlers run outside coroutines ([`signal`]), and a
-//! forked child gives the runtime up (`scheduler::fork`).
+//! forked child gives the runtime up (`scheduler::fork`). The one family of
+//! another shape is [`memory`]: `mmap`, `mprotect` and `munmap` are the
+//! kernel's except when the runtime, outside any coroutine, creates or drops
+//! a stack, whose calls the stack arena answers.
 //!
 //! Known limits: writes to stdout and stderr block the worker (std's stdout
 //! lock is re-entrant per OS thread, so parking inside it would let another
-//! coroutine on the same worker into it); `ppoll`, `pselect` and
-//! `epoll_wait` are not hooked and block the worker; descriptors closed by
+//! coroutine on the same worker into it); descriptors closed by
 //! paths the hooks do not see (e.g. `fclose`) keep their record until the
 //! number is created again through a hook.
 
@@ -28,6 +30,7 @@ mod fd;
 mod futex;
 mod io;
 mod iov;
+mod memory;
 mod poll;
 mod process;
 #[cfg(not(target_feature = "crt-static"))]

@@ -1,10 +1,10 @@
 //! Admission: a coroutine that cannot get a stack waits for one.
 //!
-//! Each stack takes two memory mappings, and the kernel caps a process's
-//! mappings (`vm.max_map_count`, 65530 on a stock kernel: ~32,000 live
-//! coroutines). Past the cap, or out of memory, a new coroutine waits until
-//! a running one ends and frees a stack, like a job waiting for a bounded
-//! pool, instead of failing. It fails only when the coroutines of its
+//! Stacks take memory, and on kernels before 6.13 two memory mappings each,
+//! which the kernel caps per process (`vm.max_map_count`, 65530 on a stock
+//! kernel: ~32,000 live coroutines). Past the cap, or out of memory, a new
+//! coroutine waits until a running one ends and frees a stack, like a job
+//! waiting for a bounded pool, instead of failing. It fails only when the coroutines of its
 //! runtime hold less stack than it asks for, so their ends cannot make room.
 //! Each incident is reported once on stderr and counted in
 //! `Stats::stack_waits`.

@@ -175,6 +175,13 @@ pub(crate) fn ppoll_masked(
 /// The kernel's signal set size, for the calls that take a mask.
 pub(crate) const SIGSET_BYTES: usize = 8;
 
+/// `madvise` advice that turns pages into guard pages without a new
+/// mapping (Linux 6.13+; not in the `libc` crate yet).
+pub(crate) const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// The pidfd that names the calling process's own thread (Linux 6.15+).
+pub(crate) const PIDFD_SELF: libc::c_int = -10000;
+
 /// A duration as a `timespec`.
 pub(crate) fn timespec(t: core::time::Duration) -> libc::timespec {
     libc::timespec {
