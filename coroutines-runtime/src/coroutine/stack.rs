@@ -1,4 +1,5 @@
-//! Coroutine stacks: sizing, pooling, and clear errors at the map limit.
+//! Coroutine stacks: sizing, pooling, fresh ones in batches, and clear
+//! errors at the memory limits.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 use std::io;

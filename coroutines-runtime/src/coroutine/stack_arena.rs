@@ -20,6 +20,7 @@
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU8, Ordering};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::sys::{self, syscall};
@@ -163,8 +164,9 @@ struct Class {
     end: usize,
     /// Slots in the next chunk: grows up to [`CHUNK_SLOTS`].
     chunk_slots: usize,
-    /// Every chunk's range, to recognise a slot when it comes back.
-    chunks: Vec<(usize, usize)>,
+    /// Every chunk's range (start to end), to recognise a slot when it
+    /// comes back.
+    chunks: BTreeMap<usize, usize>,
 }
 
 impl Arena {
@@ -222,14 +224,15 @@ impl Class {
             next: 0,
             end: 0,
             chunk_slots: 4,
-            chunks: Vec::new(),
+            chunks: BTreeMap::new(),
         }
     }
 
     fn owns(&self, low: usize) -> bool {
-        self.chunks.iter().any(|&(start, end)| {
-            (start..end).contains(&low) && (low - start).is_multiple_of(self.len)
-        })
+        self.chunks
+            .range(..=low)
+            .next_back()
+            .is_some_and(|(&start, &end)| low < end && (low - start).is_multiple_of(self.len))
     }
 
     /// Maps the next chunk, with the `generator` crate's protection and
@@ -246,7 +249,7 @@ impl Class {
                 Err(error) => return Err(error),
             }
         };
-        self.chunks.push((start, start + bytes));
+        self.chunks.insert(start, start + bytes);
         self.next = start;
         self.end = start + bytes;
         self.chunk_slots = (self.chunk_slots * 2).min(CHUNK_SLOTS);
