@@ -5,7 +5,11 @@
 
 mod support;
 
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
+
+/// Held by each test: they count the process's mappings and resident
+/// memory, which the others change.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 use support::differential::*;
 
@@ -77,6 +81,7 @@ fn parked(
 /// takes its two, as before.
 #[test]
 fn parked_coroutines_share_memory_mappings() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     const COUNT: usize = 3000;
     let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
     let before = mappings();
@@ -93,9 +98,11 @@ fn parked_coroutines_share_memory_mappings() {
 /// The stack pages coroutines touched go back to the kernel when they end:
 /// 2,000 coroutines that each used 192 KiB of stack hold ~400 MB while
 /// parked and far less once ended. (Their stack size is not the runtime's
-/// default, so the worker's cache of warm stacks does not keep them.)
+/// default, so the worker's cache of warm stacks does not keep them; the
+/// arena's own giving back is tested in `stack_arena.rs`.)
 #[test]
 fn ended_coroutines_give_their_stack_pages_back() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     const COUNT: usize = 2000;
     fn use_192_kib() {
         let buf = [1u8; 192 * 1024];
@@ -121,6 +128,7 @@ fn ended_coroutines_give_their_stack_pages_back() {
 /// really goes away, and the same errno for bad arguments.
 #[test]
 fn user_memory_calls_are_the_kernels() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mapped = differential("stack-shaped mmap, guard, munmap", |_| {
         const LEN: usize = 17 * 4096;
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK;

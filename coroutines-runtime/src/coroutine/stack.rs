@@ -29,6 +29,25 @@ fn sentinel_page(generator: Gen, bytes: usize) -> (Gen, usize) {
     (generator, bounds.low + bounds.guard)
 }
 
+/// Fresh unmeasured stacks of `bytes` with their lowest usable page given
+/// back. The crate marks the bottom of a new stack with a pattern, which
+/// makes the page that a coroutine touches last resident in every one: 4
+/// KiB per coroutine. It is given back until the stack is dropped, in one
+/// system call for the batch.
+fn without_sentinel_pages(fresh: Vec<Gen>, bytes: usize) -> Vec<Gen> {
+    let mut bottoms = Vec::with_capacity(fresh.len());
+    let fresh = fresh
+        .into_iter()
+        .map(|generator| {
+            let (generator, bottom) = sentinel_page(generator, bytes);
+            bottoms.push((bottom, PAGE));
+            generator
+        })
+        .collect();
+    stack_arena::give_back(&bottoms);
+    fresh
+}
+
 /// Mappings left for everything else in the process (libraries, heap arenas,
 /// thread stacks); below this headroom every new stack is probed first.
 const MAPPING_HEADROOM: usize = 8192;
@@ -61,12 +80,20 @@ impl Stacks {
         Ok(())
     }
 
-    /// Maps a fresh stack of `bytes` running `body`, `measured` or not.
-    fn map(bytes: usize, measured: bool, body: impl FnOnce() + Send + 'static) -> io::Result<Gen> {
+    /// Maps a fresh stack of `bytes` running `body`, `measured` or not: a
+    /// slot of the stack arena if `pooled`, else a mapping of its own.
+    fn map(
+        bytes: usize,
+        measured: bool,
+        pooled: bool,
+        body: impl FnOnce() + Send + 'static,
+    ) -> io::Result<Gen> {
         Stacks::check_room(bytes)?;
+        let create = || Gn::<()>::new_opt(words(bytes, measured), body);
         let generator = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            super::panic_report::quietly(|| {
-                stack_arena::lend(|| Gn::<()>::new_opt(words(bytes, measured), body))
+            super::panic_report::quietly(|| match pooled {
+                true => stack_arena::lend(create),
+                false => create(),
             })
         }))
         .map_err(|_| map_error(bytes, io::Error::from_raw_os_error(libc::ENOMEM)))?;
@@ -74,49 +101,34 @@ impl Stacks {
         Ok(generator)
     }
 
-    /// Maps fresh unmeasured stacks of `bytes`, their bodies to come
-    /// (`init_code`): `count` of them, or fewer (at least one) if memory runs
-    /// out after the first.
-    pub(crate) fn create_batch(bytes: usize, count: usize) -> io::Result<Vec<Gen>> {
+    /// Maps fresh stacks for a worker's pool (its size, unmeasured), their
+    /// bodies to come (`init_code`): `count` of them, or fewer (at least
+    /// one) if memory runs out after the first.
+    pub(crate) fn create_pooled(bytes: usize, count: usize) -> io::Result<Vec<Gen>> {
         let mut fresh = Vec::with_capacity(count);
         for _ in 0..count.max(1) {
-            match Stacks::map(bytes, false, || {}) {
+            match Stacks::map(bytes, false, true, || {}) {
                 Ok(generator) => fresh.push(generator),
                 Err(error) if fresh.is_empty() => return Err(error),
                 Err(_) => break,
             }
         }
-        // The crate marks the bottom of a new stack with a pattern, which
-        // makes the page that a coroutine touches last resident in every
-        // one: 4 KiB per coroutine. Give them back until the stacks are
-        // dropped, in one system call for the batch.
-        let mut bottoms = Vec::with_capacity(fresh.len());
-        let fresh = fresh
-            .into_iter()
-            .map(|generator| {
-                let (generator, bottom) = sentinel_page(generator, bytes);
-                bottoms.push((bottom, PAGE));
-                generator
-            })
-            .collect();
-        stack_arena::give_back(&bottoms);
-        Ok(fresh)
+        Ok(without_sentinel_pages(fresh, bytes))
     }
 
-    /// Maps a fresh stack of `bytes` running `body`, `measured` or not.
+    /// Maps a fresh stack of a size the pools do not keep, or a measured
+    /// one, running `body`.
     pub(crate) fn create(
         bytes: usize,
         measured: bool,
         body: impl FnOnce() + Send + 'static,
     ) -> io::Result<Gen> {
+        let generator = Stacks::map(bytes, measured, false, body)?;
         if measured {
-            return Stacks::map(bytes, true, body);
+            return Ok(generator);
         }
-        let mut generator = Stacks::create_batch(bytes, 1)?
-            .pop()
-            .expect("a batch holds at least one stack");
-        generator.init_code(body);
-        Ok(generator)
+        let mut fresh = without_sentinel_pages(vec![generator], bytes);
+        Ok(fresh.pop().expect("one stack"))
     }
 
     /// Unmaps a stack of `bytes` (`measured` or not).
@@ -353,7 +365,7 @@ impl StackPool {
     /// start, maps one.
     fn refill(&mut self) -> io::Result<()> {
         let count = self.batch.clamp(1, self.capacity.max(1));
-        let fresh = Stacks::create_batch(self.bytes, count)?;
+        let fresh = Stacks::create_pooled(self.bytes, count)?;
         self.free
             .extend(fresh.into_iter().map(|generator| (generator, None)));
         self.batch = (self.batch * 2).min(FRESH_BATCH);

@@ -14,15 +14,21 @@
 //! (`MADV_GUARD_INSTALL`, Linux 6.13+: no mapping split; elsewhere
 //! `mprotect` as before), and a dropped stack's slot is kept for the next
 //! one, its pages given back to the kernel in batches (one system call per
-//! batch, not one per stack). Every other `mmap`, `mprotect` and `munmap`
-//! in the process, and these ones on any thread that is not lending, go to
-//! the kernel untouched.
+//! batch, not one per stack) once more than [`DIRTY_BYTES`] of them are
+//! resident; a chunk whose slots are all free is unmapped, so address space
+//! and commit charge come back too. Only the stacks of the workers' pools
+//! (the runtime's default size, unmeasured) are lent: other sizes come and
+//! go one by one and gain nothing from chunks. Every other `mmap`,
+//! `mprotect` and `munmap` in the process, and these ones on a thread that
+//! is not lending or while a signal handler runs, go to the kernel
+//! untouched.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU8, Ordering};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use super::switch;
 use crate::sys::{self, syscall};
 
 /// What the calling thread is doing with the runtime's stacks, which is
@@ -33,6 +39,9 @@ enum Lending {
     Idle,
     /// Creating a generator: its stack `mmap` is still to come.
     Map,
+    /// Answering that `mmap`: a call made meanwhile (by a signal handler
+    /// the hooks did not install) is not the crate's.
+    Taking,
     /// Creating a generator whose stack is the slot at `low`, `len` bytes.
     Mapped { low: usize, len: usize },
     /// Dropping a generator whose stack is `len` bytes at `low`.
@@ -55,6 +64,15 @@ pub(crate) fn lend<R>(create: impl FnOnce() -> R) -> R {
 pub(crate) fn reclaim<R>(low: usize, len: usize, drop: impl FnOnce() -> R) -> R {
     let _idle = Arm::new(Lending::Unmap { low, len });
     drop()
+}
+
+/// The calling thread's lending state as the hooks see it: idle while a
+/// signal handler runs, whose calls are its own.
+fn state() -> Lending {
+    match switch::in_signal_handler() {
+        true => Lending::Idle,
+        false => LENDING.get(),
+    }
 }
 
 /// Sets the calling thread's lending state and puts it back to idle when
@@ -90,20 +108,22 @@ pub(crate) fn answer_map(
     offset: libc::off_t,
 ) -> Option<Result<usize, libc::c_int>> {
     let ours = (addr, prot, flags, fd, offset) == (0, STACK_PROT, STACK_FLAGS, -1, 0);
-    if !ours || len == 0 || !len.is_multiple_of(PAGE) || LENDING.get() != Lending::Map {
+    if !ours || len == 0 || !len.is_multiple_of(PAGE) || state() != Lending::Map {
         return None;
     }
+    LENDING.set(Lending::Taking);
     let slot = ARENA.take(len);
-    if let Ok(low) = slot {
-        LENDING.set(Lending::Mapped { low, len });
-    }
+    LENDING.set(match slot {
+        Ok(low) => Lending::Mapped { low, len },
+        Err(_) => Lending::Map,
+    });
     Some(slot)
 }
 
 /// The answer to an `mprotect` call if it is the guard page of the slot
 /// just lent: 0, since slots carry their guard from the start.
 pub(crate) fn answer_protect(addr: usize, len: usize, prot: libc::c_int) -> Option<libc::c_int> {
-    match LENDING.get() {
+    match state() {
         Lending::Mapped { low, .. } if (addr, len, prot) == (low, PAGE, libc::PROT_NONE) => Some(0),
         _ => None,
     }
@@ -112,7 +132,7 @@ pub(crate) fn answer_protect(addr: usize, len: usize, prot: libc::c_int) -> Opti
 /// The answer to a `munmap` call if it releases a slot the arena lent
 /// (a generator dropped, or one whose creation failed): 0, the slot kept.
 pub(crate) fn answer_unmap(addr: usize, len: usize) -> Option<libc::c_int> {
-    match LENDING.get() {
+    match state() {
         Lending::Mapped { low, len: lent } | Lending::Unmap { low, len: lent }
             if (addr, len) == (low, lent) && ARENA.put(low, len) =>
         {
@@ -138,10 +158,10 @@ const PAGE: usize = 4096;
 const CHUNK_SLOTS: usize = 1024;
 const CHUNK_BYTES: usize = 128 << 20;
 
-/// Released slots whose pages are still resident, per stack size, before
-/// the oldest [`RELEASE_BATCH`] of them are given back to the kernel.
-const DIRTY_SLOTS: usize = 64;
-const RELEASE_BATCH: usize = 32;
+/// Bytes of released slots of one stack size whose pages may stay
+/// resident (warm for the next stack); past this, the oldest go back to
+/// the kernel until half of it is left.
+const DIRTY_BYTES: usize = 4 << 20;
 
 static ARENA: Arena = Arena {
     classes: Mutex::new(Vec::new()),
@@ -152,21 +172,46 @@ struct Arena {
     classes: Mutex<Vec<Class>>,
 }
 
+/// A free slot, and the chunk it was carved from: a chunk unmapped since
+/// leaves its slots behind in the lists, and a later chunk may be mapped
+/// at the same addresses.
+#[derive(Clone, Copy)]
+struct Slot {
+    low: usize,
+    chunk: u64,
+}
+
+/// One mapping of slots.
+struct Chunk {
+    id: u64,
+    end: usize,
+    /// Slots lent and not back.
+    live: usize,
+    /// Its slots in the class's `dirty` list.
+    dirty: usize,
+}
+
 /// The slots of one mapping length.
 struct Class {
     len: usize,
     /// Released slots, most recent last; their pages may be resident.
-    dirty: Vec<usize>,
+    dirty: Vec<Slot>,
     /// Released slots whose pages were given back.
-    clean: Vec<usize>,
-    /// The unused part of the newest chunk: `[next, end)`.
+    clean: Vec<Slot>,
+    /// Bytes of the valid slots in `dirty`.
+    dirty_bytes: usize,
+    /// Entries of the lists whose chunk is gone.
+    stale: usize,
+    /// Every chunk, by start address.
+    chunks: BTreeMap<usize, Chunk>,
+    /// The newest chunk, whose unused part `[next, end)` is carved next; it
+    /// stays mapped while empty.
+    newest: usize,
     next: usize,
     end: usize,
-    /// Slots in the next chunk: grows up to [`CHUNK_SLOTS`].
+    /// Slots in the next chunk: doubles up to [`CHUNK_SLOTS`].
     chunk_slots: usize,
-    /// Every chunk's range (start to end), to recognise a slot when it
-    /// comes back.
-    chunks: BTreeMap<usize, usize>,
+    chunk_ids: u64,
 }
 
 impl Arena {
@@ -180,8 +225,16 @@ impl Arena {
                 classes.last_mut().expect("just pushed")
             }
         };
-        if let Some(low) = class.dirty.pop().or_else(|| class.clean.pop()) {
-            return Ok(low);
+        while let Some((slot, dirty)) = class.pop_free() {
+            if let Some(chunk) = class.chunk_mut(slot) {
+                chunk.live += 1;
+                chunk.dirty -= usize::from(dirty);
+                if dirty {
+                    class.dirty_bytes -= len;
+                }
+                return Ok(slot.low);
+            }
+            class.stale -= 1;
         }
         if class.next == class.end {
             class.map_chunk()?;
@@ -189,27 +242,35 @@ impl Arena {
         let low = class.next;
         install_guard(low)?;
         class.next += len;
+        let newest = class.newest;
+        class.chunks.get_mut(&newest).expect("mapped").live += 1;
         Ok(low)
     }
 
     /// Keeps a released slot; false if `low` is no slot of `len` bytes.
     fn put(&self, low: usize, len: usize) -> bool {
         let mut classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(class) = classes.iter_mut().find(|c| c.len == len && c.owns(low)) else {
+        let Some(class) = classes.iter_mut().find(|c| c.len == len) else {
             return false;
         };
-        class.dirty.push(low);
-        if class.dirty.len() < DIRTY_SLOTS {
-            return true;
+        let Some((start, chunk)) = class.chunk_at(low) else {
+            return false;
+        };
+        chunk.live -= 1;
+        chunk.dirty += 1;
+        let (id, empty) = (chunk.id, chunk.live == 0);
+        class.dirty.push(Slot { low, chunk: id });
+        class.dirty_bytes += len;
+        if empty && start != class.newest {
+            class.unmap_chunk(start);
         }
-        let batch: Vec<usize> = class.dirty.drain(..RELEASE_BATCH).collect();
-        drop(classes);
-        // Outside the lock: the kernel's work is the expensive part, and the
-        // batch is in no list meanwhile, so nobody else can take its slots.
-        release_pages(&batch, len);
-        let mut classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(class) = classes.iter_mut().find(|c| c.len == len) {
-            class.clean.extend(batch);
+        if class.dirty_bytes > DIRTY_BYTES {
+            // Under the lock: a slot whose pages are being given back must
+            // not be lent, nor its chunk unmapped and mapped again, meanwhile.
+            class.give_back_oldest();
+        }
+        if class.stale > class.dirty.len().max(class.clean.len()) {
+            class.drop_stale();
         }
         true
     }
@@ -221,23 +282,50 @@ impl Class {
             len,
             dirty: Vec::new(),
             clean: Vec::new(),
+            dirty_bytes: 0,
+            stale: 0,
+            chunks: BTreeMap::new(),
+            newest: 0,
             next: 0,
             end: 0,
             chunk_slots: 4,
-            chunks: BTreeMap::new(),
+            chunk_ids: 0,
         }
     }
 
-    fn owns(&self, low: usize) -> bool {
+    /// The most recently released slot, dirty first; whether it was.
+    fn pop_free(&mut self) -> Option<(Slot, bool)> {
+        match self.dirty.pop() {
+            Some(slot) => Some((slot, true)),
+            None => self.clean.pop().map(|slot| (slot, false)),
+        }
+    }
+
+    /// The chunk holding the slot at `low`, with its start.
+    fn chunk_at(&mut self, low: usize) -> Option<(usize, &mut Chunk)> {
+        let len = self.len;
+        let (&start, chunk) = self.chunks.range_mut(..=low).next_back()?;
+        (low < chunk.end && (low - start).is_multiple_of(len)).then_some((start, chunk))
+    }
+
+    /// The chunk `slot` came from, if it is still mapped.
+    fn chunk_mut(&mut self, slot: Slot) -> Option<&mut Chunk> {
+        self.chunk_at(slot.low)
+            .map(|(_, chunk)| chunk)
+            .filter(|chunk| chunk.id == slot.chunk)
+    }
+
+    fn is_valid(&self, slot: Slot) -> bool {
         self.chunks
-            .range(..=low)
+            .range(..=slot.low)
             .next_back()
-            .is_some_and(|(&start, &end)| low < end && (low - start).is_multiple_of(self.len))
+            .is_some_and(|(_, chunk)| chunk.id == slot.chunk && slot.low < chunk.end)
     }
 
     /// Maps the next chunk, with the `generator` crate's protection and
     /// flags (`MAP_STACK` also keeps transparent huge pages out of stacks);
-    /// smaller ones, down to one slot, if the address space is short.
+    /// smaller ones, down to one slot, if the address space or the locked
+    /// memory allowance is short.
     fn map_chunk(&mut self) -> Result<(), libc::c_int> {
         let mut slots = self.chunk_slots.min(CHUNK_BYTES / self.len).max(1);
         let (start, bytes) = loop {
@@ -245,15 +333,80 @@ impl Class {
             let ret = syscall!(libc::SYS_mmap, 0, bytes, STACK_PROT, STACK_FLAGS, -1i32, 0);
             match sys::check(ret) {
                 Ok(start) => break (start, bytes),
-                Err(libc::ENOMEM) if slots > 1 => slots /= 2,
+                Err(libc::ENOMEM | libc::EAGAIN) if slots > 1 => slots /= 2,
                 Err(error) => return Err(error),
             }
         };
-        self.chunks.insert(start, start + bytes);
+        if self.newest != 0 && self.chunks.get(&self.newest).is_some_and(|c| c.live == 0) {
+            self.unmap_chunk(self.newest);
+        }
+        self.chunk_ids += 1;
+        let chunk = Chunk {
+            id: self.chunk_ids,
+            end: start + bytes,
+            live: 0,
+            dirty: 0,
+        };
+        self.chunks.insert(start, chunk);
+        self.newest = start;
         self.next = start;
         self.end = start + bytes;
         self.chunk_slots = (self.chunk_slots * 2).min(CHUNK_SLOTS);
         Ok(())
+    }
+
+    /// Unmaps the chunk at `start`, all of whose slots are free; their
+    /// entries in the lists go stale.
+    fn unmap_chunk(&mut self, start: usize) {
+        let chunk = self.chunks.remove(&start).expect("a mapped chunk");
+        let carved = match start == self.newest {
+            true => (self.next - start) / self.len,
+            false => (chunk.end - start) / self.len,
+        };
+        self.stale += carved;
+        self.dirty_bytes -= chunk.dirty * self.len;
+        if start == self.newest {
+            (self.newest, self.next, self.end) = (0, 0, 0);
+        }
+        let _ = syscall!(libc::SYS_munmap, start, chunk.end - start);
+    }
+
+    /// Gives back the pages of the oldest dirty slots until half of
+    /// [`DIRTY_BYTES`] is left resident.
+    fn give_back_oldest(&mut self) {
+        let mut batch = Vec::new();
+        let mut taken = 0;
+        while self.dirty_bytes > DIRTY_BYTES / 2 && taken < self.dirty.len() {
+            let slot = self.dirty[taken];
+            taken += 1;
+            match self.chunk_mut(slot) {
+                Some(chunk) => chunk.dirty -= 1,
+                None => {
+                    self.stale -= 1;
+                    continue;
+                }
+            }
+            self.dirty_bytes -= self.len;
+            batch.push(slot);
+        }
+        self.dirty.drain(..taken);
+        let ranges: Vec<(usize, usize)> = batch
+            .iter()
+            .map(|slot| (slot.low + PAGE, self.len - PAGE))
+            .collect();
+        give_back(&ranges);
+        self.clean.extend(batch);
+    }
+
+    /// Drops the list entries of unmapped chunks.
+    fn drop_stale(&mut self) {
+        let (mut dirty, mut clean) = (
+            core::mem::take(&mut self.dirty),
+            core::mem::take(&mut self.clean),
+        );
+        dirty.retain(|&slot| self.is_valid(slot));
+        clean.retain(|&slot| self.is_valid(slot));
+        (self.dirty, self.clean, self.stale) = (dirty, clean, 0);
     }
 }
 
@@ -283,7 +436,8 @@ impl GuardKind {
 /// Makes the lowest page of the slot at `low` a guard page. A marker
 /// survives `MADV_DONTNEED` and stays for the slot's life.
 fn install_guard(low: usize) -> Result<(), libc::c_int> {
-    if GuardKind::get() != GuardKind::Protect {
+    let kind = GuardKind::get();
+    if kind != GuardKind::Protect {
         let ret = syscall!(libc::SYS_madvise, low, PAGE, sys::MADV_GUARD_INSTALL);
         if ret == 0 {
             GUARD_KIND.store(GuardKind::Marker as u8, Ordering::Relaxed);
@@ -292,18 +446,14 @@ fn install_guard(low: usize) -> Result<(), libc::c_int> {
         if ret != -(libc::EINVAL as isize) {
             return Err(-ret as libc::c_int);
         }
-        // A kernel older than 6.13.
-        GUARD_KIND.store(GuardKind::Protect as u8, Ordering::Relaxed);
+        // A kernel older than 6.13, or locked memory (`mlockall`), which
+        // takes no markers.
+        if kind == GuardKind::Unknown {
+            GUARD_KIND.store(GuardKind::Protect as u8, Ordering::Relaxed);
+        }
     }
     let ret = syscall!(libc::SYS_mprotect, low, PAGE, libc::PROT_NONE);
     sys::check(ret).map(drop)
-}
-
-/// Gives back the pages of released slots of `len` bytes; guard pages
-/// keep their markers.
-fn release_pages(slots: &[usize], len: usize) {
-    let ranges: Vec<(usize, usize)> = slots.iter().map(|&low| (low + PAGE, len - PAGE)).collect();
-    give_back(&ranges);
 }
 
 /// Gives the pages of `(address, length)` ranges back to the kernel
@@ -311,6 +461,9 @@ fn release_pages(slots: &[usize], len: usize) {
 /// on the calling process (Linux 6.13+; one TLB flush for the batch on
 /// 6.16+), else one `madvise` each.
 pub(crate) fn give_back(ranges: &[(usize, usize)]) {
+    if ranges.is_empty() {
+        return;
+    }
     let vectors: Vec<libc::iovec> = ranges
         .iter()
         .map(|&(address, len)| libc::iovec {
@@ -356,9 +509,29 @@ mod tests {
         assert_eq!(unsafe { libc::munmap(low as *mut libc::c_void, len) }, 0);
     }
 
-    fn lent(len: usize) -> bool {
-        let classes = ARENA.classes.lock().unwrap();
-        classes.iter().any(|c| c.len == len && c.next != 0)
+    /// A generator's stack made and dropped as the runtime does.
+    fn lend_one(len: usize) -> usize {
+        lend(|| map_like_generator(len))
+    }
+
+    fn reclaim_one(low: usize, len: usize) {
+        reclaim(low, len, || unmap(low, len));
+    }
+
+    /// Whether `low` is a slot of a chunk the arena has mapped.
+    fn in_arena(low: usize, len: usize) -> bool {
+        let mut classes = ARENA.classes.lock().unwrap();
+        classes
+            .iter_mut()
+            .any(|c| c.len == len && c.chunk_at(low).is_some())
+    }
+
+    /// Whether the page at `address` is mapped and resident.
+    fn resident(address: usize) -> bool {
+        let mut vec = [0u8; 1];
+        // SAFETY: one page; `vec` holds its one byte. Unmapped: ENOMEM.
+        let ret = unsafe { libc::mincore(address as *mut libc::c_void, PAGE, vec.as_mut_ptr()) };
+        ret == 0 && vec[0] & 1 == 1
     }
 
     /// Lent stacks are slots of one chunk, and a slot given back is the
@@ -366,16 +539,16 @@ mod tests {
     #[test]
     fn slots_come_from_chunks_and_are_reused() {
         let len = 40 * PAGE;
-        let first = lend(|| map_like_generator(len));
-        let second = lend(|| map_like_generator(len));
-        assert!(lent(len));
+        let first = lend_one(len);
+        let second = lend_one(len);
+        assert!(in_arena(first, len) && in_arena(second, len));
         assert_eq!(second, first + len, "slots are carved in order");
         // SAFETY: the slot's stack pages, writable.
         unsafe { ((first + PAGE) as *mut u8).write(1) };
-        reclaim(first, len, || unmap(first, len));
-        assert_eq!(lend(|| map_like_generator(len)), first);
-        reclaim(second, len, || unmap(second, len));
-        reclaim(first, len, || unmap(first, len));
+        reclaim_one(first, len);
+        assert_eq!(lend_one(len), first);
+        reclaim_one(second, len);
+        reclaim_one(first, len);
     }
 
     /// Calls made while not lending, or not shaped like the crate's, are
@@ -384,7 +557,7 @@ mod tests {
     fn other_calls_pass_through() {
         let len = 24 * PAGE;
         let own = map_like_generator(len);
-        assert!(!lent(len), "not lending: a mapping of its own");
+        assert!(!in_arena(own, len), "not lending: a mapping of its own");
         unmap(own, len);
         let other = lend(|| {
             // SAFETY: an anonymous mapping request without MAP_STACK.
@@ -398,50 +571,66 @@ mod tests {
                     0,
                 )
             }
-        });
-        assert!(!lent(len), "other flags: not the crate's call");
-        unmap(other as usize, len);
+        }) as usize;
+        assert!(!in_arena(other, len), "other flags: not the crate's call");
+        unmap(other, len);
         // A slot taken back only with its exact range.
-        let slot = lend(|| map_like_generator(len));
+        let slot = lend_one(len);
         // SAFETY: an unaligned address: the kernel refuses it.
         let ret = reclaim(slot, len, || unsafe {
             libc::munmap((slot + 1) as *mut libc::c_void, len)
         });
         assert_eq!((ret, sys::errno()), (-1, libc::EINVAL));
-        reclaim(slot, len, || unmap(slot, len));
+        reclaim_one(slot, len);
     }
 
-    /// Released slots past the dirty allowance have their pages given
-    /// back, in batches.
+    /// A signal handler's calls while the runtime lends a stack are the
+    /// handler's own (and cannot wait for the arena's lock, which its
+    /// thread may hold).
     #[test]
-    fn released_pages_are_given_back() {
+    fn signal_handlers_calls_are_their_own() {
+        let len = 12 * PAGE;
+        let (handlers, slot) = lend(|| {
+            let handlers = switch::in_handler(|| map_like_generator(len));
+            (handlers, map_like_generator(len))
+        });
+        assert!(!in_arena(handlers, len));
+        assert!(in_arena(slot, len));
+        unmap(handlers, len);
+        reclaim_one(slot, len);
+    }
+
+    /// At most [`DIRTY_BYTES`] of released slots stay resident; the rest
+    /// are given back, and chunks whose slots are all free (but the
+    /// newest) are unmapped.
+    #[test]
+    fn released_memory_is_given_back() {
         let len = 8 * PAGE;
-        let slots: Vec<usize> = (0..DIRTY_SLOTS)
-            .map(|_| lend(|| map_like_generator(len)))
-            .collect();
+        let count = 3 * DIRTY_BYTES / len;
+        let slots: Vec<usize> = (0..count).map(|_| lend_one(len)).collect();
         for &low in &slots {
             // SAFETY: the slot's top page, writable.
             unsafe { ((low + len - PAGE) as *mut u8).write(1) };
         }
-        for &low in &slots {
-            reclaim(low, len, || unmap(low, len));
+        // Released newest first, so the older chunks empty last.
+        for &low in slots.iter().rev() {
+            reclaim_one(low, len);
         }
-        let resident = |low: usize| {
-            let mut vec = [0u8; 1];
-            // SAFETY: one page of a mapped slot; `vec` holds its one byte.
-            let ret = unsafe {
-                libc::mincore(
-                    (low + len - PAGE) as *mut libc::c_void,
-                    PAGE,
-                    vec.as_mut_ptr(),
-                )
-            };
-            assert_eq!(ret, 0);
-            vec[0] & 1 == 1
-        };
-        let given_back = slots.iter().filter(|&&low| !resident(low)).count();
-        assert_eq!(given_back, RELEASE_BATCH, "the oldest batch is given back");
-        assert!(slots[..RELEASE_BATCH].iter().all(|&low| !resident(low)));
+        let kept = slots
+            .iter()
+            .filter(|&&low| resident(low + len - PAGE))
+            .count();
+        assert!(kept * len <= DIRTY_BYTES, "{kept} slots still resident");
+        let mapped = slots.iter().filter(|&&low| in_arena(low, len)).count();
+        assert!(mapped < count / 2, "{mapped} of {count} slots still mapped");
+        // Slots of unmapped chunks are never lent again unless mapped anew.
+        let again: Vec<usize> = (0..count).map(|_| lend_one(len)).collect();
+        assert!(again.iter().all(|&low| in_arena(low, len)));
+        let mut distinct = again.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), count, "a slot lent twice");
+        again.iter().for_each(|&low| reclaim_one(low, len));
     }
 
     /// The guard page of a lent slot faults; the check runs in a child so
@@ -449,7 +638,7 @@ mod tests {
     #[test]
     fn guard_pages_fault() {
         let len = 16 * PAGE;
-        let low = lend(|| map_like_generator(len));
+        let low = lend_one(len);
         // SAFETY: fork; the child only touches memory and exits.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
@@ -462,6 +651,6 @@ mod tests {
         // SAFETY: waits for the child just forked.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV);
-        reclaim(low, len, || unmap(low, len));
+        reclaim_one(low, len);
     }
 }
