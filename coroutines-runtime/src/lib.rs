@@ -12,6 +12,7 @@
 //! - `hooks`: `#[no_mangle]` definitions of the libc functions std calls to
 //!   block, one file per family;
 //! - `futex`: the wait table behind the futex hook;
+//! - `memory`: slots carved from large mappings (stacks, thread areas);
 //! - [`sync`]: the runtime's own lock-free or spinning primitives;
 //! - `sys`: raw system calls and everything platform-specific.
 
@@ -20,6 +21,7 @@ pub mod coroutine;
 mod futex;
 mod hooks;
 mod identity;
+mod memory;
 mod reactor;
 pub mod scheduler;
 pub mod sync;

@@ -44,7 +44,7 @@ fn without_sentinel_pages(fresh: Vec<Gen>, bytes: usize) -> Vec<Gen> {
             generator
         })
         .collect();
-    stack_arena::give_back(&bottoms);
+    crate::memory::give_back(&bottoms);
     fresh
 }
 

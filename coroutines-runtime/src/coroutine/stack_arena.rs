@@ -14,9 +14,9 @@
 //! (`MADV_GUARD_INSTALL`, Linux 6.13+: no mapping split; elsewhere
 //! `mprotect` as before), and a dropped stack's slot is kept for the next
 //! one, its pages given back to the kernel in batches (one system call per
-//! batch, not one per stack) once more than [`DIRTY_BYTES`] of them are
+//! batch, not one per stack) once more than a few MiB of them are
 //! resident; a chunk whose slots are all free is unmapped, so address space
-//! and commit charge come back too. Only the stacks of the workers' pools
+//! and commit charge come back too (`memory::Slots`). Only the stacks of the workers' pools
 //! (the runtime's default size, unmeasured) are lent: other sizes come and
 //! go one by one and gain nothing from chunks. Every other `mmap`,
 //! `mprotect` and `munmap` in the process, and these ones on a thread that
@@ -25,10 +25,10 @@
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU8, Ordering};
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::switch;
+use crate::memory::{Slots, PAGE};
 use crate::sys::{self, syscall};
 
 /// What the calling thread is doing with the runtime's stacks, which is
@@ -152,262 +152,43 @@ pub(crate) fn mappings_per_stack() -> usize {
     }
 }
 
-const PAGE: usize = 4096;
-
-/// The most slots a chunk holds, and the most bytes it spans.
-const CHUNK_SLOTS: usize = 1024;
-const CHUNK_BYTES: usize = 128 << 20;
-
-/// Bytes of released slots of one stack size whose pages may stay
-/// resident (warm for the next stack); past this, the oldest go back to
-/// the kernel until half of it is left.
-const DIRTY_BYTES: usize = 4 << 20;
-
 static ARENA: Arena = Arena {
     classes: Mutex::new(Vec::new()),
 };
 
-/// Slots of every stack size, each size with chunks of its own.
+/// Slots of every stack size lent so far.
 struct Arena {
-    classes: Mutex<Vec<Class>>,
-}
-
-/// A free slot, and the chunk it was carved from: a chunk unmapped since
-/// leaves its slots behind in the lists, and a later chunk may be mapped
-/// at the same addresses.
-#[derive(Clone, Copy)]
-struct Slot {
-    low: usize,
-    chunk: u64,
-}
-
-/// One mapping of slots.
-struct Chunk {
-    id: u64,
-    end: usize,
-    /// Slots lent and not back.
-    live: usize,
-    /// Its slots in the class's `dirty` list.
-    dirty: usize,
-}
-
-/// The slots of one mapping length.
-struct Class {
-    len: usize,
-    /// Released slots, most recent last; their pages may be resident.
-    dirty: Vec<Slot>,
-    /// Released slots whose pages were given back.
-    clean: Vec<Slot>,
-    /// Bytes of the valid slots in `dirty`.
-    dirty_bytes: usize,
-    /// Entries of the lists whose chunk is gone.
-    stale: usize,
-    /// Every chunk, by start address.
-    chunks: BTreeMap<usize, Chunk>,
-    /// The newest chunk, whose unused part `[next, end)` is carved next; it
-    /// stays mapped while empty.
-    newest: usize,
-    next: usize,
-    end: usize,
-    /// Slots in the next chunk: doubles up to [`CHUNK_SLOTS`].
-    chunk_slots: usize,
-    chunk_ids: u64,
+    classes: Mutex<Vec<Slots>>,
 }
 
 impl Arena {
     /// A slot of `len` bytes with its guard page in place.
     fn take(&self, len: usize) -> Result<usize, libc::c_int> {
         let mut classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
-        let class = match classes.iter().position(|c| c.len == len) {
+        let class = match classes.iter().position(|c| c.stride() == len) {
             Some(i) => &mut classes[i],
             None => {
-                classes.push(Class::new(len));
+                classes.push(Slots::new(len, above_guard));
                 classes.last_mut().expect("just pushed")
             }
         };
-        while let Some((slot, dirty)) = class.pop_free() {
-            if let Some(chunk) = class.chunk_mut(slot) {
-                chunk.live += 1;
-                chunk.dirty -= usize::from(dirty);
-                if dirty {
-                    class.dirty_bytes -= len;
-                }
-                return Ok(slot.low);
-            }
-            class.stale -= 1;
-        }
-        if class.next == class.end {
-            class.map_chunk()?;
-        }
-        let low = class.next;
-        install_guard(low)?;
-        class.next += len;
-        let newest = class.newest;
-        class.chunks.get_mut(&newest).expect("mapped").live += 1;
-        Ok(low)
+        class.take(install_guard)
     }
 
     /// Keeps a released slot; false if `low` is no slot of `len` bytes.
     fn put(&self, low: usize, len: usize) -> bool {
         let mut classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(class) = classes.iter_mut().find(|c| c.len == len) else {
-            return false;
-        };
-        let Some((start, chunk)) = class.chunk_at(low) else {
-            return false;
-        };
-        chunk.live -= 1;
-        chunk.dirty += 1;
-        let (id, empty) = (chunk.id, chunk.live == 0);
-        class.dirty.push(Slot { low, chunk: id });
-        class.dirty_bytes += len;
-        if empty && start != class.newest {
-            class.unmap_chunk(start);
-        }
-        if class.dirty_bytes > DIRTY_BYTES {
-            // Under the lock: a slot whose pages are being given back must
-            // not be lent, nor its chunk unmapped and mapped again, meanwhile.
-            class.give_back_oldest();
-        }
-        if class.stale > class.dirty.len().max(class.clean.len()) {
-            class.drop_stale();
-        }
-        true
+        classes
+            .iter_mut()
+            .find(|c| c.stride() == len)
+            .is_some_and(|class| class.put(low))
     }
 }
 
-impl Class {
-    fn new(len: usize) -> Class {
-        Class {
-            len,
-            dirty: Vec::new(),
-            clean: Vec::new(),
-            dirty_bytes: 0,
-            stale: 0,
-            chunks: BTreeMap::new(),
-            newest: 0,
-            next: 0,
-            end: 0,
-            chunk_slots: 4,
-            chunk_ids: 0,
-        }
-    }
-
-    /// The most recently released slot, dirty first; whether it was.
-    fn pop_free(&mut self) -> Option<(Slot, bool)> {
-        match self.dirty.pop() {
-            Some(slot) => Some((slot, true)),
-            None => self.clean.pop().map(|slot| (slot, false)),
-        }
-    }
-
-    /// The chunk holding the slot at `low`, with its start.
-    fn chunk_at(&mut self, low: usize) -> Option<(usize, &mut Chunk)> {
-        let len = self.len;
-        let (&start, chunk) = self.chunks.range_mut(..=low).next_back()?;
-        (low < chunk.end && (low - start).is_multiple_of(len)).then_some((start, chunk))
-    }
-
-    /// The chunk `slot` came from, if it is still mapped.
-    fn chunk_mut(&mut self, slot: Slot) -> Option<&mut Chunk> {
-        self.chunk_at(slot.low)
-            .map(|(_, chunk)| chunk)
-            .filter(|chunk| chunk.id == slot.chunk)
-    }
-
-    fn is_valid(&self, slot: Slot) -> bool {
-        self.chunks
-            .range(..=slot.low)
-            .next_back()
-            .is_some_and(|(_, chunk)| chunk.id == slot.chunk && slot.low < chunk.end)
-    }
-
-    /// Maps the next chunk, with the `generator` crate's protection and
-    /// flags (`MAP_STACK` also keeps transparent huge pages out of stacks);
-    /// smaller ones, down to one slot, if the address space or the locked
-    /// memory allowance is short.
-    fn map_chunk(&mut self) -> Result<(), libc::c_int> {
-        let mut slots = self.chunk_slots.min(CHUNK_BYTES / self.len).max(1);
-        let (start, bytes) = loop {
-            let bytes = slots * self.len;
-            let ret = syscall!(libc::SYS_mmap, 0, bytes, STACK_PROT, STACK_FLAGS, -1i32, 0);
-            match sys::check(ret) {
-                Ok(start) => break (start, bytes),
-                Err(libc::ENOMEM | libc::EAGAIN) if slots > 1 => slots /= 2,
-                Err(error) => return Err(error),
-            }
-        };
-        if self.newest != 0 && self.chunks.get(&self.newest).is_some_and(|c| c.live == 0) {
-            self.unmap_chunk(self.newest);
-        }
-        self.chunk_ids += 1;
-        let chunk = Chunk {
-            id: self.chunk_ids,
-            end: start + bytes,
-            live: 0,
-            dirty: 0,
-        };
-        self.chunks.insert(start, chunk);
-        self.newest = start;
-        self.next = start;
-        self.end = start + bytes;
-        self.chunk_slots = (self.chunk_slots * 2).min(CHUNK_SLOTS);
-        Ok(())
-    }
-
-    /// Unmaps the chunk at `start`, all of whose slots are free; their
-    /// entries in the lists go stale.
-    fn unmap_chunk(&mut self, start: usize) {
-        let chunk = self.chunks.remove(&start).expect("a mapped chunk");
-        let carved = match start == self.newest {
-            true => (self.next - start) / self.len,
-            false => (chunk.end - start) / self.len,
-        };
-        self.stale += carved;
-        self.dirty_bytes -= chunk.dirty * self.len;
-        if start == self.newest {
-            (self.newest, self.next, self.end) = (0, 0, 0);
-        }
-        let _ = syscall!(libc::SYS_munmap, start, chunk.end - start);
-    }
-
-    /// Gives back the pages of the oldest dirty slots until half of
-    /// [`DIRTY_BYTES`] is left resident.
-    fn give_back_oldest(&mut self) {
-        let mut batch = Vec::new();
-        let mut taken = 0;
-        while self.dirty_bytes > DIRTY_BYTES / 2 && taken < self.dirty.len() {
-            let slot = self.dirty[taken];
-            taken += 1;
-            match self.chunk_mut(slot) {
-                Some(chunk) => chunk.dirty -= 1,
-                None => {
-                    self.stale -= 1;
-                    continue;
-                }
-            }
-            self.dirty_bytes -= self.len;
-            batch.push(slot);
-        }
-        self.dirty.drain(..taken);
-        let ranges: Vec<(usize, usize)> = batch
-            .iter()
-            .map(|slot| (slot.low + PAGE, self.len - PAGE))
-            .collect();
-        give_back(&ranges);
-        self.clean.extend(batch);
-    }
-
-    /// Drops the list entries of unmapped chunks.
-    fn drop_stale(&mut self) {
-        let (mut dirty, mut clean) = (
-            core::mem::take(&mut self.dirty),
-            core::mem::take(&mut self.clean),
-        );
-        dirty.retain(|&slot| self.is_valid(slot));
-        clean.retain(|&slot| self.is_valid(slot));
-        (self.dirty, self.clean, self.stale) = (dirty, clean, 0);
-    }
+/// A free stack slot's pages that go back to the kernel: all but the
+/// guard page, whose marker stays.
+fn above_guard(low: usize, len: usize) -> (usize, usize) {
+    (low + PAGE, len - PAGE)
 }
 
 /// How guard pages are made, learnt from the first one.
@@ -456,38 +237,6 @@ fn install_guard(low: usize) -> Result<(), libc::c_int> {
     sys::check(ret).map(drop)
 }
 
-/// Gives the pages of `(address, length)` ranges back to the kernel
-/// (`MADV_DONTNEED`): in one `process_madvise` where the kernel allows it
-/// on the calling process (Linux 6.13+; one TLB flush for the batch on
-/// 6.16+), else one `madvise` each.
-pub(crate) fn give_back(ranges: &[(usize, usize)]) {
-    if ranges.is_empty() {
-        return;
-    }
-    let vectors: Vec<libc::iovec> = ranges
-        .iter()
-        .map(|&(address, len)| libc::iovec {
-            iov_base: address as *mut libc::c_void,
-            iov_len: len,
-        })
-        .collect();
-    let total: usize = ranges.iter().map(|&(_, len)| len).sum();
-    let ret = syscall!(
-        libc::SYS_process_madvise,
-        sys::PIDFD_SELF,
-        vectors.as_ptr(),
-        vectors.len(),
-        libc::MADV_DONTNEED,
-        0
-    );
-    if ret == total as isize {
-        return;
-    }
-    for &(address, len) in ranges {
-        let _ = syscall!(libc::SYS_madvise, address, len, libc::MADV_DONTNEED);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,15 +272,7 @@ mod tests {
         let mut classes = ARENA.classes.lock().unwrap();
         classes
             .iter_mut()
-            .any(|c| c.len == len && c.chunk_at(low).is_some())
-    }
-
-    /// Whether the page at `address` is mapped and resident.
-    fn resident(address: usize) -> bool {
-        let mut vec = [0u8; 1];
-        // SAFETY: one page; `vec` holds its one byte. Unmapped: ENOMEM.
-        let ret = unsafe { libc::mincore(address as *mut libc::c_void, PAGE, vec.as_mut_ptr()) };
-        ret == 0 && vec[0] & 1 == 1
+            .any(|c| c.stride() == len && c.holds(low))
     }
 
     /// Lent stacks are slots of one chunk, and a slot given back is the
@@ -598,39 +339,6 @@ mod tests {
         assert!(in_arena(slot, len));
         unmap(handlers, len);
         reclaim_one(slot, len);
-    }
-
-    /// At most [`DIRTY_BYTES`] of released slots stay resident; the rest
-    /// are given back, and chunks whose slots are all free (but the
-    /// newest) are unmapped.
-    #[test]
-    fn released_memory_is_given_back() {
-        let len = 8 * PAGE;
-        let count = 3 * DIRTY_BYTES / len;
-        let slots: Vec<usize> = (0..count).map(|_| lend_one(len)).collect();
-        for &low in &slots {
-            // SAFETY: the slot's top page, writable.
-            unsafe { ((low + len - PAGE) as *mut u8).write(1) };
-        }
-        // Released newest first, so the older chunks empty last.
-        for &low in slots.iter().rev() {
-            reclaim_one(low, len);
-        }
-        let kept = slots
-            .iter()
-            .filter(|&&low| resident(low + len - PAGE))
-            .count();
-        assert!(kept * len <= DIRTY_BYTES, "{kept} slots still resident");
-        let mapped = slots.iter().filter(|&&low| in_arena(low, len)).count();
-        assert!(mapped < count / 2, "{mapped} of {count} slots still mapped");
-        // Slots of unmapped chunks are never lent again unless mapped anew.
-        let again: Vec<usize> = (0..count).map(|_| lend_one(len)).collect();
-        assert!(again.iter().all(|&low| in_arena(low, len)));
-        let mut distinct = again.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        assert_eq!(distinct.len(), count, "a slot lent twice");
-        again.iter().for_each(|&low| reclaim_one(low, len));
     }
 
     /// The guard page of a lent slot faults; the check runs in a child so

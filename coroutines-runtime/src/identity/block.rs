@@ -1,7 +1,7 @@
 //! One coroutine's thread block: its private copy of the worker's static TLS
 //! area and glibc thread descriptor, and the thread pointer that selects it.
 //!
-//! Memory layout (one `posix_memalign`'d area, like glibc's own):
+//! Memory layout (one area, a slot of `memory::Slots`, like glibc's own):
 //!
 //! ```text
 //!  mem                         tp = mem + tls_below          mem + static_size
@@ -18,6 +18,7 @@ use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use std::io;
+use std::sync::Mutex;
 
 use super::glibc::{
     Layout, DESTRUCTOR_ITERATIONS, RES_NSCOUNT, RSEQ_CPU_ID_UNINITIALIZED, TLS_DTV_UNALLOCATED,
@@ -25,6 +26,7 @@ use super::glibc::{
 use super::{enter, fs, leave};
 
 use super::Destructor as Dtor;
+use crate::memory::{Slots, PAGE};
 
 /// The coroutine's stack as glibc describes a thread's stack: the whole
 /// mapping including the guard page. `pthread_getattr_np` reports
@@ -438,7 +440,7 @@ impl Drop for ThreadBlock {
             let dtv = *inner.at::<*mut usize>(inner.layout.off_dtv);
             libc::free(dtv.sub(2) as *mut c_void);
         }
-        area_free(inner.layout, inner.mem);
+        area_free(inner.mem);
     }
 }
 
@@ -465,53 +467,33 @@ unsafe fn free_nonnull(p: *mut c_void) {
     }
 }
 
-/// Thread areas freed on this thread, kept for reuse: a 4 KiB aligned
-/// allocation is the slow path of glibc's malloc (`_int_memalign`, and
-/// `malloc_consolidate` on free), most of a block's creation cost.
-struct AreaPool(Vec<usize>);
-
-/// Areas kept per thread.
-const AREA_POOL_CAPACITY: usize = 64;
-
-impl Drop for AreaPool {
-    fn drop(&mut self) {
-        for &p in &self.0 {
-            // SAFETY: areas in the pool are unused posix_memalign blocks.
-            unsafe { libc::free(p as *mut c_void) };
-        }
-    }
-}
-
-thread_local! {
-    static AREAS: core::cell::RefCell<AreaPool> = const { core::cell::RefCell::new(AreaPool(Vec::new())) };
-}
+/// Thread areas, packed in slots of their size (`memory::Slots`): a new
+/// coroutine's area costs no heap growth (from glibc's `posix_memalign`, the
+/// worker's malloc arena grew by one `mprotect` per page or two), and the
+/// areas of a burst of coroutines go back to the kernel when they end.
+static AREAS: Mutex<Option<Slots>> = Mutex::new(None);
 
 fn area_alloc(l: &Layout) -> io::Result<*mut u8> {
-    if let Some(p) = AREAS.try_with(|a| a.borrow_mut().0.pop()).ok().flatten() {
-        return Ok(p as *mut u8);
+    let mut areas = AREAS.lock().unwrap_or_else(|e| e.into_inner());
+    let stride = l.static_size.next_multiple_of(l.static_align);
+    let slots = areas.get_or_insert_with(|| Slots::new(stride, whole_pages));
+    match slots.take(|_| Ok(())) {
+        Ok(low) => Ok(low as *mut u8),
+        Err(error) => Err(io::Error::from_raw_os_error(error)),
     }
-    let mut mem: *mut c_void = ptr::null_mut();
-    // SAFETY: posix_memalign with a power-of-two alignment >= 16.
-    let rc = unsafe { libc::posix_memalign(&mut mem, l.static_align, l.static_size) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    Ok(mem as *mut u8)
 }
 
-fn area_free(_l: &Layout, mem: *mut u8) {
-    let kept = AREAS
-        .try_with(|a| {
-            let mut a = a.borrow_mut();
-            (a.0.len() < AREA_POOL_CAPACITY)
-                .then(|| a.0.push(mem as usize))
-                .is_some()
-        })
-        .unwrap_or(false);
-    if !kept {
-        // SAFETY: an area from posix_memalign that nothing uses any more.
-        unsafe { libc::free(mem as *mut c_void) };
-    }
+fn area_free(mem: *mut u8) {
+    let mut areas = AREAS.lock().unwrap_or_else(|e| e.into_inner());
+    let returned = areas.as_mut().is_some_and(|slots| slots.put(mem as usize));
+    debug_assert!(returned, "a thread area from area_alloc");
+}
+
+/// The pages wholly inside a free area, which may go back to the kernel.
+fn whole_pages(low: usize, stride: usize) -> (usize, usize) {
+    let start = low.next_multiple_of(PAGE);
+    let end = (low + stride) / PAGE * PAGE;
+    (start, end.saturating_sub(start))
 }
 
 unsafe extern "C" {

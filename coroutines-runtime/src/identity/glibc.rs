@@ -237,6 +237,10 @@ pub(crate) fn discover() -> Result<Layout, Failure> {
         static_size > tcb_size && static_align.is_power_of_two() && static_align >= 16,
         "implausible static TLS info: size {static_size}, align {static_align}, struct pthread {tcb_size}"
     );
+    ensure!(
+        static_align <= 4096,
+        "static TLS aligned to {static_align} bytes: thread areas are packed in pages"
+    );
     let tls_below = static_size - tcb_size;
     ensure!(
         tls_below.is_multiple_of(static_align),
