@@ -66,15 +66,22 @@ pub(crate) fn words(bytes: usize, measured: bool) -> usize {
 /// into a clear error instead of a panic inside the `generator` crate.
 pub(crate) struct Stacks;
 
-static MAPPED: AtomicUsize = AtomicUsize::new(0);
+/// Stacks mapped on their own (two memory mappings each: the stack and its
+/// guard page), and stacks lent by the stack arena.
+static OWN: AtomicUsize = AtomicUsize::new(0);
+static LENT: AtomicUsize = AtomicUsize::new(0);
+
+/// The memory mappings the process's coroutine stacks take.
+fn stack_mappings() -> usize {
+    OWN.load(Ordering::Relaxed) * 2
+        + LENT.load(Ordering::Relaxed) * stack_arena::mappings_per_stack()
+}
 
 impl Stacks {
     /// Fails with a clear error if a stack of `bytes` could not be mapped
     /// now. Free far from the map limit; near it, maps a probe stack.
     pub(crate) fn check_room(bytes: usize) -> io::Result<()> {
-        if MAPPED.load(Ordering::Relaxed) * stack_arena::mappings_per_stack() + MAPPING_HEADROOM
-            > max_map_count()
-        {
+        if stack_mappings() + MAPPING_HEADROOM > max_map_count() {
             probe(bytes)?;
         }
         Ok(())
@@ -90,14 +97,15 @@ impl Stacks {
     ) -> io::Result<Gen> {
         Stacks::check_room(bytes)?;
         let create = || Gn::<()>::new_opt(words(bytes, measured), body);
-        let generator = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (generator, lent) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             super::panic_report::quietly(|| match pooled {
                 true => stack_arena::lend(create),
-                false => create(),
+                false => (create(), false),
             })
         }))
         .map_err(|_| map_error(bytes, io::Error::from_raw_os_error(libc::ENOMEM)))?;
-        MAPPED.fetch_add(1, Ordering::Relaxed);
+        let counter = if lent { &LENT } else { &OWN };
+        counter.fetch_add(1, Ordering::Relaxed);
         Ok(generator)
     }
 
@@ -131,6 +139,14 @@ impl Stacks {
         Ok(fresh.pop().expect("one stack"))
     }
 
+    /// Unmaps every chunk of the stack arena none of whose stacks is in use,
+    /// and of the thread areas: a runtime, and the stacks it cached, have
+    /// gone.
+    pub(crate) fn trim() {
+        stack_arena::trim();
+        crate::identity::trim_areas();
+    }
+
     /// Unmaps a stack of `bytes` (`measured` or not).
     pub(crate) fn release(generator: Gen, bytes: usize, measured: bool) {
         let (generator, bounds) = StackBounds::of_generator(generator, words(bytes, measured));
@@ -143,8 +159,9 @@ impl Stacks {
                 unsafe { words.add(i).write(SENTINEL) };
             }
         }
-        stack_arena::reclaim(bounds.low, bounds.len, || drop(generator));
-        MAPPED.fetch_sub(1, Ordering::Relaxed);
+        let lent = stack_arena::reclaim(bounds.low, bounds.len, || drop(generator));
+        let counter = if lent { &LENT } else { &OWN };
+        counter.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Accounts for a stack that is leaked on purpose (a suspended coroutine
@@ -273,29 +290,20 @@ fn probe(bytes: usize) -> io::Result<()> {
 
 fn map_error(bytes: usize, cause: io::Error) -> io::Error {
     let limit = max_map_count();
-    let mapped = MAPPED.load(Ordering::Relaxed);
-    let per_stack = stack_arena::mappings_per_stack();
-    let why = if mapped * per_stack + MAPPING_HEADROOM > limit {
+    let stacks = OWN.load(Ordering::Relaxed) + LENT.load(Ordering::Relaxed);
+    let mappings = stack_mappings();
+    let why = if mappings + MAPPING_HEADROOM > limit {
         "the process is at its memory-map limit"
-    } else if per_stack == 0 {
-        "memory or address space (ulimit -v) ran out"
     } else {
         "memory or address space (ulimit -v) ran out, or the memory-map limit was reached"
-    };
-    let remedy = match per_stack {
-        0 => "stacks share memory mappings, so give the process more memory or keep fewer \
-              coroutines alive at once"
-            .to_string(),
-        _ => format!(
-            "each takes {per_stack} memory mappings, and vm.max_map_count = {limit} (raise it \
-             with sysctl -w vm.max_map_count=...), or keep fewer coroutines alive at once"
-        ),
     };
     io::Error::new(
         cause.kind(),
         format!(
-            "could not map a {} coroutine stack ({cause}): {why}; {mapped} coroutine stacks \
-             are mapped; {remedy}",
+            "could not map a {} coroutine stack ({cause}): {why}; {stacks} coroutine stacks \
+             are mapped, taking {mappings} memory mappings, and vm.max_map_count = {limit} \
+             (raise it with sysctl -w vm.max_map_count=...); give the process more memory or \
+             keep fewer coroutines alive at once",
             size_text(bytes as u64)
         ),
     )

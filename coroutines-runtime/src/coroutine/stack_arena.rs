@@ -24,7 +24,7 @@
 //! untouched.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use super::switch;
@@ -46,6 +46,8 @@ enum Lending {
     Mapped { low: usize, len: usize },
     /// Dropping a generator whose stack is `len` bytes at `low`.
     Unmap { low: usize, len: usize },
+    /// Dropping a generator whose stack the arena has taken back.
+    Reclaimed,
 }
 
 thread_local! {
@@ -53,17 +55,25 @@ thread_local! {
 }
 
 /// Runs `create`, which creates one generator, with its stack mapping served
-/// from the arena.
-pub(crate) fn lend<R>(create: impl FnOnce() -> R) -> R {
-    let _idle = Arm::new(Lending::Map);
-    create()
+/// from the arena; whether it was. Memory locked for the future
+/// (`mlockall(MCL_FUTURE)`) would lock whole chunks, so then the stack maps
+/// its own.
+pub(crate) fn lend<R>(create: impl FnOnce() -> R) -> (R, bool) {
+    if LOCKED_FUTURE.load(Ordering::Relaxed) {
+        return (create(), false);
+    }
+    let arm = Arm::new(Lending::Map);
+    let created = create();
+    (created, matches!(arm.state(), Lending::Mapped { .. }))
 }
 
 /// Runs `drop`, which drops one generator whose stack mapping is `len`
 /// bytes at `low`; if the arena lent that mapping, it takes it back.
-pub(crate) fn reclaim<R>(low: usize, len: usize, drop: impl FnOnce() -> R) -> R {
-    let _idle = Arm::new(Lending::Unmap { low, len });
-    drop()
+/// Returns whether it did.
+pub(crate) fn reclaim(low: usize, len: usize, drop: impl FnOnce()) -> bool {
+    let arm = Arm::new(Lending::Unmap { low, len });
+    drop();
+    arm.state() == Lending::Reclaimed
 }
 
 /// The calling thread's lending state as the hooks see it: idle while a
@@ -75,20 +85,24 @@ fn state() -> Lending {
     }
 }
 
-/// Sets the calling thread's lending state and puts it back to idle when
-/// dropped, unwinding included.
-struct Arm;
+/// Sets the calling thread's lending state and puts the one before back
+/// when dropped, unwinding included (a generator's drop may run code that
+/// creates or drops another).
+struct Arm(Lending);
 
 impl Arm {
     fn new(state: Lending) -> Arm {
-        LENDING.set(state);
-        Arm
+        Arm(LENDING.replace(state))
+    }
+
+    fn state(&self) -> Lending {
+        LENDING.get()
     }
 }
 
 impl Drop for Arm {
     fn drop(&mut self) {
-        LENDING.set(Lending::Idle);
+        LENDING.set(self.0);
     }
 }
 
@@ -136,10 +150,42 @@ pub(crate) fn answer_unmap(addr: usize, len: usize) -> Option<libc::c_int> {
         Lending::Mapped { low, len: lent } | Lending::Unmap { low, len: lent }
             if (addr, len) == (low, lent) && ARENA.put(low, len) =>
         {
+            LENDING.set(Lending::Reclaimed);
             Some(0)
         }
         _ => None,
     }
+}
+
+/// Whether memory is locked for the future (`mlockall(MCL_FUTURE)`).
+static LOCKED_FUTURE: AtomicBool = AtomicBool::new(false);
+
+/// Follows a successful `mlockall(flags)`: lent stacks are made resident
+/// (locking the process's memory stops at the first guard marker of a
+/// chunk), and with `MCL_FUTURE` no more are lent.
+pub(crate) fn on_mlockall(flags: libc::c_int) {
+    if flags & libc::MCL_FUTURE != 0 {
+        LOCKED_FUTURE.store(true, Ordering::Relaxed);
+    }
+    if flags & libc::MCL_CURRENT != 0 {
+        let mut classes = ARENA.classes.lock().unwrap_or_else(|e| e.into_inner());
+        for class in classes.iter_mut() {
+            class.populate();
+        }
+    }
+}
+
+/// Follows a successful `munlockall()`.
+pub(crate) fn on_munlockall() {
+    LOCKED_FUTURE.store(false, Ordering::Relaxed);
+}
+
+/// Unmaps every chunk none of whose slots is lent: a runtime has gone, and
+/// with it the stacks it cached.
+pub(crate) fn trim() {
+    let mut classes = ARENA.classes.lock().unwrap_or_else(|e| e.into_inner());
+    classes.iter_mut().for_each(Slots::trim);
+    classes.retain(|class| !class.is_empty());
 }
 
 /// How many of the kernel's memory mappings a lent stack takes: none with
@@ -260,11 +306,11 @@ mod tests {
 
     /// A generator's stack made and dropped as the runtime does.
     fn lend_one(len: usize) -> usize {
-        lend(|| map_like_generator(len))
+        lend(|| map_like_generator(len)).0
     }
 
     fn reclaim_one(low: usize, len: usize) {
-        reclaim(low, len, || unmap(low, len));
+        assert!(reclaim(low, len, || unmap(low, len)));
     }
 
     /// Whether `low` is a slot of a chunk the arena has mapped.
@@ -300,7 +346,7 @@ mod tests {
         let own = map_like_generator(len);
         assert!(!in_arena(own, len), "not lending: a mapping of its own");
         unmap(own, len);
-        let other = lend(|| {
+        let (other, lent) = lend(|| {
             // SAFETY: an anonymous mapping request without MAP_STACK.
             unsafe {
                 libc::mmap(
@@ -312,16 +358,21 @@ mod tests {
                     0,
                 )
             }
-        }) as usize;
-        assert!(!in_arena(other, len), "other flags: not the crate's call");
+        });
+        let other = other as usize;
+        assert!(
+            !lent && !in_arena(other, len),
+            "other flags: not the crate's call"
+        );
         unmap(other, len);
         // A slot taken back only with its exact range.
         let slot = lend_one(len);
-        // SAFETY: an unaligned address: the kernel refuses it.
-        let ret = reclaim(slot, len, || unsafe {
-            libc::munmap((slot + 1) as *mut libc::c_void, len)
+        let mut ret = 0;
+        let reclaimed = reclaim(slot, len, || {
+            // SAFETY: an unaligned address: the kernel refuses it.
+            ret = unsafe { libc::munmap((slot + 1) as *mut libc::c_void, len) };
         });
-        assert_eq!((ret, sys::errno()), (-1, libc::EINVAL));
+        assert_eq!((reclaimed, ret, sys::errno()), (false, -1, libc::EINVAL));
         reclaim_one(slot, len);
     }
 
@@ -331,10 +382,11 @@ mod tests {
     #[test]
     fn signal_handlers_calls_are_their_own() {
         let len = 12 * PAGE;
-        let (handlers, slot) = lend(|| {
+        let ((handlers, slot), lent) = lend(|| {
             let handlers = switch::in_handler(|| map_like_generator(len));
             (handlers, map_like_generator(len))
         });
+        assert!(lent);
         assert!(!in_arena(handlers, len));
         assert!(in_arena(slot, len));
         unmap(handlers, len);

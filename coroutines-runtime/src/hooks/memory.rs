@@ -1,9 +1,10 @@
-//! Memory mappings: `mmap`, `mprotect`, `munmap`.
+//! Memory mappings: `mmap`, `mprotect`, `munmap`, and locking them:
+//! `mlockall`, `munlockall`.
 //!
-//! The `generator` crate maps each coroutine stack with these calls; while
-//! the runtime creates or drops a generator on this thread, the calls are
-//! the stack arena's to answer (`coroutine::stack_arena`). Every other call
-//! is the system call, as libc makes it.
+//! The `generator` crate maps each coroutine stack with the first three;
+//! while the runtime creates or drops a generator on this thread, the calls
+//! are the stack arena's to answer (`coroutine::stack_arena`). Every other
+//! call is the system call, as libc makes it; the arena follows locking.
 
 use libc::{c_int, c_void, off_t, size_t};
 
@@ -53,4 +54,32 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: size_t) -> c_int {
         return ret;
     }
     c_result(syscall!(libc::SYS_munmap, addr, len)) as c_int
+}
+
+/// Hooked: locking the process's memory stops at the first guard marker of
+/// a chunk, so the arena makes its stacks resident after the call, and lends
+/// none while future memory is locked.
+///
+/// # Safety
+/// As `mlockall(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlockall(flags: c_int) -> c_int {
+    let ret = syscall!(libc::SYS_mlockall, flags);
+    if ret == 0 {
+        stack_arena::on_mlockall(flags);
+    }
+    c_result(ret) as c_int
+}
+
+/// Hooked: stacks are lent again.
+///
+/// # Safety
+/// As `munlockall(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn munlockall() -> c_int {
+    let ret = syscall!(libc::SYS_munlockall);
+    if ret == 0 {
+        stack_arena::on_munlockall();
+    }
+    c_result(ret) as c_int
 }

@@ -483,6 +483,14 @@ fn area_alloc(l: &Layout) -> io::Result<*mut u8> {
     }
 }
 
+/// Unmaps the chunks of thread areas none of which is in use.
+pub(crate) fn trim_areas() {
+    let mut areas = AREAS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(slots) = areas.as_mut() {
+        slots.trim();
+    }
+}
+
 fn area_free(mem: *mut u8) {
     let mut areas = AREAS.lock().unwrap_or_else(|e| e.into_inner());
     let returned = areas.as_mut().is_some_and(|slots| slots.put(mem as usize));

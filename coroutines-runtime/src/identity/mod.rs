@@ -50,7 +50,7 @@ use core::ptr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
 
-pub(crate) use block::{StackBounds, ThreadBlock};
+pub(crate) use block::{trim_areas, StackBounds, ThreadBlock};
 pub(crate) use glibc::Layout;
 
 /// The environment variable that turns thread identity off (`off` or `0`).

@@ -18,9 +18,14 @@ use crate::sys::{self, syscall};
 /// oldest go back to the kernel until half of it is left.
 const DIRTY_BYTES: usize = 4 << 20;
 
-/// The most slots a chunk holds, and the most bytes it spans.
-const CHUNK_SLOTS: usize = 1024;
+/// The most slots a chunk holds, and the most bytes it spans: a few slots
+/// still in use keep their whole chunks mapped, so chunks stay small (and
+/// neighbouring ones merge into one of the kernel's mappings anyway).
+const CHUNK_SLOTS: usize = 64;
 const CHUNK_BYTES: usize = 128 << 20;
+
+/// `madvise` advice that faults pages in as if written (Linux 5.14+).
+const MADV_POPULATE_WRITE: libc::c_int = 23;
 
 /// Chunks are mapped as thread stacks are (`MAP_STACK` also keeps
 /// transparent huge pages out: a slot's memory is what it touches).
@@ -210,6 +215,7 @@ impl Slots {
             true => self.next,
             false => chunk.end,
         };
+        // Whole slots only: a dense chunk's tail holds none.
         self.stale += (carved_to - start) / self.stride;
         self.dirty_bytes -= chunk.dirty * self.stride;
         if start == self.newest {
@@ -252,6 +258,39 @@ impl Slots {
         dirty.retain(|&slot| self.is_valid(slot));
         clean.retain(|&slot| self.is_valid(slot));
         (self.dirty, self.clean, self.stale) = (dirty, clean, 0);
+    }
+
+    /// Unmaps every chunk none of whose slots is handed out, the newest
+    /// too.
+    pub(crate) fn trim(&mut self) {
+        let empty: Vec<usize> = self
+            .chunks
+            .iter()
+            .filter(|(_, chunk)| chunk.live == 0)
+            .map(|(&start, _)| start)
+            .collect();
+        empty.into_iter().for_each(|start| self.unmap_chunk(start));
+        self.drop_stale();
+    }
+
+    /// Whether no chunk is mapped.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Makes the spare pages of every slot carved so far resident
+    /// (`MADV_POPULATE_WRITE`).
+    pub(crate) fn populate(&self) {
+        for (&start, chunk) in &self.chunks {
+            let carved_to = match start == self.newest {
+                true => self.next,
+                false => chunk.end - (chunk.end - start) % self.stride,
+            };
+            for low in (start..carved_to).step_by(self.stride) {
+                let (address, len) = (self.spare)(low, self.stride);
+                let _ = syscall!(libc::SYS_madvise, address, len, MADV_POPULATE_WRITE);
+            }
+        }
     }
 
     /// Whether `low` is one of these slots, for tests.

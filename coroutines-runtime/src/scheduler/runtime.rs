@@ -331,6 +331,8 @@ impl Drop for Runtime {
             for thread in threads {
                 let _ = thread.join();
             }
+            // The workers' cached stacks have gone back.
+            crate::coroutine::Stacks::trim();
         }
         // Started coroutines that never finished, and new ones nobody took.
         // Once the workers have stopped nothing runs them any more; from

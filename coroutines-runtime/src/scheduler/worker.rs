@@ -578,6 +578,7 @@ impl Local {
     /// Returns whether it took any.
     fn free_cached_stacks(&self, shared: &Shared) -> bool {
         let freed = self.stacks.borrow_mut().clear();
+        crate::coroutine::Stacks::trim();
         let mut took = false;
         for _ in 0..freed {
             let Some(waiter) = shared.stack_waiters.next() else {
