@@ -1,9 +1,10 @@
-//! Probes of the stack arena (commit 86a50e3): the stacks of a worker's
-//! pool (the runtime's default size, unmeasured) are slots of shared
-//! chunk mappings, served by hooked `mmap`/`mprotect`/`munmap` while the
-//! runtime creates or drops a generator; released slots stay dirty up to
-//! 4 MiB per size, chunks whose slots are all free are unmapped (but the
-//! newest of each size), stale list entries carry their chunk's id.
+//! Probes of the stack arena (written against 86a50e3, which four of them
+//! failed; kept as tests since): the stacks of a worker's pool (the
+//! runtime's default size, unmeasured) are slots of shared chunk mappings,
+//! served by hooked `mmap`/`mprotect`/`munmap` while the runtime creates or
+//! drops a generator; released slots stay dirty up to 4 MiB per size,
+//! chunks whose slots are all free are unmapped (the newest of each size
+//! when a runtime drops), stale list entries carry their chunk's id.
 //!
 //! Every probe makes its coroutines' stacks pooled (the runtime is built
 //! with `.stack_size(N)` and coroutines are spawned without a size, or
