@@ -184,3 +184,58 @@ fn a_computing_coroutine_with_nothing_behind_it_is_no_incident() {
     assert_eq!(stats.blocked_workers, 0, "{stats:?}");
     assert_eq!(stats.spare_workers_started, 0, "{stats:?}");
 }
+
+/// A worker the OS does not let run (a real-time thread holds its CPU) is
+/// not blocked by its coroutine: with coroutines queued behind it and a
+/// run far past the threshold, no incident is counted or printed. Needs
+/// `SCHED_FIFO` (root or CAP_SYS_NICE); says so and passes without it.
+#[test]
+fn a_worker_waiting_for_its_cpu_is_no_incident() {
+    if child_case().is_none() {
+        let stderr = child_stderr("preempted");
+        assert!(!stderr.contains(WARNING), "stderr:\n{stderr}");
+        return;
+    }
+    let runtime = Builder::default().workers(1).build().unwrap();
+    let stats = runtime.block_on(|| {
+        pin_to_cpu_0();
+        let followers: Vec<_> = (0..FOLLOWERS).map(|_| coroutines::spawn(|| ())).collect();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hog = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                pin_to_cpu_0();
+                let param = libc::sched_param { sched_priority: 1 };
+                // SAFETY: sets this thread's own policy from a valid struct.
+                let fifo = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+                let start = Instant::now();
+                while fifo && start.elapsed() < Duration::from_millis(300) {
+                    std::hint::spin_loop();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                fifo
+            })
+        };
+        // Runs without a switch until the hog is done; while it spins this
+        // worker gets (almost) no CPU.
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        if !hog.join().unwrap() {
+            eprintln!("no SCHED_FIFO here: the preemption was not made, nothing to see");
+        }
+        followers.into_iter().for_each(|f| f.join().unwrap());
+        coroutines::stats()
+    });
+    assert_eq!(stats.blocked_workers, 0, "{stats:?}");
+}
+
+/// Pins the calling thread to CPU 0.
+fn pin_to_cpu_0() {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET adds CPU 0.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(0, &mut set) };
+    // SAFETY: sets this thread's own affinity from a valid set.
+    let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    assert_eq!(ret, 0);
+}

@@ -15,7 +15,8 @@
 //! forked child gives the runtime up (`scheduler::fork`). The one family of
 //! another shape is [`memory`]: `mmap`, `mprotect` and `munmap` are the
 //! kernel's except when the runtime, outside any coroutine, creates or drops
-//! a stack, whose calls the stack arena answers.
+//! a stack, whose calls the stack arena answers; `mlockall` and
+//! `munlockall` are the kernel's, and the arena follows them.
 //!
 //! Known limits: writes to stdout and stderr block the worker (std's stdout
 //! lock is re-entrant per OS thread, so parking inside it would let another

@@ -78,6 +78,9 @@ struct Seen {
     spawning: bool,
     /// The current incident was reported.
     reported: bool,
+    /// The worker thread's CPU time, and the time, when the monitor first
+    /// saw this run go on past a look.
+    cpu_at: Option<(Duration, Instant)>,
 }
 
 /// The monitor thread of `shared`'s runtime, until it shuts down.
@@ -91,6 +94,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
             spawns: 0,
             spawning: false,
             reported: false,
+            cpu_at: None,
         };
         shared.workers.len()
     ];
@@ -123,10 +127,15 @@ fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
                 spawns,
                 spawning: false,
                 reported: false,
+                cpu_at: None,
             };
         } else {
             seen.spawning = spawns != seen.spawns;
             seen.spawns = spawns;
+            if seen.cpu_at.is_none() {
+                let thread = worker.thread.load(Ordering::Relaxed);
+                seen.cpu_at = sys::thread_cpu_time(thread).map(|cpu| (cpu, now));
+            }
             if now - seen.since >= threshold {
                 blocked.push(index);
             }
@@ -153,7 +162,7 @@ fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
         let here = move_queued(shared, worker);
         moved += here;
         let seen = &mut seen[index];
-        if !seen.reported && !seen.spawning {
+        if !seen.reported && !seen.spawning && !preempted(worker, seen, threshold) {
             seen.reported = true;
             shared
                 .counters
@@ -176,6 +185,20 @@ fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
     }
     shared.counters.moved.fetch_add(moved, Ordering::Relaxed);
     shared.notify_idle();
+}
+
+/// Whether the worker of a run that has lasted past the threshold was
+/// mostly waiting for a CPU (the machine is overloaded) rather than
+/// computing or blocked in the kernel: then its coroutine is not at fault,
+/// and no incident is reported until it has computed a threshold's worth
+/// or blocks. (What is queued behind it moves either way.)
+fn preempted(worker: &worker::WorkerShared, seen: &Seen, threshold: Duration) -> bool {
+    let thread = worker.thread.load(Ordering::Relaxed);
+    let (computed, elapsed) = match (seen.cpu_at, sys::thread_cpu_time(thread)) {
+        (Some((cpu, at)), Some(now)) => (now.saturating_sub(cpu), at.elapsed()),
+        _ => return false,
+    };
+    computed < threshold && computed < elapsed / 2 && sys::thread_runnable(thread)
 }
 
 /// Moves what `worker` has queued and others may run to the injector;

@@ -2,7 +2,9 @@
 
 use core::cell::{Cell, RefCell};
 use core::ptr;
-use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
@@ -89,6 +91,9 @@ pub(crate) struct WorkerShared {
     notified: AtomicBool,
     /// Event counts, each written by the worker only.
     pub(crate) counts: WorkerCounts,
+    /// The kernel id of the worker's thread, 0 before it starts; for the
+    /// monitor, which asks the kernel how the thread spends its time.
+    pub(crate) thread: AtomicI32,
     /// The worker's local state while its thread runs.
     local: AtomicPtr<Local>,
 }
@@ -106,6 +111,7 @@ impl WorkerShared {
             sleeping: AtomicBool::new(false),
             notified: AtomicBool::new(false),
             counts: WorkerCounts::default(),
+            thread: AtomicI32::new(0),
             local: AtomicPtr::new(ptr::null_mut()),
         }
     }
@@ -259,6 +265,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
         tick: Cell::new(0),
     };
     let me = &shared.workers[index];
+    me.thread.store(crate::sys::gettid(), Ordering::Relaxed);
     me.local
         .store(&local as *const Local as *mut Local, Ordering::Release);
     WORKER.with(|worker| worker.set(&local));

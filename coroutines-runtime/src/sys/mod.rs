@@ -262,3 +262,35 @@ pub(crate) fn read_timespec(
         Ok(_) => Err(libc::EINVAL),
     }
 }
+
+/// The calling thread's kernel id.
+pub(crate) fn gettid() -> libc::pid_t {
+    raw(libc::SYS_gettid, [0; 6]) as libc::pid_t
+}
+
+/// The CPU time thread `tid` of this process has used; `None` if it has
+/// exited. The clock id is the kernel's per-thread scheduler clock, as
+/// glibc's `pthread_getcpuclockid` makes it.
+pub(crate) fn thread_cpu_time(tid: libc::pid_t) -> Option<core::time::Duration> {
+    let clock = (!(tid as libc::clockid_t) << 3) | 6;
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let ret = syscall!(
+        libc::SYS_clock_gettime,
+        clock,
+        &mut now as *mut libc::timespec
+    );
+    (ret == 0).then(|| core::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+}
+
+/// Whether thread `tid` of this process is running or waiting for a CPU
+/// (state `R` in /proc), rather than asleep in the kernel.
+pub(crate) fn thread_runnable(tid: libc::pid_t) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses and may
+    // hold spaces.
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    state.is_some_and(|rest| rest.starts_with('R'))
+}
