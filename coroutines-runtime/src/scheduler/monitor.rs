@@ -21,7 +21,9 @@
 //!   work;
 //! - prints one warning per incident on stderr, naming the coroutine, its
 //!   worker and how long, and counts it in `Stats`; not for a coroutine
-//!   that keeps spawning coroutines, which is busy, not stuck.
+//!   that keeps spawning coroutines, which is busy, not stuck, nor while
+//!   the worker's thread mostly waits for a CPU (an overloaded machine),
+//!   which is not the coroutine's doing.
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
