@@ -83,6 +83,9 @@ struct Seen {
     /// The worker thread's CPU time, and the time, when the monitor first
     /// saw this run go on past a look.
     cpu_at: Option<(Duration, Instant)>,
+    /// The run is past the threshold but was not reported yet because its
+    /// worker waited for a CPU; it is looked at again until that resolves.
+    deferred: bool,
 }
 
 /// The monitor thread of `shared`'s runtime, until it shuts down.
@@ -97,6 +100,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
             spawning: false,
             reported: false,
             cpu_at: None,
+            deferred: false,
         };
         shared.workers.len()
     ];
@@ -130,6 +134,7 @@ fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
                 spawning: false,
                 reported: false,
                 cpu_at: None,
+                deferred: false,
             };
         } else {
             seen.spawning = spawns != seen.spawns;
@@ -158,13 +163,21 @@ fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
         // take them; started ones only it runs.
         let waiting = worker.has_pinned()
             || (all_blocked && (worker.has_queued() || !shared.injector.is_empty()));
-        if !waiting {
+        let seen = &mut seen[index];
+        if !waiting && !seen.deferred {
             continue;
         }
-        let here = move_queued(shared, worker);
+        let here = if waiting {
+            move_queued(shared, worker)
+        } else {
+            0
+        };
         moved += here;
-        let seen = &mut seen[index];
-        if !seen.reported && !seen.spawning && !preempted(worker, seen, threshold) {
+        if seen.reported || seen.spawning {
+            continue;
+        }
+        seen.deferred = preempted(worker, seen, threshold);
+        if !seen.deferred {
             seen.reported = true;
             shared
                 .counters
