@@ -229,13 +229,3 @@ fn a_worker_waiting_for_its_cpu_is_no_incident() {
     });
     assert_eq!(stats.blocked_workers, 0, "{stats:?}");
 }
-
-/// Pins the calling thread to CPU 0.
-fn pin_to_cpu_0() {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET adds CPU 0.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(0, &mut set) };
-    // SAFETY: sets this thread's own affinity from a valid set.
-    let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
-    assert_eq!(ret, 0);
-}

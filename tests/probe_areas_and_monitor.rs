@@ -29,9 +29,8 @@ use std::time::{Duration, Instant};
 use coroutines::runtime::Builder;
 use coroutines::Runtime;
 use support::child::{child_case, rerun, run_child};
-use support::{errno, raw_sleep, set_errno, watchdog_on};
-
-const PAGE: usize = 4096;
+use support::memory::*;
+use support::{errno, pin_to_cpu_0, raw_sleep, set_errno, watchdog_on};
 
 /// A thread-local whose block needs 256-byte alignment.
 #[repr(C, align(256))]
@@ -70,30 +69,6 @@ fn static_tls() -> (usize, usize) {
         f(&mut size, &mut align);
         (size, align)
     }
-}
-
-/// Whether the byte at `addr` can be read (an unmapped page cannot).
-fn readable(addr: usize) -> bool {
-    let mut byte = 0u8;
-    let local = libc::iovec {
-        iov_base: (&mut byte as *mut u8).cast(),
-        iov_len: 1,
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: 1,
-    };
-    // SAFETY: reads one byte of this process; the kernel checks `addr`.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    n == 1
-}
-
-/// Whether the page at `addr` is resident.
-fn resident(addr: usize) -> bool {
-    let mut vec = 0u8;
-    // SAFETY: one page, one byte of result.
-    let ret = unsafe { libc::mincore((addr & !(PAGE - 1)) as *mut libc::c_void, PAGE, &mut vec) };
-    ret == 0 && vec & 1 == 1
 }
 
 /// The calling coroutine's thread pointer (`pthread_self`, the start of its
@@ -632,16 +607,6 @@ fn held(hold: fn()) -> Incident {
             }
         },
     )
-}
-
-/// Pins the calling thread to CPU 0.
-fn pin_to_cpu_0() {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET adds CPU 0.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(0, &mut set) };
-    // SAFETY: sets this thread's own affinity from a valid set.
-    let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
-    assert_eq!(ret, 0);
 }
 
 /// Starts `count` threads that spin on CPU 0 (normal priority) until the

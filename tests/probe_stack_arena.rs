@@ -25,49 +25,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use support::child::{child_case, rerun, run_child};
-
-const PAGE: usize = 4096;
-
-/// A field of /proc/self/status, in KiB.
-fn status_kib(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn resident_kib() -> usize {
-    status_kib("VmRSS:")
-}
-
-fn address_space_kib() -> usize {
-    status_kib("VmSize:")
-}
-
-/// Whether the byte at `addr` can be read (the kernel's view: a guard page,
-/// `PROT_NONE` or a guard marker, or an unmapped page is not).
-fn readable(addr: usize) -> bool {
-    let mut byte = 0u8;
-    let local = libc::iovec {
-        iov_base: (&mut byte as *mut u8).cast(),
-        iov_len: 1,
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: 1,
-    };
-    // SAFETY: reads one byte of this process into `byte`; the kernel checks
-    // the remote address.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    n == 1
-}
-
-/// Whether the page at `addr` is resident (mapped and in memory).
-fn resident(addr: usize) -> bool {
-    let mut vec = 0u8;
-    // SAFETY: one page, one byte of result; an unmapped page is ENOMEM.
-    let ret = unsafe { libc::mincore((addr & !(PAGE - 1)) as *mut libc::c_void, PAGE, &mut vec) };
-    ret == 0 && vec & 1 == 1
-}
+use support::memory::*;
 
 /// A runtime of `workers` workers whose default (pooled) stack is `size`.
 fn runtime_with(workers: usize, size: usize) -> coroutines::Runtime {
@@ -76,36 +34,6 @@ fn runtime_with(workers: usize, size: usize) -> coroutines::Runtime {
         .stack_size(size)
         .build()
         .unwrap()
-}
-
-/// `count` coroutines of `runtime`, spawned without a stack size (so on
-/// pooled stacks of the runtime's default size, lent by the arena), each
-/// running `touch` and then waiting at a barrier; they are all alive when
-/// this returns. Returns their handles and the barrier that lets them end.
-fn parked(
-    runtime: &coroutines::Runtime,
-    count: usize,
-    touch: fn(),
-) -> (Vec<coroutines::JoinHandle<()>>, Arc<Barrier>) {
-    let barrier = Arc::new(Barrier::new(count + 1));
-    let reached = Arc::new(Barrier::new(count + 1));
-    let handles = {
-        let (barrier, reached) = (barrier.clone(), reached.clone());
-        runtime.block_on(move || {
-            (0..count)
-                .map(|_| {
-                    let (barrier, reached) = (barrier.clone(), reached.clone());
-                    coroutines::spawn(move || {
-                        touch();
-                        reached.wait();
-                        barrier.wait();
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-    };
-    reached.wait();
-    (handles, barrier)
 }
 
 fn end(handles: Vec<coroutines::JoinHandle<()>>, barrier: Arc<Barrier>) {
@@ -199,7 +127,7 @@ fn probe_resident_memory_comes_back_after_big_stacks_end() {
         let runtime = runtime_with(1, 4 << 20);
         runtime.block_on(|| ());
         let before = resident_kib();
-        let (handles, barrier) = parked(&runtime, 48, use_3_mib);
+        let (handles, barrier) = parked(&runtime, 48, None, use_3_mib);
         let peak = resident_kib();
         end(handles, barrier);
         drop(runtime);
@@ -218,6 +146,22 @@ fn probe_resident_memory_comes_back_after_big_stacks_end() {
     run_child("rss", child("rss"), Duration::from_secs(120));
 }
 
+/// The set-up of probes 2 and 3: the address space limited to 256 MiB
+/// above its size, 20 coroutines on a runtime's pooled 8 MiB stacks
+/// parked, ended, and the runtime dropped. Returns the size before (bytes)
+/// and while parked (KiB).
+fn twenty_ended_under_a_limit() -> (usize, usize) {
+    let runtime = runtime_with(1, 8 << 20);
+    runtime.block_on(|| ());
+    let base = address_space_kib() * 1024;
+    set_address_space_limit(base + (256 << 20));
+    let (handles, barrier) = parked(&runtime, 20, None, || ());
+    let peak = address_space_kib();
+    end(handles, barrier);
+    drop(runtime);
+    (base, peak)
+}
+
 /// PROBE 2. Under an address-space limit (`ulimit -v`), the address
 /// space of ended coroutines' stacks is the process's again once the
 /// runtime is gone: a user's 120 MiB mapping fits in a 256 MiB headroom
@@ -227,14 +171,7 @@ fn probe_resident_memory_comes_back_after_big_stacks_end() {
 #[test]
 fn probe_address_space_comes_back_under_rlimit_as() {
     if child_case().is_some() {
-        let runtime = runtime_with(1, 8 << 20);
-        runtime.block_on(|| ());
-        let base = address_space_kib() * 1024;
-        set_address_space_limit(base + (256 << 20));
-        let (handles, barrier) = parked(&runtime, 20, || ());
-        let peak = address_space_kib();
-        end(handles, barrier);
-        drop(runtime);
+        let (base, peak) = twenty_ended_under_a_limit();
         let after = address_space_kib();
         println!(
             "VmSize: base {} KiB, 20 coroutines alive {peak} KiB, ended + dropped {after} KiB",
@@ -260,13 +197,7 @@ fn probe_address_space_comes_back_under_rlimit_as() {
 #[test]
 fn probe_ended_stacks_make_room_for_another_size_under_rlimit_as() {
     if child_case().is_some() {
-        let runtime = runtime_with(1, 8 << 20);
-        runtime.block_on(|| ());
-        let base = address_space_kib() * 1024;
-        set_address_space_limit(base + (256 << 20));
-        let (handles, barrier) = parked(&runtime, 20, || ());
-        end(handles, barrier);
-        drop(runtime);
+        let (base, _) = twenty_ended_under_a_limit();
         // The 120 MiB stack is the new runtime's default: pooled, lent.
         let other = runtime_with(1, 120 << 20);
         let joined = other.block_on(|| coroutines::spawn(|| 7).join());
@@ -549,7 +480,7 @@ fn probe_overflow_is_caught_on_reused_and_given_back_slots() {
                 .unwrap()
         };
         let runtime = build();
-        let (handles, barrier) = parked(&runtime, 100, || ());
+        let (handles, barrier) = parked(&runtime, 100, None, || ());
         end(handles, barrier);
         drop(runtime);
         let runtime = build();
@@ -651,10 +582,10 @@ fn probe_parallel_runtimes_never_share_a_slot() {
 /// as real-time programs do), every mapping is made resident at once, so
 /// a coroutine stack should cost its own size and no more: 5 coroutines on
 /// a runtime's pooled 4 MiB stacks add about 20 MiB (the parent commit:
-/// 20 MiB; its pool mapped one stack per spawn). The arena maps chunks for
-/// several stacks at a time (4, then 8, ... slots per size) and the pool
-/// maps fresh stacks in doubling batches, all of which the lock makes
-/// resident (and `RLIMIT_MEMLOCK` counts, for a process without
+/// 20 MiB; its pool mapped one stack per spawn). At 86a50e3 the arena
+/// mapped chunks for several stacks at a time (4, then 8, ... slots per
+/// size) and the pool fresh stacks in doubling batches, all of which the
+/// lock made resident (and `RLIMIT_MEMLOCK` counts, for a process without
 /// CAP_IPC_LOCK).
 #[test]
 fn probe_locked_memory_costs_only_the_stacks_in_use() {
@@ -668,7 +599,7 @@ fn probe_locked_memory_costs_only_the_stacks_in_use() {
             return;
         }
         let before = resident_kib();
-        let (handles, barrier) = parked(&runtime, 5, || ());
+        let (handles, barrier) = parked(&runtime, 5, None, || ());
         let peak = resident_kib();
         end(handles, barrier);
         let grown = peak.saturating_sub(before);
@@ -761,10 +692,10 @@ fn probe_address_space_follows_the_live_stacks() {
 /// PROBE 11. Once the last runtime is dropped, the address space of its
 /// stacks is the process's again: a runtime whose default stack is
 /// 256 MiB runs one coroutine and is dropped; the process should be back
-/// to its size before (it was when each stack was unmapped). The arena
-/// keeps the newest chunk of each size mapped while empty: with stacks of
+/// to its size before (it was when each stack was unmapped). At 86a50e3
+/// the arena kept the newest chunk of each size mapped while empty: with stacks of
 /// 128 MiB or more a chunk is one slot, so a whole stack's address space
-/// stays taken for good (up to 128 MiB per size for smaller stacks).
+/// stayed taken for good (up to 128 MiB per size for smaller stacks).
 #[test]
 fn probe_address_space_comes_back_after_the_last_runtime() {
     if child_case().is_some() {
@@ -1167,7 +1098,7 @@ fn probe_small_and_large_default_stacks() {
             let runtime = runtime_with(1, 8 << 20);
             runtime.block_on(|| ());
             let before = resident_kib();
-            let (handles, barrier) = parked(&runtime, 12, use_6_mib);
+            let (handles, barrier) = parked(&runtime, 12, None, use_6_mib);
             let peak = resident_kib();
             end(handles, barrier);
             drop(runtime);
@@ -1289,10 +1220,10 @@ fn probe_rlimit_as_limit_reached_and_recovered() {
 /// different default stack sizes ran and were dropped: 24 runtimes, one
 /// after the other, each with its own default size (64 KiB + i * 4 KiB),
 /// each running 120 coroutines that touch 48 KiB of their stack. With each
-/// stack unmapped when dropped, the process ends where it began. The arena
-/// keeps, per size and with no bound on the number of sizes, up to 4 MiB
-/// of released slots dirty and its newest chunk mapped, and never forgets
-/// a size: here ~350 MiB of address space stays taken.
+/// stack unmapped when dropped, the process ends where it began. At 86a50e3
+/// the arena kept, per size and with no bound on the number of sizes, up to 4 MiB
+/// of released slots dirty and its newest chunk mapped, and never forgot
+/// a size: ~350 MiB of address space stayed taken.
 #[test]
 fn probe_memory_comes_back_after_many_sizes() {
     if child_case().is_some() {
@@ -1309,7 +1240,7 @@ fn probe_memory_comes_back_after_many_sizes() {
         let base = address_space_kib();
         for i in 0..24 {
             let runtime = runtime_with(1, (64 + 4 * i) * 1024);
-            let (handles, barrier) = parked(&runtime, 120, use_48_kib);
+            let (handles, barrier) = parked(&runtime, 120, None, use_48_kib);
             end(handles, barrier);
             drop(runtime);
         }

@@ -5,76 +5,14 @@
 
 mod support;
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::Mutex;
 
 /// Held by each test: they count the process's mappings and resident
 /// memory, which the others change.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 use support::differential::*;
-
-/// Lines of /proc/self/maps: the process's memory mappings.
-fn mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
-}
-
-/// Resident memory of the process, in KiB.
-fn resident_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// Whether this kernel makes guard pages without a mapping of their own
-/// (`MADV_GUARD_INSTALL`, Linux 6.13+).
-fn guard_markers() -> bool {
-    const MADV_GUARD_INSTALL: libc::c_int = 102;
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-    // SAFETY: a fresh anonymous page, advised and unmapped here only.
-    unsafe {
-        let page = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, flags, -1, 0);
-        assert_ne!(page, libc::MAP_FAILED);
-        let supported = libc::madvise(page, 4096, MADV_GUARD_INSTALL) == 0;
-        libc::munmap(page, 4096);
-        supported
-    }
-}
-
-/// `count` coroutines of `runtime`, each running `touch` and then waiting
-/// at a barrier the caller passes last; returns their handles and the
-/// barrier.
-fn parked(
-    runtime: &coroutines::Runtime,
-    count: usize,
-    stack_size: usize,
-    touch: fn(),
-) -> (Vec<coroutines::JoinHandle<()>>, Arc<Barrier>) {
-    let barrier = Arc::new(Barrier::new(count + 1));
-    let reached = Arc::new(Barrier::new(count + 1));
-    let handles = {
-        let (barrier, reached) = (barrier.clone(), reached.clone());
-        runtime.block_on(move || {
-            (0..count)
-                .map(|_| {
-                    let (barrier, reached) = (barrier.clone(), reached.clone());
-                    coroutines::Builder::new()
-                        .stack_size(stack_size)
-                        .spawn(move || {
-                            touch();
-                            reached.wait();
-                            barrier.wait();
-                        })
-                        .unwrap()
-                })
-                .collect::<Vec<_>>()
-        })
-    };
-    reached.wait();
-    (handles, barrier)
-}
+use support::memory::*;
 
 /// Thousands of parked coroutines add (almost) no memory maps: their
 /// stacks are slots of chunks mapped for many. On an older kernel each
@@ -85,7 +23,7 @@ fn parked_coroutines_share_memory_mappings() {
     const COUNT: usize = 3000;
     let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
     let before = mappings();
-    let (handles, barrier) = parked(&runtime, COUNT, 64 * 1024, || ());
+    let (handles, barrier) = parked(&runtime, COUNT, Some(64 * 1024), || ());
     let added = mappings().saturating_sub(before);
     barrier.wait();
     handles.into_iter().for_each(|h| h.join().unwrap());
@@ -110,7 +48,7 @@ fn ended_coroutines_give_their_stack_pages_back() {
     }
     let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
     let before = resident_kib();
-    let (handles, barrier) = parked(&runtime, COUNT, 256 * 1024, use_192_kib);
+    let (handles, barrier) = parked(&runtime, COUNT, Some(256 * 1024), use_192_kib);
     let peak = resident_kib();
     barrier.wait();
     handles.into_iter().for_each(|h| h.join().unwrap());

@@ -10,6 +10,7 @@
 
 pub mod child;
 pub mod identity;
+pub mod memory;
 
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
@@ -671,4 +672,15 @@ pub fn sigset(with_usr2: bool) -> libc::sigset_t {
         }
         set
     }
+}
+
+/// Pins the calling thread to CPU 0.
+pub fn pin_to_cpu_0() {
+    // SAFETY: a zeroed cpu_set_t is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU 0 is within the set's bits.
+    unsafe { libc::CPU_SET(0, &mut set) };
+    // SAFETY: sets this thread's own affinity from a valid set.
+    let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    assert_eq!(ret, 0);
 }
