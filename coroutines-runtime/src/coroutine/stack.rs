@@ -370,9 +370,12 @@ impl StackPool {
     /// stack came back, twice as many at each refill in between (up to
     /// [`FRESH_BATCH`]), so a burst of spawns maps its stacks in batches and
     /// a lone spawn, or a steady state of coroutines ending as others
-    /// start, maps one.
+    /// start, maps one; as does a process that locks its future memory.
     fn refill(&mut self) -> io::Result<()> {
-        let count = self.batch.clamp(1, self.capacity.max(1));
+        let count = match stack_arena::memory_locked() {
+            true => 1,
+            false => self.batch.clamp(1, self.capacity.max(1)),
+        };
         let fresh = Stacks::create_pooled(self.bytes, count)?;
         self.free
             .extend(fresh.into_iter().map(|generator| (generator, None)));

@@ -59,7 +59,7 @@ thread_local! {
 /// (`mlockall(MCL_FUTURE)`) would lock whole chunks, so then the stack maps
 /// its own.
 pub(crate) fn lend<R>(create: impl FnOnce() -> R) -> (R, bool) {
-    if LOCKED_FUTURE.load(Ordering::Relaxed) {
+    if memory_locked() {
         return (create(), false);
     }
     let arm = Arm::new(Lending::Map);
@@ -173,6 +173,12 @@ pub(crate) fn on_mlockall(flags: libc::c_int) {
             class.populate();
         }
     }
+}
+
+/// Whether future memory is locked: every fresh stack is then resident
+/// and locked at once, so none is made ahead of need.
+pub(crate) fn memory_locked() -> bool {
+    LOCKED_FUTURE.load(Ordering::Relaxed)
 }
 
 /// Follows a successful `munlockall()`.
