@@ -224,7 +224,7 @@ impl Arena {
                 classes.last_mut().expect("just pushed")
             }
         };
-        class.take(install_guard)
+        class.take(install_guards)
     }
 
     /// Keeps a released slot; false if `low` is no slot of `len` bytes.
@@ -266,8 +266,36 @@ impl GuardKind {
     }
 }
 
-/// Makes the lowest page of the slot at `low` a guard page. A marker
-/// survives `MADV_DONTNEED` and stays for the slot's life.
+/// Makes the lowest page of each slot of a new chunk a guard page: markers
+/// in one `process_madvise` where the kernel takes them so, else one slot
+/// at a time. A marker survives `MADV_DONTNEED` and stays for the slot's
+/// life.
+fn install_guards(lows: &[usize]) -> Result<(), libc::c_int> {
+    if GuardKind::get() != GuardKind::Protect {
+        let vectors: Vec<libc::iovec> = lows
+            .iter()
+            .map(|&low| libc::iovec {
+                iov_base: low as *mut libc::c_void,
+                iov_len: PAGE,
+            })
+            .collect();
+        let ret = syscall!(
+            libc::SYS_process_madvise,
+            sys::PIDFD_SELF,
+            vectors.as_ptr(),
+            vectors.len(),
+            sys::MADV_GUARD_INSTALL,
+            0
+        );
+        if ret == (lows.len() * PAGE) as isize {
+            GUARD_KIND.store(GuardKind::Marker as u8, Ordering::Relaxed);
+            return Ok(());
+        }
+    }
+    lows.iter().try_for_each(|&low| install_guard(low))
+}
+
+/// Makes the lowest page of the slot at `low` a guard page.
 fn install_guard(low: usize) -> Result<(), libc::c_int> {
     let kind = GuardKind::get();
     if kind != GuardKind::Protect {

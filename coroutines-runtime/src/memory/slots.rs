@@ -6,8 +6,10 @@
 //! slot is kept for the next one (most recent first, its pages still warm)
 //! until more than [`DIRTY_BYTES`] of released slots are resident; then the
 //! oldest slots' spare pages go back to the kernel in one batch. A chunk
-//! whose slots are all free is unmapped (all but the newest, which is where
-//! new slots come from), so address space and commit charge come back too.
+//! whose slots are all free is unmapped while another chunk's worth of
+//! slots stays free (and not the newest, which is where new slots come
+//! from; `trim` unmaps every empty one), so address space and commit
+//! charge come back too.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +48,8 @@ pub(crate) struct Slots {
     dirty_bytes: usize,
     /// Entries of the lists whose chunk is gone.
     stale: usize,
+    /// Entries of the lists whose chunk is mapped: free slots.
+    free: usize,
     /// Every chunk, by start address.
     chunks: BTreeMap<usize, Chunk>,
     /// The newest chunk, whose unused part `[next, end)` is carved next; it
@@ -88,6 +92,7 @@ impl Slots {
             clean: Vec::new(),
             dirty_bytes: 0,
             stale: 0,
+            free: 0,
             chunks: BTreeMap::new(),
             newest: 0,
             next: 0,
@@ -102,17 +107,19 @@ impl Slots {
     }
 
     /// A slot's address: a released one if any, else a new one, which
-    /// `prepare` readies first. Fails with the kernel's error number.
+    /// `prepare` readies (with all the other slots of its chunk) when their
+    /// chunk is mapped. Fails with the kernel's error number.
     pub(crate) fn take(
         &mut self,
-        prepare: impl FnOnce(usize) -> Result<(), libc::c_int>,
+        prepare: impl FnOnce(&[usize]) -> Result<(), libc::c_int>,
     ) -> Result<usize, libc::c_int> {
         while let Some((slot, dirty)) = self.pop_free() {
             let stride = self.stride;
             if let Some(chunk) = self.chunk_of(slot) {
                 chunk.live += 1;
+                chunk.dirty -= usize::from(dirty);
+                self.free -= 1;
                 if dirty {
-                    chunk.dirty -= 1;
                     self.dirty_bytes -= stride;
                 }
                 return Ok(slot.low);
@@ -120,10 +127,9 @@ impl Slots {
             self.stale -= 1;
         }
         if self.end - self.next < self.stride {
-            self.map_chunk()?;
+            self.map_chunk(prepare)?;
         }
         let low = self.next;
-        prepare(low)?;
         self.next += self.stride;
         let newest = self.newest;
         self.chunks.get_mut(&newest).expect("mapped").live += 1;
@@ -140,7 +146,12 @@ impl Slots {
         let (id, empty) = (chunk.id, chunk.live == 0);
         self.dirty.push(Slot { low, chunk: id });
         self.dirty_bytes += self.stride;
-        if empty && start != self.newest {
+        self.free += 1;
+        // An empty chunk goes only if a chunk's worth of free slots would
+        // be left: slots come and go in waves, and mapping a chunk again
+        // costs its guard pages and first faults anew.
+        let slots = (self.chunks[&start].end - start) / self.stride;
+        if empty && start != self.newest && self.free >= slots + CHUNK_SLOTS {
             self.unmap_chunk(start);
         }
         if self.dirty_bytes > DIRTY_BYTES {
@@ -180,7 +191,10 @@ impl Slots {
 
     /// Maps the next chunk; smaller ones, down to one slot, if the address
     /// space or the locked-memory allowance is short.
-    fn map_chunk(&mut self) -> Result<(), libc::c_int> {
+    fn map_chunk(
+        &mut self,
+        prepare: impl FnOnce(&[usize]) -> Result<(), libc::c_int>,
+    ) -> Result<(), libc::c_int> {
         let mut slots = self.chunk_slots.min(CHUNK_BYTES / self.stride).max(1);
         let (start, bytes) = loop {
             let bytes = (slots * self.stride).next_multiple_of(PAGE);
@@ -191,6 +205,13 @@ impl Slots {
                 Err(error) => return Err(error),
             }
         };
+        let lows: Vec<usize> = (start..=start + bytes - self.stride)
+            .step_by(self.stride)
+            .collect();
+        if let Err(error) = prepare(&lows) {
+            let _ = syscall!(libc::SYS_munmap, start, bytes);
+            return Err(error);
+        }
         if self.chunks.get(&self.newest).is_some_and(|c| c.live == 0) {
             self.unmap_chunk(self.newest);
         }
@@ -216,7 +237,9 @@ impl Slots {
             false => chunk.end,
         };
         // Whole slots only: a dense chunk's tail holds none.
-        self.stale += (carved_to - start) / self.stride;
+        let carved = (carved_to - start) / self.stride;
+        self.stale += carved;
+        self.free -= carved;
         self.dirty_bytes -= chunk.dirty * self.stride;
         if start == self.newest {
             (self.newest, self.next, self.end) = (0, 0, 0);
@@ -360,6 +383,28 @@ mod tests {
         again.iter().for_each(|&low| touch(low));
         again.iter().for_each(|&low| assert!(slots.put(low)));
         assert!(!slots.put(again[0] + 1), "not a slot");
+    }
+
+    /// After a wave of slots comes back, a chunk's worth of them stays
+    /// mapped for the next wave (mapping it again would cost its guard
+    /// pages and first faults anew); the rest goes.
+    #[test]
+    fn a_chunks_worth_of_free_slots_stays_mapped() {
+        let stride = 4 * PAGE;
+        let mut slots = Slots::new(stride, whole);
+        let taken: Vec<usize> = (0..600).map(|_| slots.take(|_| Ok(())).unwrap()).collect();
+        taken.iter().for_each(|&low| assert!(slots.put(low)));
+        let mapped = taken.iter().filter(|&&low| slots.holds(low)).count();
+        assert!(mapped >= CHUNK_SLOTS, "{mapped} slots still mapped");
+        assert!(mapped < 600 / 2, "{mapped} slots still mapped");
+        let again: Vec<usize> = (0..CHUNK_SLOTS)
+            .map(|_| slots.take(|_| Ok(())).unwrap())
+            .collect();
+        assert!(
+            again.iter().all(|low| taken.contains(low)),
+            "a new chunk was mapped"
+        );
+        again.iter().for_each(|&low| assert!(slots.put(low)));
     }
 
     /// Slots of a stride that is no multiple of a page are packed, aligned
