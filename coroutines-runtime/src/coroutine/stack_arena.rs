@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use super::switch;
-use crate::memory::{Slots, PAGE};
+use crate::memory::{self, Slots, PAGE};
 use crate::sys::{self, syscall};
 
 /// What the calling thread is doing with the runtime's stacks, which is
@@ -272,22 +272,8 @@ impl GuardKind {
 /// life.
 fn install_guards(lows: &[usize]) -> Result<(), libc::c_int> {
     if GuardKind::get() != GuardKind::Protect {
-        let vectors: Vec<libc::iovec> = lows
-            .iter()
-            .map(|&low| libc::iovec {
-                iov_base: low as *mut libc::c_void,
-                iov_len: PAGE,
-            })
-            .collect();
-        let ret = syscall!(
-            libc::SYS_process_madvise,
-            sys::PIDFD_SELF,
-            vectors.as_ptr(),
-            vectors.len(),
-            sys::MADV_GUARD_INSTALL,
-            0
-        );
-        if ret == (lows.len() * PAGE) as isize {
+        let guards: Vec<(usize, usize)> = lows.iter().map(|&low| (low, PAGE)).collect();
+        if memory::advise(&guards, sys::MADV_GUARD_INSTALL) {
             GUARD_KIND.store(GuardKind::Marker as u8, Ordering::Relaxed);
             return Ok(());
         }

@@ -12,10 +12,22 @@ use crate::sys::{self, syscall};
 pub(crate) const PAGE: usize = 4096;
 
 /// Gives the pages of `(address, length)` ranges back to the kernel
-/// (`MADV_DONTNEED`): in one `process_madvise` where the kernel allows it
-/// on the calling process (Linux 6.13+; one TLB flush for the batch on
-/// 6.16+), else one `madvise` each. Empty ranges are skipped.
+/// (`MADV_DONTNEED`): in one call where the kernel allows it ([`advise`]),
+/// else one `madvise` each. Empty ranges are skipped.
 pub(crate) fn give_back(ranges: &[(usize, usize)]) {
+    if advise(ranges, libc::MADV_DONTNEED) {
+        return;
+    }
+    for &(address, len) in ranges.iter().filter(|&&(_, len)| len > 0) {
+        let _ = syscall!(libc::SYS_madvise, address, len, libc::MADV_DONTNEED);
+    }
+}
+
+/// Applies `advice` to `(address, length)` ranges in one `process_madvise`
+/// on the calling process (Linux 6.13+; for `MADV_DONTNEED`, one TLB flush
+/// for the batch on 6.16+). Whether the kernel took it for every byte;
+/// if not, the caller goes range by range. Empty ranges are skipped.
+pub(crate) fn advise(ranges: &[(usize, usize)], advice: libc::c_int) -> bool {
     let vectors: Vec<libc::iovec> = ranges
         .iter()
         .filter(|&&(_, len)| len > 0)
@@ -25,7 +37,7 @@ pub(crate) fn give_back(ranges: &[(usize, usize)]) {
         })
         .collect();
     if vectors.is_empty() {
-        return;
+        return true;
     }
     let total: usize = vectors.iter().map(|v| v.iov_len).sum();
     let ret = syscall!(
@@ -33,18 +45,8 @@ pub(crate) fn give_back(ranges: &[(usize, usize)]) {
         sys::PIDFD_SELF,
         vectors.as_ptr(),
         vectors.len(),
-        libc::MADV_DONTNEED,
+        advice,
         0
     );
-    if ret == total as isize {
-        return;
-    }
-    for vector in &vectors {
-        let _ = syscall!(
-            libc::SYS_madvise,
-            vector.iov_base,
-            vector.iov_len,
-            libc::MADV_DONTNEED
-        );
-    }
+    ret == total as isize
 }
