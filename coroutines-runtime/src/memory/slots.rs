@@ -6,10 +6,10 @@
 //! slot is kept for the next one (most recent first, its pages still warm)
 //! until more than [`DIRTY_BYTES`] of released slots are resident; then the
 //! oldest slots' spare pages go back to the kernel in one batch. A chunk
-//! whose slots are all free is unmapped while another chunk's worth of
-//! slots stays free (and not the newest, which is where new slots come
-//! from; `trim` unmaps every empty one), so address space and commit
-//! charge come back too.
+//! whose slots are all free is unmapped if as many free slots stay in the
+//! others (and not the newest, which is where new slots come from; `trim`
+//! unmaps every empty one), so address space and commit charge come back
+//! too.
 
 use std::collections::BTreeMap;
 
@@ -147,11 +147,11 @@ impl Slots {
         self.dirty.push(Slot { low, chunk: id });
         self.dirty_bytes += self.stride;
         self.free += 1;
-        // An empty chunk goes only if a chunk's worth of free slots would
-        // be left: slots come and go in waves, and mapping a chunk again
-        // costs its guard pages and first faults anew.
+        // An empty chunk goes only if as many free slots would be left:
+        // slots come and go in waves, and mapping a chunk again costs its
+        // guard pages and first faults anew.
         let slots = (self.chunks[&start].end - start) / self.stride;
-        if empty && start != self.newest && self.free >= slots + CHUNK_SLOTS {
+        if empty && start != self.newest && self.free >= 2 * slots {
             self.unmap_chunk(start);
         }
         if self.dirty_bytes > DIRTY_BYTES {
@@ -405,6 +405,25 @@ mod tests {
             "a new chunk was mapped"
         );
         again.iter().for_each(|&low| assert!(slots.put(low)));
+    }
+
+    /// Big slots (one per chunk) leave at most one spare chunk mapped
+    /// besides the newest once they are all free: address space is what
+    /// they cost.
+    #[test]
+    fn big_free_slots_leave_one_spare_chunk() {
+        let stride = CHUNK_BYTES;
+        let mut slots = Slots::new(stride, whole);
+        let taken: Vec<usize> = (0..10).map(|_| slots.take(|_| Ok(())).unwrap()).collect();
+        taken.iter().for_each(|&low| assert!(slots.put(low)));
+        let mapped = taken.iter().filter(|&&low| slots.holds(low)).count();
+        assert!(
+            mapped <= 2,
+            "{mapped} chunks of {} MiB still mapped",
+            stride >> 20
+        );
+        slots.trim();
+        assert!(slots.is_empty());
     }
 
     /// Slots of a stride that is no multiple of a page are packed, aligned
