@@ -53,6 +53,10 @@
 //! - `ECHO_PROCESS_SERVERS`: a comma-separated subset of
 //!   `coroutines,coroutines-noid,threads,may,tokio,tokio-ct,floor`.
 //! - `ECHO_PROCESS_WORKLOADS` (default `churn,long,paced`).
+//! - `ECHO_PROCESS_CHURN_WARM` (default 0): churn iterations each server
+//!   process serves, unmeasured, before its measured ones: 0 measures a
+//!   server that starts cold (empty stack pools and caches), 8 one that
+//!   has served 4,096 connections.
 //! - `ECHO_PROCESS_RATE` (default 20000): paced round trips per second.
 //! - `ECHO_PROCESS_PACED_MS` (default 2000): length of a paced run.
 //! - `ECHO_PROCESS_MAX_OTHERS` (default 10) and `ECHO_PROCESS_RERUNS`
@@ -174,6 +178,10 @@ struct Knobs {
     rounds: usize,
     warm_up: bool,
     churn_iters: usize,
+    /// Unmeasured churn iterations before the measured ones, against the
+    /// same server process: 0 measures a cold server (empty pools and
+    /// caches), more a warm one.
+    churn_warm: usize,
     long_round_trips: usize,
     rate: f64,
     paced: Duration,
@@ -198,6 +206,7 @@ fn main() {
             rounds: 1,
             warm_up: false,
             churn_iters: 1,
+            churn_warm: 0,
             long_round_trips: LONG_ROUND_TRIPS / 10,
             rate: 5_000.0,
             paced: Duration::from_millis(200),
@@ -210,6 +219,7 @@ fn main() {
             rounds: env_or("ECHO_PROCESS_ROUNDS", 5),
             warm_up: true,
             churn_iters: 4,
+            churn_warm: env_or("ECHO_PROCESS_CHURN_WARM", 0),
             long_round_trips: LONG_ROUND_TRIPS,
             rate: env_or("ECHO_PROCESS_RATE", 20_000.0),
             paced: Duration::from_millis(env_or("ECHO_PROCESS_PACED_MS", 2000)),
@@ -548,6 +558,11 @@ impl Window {
 /// One churn run: connections opened, used and closed; the window runs
 /// until the server has closed them all.
 fn churn(server: &mut ServerProcess, knobs: &Knobs) -> Sample {
+    if knobs.churn_warm > 0 {
+        echo_client::churn(server.address, &CHURN, CLIENT_THREADS, knobs.churn_warm);
+        server.connections += (knobs.churn_warm * CHURN.connections) as u64;
+        server.drain();
+    }
     let iters = knobs.churn_iters;
     let window = Window::open(server);
     let elapsed = echo_client::churn(server.address, &CHURN, CLIENT_THREADS, iters);
