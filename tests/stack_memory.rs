@@ -63,7 +63,8 @@ fn ended_coroutines_give_their_stack_pages_back() {
 
 /// A stack-shaped mapping the user's code makes itself, and errors, are
 /// the kernel's in a coroutine as on a thread: a mapping of its own that
-/// really goes away, and the same errno for bad arguments.
+/// really goes away, and the same errno for bad arguments; `mlockall` and
+/// `munlockall`, which the runtime follows, answer as the kernel does.
 #[test]
 fn user_memory_calls_are_the_kernels() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -97,12 +98,20 @@ fn user_memory_calls_are_the_kernels() {
             let empty = (empty == libc::MAP_FAILED, Errno(support::errno()));
             let unaligned = c_outcome(libc::munmap(4097 as *mut libc::c_void, 4096));
             let unmapped = c_outcome(libc::mprotect(4096 as *mut libc::c_void, 4096, prot));
-            (empty, unaligned, unmapped)
+            let no_flags = c_outcome(libc::mlockall(0));
+            let unlocked = c_outcome(libc::munlockall());
+            (empty, unaligned, unmapped, no_flags, unlocked)
         }
     });
     let einval = Errno(libc::EINVAL);
     assert_eq!(
         refused,
-        ((true, einval), Err(einval), Err(Errno(libc::ENOMEM)))
+        (
+            (true, einval),
+            Err(einval),
+            Err(Errno(libc::ENOMEM)),
+            Err(einval),
+            Ok(0)
+        )
     );
 }

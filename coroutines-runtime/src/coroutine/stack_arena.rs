@@ -137,8 +137,11 @@ pub(crate) fn answer_map(
 /// The answer to an `mprotect` call if it is the guard page of the slot
 /// just lent: 0, since slots carry their guard from the start.
 pub(crate) fn answer_protect(addr: usize, len: usize, prot: libc::c_int) -> Option<libc::c_int> {
+    if (len, prot) != (PAGE, libc::PROT_NONE) {
+        return None;
+    }
     match state() {
-        Lending::Mapped { low, .. } if (addr, len, prot) == (low, PAGE, libc::PROT_NONE) => Some(0),
+        Lending::Mapped { low, .. } if addr == low => Some(0),
         _ => None,
     }
 }
