@@ -16,8 +16,14 @@
 //! that way) it makes a quick smoke run: one round, sizes divided by 10.
 //!
 //! `may` is configured once per process, so the 1-worker `may` yield
-//! measurement runs in a child process (this same binary, re-executed with
-//! `SPAWN_YIELD_CHILD=may-yield`); only its timed loop is reported.
+//! measurements run in a child process (this same binary, re-executed with
+//! `SPAWN_YIELD_CHILD=may-yield` and the task count in
+//! `SPAWN_YIELD_TASKS`); only its timed loop is reported.
+//!
+//! The yield is measured hot (2 tasks, everything in the cache) and cold
+//! ([`MANY`] tasks taking turns, each switch to a task whose stack and
+//! state the others pushed out of the cache, as in a server with many
+//! connections).
 
 use std::hint::black_box;
 use std::process::Command;
@@ -37,12 +43,15 @@ const BATCH: u64 = 1_000;
 const SPAWN_THREADS: u64 = 2_000;
 /// Yields per task (two tasks) for coroutine-like contenders.
 const YIELDS: u64 = 200_000;
+/// Tasks of the cold yield rows.
+const MANY: u64 = 4096;
 /// Yields per thread (two threads) for OS threads.
 const THREAD_YIELDS: u64 = 20_000;
 /// The CPU both pinned yielding OS threads run on.
 const PIN_CPU: usize = 0;
 
 const CHILD_ENV: &str = "SPAWN_YIELD_CHILD";
+const TASKS_ENV: &str = "SPAWN_YIELD_TASKS";
 
 /// Divides the workload sizes: 1 under `cargo bench` (which passes
 /// `--bench`), 10 for the smoke run that `cargo test --benches` makes.
@@ -58,6 +67,12 @@ fn spawn_threads() -> u64 {
 
 fn yields() -> u64 {
     YIELDS / SCALE.load(Relaxed)
+}
+
+/// Yields per task when `tasks` tasks take turns: every yield row makes
+/// `2 * yields()` in all.
+fn yields_each(tasks: u64) -> u64 {
+    (2 * yields() / tasks).max(1)
 }
 
 fn thread_yields() -> u64 {
@@ -91,9 +106,11 @@ fn contender<'a>(
 
 const SPAWN: &str = "spawn+join";
 const YIELD: &str = "yield";
+const YIELD_MANY: &str = "yield, many tasks";
 const TOKIO_SPAWN_ALL: &str = "tokio, 100k at once";
 const TOKIO_SPAWN_BATCHED: &str = "tokio, 1k batches";
 const TOKIO_YIELD: &str = "tokio, 1 worker";
+const TOKIO_YIELD_MANY: &str = "tokio, 1 worker, 4096 tasks";
 const TOKIO_SPAWN_BATCHED_1: &str = "tokio, 1k batches, 1 worker";
 
 fn main() {
@@ -102,7 +119,8 @@ fn main() {
         SCALE.store(10, Relaxed);
     }
     if std::env::var(CHILD_ENV).as_deref() == Ok("may-yield") {
-        may_yield_child();
+        let tasks = std::env::var(TASKS_ENV).map_or(2, |t| t.parse().expect("a task count"));
+        may_yield_child(tasks);
         return;
     }
     let rounds: usize = if smoke {
@@ -187,15 +205,41 @@ fn main() {
             TOKIO_SPAWN_ALL,
             threads_spawn,
         ),
-        contender(YIELD, "coroutines", TOKIO_YIELD, || ours_yield(&ours1)),
+        contender(YIELD, "coroutines", TOKIO_YIELD, || ours_yield(&ours1, 2)),
         contender(YIELD, "coroutines, identity off", TOKIO_YIELD, || {
-            ours_yield(&ours1_shared)
+            ours_yield(&ours1_shared, 2)
         }),
-        contender(YIELD, "may", TOKIO_YIELD, may_yield_via_child),
-        contender(YIELD, TOKIO_YIELD, TOKIO_YIELD, || tokio_yield(&tokio_mt1)),
+        contender(YIELD, "may", TOKIO_YIELD, || may_yield_via_child(2)),
+        contender(YIELD, TOKIO_YIELD, TOKIO_YIELD, || {
+            tokio_yield(&tokio_mt1, 2)
+        }),
         contender(YIELD, "tokio, current_thread", TOKIO_YIELD, || {
-            tokio_yield(&tokio_ct)
+            tokio_yield(&tokio_ct, 2)
         }),
+        contender(
+            YIELD_MANY,
+            "coroutines, 4096 tasks",
+            TOKIO_YIELD_MANY,
+            || ours_yield(&ours1, MANY),
+        ),
+        contender(
+            YIELD_MANY,
+            "coroutines, identity off, 4096 tasks",
+            TOKIO_YIELD_MANY,
+            || ours_yield(&ours1_shared, MANY),
+        ),
+        contender(YIELD_MANY, "may, 4096 tasks", TOKIO_YIELD_MANY, || {
+            may_yield_via_child(MANY)
+        }),
+        contender(YIELD_MANY, TOKIO_YIELD_MANY, TOKIO_YIELD_MANY, || {
+            tokio_yield(&tokio_mt1, MANY)
+        }),
+        contender(
+            YIELD_MANY,
+            "tokio, current_thread, 4096 tasks",
+            TOKIO_YIELD_MANY,
+            || tokio_yield(&tokio_ct, MANY),
+        ),
         contender(YIELD, "std::thread, pinned to 1 CPU", TOKIO_YIELD, || {
             threads_yield(true)
         }),
@@ -274,6 +318,8 @@ fn main() {
         let m = median(&v);
         let label = if c.workload == YIELD {
             "yield, 2 tasks on 1 worker (per yield)"
+        } else if c.workload == YIELD_MANY {
+            "yield, 4096 tasks on 1 worker (per yield)"
         } else if c.name.ends_with("1 worker") {
             "spawn+join, 1 worker (per task)"
         } else {
@@ -295,8 +341,9 @@ fn main() {
     println!();
     println!(
         "vs tokio: this median / the median of \"{TOKIO_SPAWN_ALL}\" (100k-at-once and \
-         std::thread rows), \"{TOKIO_SPAWN_BATCHED}\" (batched rows) or \"{TOKIO_YIELD}\" \
-         (yield rows); below 1.00x is faster than tokio"
+         std::thread rows), \"{TOKIO_SPAWN_BATCHED}\" (batched rows), \"{TOKIO_YIELD}\" \
+         (2-task yield rows) or \"{TOKIO_YIELD_MANY}\" (4096-task yield rows); below 1.00x is \
+         faster than tokio"
     );
 
     if breakdown {
@@ -313,7 +360,9 @@ fn main() {
         );
         println!("|---|---|---:|---:|---:|---:|---:|---:|");
         for (c, s) in contenders.iter().zip(&samples) {
-            let ops = if c.workload == YIELD {
+            let ops = if c.workload == YIELD_MANY {
+                yields_each(MANY) * MANY
+            } else if c.workload == YIELD {
                 2 * if c.name.starts_with("std::thread") {
                     thread_yields()
                 } else {
@@ -473,6 +522,12 @@ fn print_config(rounds: usize) {
         thread_yields()
     );
     println!(
+        "    and cold: {MANY} tasks x {} yields on 1 worker, taking turns (the spawns are timed \
+         too: one per {} yields)",
+        yields_each(MANY),
+        yields_each(MANY)
+    );
+    println!(
         "    coroutines: workers(1), coroutines::yield_now; may: set_workers(1) in a child \
          process, may::coroutine::yield_now"
     );
@@ -569,13 +624,14 @@ fn tokio_spawn_in_task(rt: &tokio::runtime::Runtime, batch: u64) -> Sample {
 
 // --- yield -----------------------------------------------------------------
 
-fn ours_yield(rt: &coroutines::Runtime) -> Sample {
-    rt.block_on(|| {
+fn ours_yield(rt: &coroutines::Runtime, tasks: u64) -> Sample {
+    let each = yields_each(tasks);
+    rt.block_on(move || {
         let start = Instant::now();
-        let yielders: Vec<_> = (0..2)
+        let yielders: Vec<_> = (0..tasks)
             .map(|_| {
-                coroutines::spawn(|| {
-                    for _ in 0..yields() {
+                coroutines::spawn(move || {
+                    for _ in 0..each {
                         coroutines::yield_now();
                     }
                 })
@@ -584,7 +640,7 @@ fn ours_yield(rt: &coroutines::Runtime) -> Sample {
         for h in yielders {
             h.join().unwrap();
         }
-        sample(start.elapsed(), Duration::ZERO, 2 * yields())
+        sample(start.elapsed(), Duration::ZERO, tasks * each)
     })
 }
 
@@ -627,13 +683,13 @@ fn threads_yield(pinned: bool) -> Sample {
     sample(start.elapsed(), Duration::ZERO, 2 * thread_yields())
 }
 
-fn may_yield(yields: u64) -> Sample {
+fn may_yield(tasks: u64, each: u64) -> Sample {
     may::go!(move || {
         let start = Instant::now();
-        let yielders: Vec<_> = (0..2)
+        let yielders: Vec<_> = (0..tasks)
             .map(|_| {
                 may::go!(move || {
-                    for _ in 0..yields {
+                    for _ in 0..each {
                         may::coroutine::yield_now();
                     }
                 })
@@ -642,7 +698,7 @@ fn may_yield(yields: u64) -> Sample {
         for h in yielders {
             h.join().unwrap();
         }
-        sample(start.elapsed(), Duration::ZERO, 2 * yields)
+        sample(start.elapsed(), Duration::ZERO, tasks * each)
     })
     .join()
     .unwrap()
@@ -650,13 +706,13 @@ fn may_yield(yields: u64) -> Sample {
 
 /// In the child: a 1-worker may, a short warm-up, then one measurement
 /// printed as ns per yield.
-fn may_yield_child() {
+fn may_yield_child(tasks: u64) {
     may::config().set_workers(1);
-    black_box(may_yield(yields() / 10));
-    println!("{}", may_yield(yields()).per_op);
+    black_box(may_yield(tasks, (yields_each(tasks) / 10).max(1)));
+    println!("{}", may_yield(tasks, yields_each(tasks)).per_op);
 }
 
-fn may_yield_via_child() -> Sample {
+fn may_yield_via_child(tasks: u64) -> Sample {
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe);
     if SCALE.load(Relaxed) == 1 {
@@ -664,6 +720,7 @@ fn may_yield_via_child() -> Sample {
     }
     let out = child
         .env(CHILD_ENV, "may-yield")
+        .env(TASKS_ENV, tasks.to_string())
         .output()
         .expect("run the may yield child");
     assert!(out.status.success(), "may yield child failed: {out:?}");
@@ -677,13 +734,14 @@ fn may_yield_via_child() -> Sample {
     }
 }
 
-fn tokio_yield(rt: &tokio::runtime::Runtime) -> Sample {
-    rt.block_on(async {
+fn tokio_yield(rt: &tokio::runtime::Runtime, tasks: u64) -> Sample {
+    let each = yields_each(tasks);
+    rt.block_on(async move {
         let start = Instant::now();
-        let yielders: Vec<_> = (0..2)
+        let yielders: Vec<_> = (0..tasks)
             .map(|_| {
-                tokio::spawn(async {
-                    for _ in 0..yields() {
+                tokio::spawn(async move {
+                    for _ in 0..each {
                         tokio::task::yield_now().await;
                     }
                 })
@@ -692,7 +750,7 @@ fn tokio_yield(rt: &tokio::runtime::Runtime) -> Sample {
         for h in yielders {
             h.await.unwrap();
         }
-        sample(start.elapsed(), Duration::ZERO, 2 * yields())
+        sample(start.elapsed(), Duration::ZERO, tasks * each)
     })
 }
 
