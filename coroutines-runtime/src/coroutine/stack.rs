@@ -13,6 +13,14 @@ use crate::identity::{StackBounds, ThreadBlock};
 /// A coroutine's generator: the stack plus its saved registers.
 pub(crate) type Gen = generator::Generator<'static, (), ()>;
 
+/// The address of `generator`'s own object, which the `generator` crate
+/// places at the top of its stack; its saved registers come first.
+pub(crate) fn object_address(generator: Gen) -> (Gen, usize) {
+    let raw = generator.into_raw();
+    // SAFETY: `raw` came from `into_raw` just above, same type parameters.
+    (unsafe { Gen::from_raw(raw) }, raw as usize)
+}
+
 /// The page size the `generator` crate maps stacks in.
 const PAGE: usize = 4096;
 

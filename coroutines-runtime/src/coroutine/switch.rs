@@ -63,6 +63,11 @@ pub(crate) fn current() -> Option<&'static Task> {
     unsafe { task.as_ref() }
 }
 
+/// Address of `CURRENT` in the calling thread's TLS.
+pub(crate) fn current_addr() -> usize {
+    CURRENT.with(|current| current.as_ptr() as usize)
+}
+
 /// Runs `task` on this thread until it suspends or finishes.
 pub(crate) fn run(task: &Arc<Task>, generator: &mut Gen) {
     CURRENT.with(|current| current.set(Arc::as_ptr(task)));

@@ -98,9 +98,12 @@ pub(crate) struct Task {
     suspend: UnsafeCell<Suspend>,
     /// Hooked calls made since it last switched (see `switch::spend_budget`).
     pub(crate) calls: Cell<u32>,
+    /// Where resuming it reads first: its generator object and its thread
+    /// block's thread pointer (0 without one). Set before the first run.
+    resume_hint: Cell<[usize; 2]>,
 }
 
-// SAFETY: `generator`, `suspend` and `calls` are touched only by the thread
+// SAFETY: `generator`, `suspend`, `calls` and `resume_hint` are touched only by the thread
 // that currently runs or schedules the coroutine; a task reaches another
 // thread only through a run queue, whose push/pop pair orders the accesses.
 // Everything else is atomic or immutable.
@@ -135,6 +138,7 @@ impl Task {
             identity: UnsafeCell::new(None),
             suspend: UnsafeCell::new(Suspend::Nothing),
             calls: Cell::new(0),
+            resume_hint: Cell::new([0; 2]),
         }
     }
 
@@ -187,6 +191,36 @@ impl Task {
         let block = unsafe { (*self.identity.get()).take() }?;
         super::switch::unseed_current(&block);
         Some(block)
+    }
+
+    /// Records where resuming the coroutine reads first (see
+    /// [`Task::prefetch_resume`]). Only its worker, before the first run.
+    pub(crate) fn set_resume_hint(&self, generator: usize, thread_pointer: usize) {
+        self.resume_hint.set([generator, thread_pointer]);
+    }
+
+    /// Starts loading what switching to the parked coroutine reads first:
+    /// its generator's saved registers and, with `tp_hot` (the thread
+    /// block's hot offsets), its thread block. A coroutine that waited
+    /// while many others ran finds these out of the cache; loading them
+    /// ahead overlaps their misses. Only its worker.
+    #[inline]
+    pub(crate) fn prefetch_resume(&self, tp_hot: Option<&[isize; 4]>) {
+        let [generator, tp] = self.resume_hint.get();
+        crate::sys::prefetch(generator);
+        crate::sys::prefetch(generator + 64);
+        if let (Some(offsets), true) = (tp_hot, tp != 0) {
+            for offset in offsets {
+                crate::sys::prefetch((tp as isize + offset) as usize);
+            }
+        }
+    }
+
+    /// Starts loading the line [`Task::prefetch_resume`] reads, a step
+    /// ahead of it.
+    #[inline]
+    pub(crate) fn prefetch_hint(&self) {
+        crate::sys::prefetch(self.resume_hint.as_ptr() as usize);
     }
 
     /// # Safety

@@ -55,10 +55,7 @@ impl StackBounds {
         words: usize,
     ) -> (generator::Generator<'static, (), ()>, StackBounds) {
         let page = page_size();
-        let raw = generator.into_raw() as usize;
-        // SAFETY: `raw` came from `into_raw` just above, same type parameters.
-        let generator =
-            unsafe { generator::Generator::<'static, (), ()>::from_raw(raw as *mut usize) };
+        let (generator, raw) = crate::coroutine::generator_address(generator);
         let top = (raw + page - 1) & !(page - 1);
         let bytes = (words * core::mem::size_of::<usize>()).max(page);
         let len = ((bytes - 1) & !(page - 1)) + 2 * page;

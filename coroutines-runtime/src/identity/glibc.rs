@@ -149,6 +149,10 @@ pub(crate) struct Layout {
     pub(crate) modules: Vec<Module>,
     /// This crate's own thread-local (`CURRENT_BLOCK`), from the TP.
     pub(crate) tp_current_block: isize,
+    /// What a resumed coroutine reads of its copy first, from the TP: the
+    /// descriptor's header (`%fs:0`), `errno`, `CURRENT_BLOCK` and the
+    /// scheduler's current coroutine.
+    pub(crate) tp_hot: [isize; 4],
 }
 
 /// Looks a symbol up in the global scope (the executable, then libraries).
@@ -794,6 +798,12 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
         malloc_len: hi - lo,
         modules,
         tp_current_block: cur as isize - tp as isize,
+        tp_hot: [
+            0,
+            tp_errno,
+            cur as isize - tp as isize,
+            crate::coroutine::switch::current_addr() as isize - tp as isize,
+        ],
     })
 }
 

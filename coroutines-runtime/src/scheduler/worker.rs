@@ -238,12 +238,25 @@ impl Local {
         }
     }
 
-    /// The next coroutine of the ready queue.
+    /// The next coroutine of the ready queue. Starts loading what the two
+    /// after it will read first, in steps: the one right after runs next,
+    /// by which time its misses are done.
     fn pop_ready(&self) -> Option<Arc<Task>> {
         let mut ready = self.ready.borrow_mut();
         let task = ready.pop_front()?;
         self.me().ready_len.store(ready.len(), Ordering::Relaxed);
+        if let Some(next) = ready.front() {
+            next.prefetch_resume(self.tp_hot());
+        }
+        if let Some(after) = ready.get(1) {
+            after.prefetch_hint();
+        }
         Some(task)
+    }
+
+    /// The hot offsets of thread blocks, where coroutines have them.
+    fn tp_hot(&self) -> Option<&'static [isize; 4]> {
+        self.shared().config.identity.map(|layout| &layout.tp_hot)
     }
 
     fn me(&self) -> &WorkerShared {
@@ -389,6 +402,10 @@ impl Local {
         // SAFETY: this worker owns the task while it runs it.
         let slot = unsafe { task.generator() };
         let generator = slot.as_mut().expect("a started coroutine has a generator");
+        // A parked coroutine's stack and thread block are likely cold: start
+        // their misses together, before the switch waits on each in turn.
+        task.prefetch_resume(self.tp_hot());
+        generator.prefetch();
         let me = &shared.workers[self.index];
         me.running.store(task.id.as_u64().get(), Ordering::Relaxed);
         switch::run(&task, generator);
@@ -433,7 +450,10 @@ impl Local {
         let generator =
             stack.and_then(|(generator, block)| give_identity(shared, task, generator, block));
         match generator {
-            Ok(mut generator) => {
+            Ok(generator) => {
+                let (mut generator, address) = coroutine::generator_address(generator);
+                let tp = task.identity().map_or(0, |block| block.inner().tp);
+                task.set_resume_hint(address, tp);
                 generator.set_local_data(Arc::as_ptr(task) as *mut u8);
                 task.home.store(self.index, Ordering::Relaxed);
                 let counts = &shared.workers[self.index].counts;

@@ -14,7 +14,7 @@ mod x86_64;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod x86_64_trampoline;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub(crate) use x86_64::{set_thread_pointer, syscall6, thread_pointer};
+pub(crate) use x86_64::{prefetch, set_thread_pointer, syscall6, thread_pointer};
 
 use libc::{c_int, c_long};
 

@@ -59,3 +59,13 @@ pub(crate) unsafe fn set_thread_pointer(value: usize) {
         asm!("wrfsbase {}", in(reg) value, options(nostack, preserves_flags));
     }
 }
+
+/// Starts loading the cache line holding `addr`, without waiting for it.
+/// A hint: any address is fine, none faults.
+#[inline(always)]
+pub(crate) fn prefetch(addr: usize) {
+    // SAFETY: `prefetcht0` never faults, whatever the address.
+    unsafe {
+        asm!("prefetcht0 [{}]", in(reg) addr, options(nostack, preserves_flags, readonly));
+    }
+}
