@@ -321,3 +321,50 @@ fn errno_of_a_parked_call_that_fails_is_its_own() {
         clobberer.join().unwrap();
     });
 }
+
+/// A yield keeps errno, as `std::thread::yield_now` does on a thread, also
+/// where coroutines share their worker's identity, and so its errno, with
+/// the neighbour that runs meanwhile and sets it.
+#[test]
+fn errno_survives_a_yield_with_identity_on_and_off() {
+    let on_thread = std::thread::spawn(|| {
+        set_errno(libc::E2BIG);
+        std::thread::yield_now();
+        errno()
+    });
+    assert_eq!(on_thread.join().unwrap(), libc::E2BIG);
+    for identity in [true, false] {
+        let runtime = coroutines::Runtime::builder()
+            .workers(1)
+            .thread_identity(identity)
+            .build()
+            .unwrap();
+        let seen = runtime.block_on(|| {
+            let ran = Arc::new(AtomicU64::new(0));
+            let neighbour = coroutines::spawn({
+                let ran = ran.clone();
+                move || {
+                    for _ in 0..10 {
+                        set_errno(libc::EDOM);
+                        ran.fetch_add(1, Ordering::Relaxed);
+                        coroutines::yield_now();
+                    }
+                }
+            });
+            let mut seen = Vec::new();
+            for _ in 0..10 {
+                set_errno(libc::E2BIG);
+                coroutines::yield_now();
+                seen.push(errno());
+            }
+            neighbour.join().unwrap();
+            assert_eq!(ran.load(Ordering::Relaxed), 10, "the neighbour ran");
+            seen
+        });
+        assert_eq!(
+            seen,
+            vec![libc::E2BIG; 10],
+            "errno after yields, identity {identity}"
+        );
+    }
+}

@@ -25,7 +25,7 @@ use std::time::Instant;
 use super::switch;
 use super::task::{Suspend, Task};
 use super::wait::Wait;
-use crate::{scheduler, sys};
+use crate::scheduler;
 
 /// The coroutine may still be woken by a waker of the current generation.
 pub(crate) const WAITING: u64 = 1 << 0;
@@ -110,8 +110,7 @@ impl core::fmt::Debug for Waker {
 
 /// Parks the current coroutine until a waker handed to `register` wakes it,
 /// or `deadline` passes. `what` says what it waits for, for dumps. The
-/// caller's `errno` is kept: coroutines that share their worker's thread
-/// identity share its `errno` too, and run meanwhile.
+/// caller's `errno` is kept.
 ///
 /// `register` runs on the worker after the coroutine has switched away; it
 /// must publish the waker where the event's source will find it, and must
@@ -135,9 +134,7 @@ pub fn park(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker))
     // which stays alive and unmoved while the coroutine is suspended, and the
     // worker calls it (once) before the coroutine can be resumed.
     let register: *mut (dyn FnMut(Waker) + 'static) = unsafe { core::mem::transmute(call) };
-    let errno = sys::errno();
     switch::suspend(task, Suspend::Park { deadline, register });
-    sys::set_errno(errno);
     let reason =
         WakeReason::from_bits((task.park.load(Ordering::Acquire) & REASON_MASK) >> REASON_SHIFT);
     if reason == WakeReason::TimedOut {

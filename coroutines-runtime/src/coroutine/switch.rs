@@ -122,14 +122,12 @@ pub(crate) fn spend_budget() {
     if !may_switch() {
         return;
     }
-    // Other coroutines run meanwhile; with a shared identity they share
-    // `errno` too.
-    let errno = crate::sys::errno();
     suspend(task, Suspend::Yield);
-    crate::sys::set_errno(errno);
 }
 
-/// Leaves the current coroutine; its worker carries out `action`.
+/// Leaves the current coroutine; its worker carries out `action`. The
+/// caller's `errno` is kept: a coroutine with its own identity has its
+/// own, and one that shares its worker's gets it back as it was.
 pub(crate) fn suspend(task: &Task, action: Suspend) {
     task.calls.set(0);
     // SAFETY: we are the running coroutine, about to switch away.
@@ -137,7 +135,12 @@ pub(crate) fn suspend(task: &Task, action: Suspend) {
     match task.identity() {
         // SAFETY: the running coroutine of this block.
         Some(block) => unsafe { identity::switch_out(block) },
-        None => generator::co_yield_with(()),
+        None => {
+            // The worker's other coroutines run meanwhile, on its `errno`.
+            let errno = crate::sys::errno();
+            generator::co_yield_with(());
+            crate::sys::set_errno(errno);
+        }
     }
 }
 
