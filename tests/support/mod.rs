@@ -73,6 +73,12 @@ pub fn alone<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Runs `f` beside other tests, but never while an [`alone`] one runs.
+pub fn among_others<T>(f: impl FnOnce() -> T) -> T {
+    let _shared = FD_NUMBERS.read().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
 /// Runs `body` as the root coroutine of a fresh runtime of `workers`
 /// workers, on its own OS thread, and returns its value. A panic of the body
 /// is resumed; a body that does not finish within `limit` (a hooked call

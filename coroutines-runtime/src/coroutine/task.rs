@@ -103,10 +103,10 @@ pub(crate) struct Task {
     resume_hint: Cell<[usize; 2]>,
 }
 
-// SAFETY: `generator`, `suspend`, `calls` and `resume_hint` are touched only by the thread
-// that currently runs or schedules the coroutine; a task reaches another
-// thread only through a run queue, whose push/pop pair orders the accesses.
-// Everything else is atomic or immutable.
+// SAFETY: `generator`, `suspend`, `calls` and `resume_hint` are touched
+// only by the thread that currently runs or schedules the coroutine; a task
+// reaches another thread only through a run queue, whose push/pop pair
+// orders the accesses. Everything else is atomic or immutable.
 unsafe impl Sync for Task {}
 // SAFETY: as above; the body is `Send`, and a started generator moves
 // between threads only with work stealing, which the user opted into.
