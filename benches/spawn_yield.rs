@@ -205,48 +205,37 @@ fn main() {
             TOKIO_SPAWN_ALL,
             threads_spawn,
         ),
-        contender(YIELD, "coroutines", TOKIO_YIELD, || ours_yield(&ours1, 2)),
-        contender(YIELD, "coroutines, identity off", TOKIO_YIELD, || {
-            ours_yield(&ours1_shared, 2)
-        }),
-        contender(YIELD, "may", TOKIO_YIELD, || may_yield_via_child(2)),
-        contender(YIELD, TOKIO_YIELD, TOKIO_YIELD, || {
-            tokio_yield(&tokio_mt1, 2)
-        }),
-        contender(YIELD, "tokio, current_thread", TOKIO_YIELD, || {
-            tokio_yield(&tokio_ct, 2)
-        }),
-        contender(
-            YIELD_MANY,
-            "coroutines, 4096 tasks",
-            TOKIO_YIELD_MANY,
-            || ours_yield(&ours1, MANY),
-        ),
-        contender(
-            YIELD_MANY,
-            "coroutines, identity off, 4096 tasks",
-            TOKIO_YIELD_MANY,
-            || ours_yield(&ours1_shared, MANY),
-        ),
-        contender(YIELD_MANY, "may, 4096 tasks", TOKIO_YIELD_MANY, || {
-            may_yield_via_child(MANY)
-        }),
-        contender(YIELD_MANY, TOKIO_YIELD_MANY, TOKIO_YIELD_MANY, || {
-            tokio_yield(&tokio_mt1, MANY)
-        }),
-        contender(
-            YIELD_MANY,
-            "tokio, current_thread, 4096 tasks",
-            TOKIO_YIELD_MANY,
-            || tokio_yield(&tokio_ct, MANY),
-        ),
+    ];
+    let runtimes = YieldRuntimes {
+        ours: &ours1,
+        ours_shared: &ours1_shared,
+        tokio: &tokio_mt1,
+        tokio_ct: &tokio_ct,
+    };
+    let hot = [
+        "coroutines",
+        "coroutines, identity off",
+        "may",
+        TOKIO_YIELD,
+        "tokio, current_thread",
+    ];
+    let cold = [
+        "coroutines, 4096 tasks",
+        "coroutines, identity off, 4096 tasks",
+        "may, 4096 tasks",
+        TOKIO_YIELD_MANY,
+        "tokio, current_thread, 4096 tasks",
+    ];
+    contenders.extend(yield_rows(YIELD, 2, hot, runtimes));
+    contenders.extend([
         contender(YIELD, "std::thread, pinned to 1 CPU", TOKIO_YIELD, || {
             threads_yield(true)
         }),
         contender(YIELD, "std::thread, unpinned", TOKIO_YIELD, || {
             threads_yield(false)
         }),
-    ];
+    ]);
+    contenders.extend(yield_rows(YIELD_MANY, MANY, cold, runtimes));
 
     if breakdown {
         // Diagnostic rows: the same batched workload on one worker.
@@ -623,6 +612,44 @@ fn tokio_spawn_in_task(rt: &tokio::runtime::Runtime, batch: u64) -> Sample {
 }
 
 // --- yield -----------------------------------------------------------------
+
+/// The one-worker runtimes the yield rows run on.
+#[derive(Clone, Copy)]
+struct YieldRuntimes<'a> {
+    ours: &'a coroutines::Runtime,
+    ours_shared: &'a coroutines::Runtime,
+    tokio: &'a tokio::runtime::Runtime,
+    tokio_ct: &'a tokio::runtime::Runtime,
+}
+
+/// The yield rows of `tasks` tasks taking turns, named by `names`: ours
+/// (identity on, off), may, tokio's 1-worker runtime (the reference) and
+/// its current_thread one.
+fn yield_rows<'a>(
+    workload: &'static str,
+    tasks: u64,
+    names: [&'static str; 5],
+    on: YieldRuntimes<'a>,
+) -> Vec<Contender<'a>> {
+    let reference = names[3];
+    vec![
+        contender(workload, names[0], reference, move || {
+            ours_yield(on.ours, tasks)
+        }),
+        contender(workload, names[1], reference, move || {
+            ours_yield(on.ours_shared, tasks)
+        }),
+        contender(workload, names[2], reference, move || {
+            may_yield_via_child(tasks)
+        }),
+        contender(workload, names[3], reference, move || {
+            tokio_yield(on.tokio, tasks)
+        }),
+        contender(workload, names[4], reference, move || {
+            tokio_yield(on.tokio_ct, tasks)
+        }),
+    ]
+}
 
 fn ours_yield(rt: &coroutines::Runtime, tasks: u64) -> Sample {
     let each = yields_each(tasks);
