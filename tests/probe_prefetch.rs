@@ -1,6 +1,6 @@
 //! Probes of the resume prefetch (`acf2e70`: a task's `resume_hint`, set by
 //! `Local::start`, read by `Local::pop_ready` and `Local::run_task` to
-//! prefetch its generator and thread block lines; `object_address` in
+//! prefetch its generator and thread block lines; `generator_address` in
 //! `StackBounds::of_generator`).
 //!
 //! Prefetching must change nothing a coroutine can observe. Each probe runs

@@ -50,6 +50,15 @@ fn set_address_space_limit(bytes: usize) {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
 }
 
+/// Runs `body` in a child process that acts out `case` (within `limit`),
+/// so that the probe's limits and memory counts are its own.
+fn in_child(case: &str, limit: Duration, body: impl FnOnce()) {
+    match child_case() {
+        Some(_) => body(),
+        None => drop(run_child(case, child(case), limit)),
+    }
+}
+
 fn child(case: &str) -> std::process::Command {
     let mut command = rerun(case);
     // One malloc arena: no thread reserves 64 MiB of address space of its
@@ -119,7 +128,7 @@ fn tagged_round(count: usize, seed: u8, size: Option<usize>) -> usize {
 /// of it, as it did when each stack was unmapped.
 #[test]
 fn probe_resident_memory_comes_back_after_big_stacks_end() {
-    if child_case().is_some() {
+    in_child("rss", Duration::from_secs(120), || {
         fn use_3_mib() {
             let buf = [1u8; 3 << 20];
             std::hint::black_box(&buf);
@@ -141,9 +150,7 @@ fn probe_resident_memory_comes_back_after_big_stacks_end() {
              {} KiB of ended coroutines' stacks stay resident",
             after - before
         );
-        return;
-    }
-    run_child("rss", child("rss"), Duration::from_secs(120));
+    });
 }
 
 /// The set-up of probes 2 and 3: the address space limited to 256 MiB
@@ -170,7 +177,7 @@ fn twenty_ended_under_a_limit() -> (usize, usize) {
 /// when each stack was unmapped.
 #[test]
 fn probe_address_space_comes_back_under_rlimit_as() {
-    if child_case().is_some() {
+    in_child("as", Duration::from_secs(120), || {
         let (base, peak) = twenty_ended_under_a_limit();
         let after = address_space_kib();
         println!(
@@ -184,9 +191,7 @@ fn probe_address_space_comes_back_under_rlimit_as() {
                 after - base / 1024
             );
         }
-        return;
-    }
-    run_child("rlimit_as", child("as"), Duration::from_secs(120));
+    });
 }
 
 /// PROBE 3. Under an address-space limit, the address space of ended
@@ -196,7 +201,7 @@ fn probe_address_space_comes_back_under_rlimit_as() {
 /// 256 MiB of headroom (it did when each stack was unmapped).
 #[test]
 fn probe_ended_stacks_make_room_for_another_size_under_rlimit_as() {
-    if child_case().is_some() {
+    in_child("other size", Duration::from_secs(120), || {
         let (base, _) = twenty_ended_under_a_limit();
         // The 120 MiB stack is the new runtime's default: pooled, lent.
         let other = runtime_with(1, 120 << 20);
@@ -216,9 +221,7 @@ fn probe_ended_stacks_make_room_for_another_size_under_rlimit_as() {
                 );
             }
         }
-        return;
-    }
-    run_child("other size", child("other size"), Duration::from_secs(120));
+    });
 }
 
 static HANDLED: AtomicUsize = AtomicUsize::new(0);
@@ -589,7 +592,7 @@ fn probe_parallel_runtimes_never_share_a_slot() {
 /// CAP_IPC_LOCK).
 #[test]
 fn probe_locked_memory_costs_only_the_stacks_in_use() {
-    if child_case().is_some() {
+    in_child("mlockall", Duration::from_secs(120), || {
         let runtime = runtime_with(1, 4 << 20);
         runtime.block_on(|| ());
         // SAFETY: locks this (child) process's memory.
@@ -612,9 +615,7 @@ fn probe_locked_memory_costs_only_the_stacks_in_use() {
             "5 coroutines of 4 MiB (and an ended root coroutine) made {grown} KiB resident \
              with memory locked"
         );
-        return;
-    }
-    run_child("mlockall", child("mlockall"), Duration::from_secs(120));
+    });
 }
 
 /// PROBE 10. While a runtime runs, the address space its stacks hold
@@ -628,7 +629,7 @@ fn probe_locked_memory_costs_only_the_stacks_in_use() {
 /// ~800 MiB.
 #[test]
 fn probe_address_space_follows_the_live_stacks() {
-    if child_case().is_some() {
+    in_child("fragmentation", Duration::from_secs(300), || {
         const COUNT: usize = 12_000;
         const EVERY: usize = 1000;
         let runtime = runtime_with(1, 64 * 1024);
@@ -680,13 +681,7 @@ fn probe_address_space_follows_the_live_stacks() {
              address space, more than {bound} KiB",
             after - base
         );
-        return;
-    }
-    run_child(
-        "fragmentation",
-        child("fragmentation"),
-        Duration::from_secs(300),
-    );
+    });
 }
 
 /// PROBE 11. Once the last runtime is dropped, the address space of its
@@ -698,7 +693,7 @@ fn probe_address_space_follows_the_live_stacks() {
 /// stayed taken for good (up to 128 MiB per size for smaller stacks).
 #[test]
 fn probe_address_space_comes_back_after_the_last_runtime() {
-    if child_case().is_some() {
+    in_child("newest chunk", Duration::from_secs(120), || {
         {
             let warm = runtime_with(1, 64 * 1024);
             warm.block_on(|| ());
@@ -722,13 +717,7 @@ fn probe_address_space_comes_back_after_the_last_runtime() {
             "the runtime with 256 MiB stacks is gone but {} KiB of address space stays taken",
             after - base
         );
-        return;
-    }
-    run_child(
-        "newest chunk",
-        child("newest chunk"),
-        Duration::from_secs(120),
-    );
+    });
 }
 
 /// `count` coroutines of the calling coroutine's runtime, each filling a
@@ -792,7 +781,7 @@ fn probe_stale_slots_are_never_lent() {
 /// and go. Every coroutine's stack buffer stays intact.
 #[test]
 fn probe_churn_across_runtimes_and_sizes() {
-    if child_case().is_some() {
+    in_child("churn", Duration::from_secs(300), || {
         let keeper = runtime_with(1, 64 * 1024);
         let stop = Arc::new(AtomicBool::new(false));
         let kept = {
@@ -836,9 +825,7 @@ fn probe_churn_across_runtimes_and_sizes() {
             (0, 0),
             "coroutines found their stack changed under them"
         );
-        return;
-    }
-    run_child("churn", child("churn"), Duration::from_secs(300));
+    });
 }
 
 /// PROBE 14. Coroutines that move between workers (work stealing) keep
@@ -913,7 +900,7 @@ fn probe_migrated_coroutines_keep_their_stacks() {
 /// must not be lent again, nor its chunk unmapped under it).
 #[test]
 fn probe_shutdown_with_parked_coroutines() {
-    if child_case().is_some() {
+    in_child("shutdown", Duration::from_secs(180), || {
         for round in 0..3u8 {
             let runtime = runtime_with(2, 64 * 1024);
             let parked_count = 500;
@@ -953,9 +940,7 @@ fn probe_shutdown_with_parked_coroutines() {
             at.dedup();
             assert_eq!((bad, seen.len() - at.len()), (0, 0), "round {round}");
         }
-        return;
-    }
-    run_child("shutdown", child("shutdown"), Duration::from_secs(180));
+    });
 }
 
 /// PROBE 16. A process forked in a coroutine on a lent stack keeps that
@@ -1029,7 +1014,7 @@ fn probe_fork_in_a_coroutine_keeps_the_guard_page() {
 /// real-time program locks its memory so that nothing faults later).
 #[test]
 fn probe_mlockall_makes_lent_stacks_resident() {
-    if child_case().is_some() {
+    in_child("mlockall current", Duration::from_secs(120), || {
         let runtime = coroutines::Runtime::builder()
             .workers(1)
             .thread_identity(true)
@@ -1072,13 +1057,7 @@ fn probe_mlockall_makes_lent_stacks_resident() {
              {missing:?} (of {} each)",
             256 * 1024 / PAGE
         );
-        return;
-    }
-    run_child(
-        "mlockall current",
-        child("mlockall current"),
-        Duration::from_secs(120),
-    );
+    });
 }
 
 /// PROBE 18. A runtime whose default stack is small (16 KiB, the minimum)
@@ -1157,7 +1136,7 @@ fn probe_small_and_large_default_stacks() {
 /// headroom, 64 MiB mapped afterwards.
 #[test]
 fn probe_rlimit_as_limit_reached_and_recovered() {
-    if child_case().is_some() {
+    in_child("rlimit fill", Duration::from_secs(120), || {
         let runtime = runtime_with(1, 1 << 20);
         runtime.block_on(|| ());
         let base = address_space_kib() * 1024;
@@ -1207,13 +1186,7 @@ fn probe_rlimit_as_limit_reached_and_recovered() {
                 after - base / 1024
             );
         }
-        return;
-    }
-    run_child(
-        "rlimit fill",
-        child("rlimit fill"),
-        Duration::from_secs(120),
-    );
+    });
 }
 
 /// PROBE 20. Memory and address space come back after runtimes of many
@@ -1226,7 +1199,7 @@ fn probe_rlimit_as_limit_reached_and_recovered() {
 /// a size: ~350 MiB of address space stayed taken.
 #[test]
 fn probe_memory_comes_back_after_many_sizes() {
-    if child_case().is_some() {
+    in_child("many sizes", Duration::from_secs(180), || {
         #[inline(never)]
         fn use_48_kib() {
             let buf = [5u8; 48 * 1024];
@@ -1259,7 +1232,5 @@ fn probe_memory_comes_back_after_many_sizes() {
             "every runtime is gone but {} KiB more address space stays taken",
             space - base
         );
-        return;
-    }
-    run_child("many sizes", child("many sizes"), Duration::from_secs(180));
+    });
 }

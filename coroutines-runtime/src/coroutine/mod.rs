@@ -19,8 +19,8 @@ pub use panic_report::begin_short_backtrace;
 pub(crate) use park::{begin_park, WAITING as PARKED};
 pub use park::{park, WakeReason, Waker};
 pub(crate) use stack::{
-    main_thread_stack_size, object_address as generator_address, size_text, words as stack_words,
-    Gen, StackPool, Stacks,
+    generator_address, main_thread_stack_size, size_text, words as stack_words, Gen, StackPool,
+    Stacks,
 };
 pub use stack::{MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub(crate) use switch::may_switch;

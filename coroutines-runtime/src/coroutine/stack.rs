@@ -15,7 +15,7 @@ pub(crate) type Gen = generator::Generator<'static, (), ()>;
 
 /// The address of `generator`'s own object, which the `generator` crate
 /// places at the top of its stack; its saved registers come first.
-pub(crate) fn object_address(generator: Gen) -> (Gen, usize) {
+pub(crate) fn generator_address(generator: Gen) -> (Gen, usize) {
     let raw = generator.into_raw();
     // SAFETY: `raw` came from `into_raw` just above, same type parameters.
     (unsafe { Gen::from_raw(raw) }, raw as usize)

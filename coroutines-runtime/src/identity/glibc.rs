@@ -762,6 +762,7 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
     );
     let tp_malloc = lo as isize - tp as isize;
 
+    let tp_current_block = cur as isize - tp as isize;
     Ok(Layout {
         static_size: probe.static_size,
         static_align: probe.static_align,
@@ -797,11 +798,11 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
         tp_malloc,
         malloc_len: hi - lo,
         modules,
-        tp_current_block: cur as isize - tp as isize,
+        tp_current_block,
         tp_hot: [
             0,
             tp_errno,
-            cur as isize - tp as isize,
+            tp_current_block,
             crate::coroutine::switch::current_addr() as isize - tp as isize,
         ],
     })

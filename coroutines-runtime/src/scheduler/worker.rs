@@ -404,6 +404,8 @@ impl Local {
         let generator = slot.as_mut().expect("a started coroutine has a generator");
         // A parked coroutine's stack and thread block are likely cold: start
         // their misses together, before the switch waits on each in turn.
+        // The stack's comes last: its address is read from the generator
+        // object (loaded a step ahead for coroutines of the ready queue).
         task.prefetch_resume(self.tp_hot());
         generator.prefetch();
         let me = &shared.workers[self.index];
