@@ -93,3 +93,84 @@ fn four_threads_and_a_thousand_coroutines_count_to_a_million() {
     });
     assert_eq!(count, TOTAL);
 }
+
+/// What the waker and the waiter of
+/// `wakes_after_idle_notifications_reach_a_coroutine_as_a_thread` share:
+/// one lock over the round numbers (gate, waiter ready, turn,
+/// acknowledged) and three condvars.
+#[derive(Default)]
+struct Rounds {
+    lock: Mutex<(u32, u32, u32, u32)>,
+    gate: Condvar,
+    turn: Condvar,
+    ack: Condvar,
+}
+
+/// The waiter's side: each round, waits at the gate, says it is ready,
+/// waits for its turn (parking on `turn` after the waker's idle
+/// notifications on it), then acknowledges. Returns the rounds it
+/// acknowledged.
+fn wait_rounds(shared: &Rounds, rounds: u32) -> Vec<u32> {
+    let mut acked = Vec::new();
+    for round in 1..=rounds {
+        let state = shared.lock.lock().unwrap();
+        let mut state = shared.gate.wait_while(state, |s| s.0 < round).unwrap();
+        state.1 = round;
+        shared.ack.notify_one();
+        let mut state = shared.turn.wait_while(state, |s| s.2 < round).unwrap();
+        state.3 = round;
+        acked.push(round);
+        shared.ack.notify_one();
+    }
+    acked
+}
+
+/// A plain thread notifies a condvar that nobody waits on hundreds of
+/// times (the futex hook stops fencing for an idle bucket after a while),
+/// then opens the gate and hands over the turn while the waiter is on its
+/// way to wait on that condvar (the waiter's park arms the bucket again).
+/// A coroutine waiter must see every round, as a thread waiter does; a
+/// lost wake-up hangs the test.
+#[test]
+fn wakes_after_idle_notifications_reach_a_coroutine_as_a_thread() {
+    const ROUNDS: u32 = 400;
+    const IDLE: usize = 300;
+    let acked = |coroutine: bool| {
+        run(2, Duration::from_secs(60), move || {
+            let shared = Arc::new(Rounds::default());
+            let waker = {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    for round in 1..=ROUNDS {
+                        (0..IDLE).for_each(|_| shared.turn.notify_one());
+                        shared.lock.lock().unwrap().0 = round;
+                        shared.gate.notify_one();
+                        let state = shared.lock.lock().unwrap();
+                        // The waiter is in `turn.wait` once it has released
+                        // the lock: parked, or about to park.
+                        let mut state = shared.ack.wait_while(state, |s| s.1 < round).unwrap();
+                        state.2 = round;
+                        drop(state);
+                        shared.turn.notify_one();
+                        let state = shared.lock.lock().unwrap();
+                        drop(shared.ack.wait_while(state, |s| s.3 < round).unwrap());
+                    }
+                })
+            };
+            let waiter = {
+                let shared = shared.clone();
+                let rounds = move || wait_rounds(&shared, ROUNDS);
+                if coroutine {
+                    coroutines::spawn(rounds).join().unwrap()
+                } else {
+                    std::thread::spawn(rounds).join().unwrap()
+                }
+            };
+            waker.join().unwrap();
+            waiter
+        })
+    };
+    let expected: Vec<u32> = (1..=ROUNDS).collect();
+    assert_eq!(acked(false), expected, "a thread waiter");
+    assert_eq!(acked(true), expected, "a coroutine waiter");
+}

@@ -63,6 +63,13 @@ pub(crate) fn spawn(runtime: Option<&Runtime>, body: impl FnOnce() + Send + 'sta
     done
 }
 
+impl Done {
+    /// Whether the coroutine has ended.
+    pub(crate) fn ended(&self) -> bool {
+        self.latch.is_set()
+    }
+}
+
 /// Waits for `done`'s coroutine to end; fails if it could not run.
 pub(crate) fn join(done: &Done) {
     done.latch.wait();

@@ -2,8 +2,9 @@
 //! plus a count of its waiters that wakers read without the lock.
 
 use core::ops::DerefMut;
-use core::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
+use super::membarrier;
 use super::queue::Queue;
 use crate::sync::SpinLock;
 
@@ -14,6 +15,12 @@ use crate::sync::SpinLock;
 const BUCKETS: usize = 512;
 const BUCKET_BITS: u32 = BUCKETS.trailing_zeros();
 
+/// Wakes in a row that find an armed bucket empty before it is disarmed.
+/// Each costs a fence (~20 ns here); re-arming costs one `membarrier`
+/// (2-4 us here with the process's other thread running), so buckets that
+/// come and go pay at most about twice what the fences would have cost.
+pub(super) const DISARM_AFTER: u32 = 256;
+
 /// One shard of the table. Aligned to a cache line so that waiters on
 /// neighbouring buckets do not contend on the same line.
 #[repr(align(64))]
@@ -22,6 +29,14 @@ pub(super) struct Bucket {
     /// checks the futex word; read by wakers without the lock (see
     /// [`Bucket::may_have_waiters`]).
     waiters: AtomicUsize,
+    /// Whether wakers must fence and read `waiters`. A disarmed bucket has
+    /// no waiter, and the waiter that arms it again runs `membarrier` before
+    /// it reads the word (see [`Bucket::enter`]). Starts armed, and is only
+    /// disarmed where `membarrier` works. Changed under the lock.
+    armed: AtomicBool,
+    /// Wakes that found this bucket armed but empty since a waiter last
+    /// entered; counted without a lock, so approximately.
+    idle_wakes: AtomicU32,
     /// Slow-path wakes on this bucket, to give kernel waiters a turn now and
     /// then (see `wake.rs`).
     turns: AtomicU32,
@@ -32,6 +47,8 @@ impl Bucket {
     const fn new() -> Bucket {
         Bucket {
             waiters: AtomicUsize::new(0),
+            armed: AtomicBool::new(true),
+            idle_wakes: AtomicU32::new(0),
             turns: AtomicU32::new(0),
             queue: SpinLock::new(Queue::new()),
         }
@@ -65,7 +82,17 @@ impl Bucket {
     /// the other's write: either the waiter sees the new value and does not
     /// sleep, or the waker sees the count and takes the lock, which it can
     /// only get once the waiter is linked.
+    ///
+    /// A waker that finds the bucket disarmed skips its fence. So the
+    /// waiter that arms the bucket runs the fence on the wakers' behalf
+    /// (`membarrier.rs`) before it reads the word: a waker that read
+    /// `armed` as false has its store to the word visible by then.
     pub(super) fn enter(&self) {
+        if !self.armed.load(Ordering::Relaxed) {
+            self.armed.store(true, Ordering::Relaxed);
+            membarrier::all_threads();
+        }
+        self.idle_wakes.store(0, Ordering::Relaxed);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
     }
@@ -76,17 +103,47 @@ impl Bucket {
         self.waiters.fetch_sub(n, Ordering::Relaxed);
     }
 
-    /// Whether any coroutine may wait in this bucket: the wakers' fast path,
-    /// one fence and one load. A stale non-zero only costs taking the lock.
+    /// Whether any coroutine may wait in this bucket: the wakers' fast path.
+    /// One load when the bucket is disarmed; otherwise a fence and a second
+    /// load, and after [`DISARM_AFTER`] empty looks in a row the bucket is
+    /// disarmed. A stale non-zero only costs taking the lock.
+    #[inline]
     pub(super) fn may_have_waiters(&self) -> bool {
+        // The caller's store to the word stays before this load; the CPU's
+        // side is the arming waiter's `membarrier`.
+        compiler_fence(Ordering::SeqCst);
+        self.armed.load(Ordering::Relaxed) && self.armed_has_waiters()
+    }
+
+    /// [`may_have_waiters`](Self::may_have_waiters) of an armed bucket.
+    #[inline(never)]
+    fn armed_has_waiters(&self) -> bool {
         fence(Ordering::SeqCst);
-        self.waiters.load(Ordering::Relaxed) != 0
+        if self.waiters.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        let idle = self.idle_wakes.load(Ordering::Relaxed) + 1;
+        self.idle_wakes.store(idle, Ordering::Relaxed);
+        if idle >= DISARM_AFTER && membarrier::available() {
+            let _queue = self.lock();
+            if self.waiters.load(Ordering::Relaxed) == 0 {
+                self.armed.store(false, Ordering::Relaxed);
+            }
+            self.idle_wakes.store(0, Ordering::Relaxed);
+        }
+        false
     }
 
     /// Linked waiters, for tests.
     #[cfg(test)]
     pub(super) fn waiters(&self) -> usize {
         self.waiters.load(Ordering::SeqCst)
+    }
+
+    /// Whether wakers fence and look at the count, for tests.
+    #[cfg(test)]
+    pub(super) fn armed(&self) -> bool {
+        self.armed.load(Ordering::SeqCst)
     }
 
     /// Counts one slow-path wake; returns its ordinal.

@@ -26,6 +26,7 @@
 //! [`SpinLock`]: crate::sync::SpinLock
 
 mod bucket;
+mod membarrier;
 mod queue;
 mod shutdown;
 #[cfg(test)]

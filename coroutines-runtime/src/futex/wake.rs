@@ -25,12 +25,26 @@ const KERNEL_TURN: u32 = 16;
 ///
 /// Returns the total woken, or the kernel's `-errno` if it failed and no
 /// coroutine was woken. With no coroutine waiting in the word's bucket this
-/// is one fence, one load and the kernel call.
+/// is one load (a fence and two while the bucket is armed) and the kernel
+/// call.
+#[inline]
 pub(crate) fn wake(addr: usize, limit: usize, mut kernel: impl FnMut(usize) -> isize) -> isize {
     let bucket = Bucket::of(addr);
     if !bucket.may_have_waiters() {
         return kernel(limit);
     }
+    wake_waiting(bucket, addr, limit, kernel)
+}
+
+/// [`wake`] when the bucket may hold coroutines: out of line, so that the
+/// common case above stays a few instructions in the hook.
+#[inline(never)]
+fn wake_waiting(
+    bucket: &Bucket,
+    addr: usize,
+    limit: usize,
+    mut kernel: impl FnMut(usize) -> isize,
+) -> isize {
     let kernel_first = bucket.next_turn() % KERNEL_TURN == KERNEL_TURN - 1;
     let mut kernel_result = 0;
     let mut woken = 0;

@@ -17,8 +17,9 @@
 //! - Everywhere, private `FUTEX_WAKE` and `FUTEX_WAKE_BITSET` (any non-zero
 //!   bitset matches a parked coroutine, whose bitset is "any") wake up to
 //!   `val` waiters counting parked coroutines and kernel waiters alike, and
-//!   return the total. When no coroutine waits in the word's bucket this
-//!   costs one fence and one load before the kernel call.
+//!   return the total. When no coroutine has waited in the word's bucket
+//!   for a while this costs one load before the kernel call; a fence more
+//!   while the bucket is armed (`futex/bucket.rs`).
 //! - Everything else passes through to the kernel unchanged, as a raw
 //!   system call (never `libc::syscall`, which would come back here): waits
 //!   outside coroutines, shared (non-private) futexes, requeue, wake-op and
