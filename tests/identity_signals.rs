@@ -81,6 +81,12 @@ fn a_signal_storm_never_touches_a_coroutines_errno_or_thread_locals() {
                                 while Instant::now() < until {
                                     std::hint::spin_loop();
                                 }
+                                // Signals land mid-spin; the yield keeps the
+                                // four spinners from holding all four threads
+                                // the runtime may use (2 workers, 2 spares)
+                                // while the coroutine the storm thread waits
+                                // for is queued: nothing preempts a coroutine.
+                                coroutines::yield_now();
                             }
                             _ => {
                                 // A system call the signals interrupt.
