@@ -87,14 +87,21 @@ impl Bucket {
     /// waiter that arms the bucket runs the fence on the wakers' behalf
     /// (`membarrier.rs`) before it reads the word: a waker that read
     /// `armed` as false has its store to the word visible by then.
-    pub(super) fn enter(&self) {
+    ///
+    /// Returns false if that fence could not be run: the word the waiter
+    /// reads next may then miss the store of a waker that skipped its fence
+    /// a moment ago.
+    #[must_use]
+    pub(super) fn enter(&self) -> bool {
+        let mut sure = true;
         if !self.armed.load(Ordering::Relaxed) {
             self.armed.store(true, Ordering::Relaxed);
-            membarrier::all_threads();
+            sure = membarrier::available() && membarrier::all_threads();
         }
         self.idle_wakes.store(0, Ordering::Relaxed);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+        sure
     }
 
     /// Counts `n` waiters out (unlinked, or never linked). Call under the
@@ -124,12 +131,15 @@ impl Bucket {
         }
         let idle = self.idle_wakes.load(Ordering::Relaxed) + 1;
         self.idle_wakes.store(idle, Ordering::Relaxed);
+        // Never waits for the lock: this wake may come from a signal
+        // handler that interrupted the lock's holder on this thread.
         if idle >= DISARM_AFTER && membarrier::available() {
-            let _queue = self.lock();
-            if self.waiters.load(Ordering::Relaxed) == 0 {
-                self.armed.store(false, Ordering::Relaxed);
+            if let Some(_queue) = self.queue.try_lock() {
+                if self.waiters.load(Ordering::Relaxed) == 0 {
+                    self.armed.store(false, Ordering::Relaxed);
+                }
+                self.idle_wakes.store(0, Ordering::Relaxed);
             }
-            self.idle_wakes.store(0, Ordering::Relaxed);
         }
         false
     }

@@ -17,7 +17,8 @@
 //! process has one thread and takes milliseconds (an RCU grace period)
 //! once it has more. It is made from a constructor, before `main`. Where
 //! the kernel lacks the command or refuses it (seccomp), buckets stay armed
-//! and wakers fence as before.
+//! and wakers fence as before; if it is refused later, buckets stop being
+//! disarmed from then on.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -44,26 +45,25 @@ extern "C" fn register() {
     }
 }
 
-/// Whether [`all_threads`] works in this process. Never changes after the
-/// constructor ran.
+/// Whether [`all_threads`] works in this process: registered at load, and
+/// never refused since.
 pub(super) fn available() -> bool {
     REGISTERED.load(Ordering::Relaxed)
 }
 
-/// Runs a full barrier on every running thread of the process. Only called
-/// when [`available`].
+/// Runs a full barrier on every running thread of the process; returns
+/// whether it did. Only called when [`available`].
 ///
-/// The kernel fails a registered process's call only for an unknown
-/// command or flags, which this is not; if it failed anyway, a waker could
-/// miss the caller, so the process stops rather than lose a wake-up.
-pub(super) fn all_threads() {
-    if call(libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0 {
-        let _ = sys::write_all(
-            2,
-            b"coroutines: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed\n",
-        );
-        std::process::abort();
+/// A registered process's call fails only if the kernel refuses it later:
+/// a seccomp filter installed at run time, or no memory for its CPU mask.
+/// Then it is never made again (buckets stop disarming), and the caller
+/// must make up for the barrier itself (see `wait.rs`).
+pub(super) fn all_threads() -> bool {
+    let done = call(libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
+    if !done {
+        REGISTERED.store(false, Ordering::Relaxed);
     }
+    done
 }
 
 fn call(command: c_int) -> isize {

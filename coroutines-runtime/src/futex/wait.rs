@@ -2,13 +2,19 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libc::c_int;
 
 use super::bucket::Bucket;
 use super::queue::Node;
 use crate::coroutine::{self, Wait, WakeReason};
+use crate::reactor::sleep_until;
+
+/// How long a waiter that armed its bucket without `membarrier` waits
+/// before it returns (see `membarrier.rs`): far longer than a store takes
+/// to leave a CPU's store buffer, short enough to go unnoticed once.
+const SETTLE: Duration = Duration::from_millis(1);
 
 /// Parks the running coroutine while `word` holds `expected`, until a
 /// [`wake`](super::wake) on the word's address or `deadline`.
@@ -39,26 +45,45 @@ pub(crate) fn wait(
     // unlinked: by a waker before it wakes us, or below.
     let node = UnsafeCell::new(Node::new(addr));
     let differed = Cell::new(false);
+    let unsure = Cell::new(false);
     let reason = coroutine::park(deadline, Wait::Futex, |waker| {
         // On the worker, after the switch: from here on a wake can only
         // schedule the coroutine, never resume it under our feet.
         let mut queue = bucket.lock();
-        bucket.enter();
+        let sure = bucket.enter();
         // Checked under the bucket lock, after `enter`: a waker that changed
         // the word before this load either is seen here, or sees our count
         // and then waits for the lock, by which time the node is linked.
-        if word.load(Ordering::SeqCst) == expected {
+        if sure && word.load(Ordering::SeqCst) == expected {
             // SAFETY: the node outlives its time in the queue (see above).
             unsafe { queue.push_back(node.get(), waker) };
         } else {
             bucket.leave(1);
             drop(queue);
-            differed.set(true);
+            if sure {
+                differed.set(true);
+            } else {
+                unsure.set(true);
+            }
             waker.wake(WakeReason::Notified);
         }
     });
     if differed.get() {
         return Err(libc::EAGAIN);
+    }
+    if unsure.get() {
+        // The bucket is armed now, but a waker that skipped its fence just
+        // before may have stored to the word unseen, and no barrier could
+        // be forced on it. Its store is visible long before this sleep
+        // ends; the caller re-checks its condition after a spurious wake,
+        // as after any futex wait.
+        let settled = Instant::now() + SETTLE;
+        let until = deadline.map_or(settled, |deadline| deadline.min(settled));
+        sleep_until(until);
+        return match deadline {
+            Some(deadline) if deadline <= until => Err(libc::ETIMEDOUT),
+            _ => Ok(()),
+        };
     }
     match reason {
         // Whoever woke us with `Notified` unlinked the node first.
