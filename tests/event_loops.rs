@@ -57,13 +57,6 @@ fn checked(ret: libc::c_int) -> Result<usize, Errno> {
     }
 }
 
-fn timespec(duration: Duration) -> libc::timespec {
-    libc::timespec {
-        tv_sec: duration.as_secs() as libc::time_t,
-        tv_nsec: duration.subsec_nanos() as libc::c_long,
-    }
-}
-
 /// Waits with `api` for any of `fds` to become readable, up to `timeout`
 /// (`None`: for ever). The `p` variants take `mask` (`None`: the thread's
 /// mask); `EpollWait` ignores it.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use libc::{c_int, c_long, timespec};
 
-use support::{run, yield_until, Pace, Ticker, LIMIT};
+use support::{run, timespec, yield_until, Pace, Ticker, LIMIT};
 
 const WAIT: c_int = libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG;
 const WAKE: c_int = libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG;
@@ -77,13 +77,6 @@ fn clock_now(clock: libc::clockid_t) -> Duration {
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
-fn timespec_of(d: Duration) -> timespec {
-    timespec {
-        tv_sec: d.as_secs() as _,
-        tv_nsec: d.subsec_nanos() as _,
-    }
-}
-
 /// Runs `wait` while a ticker coroutine ticks; returns what `wait`
 /// returned, how long it took, and how often the ticker ran meanwhile.
 fn timed_wait_with_ticker<T>(wait: impl FnOnce() -> T) -> (T, Duration, u64) {
@@ -112,11 +105,11 @@ fn assert_timed_out_on_time(
 fn wait_returns_eagain_when_the_word_differs() {
     run(1, LIMIT, || {
         let word = AtomicU32::new(1);
-        let later = timespec_of(Duration::from_secs(10));
+        let later = timespec(Duration::from_secs(10));
         assert_eq!(futex(&word, WAIT, 0, None, 0), (-1, libc::EAGAIN));
         assert_eq!(futex(&word, WAIT, 0, Some(&later), 0), (-1, libc::EAGAIN));
         assert_eq!(futex(&word, WAIT_BITSET, 0, None, ANY), (-1, libc::EAGAIN));
-        let past = timespec_of(clock_now(libc::CLOCK_MONOTONIC) - Duration::from_secs(1));
+        let past = timespec(clock_now(libc::CLOCK_MONOTONIC) - Duration::from_secs(1));
         assert_eq!(
             futex(&word, WAIT_BITSET, 0, Some(&past), ANY),
             (-1, libc::EAGAIN)
@@ -158,7 +151,7 @@ fn relative_timeout_expires_on_time_while_others_run() {
     const TIMEOUT: Duration = Duration::from_millis(150);
     let (outcome, elapsed, ticks) = run(1, LIMIT, || {
         let word = AtomicU32::new(0);
-        let timeout = timespec_of(TIMEOUT);
+        let timeout = timespec(TIMEOUT);
         timed_wait_with_ticker(|| futex(&word, WAIT, 0, Some(&timeout), 0))
     });
     assert_timed_out_on_time(outcome, elapsed, ticks, TIMEOUT);
@@ -170,7 +163,7 @@ fn absolute_monotonic_deadline_expires_on_time_while_others_run() {
     let (outcome, elapsed, ticks) = run(1, LIMIT, || {
         let word = AtomicU32::new(0);
         timed_wait_with_ticker(|| {
-            let deadline = timespec_of(clock_now(libc::CLOCK_MONOTONIC) + TIMEOUT);
+            let deadline = timespec(clock_now(libc::CLOCK_MONOTONIC) + TIMEOUT);
             futex(&word, WAIT_BITSET, 0, Some(&deadline), ANY)
         })
     });
@@ -183,7 +176,7 @@ fn absolute_realtime_deadline_expires_on_time_while_others_run() {
     let (outcome, elapsed, ticks) = run(1, LIMIT, || {
         let word = AtomicU32::new(0);
         timed_wait_with_ticker(|| {
-            let deadline = timespec_of(clock_now(libc::CLOCK_REALTIME) + TIMEOUT);
+            let deadline = timespec(clock_now(libc::CLOCK_REALTIME) + TIMEOUT);
             futex(
                 &word,
                 WAIT_BITSET | libc::FUTEX_CLOCK_REALTIME,
@@ -325,7 +318,7 @@ fn timed_out_waits_leave_nothing_behind() {
             .map(|_| {
                 let word = word.clone();
                 coroutines::spawn(move || {
-                    let timeout = timespec_of(Duration::from_millis(2));
+                    let timeout = timespec(Duration::from_millis(2));
                     futex(&word, WAIT, 0, Some(&timeout), 0)
                 })
             })

@@ -66,10 +66,7 @@ fn futex_wake(word: &AtomicU32, n: i32) -> i64 {
 
 /// `FUTEX_WAIT_PRIVATE` with a relative timeout; `Err(errno)` on failure.
 fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> Result<(), i32> {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
+    let ts = support::timespec(timeout);
     // SAFETY: a valid, aligned word and timespec.
     let r = unsafe {
         libc::syscall(
@@ -367,6 +364,32 @@ fn std_handoffs(kind: &'static str, side: Side, rounds: u64) -> Vec<u64> {
         disarm_all();
         go.store(round, Ordering::Release);
     };
+    // A lock the thread holds while it opens the round; the waiter blocks
+    // in `read` until the thread lets go.
+    let held = |read: Arc<dyn Fn() -> u64 + Send + Sync>,
+                hold: &(dyn Fn(u64, &dyn Fn()) + Sync)| {
+        let done = Arc::new(AtomicU64::new(0));
+        let w = waiter!({
+            let done = done.clone();
+            move |_| {
+                let v = read();
+                done.store(v, Ordering::Release);
+                v
+            }
+        });
+        off_thread(|| {
+            for round in 1..=rounds {
+                hold(round, &|| {
+                    open(round);
+                    delay();
+                });
+                while done.load(Ordering::Acquire) < round {
+                    thread::yield_now();
+                }
+            }
+        });
+        join(w)
+    };
     match kind {
         "condvar" => {
             let pair = Arc::new((Mutex::new(0u64), Condvar::new()));
@@ -389,53 +412,27 @@ fn std_handoffs(kind: &'static str, side: Side, rounds: u64) -> Vec<u64> {
         }
         "mutex" => {
             let lock = Arc::new(Mutex::new(0u64));
-            let done = Arc::new(AtomicU64::new(0));
-            let w = waiter!({
-                let (lock, done) = (lock.clone(), done.clone());
-                move |_| {
-                    let v = *lock.lock().unwrap();
-                    done.store(v, Ordering::Release);
-                    v
-                }
-            });
-            off_thread(|| {
-                for round in 1..=rounds {
+            let reader = lock.clone();
+            held(
+                Arc::new(move || *reader.lock().unwrap()),
+                &|round, inside| {
                     let mut guard = lock.lock().unwrap();
                     *guard = round;
-                    open(round);
-                    delay();
-                    drop(guard);
-                    while done.load(Ordering::Acquire) < round {
-                        thread::yield_now();
-                    }
-                }
-            });
-            join(w)
+                    inside();
+                },
+            )
         }
         "rwlock" => {
             let lock = Arc::new(RwLock::new(0u64));
-            let done = Arc::new(AtomicU64::new(0));
-            let w = waiter!({
-                let (lock, done) = (lock.clone(), done.clone());
-                move |_| {
-                    let v = *lock.read().unwrap();
-                    done.store(v, Ordering::Release);
-                    v
-                }
-            });
-            off_thread(|| {
-                for round in 1..=rounds {
+            let reader = lock.clone();
+            held(
+                Arc::new(move || *reader.read().unwrap()),
+                &|round, inside| {
                     let mut guard = lock.write().unwrap();
                     *guard = round;
-                    open(round);
-                    delay();
-                    drop(guard);
-                    while done.load(Ordering::Acquire) < round {
-                        thread::yield_now();
-                    }
-                }
-            });
-            join(w)
+                    inside();
+                },
+            )
         }
         "once" => {
             let onces: Arc<Vec<Once>> = Arc::new((0..=rounds).map(|_| Once::new()).collect());

@@ -32,13 +32,6 @@ fn ten_thousand_sleepers_on_one_worker() {
     });
 }
 
-fn timespec(d: Duration) -> libc::timespec {
-    libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    }
-}
-
 /// Runs `f` (a sleep of about `expected`) with a ticker, asserting that it
 /// slept about that long and parked.
 #[track_caller]

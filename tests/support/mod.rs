@@ -556,13 +556,18 @@ pub fn full_listener() -> (TcpListener, TcpStream) {
     (listener, queued)
 }
 
+/// `duration` as a `timespec`, for raw system calls.
+pub fn timespec(duration: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: duration.as_secs() as libc::time_t,
+        tv_nsec: duration.subsec_nanos() as libc::c_long,
+    }
+}
+
 /// Sleeps `duration` by a raw `nanosleep` system call, which no hook sees:
 /// it blocks whatever thread makes it, as a C library's blocking call would.
 pub fn raw_sleep(duration: Duration) {
-    let ts = libc::timespec {
-        tv_sec: duration.as_secs() as libc::time_t,
-        tv_nsec: duration.subsec_nanos() as libc::c_long,
-    };
+    let ts = timespec(duration);
     // SAFETY: `ts` is a live timespec; no remainder is asked for.
     let ret = unsafe {
         libc::syscall(
