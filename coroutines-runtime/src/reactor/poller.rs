@@ -168,13 +168,13 @@ impl Poller {
     }
 
     /// Waits up to `timeout` (forever if `None`) and passes each descriptor
-    /// event, as its token and event bits, to `on_event`. Returns the number
-    /// of events, notifications included.
+    /// event, as its token and event bits, to `on_event`. Returns whether
+    /// the wait ended on a [`notify`](Self::notify).
     pub(crate) fn wait(
         &self,
         timeout: Option<Duration>,
         mut on_event: impl FnMut(u64, u32),
-    ) -> usize {
+    ) -> bool {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
         let timeout_ms: c_int = match timeout {
             None => -1,
@@ -193,14 +193,15 @@ impl Poller {
             ],
         );
         let n = n.max(0) as usize;
+        let mut notified = false;
         for event in &events[..n] {
             match event.u64 {
-                NOTIFY_TOKEN => {}
+                NOTIFY_TOKEN => notified = true,
                 KICK_TOKEN => FD_TABLE.finish_deferred_resets(),
                 token => on_event(token, event.events),
             }
         }
-        n
+        notified
     }
 }
 

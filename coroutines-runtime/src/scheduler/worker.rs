@@ -23,9 +23,14 @@ use crate::sync::SpinLock;
 /// in Go's scheduler, so it does not beat in step with user loops.
 const MAINTENANCE_INTERVAL: u32 = 61;
 
-/// Looks for work this many times before an idle worker sleeps; a few
-/// microseconds in all.
+/// Looks for work at most this many times before an idle worker sleeps; a
+/// few microseconds in all (see `Local::idle`).
 const IDLE_SPINS: u32 = 64;
+
+/// A sleep that a notification ends within this time is one the spin of
+/// an idle worker would likely have caught (a full spin lasts ~5-10 us
+/// here), for less than the kernel's wake-up costs.
+const SPIN_WOULD_HAVE_CAUGHT: core::time::Duration = core::time::Duration::from_micros(20);
 
 thread_local! {
     /// The worker whose scheduler code runs on this thread (null on other
@@ -222,6 +227,8 @@ pub(crate) struct Local {
     ready: RefCell<VecDeque<Arc<Task>>>,
     stacks: RefCell<StackPool>,
     tick: Cell<u32>,
+    /// How many times the next idle spin looks for work (see `idle`).
+    idle_spins: Cell<u32>,
 }
 
 impl Local {
@@ -276,6 +283,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
             super::STACK_POOL_CAPACITY,
         )),
         tick: Cell::new(0),
+        idle_spins: Cell::new(IDLE_SPINS),
     };
     let me = &shared.workers[index];
     me.thread.store(crate::sys::gettid(), Ordering::Relaxed);
@@ -527,7 +535,9 @@ impl Local {
 
     /// Polls the reactor (blocking until the next timer if `block`) and
     /// fires due timers.
-    fn poll_reactor(&self, block: bool, at_most: Option<core::time::Duration>) {
+    /// Polls the reactor (waiting if `block`) and fires due timers. Returns
+    /// whether a notification ended the wait: another thread queued work.
+    fn poll_reactor(&self, block: bool, at_most: Option<core::time::Duration>) -> bool {
         let me = &self.shared().workers[self.index];
         let timeout = if block {
             let next = me.timers.lock().next_timeout(Instant::now());
@@ -540,15 +550,17 @@ impl Local {
         } else {
             None
         };
+        let mut notified = false;
         if block || timeout.is_some() {
             let mut events = 0;
-            me.poller.wait(timeout, |token, bits| {
+            notified = me.poller.wait(timeout, |token, bits| {
                 events += 1;
                 reactor::dispatch(token, bits);
             });
             WorkerCounts::add(&me.counts.reactor_events, events);
         }
         self.fire_timers();
+        notified
     }
 
     fn fire_timers(&self) {
@@ -558,15 +570,22 @@ impl Local {
     /// Sleeps in the reactor until work arrives, a timer is due or the
     /// runtime shuts down.
     fn idle(&self, shared: &Shared) {
-        // Work often arrives within microseconds (a join's result, a reply
-        // on a socket), and a wake-up through the kernel costs ~25 us across
-        // cores: look again a few times before going to sleep.
-        for _ in 0..IDLE_SPINS {
+        // Work from other threads often arrives within microseconds (a
+        // join's result, a message from a coroutine on another worker), and
+        // a wake-up through the kernel costs ~25 us across cores: look again
+        // a few times before going to sleep. The spin cannot see this
+        // worker's own descriptors and timers, so where work comes from
+        // those (a server's connections) it only burns CPU: each spin that
+        // finds nothing halves the next, and a sleep that a notification
+        // soon ends restores it.
+        let spins = self.idle_spins.get();
+        for _ in 0..spins {
             if self.has_work(shared) {
                 return;
             }
             core::hint::spin_loop();
         }
+        self.idle_spins.set(spins / 2);
         if shared.stack_waiters.any() && self.free_cached_stacks(shared) {
             return;
         }
@@ -583,7 +602,12 @@ impl Local {
             // Coroutines waiting for a stack must not wait on a runtime
             // that will never free one: look again after a while.
             let stalled = shared.stack_waiters.any();
-            self.poll_reactor(true, stalled.then_some(admission::STALL));
+            let asleep = Instant::now();
+            if self.poll_reactor(true, stalled.then_some(admission::STALL))
+                && asleep.elapsed() < SPIN_WOULD_HAVE_CAUGHT
+            {
+                self.idle_spins.set(IDLE_SPINS);
+            }
             let slept = coroutine::coarse_now().saturating_sub(slept);
             WorkerCounts::add(&me.counts.asleep, slept);
             shared.monitor.worker_wakes();
