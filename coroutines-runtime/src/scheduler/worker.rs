@@ -28,9 +28,10 @@ const MAINTENANCE_INTERVAL: u32 = 61;
 const IDLE_SPINS: u32 = 64;
 
 /// A sleep that a notification ends within this time is one the spin of
-/// an idle worker would likely have caught (a full spin lasts ~5-10 us
-/// here), for less than the kernel's wake-up costs.
-const SPIN_WOULD_HAVE_CAUGHT: core::time::Duration = core::time::Duration::from_micros(20);
+/// an idle worker would likely have caught: a full spin lasts ~5-10 us
+/// here, and the kernel's wake-up alone can take ~25 us, which the sleep
+/// includes.
+const SPIN_WOULD_HAVE_CAUGHT: core::time::Duration = core::time::Duration::from_micros(50);
 
 thread_local! {
     /// The worker whose scheduler code runs on this thread (null on other
