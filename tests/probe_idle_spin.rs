@@ -22,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coroutines::{JoinHandle, Runtime};
+use support::compute;
 
 /// Round trips of each ping-pong.
 const ROUND_TRIPS: u64 = 2_000;
@@ -258,14 +259,6 @@ fn condvar_ping_pong_across_workers_after_the_spin_decayed() {
     );
     assert_eq!(coroutines.0.len() as u64, rounds);
     assert!(elapsed < PING_PONG_LIMIT, "{rounds} turns took {elapsed:?}");
-}
-
-/// A busy wait of `d`, as a reply that takes some computing.
-fn compute(d: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < d {
-        std::hint::spin_loop();
-    }
 }
 
 /// Ping-pong where the peer computes a few microseconds per reply: replies

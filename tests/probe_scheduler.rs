@@ -5,18 +5,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::child::*;
+use support::compute;
 use support::differential::*;
-
-/// Spins for `how_long` without any call: a coroutine that computes.
-fn compute(how_long: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < how_long {
-        std::hint::spin_loop();
-    }
-}
 
 /// A party that has started and sleeps 50 ms, while its spawner computes
 /// for 1.5 s, on a runtime of two workers (one of them free): a thread's

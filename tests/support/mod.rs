@@ -556,6 +556,14 @@ pub fn full_listener() -> (TcpListener, TcpStream) {
     (listener, queued)
 }
 
+/// Spins for `how_long` without any call: a coroutine that computes.
+pub fn compute(how_long: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < how_long {
+        std::hint::spin_loop();
+    }
+}
+
 /// `duration` as a `timespec`, for raw system calls.
 pub fn timespec(duration: Duration) -> libc::timespec {
     libc::timespec {
