@@ -535,9 +535,8 @@ impl Local {
     }
 
     /// Polls the reactor (blocking until the next timer if `block`) and
-    /// fires due timers.
-    /// Polls the reactor (waiting if `block`) and fires due timers. Returns
-    /// whether a notification ended the wait: another thread queued work.
+    /// fires due timers. Returns whether a notification ended the wait:
+    /// another thread queued work.
     fn poll_reactor(&self, block: bool, at_most: Option<core::time::Duration>) -> bool {
         let me = &self.shared().workers[self.index];
         let timeout = if block {
