@@ -14,7 +14,12 @@ mod x86_64;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod x86_64_trampoline;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub(crate) use x86_64::{prefetch, set_thread_pointer, syscall6, thread_pointer};
+pub(crate) use x86_64::{
+    prefetch, read_tls_i32, set_thread_pointer, syscall6, thread_pointer, thread_self,
+    write_tls_i32,
+};
+
+use core::sync::atomic::{AtomicIsize, Ordering};
 
 use libc::{c_int, c_long};
 
@@ -39,18 +44,42 @@ pub(crate) fn check(ret: isize) -> Result<usize, c_int> {
     }
 }
 
+/// `errno`'s offset from the thread pointer, learned on first use (0: not
+/// yet). glibc's `errno` is initial-exec TLS of libc's static block: the
+/// same offset in every thread and in every coroutine's copy of a thread
+/// area, so a hook sets it with one store, as libc's own wrappers do,
+/// instead of a call to `__errno_location`.
+static ERRNO_OFFSET: AtomicIsize = AtomicIsize::new(0);
+
+#[inline(always)]
+fn errno_offset() -> isize {
+    match ERRNO_OFFSET.load(Ordering::Relaxed) {
+        0 => learn_errno_offset(),
+        offset => offset,
+    }
+}
+
+#[cold]
+fn learn_errno_offset() -> isize {
+    // SAFETY: `__errno_location` has no preconditions.
+    let slot = unsafe { libc::__errno_location() } as isize;
+    let offset = slot - thread_self() as isize;
+    ERRNO_OFFSET.store(offset, Ordering::Relaxed);
+    offset
+}
+
 /// Sets the calling thread's `errno`.
 #[inline]
 pub(crate) fn set_errno(e: c_int) {
-    // SAFETY: `__errno_location` returns the calling thread's errno slot.
-    unsafe { *libc::__errno_location() = e };
+    // SAFETY: `errno_offset` is errno's slot in every thread's static TLS.
+    unsafe { write_tls_i32(errno_offset(), e) };
 }
 
 /// Reads the calling thread's `errno`.
 #[inline]
 pub(crate) fn errno() -> c_int {
     // SAFETY: as above.
-    unsafe { *libc::__errno_location() }
+    unsafe { read_tls_i32(errno_offset()) }
 }
 
 /// Waits on a futex word while it holds `expected`, bypassing the hook layer.
@@ -293,4 +322,30 @@ pub(crate) fn thread_runnable(tid: libc::pid_t) -> bool {
     // hold spaces.
     let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
     state.is_some_and(|rest| rest.starts_with('R'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hooks' `errno` is libc's, on every thread.
+    #[test]
+    fn errno_is_the_c_librarys() {
+        let check = |value: c_int| {
+            set_errno(value);
+            // SAFETY: the calling thread's errno slot.
+            assert_eq!(unsafe { *libc::__errno_location() }, value);
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = value + 1 };
+            assert_eq!(errno(), value + 1);
+        };
+        check(1234);
+        let threads: Vec<_> = (0..4)
+            .map(|i| std::thread::spawn(move || check(100 + i)))
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(errno(), 1235, "other threads' errno is their own");
+    }
 }

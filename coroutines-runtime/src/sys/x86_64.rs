@@ -45,6 +45,45 @@ pub(crate) unsafe fn thread_pointer() -> usize {
     value
 }
 
+/// The calling thread's thread pointer as the C library records it in the
+/// thread's area (`%fs:0`, glibc's `tcbhead_t.tcb`): no FSGSBASE needed.
+#[inline(always)]
+pub(crate) fn thread_self() -> usize {
+    let value: usize;
+    // SAFETY: every thread of a glibc process has a thread area whose first
+    // word points to itself (coroutines' copies too: `identity::block`).
+    unsafe {
+        asm!("mov {}, qword ptr fs:[0]", out(reg) value, options(nostack, preserves_flags, readonly));
+    }
+    value
+}
+
+/// The `i32` at `offset` from the calling thread's thread pointer.
+///
+/// # Safety
+/// `offset` is a 4-byte slot of static TLS, present in every thread.
+#[inline(always)]
+pub(crate) unsafe fn read_tls_i32(offset: isize) -> i32 {
+    let value: i32;
+    // SAFETY: per the caller's contract.
+    unsafe {
+        asm!("mov {:e}, dword ptr fs:[{}]", out(reg) value, in(reg) offset, options(nostack, preserves_flags, readonly));
+    }
+    value
+}
+
+/// Stores `value` at `offset` from the calling thread's thread pointer.
+///
+/// # Safety
+/// As [`read_tls_i32`].
+#[inline(always)]
+pub(crate) unsafe fn write_tls_i32(offset: isize, value: i32) {
+    // SAFETY: per the caller's contract.
+    unsafe {
+        asm!("mov dword ptr fs:[{}], {:e}", in(reg) offset, in(reg) value, options(nostack, preserves_flags));
+    }
+}
+
 /// Switches the calling thread's thread pointer (`fs_base`), by `wrfsbase`.
 /// Without `nomem`, so it is a compiler barrier: no memory access moves
 /// across it.
