@@ -149,6 +149,11 @@ impl Call<'_> {
 /// Before parking, the user's settings decide: a non-blocking description
 /// fails with EAGAIN, and `SO_RCVTIMEO`/`SO_SNDTIMEO` bound the whole call
 /// (not each wait), after which it returns what it has, or EAGAIN.
+///
+/// Inlined into every hook, so that a call outside coroutines costs a
+/// thread-local load more than libc's; what a coroutine's call needs stays
+/// out of line.
+#[inline(always)]
 pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> isize {
     if !in_coroutine() {
         return match call.nonblock {
@@ -158,6 +163,12 @@ pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> is
             _ => attempt(false, 0),
         };
     }
+    coroutine_io(call, attempt)
+}
+
+/// [`blocking_io`] in a coroutine.
+#[inline(never)]
+fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> isize {
     switch::spend_budget();
     let Some(entry) = FD_TABLE.get(call.fd) else {
         return attempt(false, 0);

@@ -29,6 +29,7 @@ enum Made {
 /// their worker's thread identity: std's stdout lock is re-entrant per
 /// thread, so parking inside it would let the worker's other coroutines
 /// into it.
+#[inline(always)]
 fn transfer(
     fd: c_int,
     interest: Interest,
@@ -41,7 +42,7 @@ fn transfer(
         Interest::Read => (libc::SYS_readv, libc::SYS_preadv2),
         Interest::Write => (libc::SYS_writev, libc::SYS_pwritev2),
     };
-    let as_made = || match made {
+    let as_made = move || match made {
         Made::Buffer(buf, len) => match interest {
             Interest::Read => syscall!(libc::SYS_read, fd, buf, len),
             Interest::Write => syscall!(libc::SYS_write, fd, buf, len),
@@ -53,7 +54,7 @@ fn transfer(
         return c_result(as_made());
     }
     let call = Call::transfer(fd, interest, Nonblock::Rwf, len);
-    c_result(blocking_io(call, |nonblocking, done| {
+    c_result(blocking_io(call, move |nonblocking, done| {
         let rest;
         let (iov, count) = match done {
             0 => (iov, count),

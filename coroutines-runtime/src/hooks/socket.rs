@@ -34,6 +34,7 @@ const LONGEST_RETRY: Duration = Duration::from_millis(32);
 /// `MSG_DONTWAIT` added per attempt. `call(flags, done)` makes the call for
 /// what is left after `done` bytes; `boundary` is the driver's (see
 /// `Call::boundary`).
+#[inline(always)]
 fn transfer(
     fd: c_int,
     interest: Interest,
@@ -56,7 +57,7 @@ fn transfer(
         boundary,
         ..Call::transfer(fd, interest, Nonblock::Flag, len)
     };
-    c_result(blocking_io(call_info, |nonblocking, done| {
+    c_result(blocking_io(call_info, move |nonblocking, done| {
         let mut flags = match nonblocking {
             true => flags | libc::MSG_DONTWAIT,
             false => flags,
