@@ -89,9 +89,27 @@ pub unsafe extern "C" fn coroutines_futex_syscall(
     val3: usize,
 ) -> c_long {
     let args = [uaddr, op, val, timeout, uaddr2, val3];
-    // The kernel rejects null and misaligned words itself, before waiting.
-    // A forked child has no coroutines, and the table is its parent's.
-    if uaddr == 0 || !uaddr.is_multiple_of(4) || in_forked_child() {
+    // Every unlock and notify of std::sync in the process comes this way:
+    // kept free of the rest, so that its frame stays small.
+    if op as c_int == WAKE && word_in_table(uaddr) {
+        return wake(args, val as c_int);
+    }
+    futex_call(args)
+}
+
+/// Whether the futex table serves the word at `uaddr`. The kernel rejects
+/// null and misaligned words itself, before waiting; a forked child has no
+/// coroutines, and the table is its parent's.
+#[inline(always)]
+fn word_in_table(uaddr: usize) -> bool {
+    uaddr != 0 && uaddr.is_multiple_of(4) && !in_forked_child()
+}
+
+/// [`coroutines_futex_syscall`] for every operation.
+#[inline(never)]
+fn futex_call(args: [usize; 6]) -> c_long {
+    let [uaddr, op, val, timeout, _, val3] = args;
+    if !word_in_table(uaddr) {
         return pass_through(args);
     }
     let (op, val, val3) = (op as c_int, val as u32, val3 as u32);
