@@ -27,7 +27,13 @@
 //! Workloads, all with blocking client threads:
 //! - churn: per iteration 512 connections, each doing 4 lockstep round
 //!   trips of 512 bytes and then closing (8 client threads); ms per
-//!   iteration, server CPU per accepted connection (accept to close).
+//!   iteration, server CPU per accepted connection (accept to close). The
+//!   server process is new: its first connections also pay for what it
+//!   keeps for later ones (stacks, pooled tasks, the kernel's socket
+//!   caches).
+//! - churn-warm: the same, measured on the same server process after it
+//!   has served 8 more unmeasured iterations (4,096 connections): what a
+//!   server in steady state pays per connection.
 //! - long: 100 persistent connections x 1000 lockstep round trips of 64
 //!   bytes (8 client threads); ms per run and server CPU per round trip,
 //!   both without connecting and closing.
@@ -52,11 +58,9 @@
 //! - `ECHO_PROCESS_ROUNDS` (default 5): measured rounds.
 //! - `ECHO_PROCESS_SERVERS`: a comma-separated subset of
 //!   `coroutines,coroutines-noid,threads,may,tokio,tokio-ct,floor`.
-//! - `ECHO_PROCESS_WORKLOADS` (default `churn,long,paced`).
-//! - `ECHO_PROCESS_CHURN_WARM` (default 0): churn iterations each server
-//!   process serves, unmeasured, before its measured ones: 0 measures a
-//!   server that starts cold (empty stack pools and caches), 8 one that
-//!   has served 4,096 connections.
+//! - `ECHO_PROCESS_WORKLOADS` (default `churn,churn-warm,long,paced`).
+//! - `ECHO_PROCESS_CHURN_WARM` (default 8): the unmeasured iterations
+//!   before churn-warm's measured ones.
 //! - `ECHO_PROCESS_RATE` (default 20000): paced round trips per second.
 //! - `ECHO_PROCESS_PACED_MS` (default 2000): length of a paced run.
 //! - `ECHO_PROCESS_MAX_OTHERS` (default 10) and `ECHO_PROCESS_RERUNS`
@@ -164,12 +168,14 @@ const FLOOR: &str = "floor";
 #[derive(Clone, Copy, PartialEq)]
 enum Workload {
     Churn,
+    ChurnWarm,
     Long,
     Paced,
 }
 
-const WORKLOADS: [(&str, Workload); 3] = [
+const WORKLOADS: [(&str, Workload); 4] = [
     ("churn", Workload::Churn),
+    ("churn-warm", Workload::ChurnWarm),
     ("long", Workload::Long),
     ("paced", Workload::Paced),
 ];
@@ -178,9 +184,8 @@ struct Knobs {
     rounds: usize,
     warm_up: bool,
     churn_iters: usize,
-    /// Unmeasured churn iterations before the measured ones, against the
-    /// same server process: 0 measures a cold server (empty pools and
-    /// caches), more a warm one.
+    /// Unmeasured churn iterations before churn-warm's measured ones,
+    /// against the same server process.
     churn_warm: usize,
     long_round_trips: usize,
     rate: f64,
@@ -206,7 +211,7 @@ fn main() {
             rounds: 1,
             warm_up: false,
             churn_iters: 1,
-            churn_warm: 0,
+            churn_warm: 1,
             long_round_trips: LONG_ROUND_TRIPS / 10,
             rate: 5_000.0,
             paced: Duration::from_millis(200),
@@ -219,7 +224,7 @@ fn main() {
             rounds: env_or("ECHO_PROCESS_ROUNDS", 5),
             warm_up: true,
             churn_iters: 4,
-            churn_warm: env_or("ECHO_PROCESS_CHURN_WARM", 0),
+            churn_warm: env_or("ECHO_PROCESS_CHURN_WARM", 8),
             long_round_trips: LONG_ROUND_TRIPS,
             rate: env_or("ECHO_PROCESS_RATE", 20_000.0),
             paced: Duration::from_millis(env_or("ECHO_PROCESS_PACED_MS", 2000)),
@@ -318,11 +323,12 @@ fn run_server(kind: &Kind, workloads: &[(&str, Workload)], knobs: &Knobs) -> (Ve
     let mut run = Vec::new();
     for &(_, workload) in workloads {
         run.push(match workload {
-            Workload::Churn => churn(&mut server, knobs),
+            Workload::Churn => churn(&mut server, knobs, 0),
+            Workload::ChurnWarm => churn(&mut server, knobs, knobs.churn_warm),
             Workload::Long => long(&mut server, knobs),
             Workload::Paced => paced(&mut server, knobs),
         });
-        if workload == Workload::Churn {
+        if matches!(workload, Workload::Churn | Workload::ChurnWarm) {
             thread::sleep(knobs.pause);
         }
     }
@@ -345,10 +351,19 @@ fn print_config(knobs: &Knobs, kinds: &[&Kind], workloads: &[(&str, Workload)]) 
     );
     for (name, workload) in workloads {
         match workload {
-            Workload::Churn => println!(
+            Workload::Churn | Workload::ChurnWarm => println!(
                 "  {name}: {} iteration(s) of {} connections x {} lockstep round trips of {} \
-                 B, then close; {CLIENT_THREADS} client threads; {:?} pause after",
-                knobs.churn_iters, CHURN.connections, CHURN.round_trips, CHURN.message, knobs.pause
+                 B, then close, after {} unmeasured; {CLIENT_THREADS} client threads; {:?} \
+                 pause after",
+                knobs.churn_iters,
+                CHURN.connections,
+                CHURN.round_trips,
+                CHURN.message,
+                match workload {
+                    Workload::ChurnWarm => knobs.churn_warm,
+                    _ => 0,
+                },
+                knobs.pause
             ),
             Workload::Long => println!(
                 "  {name}: {LONG_CONNECTIONS} connections x {} lockstep round trips of \
@@ -555,13 +570,14 @@ impl Window {
     }
 }
 
-/// One churn run: connections opened, used and closed; the window runs
-/// until the server has closed them all.
-fn churn(server: &mut ServerProcess, knobs: &Knobs) -> Sample {
-    if knobs.churn_warm > 0 {
-        echo_client::churn(server.address, &CHURN, CLIENT_THREADS, knobs.churn_warm);
-        server.connections += (knobs.churn_warm * CHURN.connections) as u64;
+/// One churn run after `warm` unmeasured iterations: connections opened,
+/// used and closed; the window runs until the server has closed them all.
+fn churn(server: &mut ServerProcess, knobs: &Knobs, warm: usize) -> Sample {
+    if warm > 0 {
+        echo_client::churn(server.address, &CHURN, CLIENT_THREADS, warm);
+        server.connections += (warm * CHURN.connections) as u64;
         server.drain();
+        thread::sleep(knobs.pause);
     }
     let iters = knobs.churn_iters;
     let window = Window::open(server);
@@ -752,8 +768,8 @@ fn report(
         let cpu_per_conn = |x: &Sample| x.cpu_ns as f64 / x.connections as f64 / 1e3;
         let wall = |x: &Sample| x.wall;
         match workload {
-            Workload::Churn | Workload::Long => {
-                let (unit, cpu_unit, cpu): (&str, &str, &Metric) = if workload == Workload::Churn {
+            Workload::Churn | Workload::ChurnWarm | Workload::Long => {
+                let (unit, cpu_unit, cpu): (&str, &str, &Metric) = if workload != Workload::Long {
                     ("ms/iteration", "us/connection", &cpu_per_conn)
                 } else {
                     ("ms/run", "us/round trip", &cpu_per_rt)
