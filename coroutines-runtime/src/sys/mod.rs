@@ -44,42 +44,79 @@ pub(crate) fn check(ret: isize) -> Result<usize, c_int> {
     }
 }
 
-/// `errno`'s offset from the thread pointer, learned on first use (0: not
-/// yet). glibc's `errno` is initial-exec TLS of libc's static block: the
-/// same offset in every thread and in every coroutine's copy of a thread
-/// area, so a hook sets it with one store, as libc's own wrappers do,
-/// instead of a call to `__errno_location`.
+/// Where the calling thread's `errno` is: its offset from the thread
+/// pointer (negative), learned on first use; 0 before that; [`CALL`] if
+/// only a call to `__errno_location` can say. glibc's `errno` is
+/// initial-exec TLS of libc's static block: the same offset in every thread
+/// and in every coroutine's copy of a thread area, so a hook sets it with
+/// one store, as libc's own wrappers do.
 static ERRNO_OFFSET: AtomicIsize = AtomicIsize::new(0);
 
-#[inline(always)]
-fn errno_offset() -> isize {
-    match ERRNO_OFFSET.load(Ordering::Relaxed) {
-        0 => learn_errno_offset(),
-        offset => offset,
-    }
-}
+/// `__errno_location` is not glibc's (a preloaded library interposes it):
+/// its answer may be anywhere, so each access asks it.
+const CALL: isize = 1;
 
 #[cold]
 fn learn_errno_offset() -> isize {
-    // SAFETY: `__errno_location` has no preconditions.
-    let slot = unsafe { libc::__errno_location() } as isize;
-    let offset = slot - thread_self() as isize;
+    let offset = match errno_location_is_libcs() {
+        // SAFETY: `__errno_location` has no preconditions.
+        true => (unsafe { libc::__errno_location() }) as isize - thread_self() as isize,
+        false => CALL,
+    };
     ERRNO_OFFSET.store(offset, Ordering::Relaxed);
     offset
+}
+
+/// Whether the `__errno_location` this process calls is the C library's
+/// own, whose answer lies at a fixed offset from the thread pointer.
+fn errno_location_is_libcs() -> bool {
+    // SAFETY: an all-zero `Dl_info` is valid (null pointers).
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    let function = libc::__errno_location as *const libc::c_void;
+    // SAFETY: `info` is a valid out-pointer; dladdr reads no other memory.
+    if unsafe { libc::dladdr(function, &mut info) } == 0 || info.dli_fname.is_null() {
+        return false;
+    }
+    // SAFETY: dladdr succeeded: `dli_fname` is a C string it owns.
+    let file = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
+    let name = file.rsplit(|&byte| byte == b'/').next().unwrap_or(file);
+    name.starts_with(b"libc.so")
+}
+
+/// The calling thread's `errno` slot, for the slow cases.
+#[cold]
+fn errno_slot(offset: isize) -> *mut c_int {
+    let offset = match offset {
+        0 => learn_errno_offset(),
+        offset => offset,
+    };
+    match offset {
+        // SAFETY: `__errno_location` has no preconditions.
+        CALL => unsafe { libc::__errno_location() },
+        offset => (thread_self() as isize + offset) as *mut c_int,
+    }
 }
 
 /// Sets the calling thread's `errno`.
 #[inline]
 pub(crate) fn set_errno(e: c_int) {
-    // SAFETY: `errno_offset` is errno's slot in every thread's static TLS.
-    unsafe { write_tls_i32(errno_offset(), e) };
+    match ERRNO_OFFSET.load(Ordering::Relaxed) {
+        // SAFETY: a learned offset: errno's slot in every thread's static TLS.
+        offset if offset < 0 => unsafe { write_tls_i32(offset, e) },
+        // SAFETY: the calling thread's errno slot.
+        offset => unsafe { *errno_slot(offset) = e },
+    }
 }
 
 /// Reads the calling thread's `errno`.
 #[inline]
 pub(crate) fn errno() -> c_int {
-    // SAFETY: as above.
-    unsafe { read_tls_i32(errno_offset()) }
+    match ERRNO_OFFSET.load(Ordering::Relaxed) {
+        // SAFETY: as in `set_errno`.
+        offset if offset < 0 => unsafe { read_tls_i32(offset) },
+        // SAFETY: as in `set_errno`.
+        offset => unsafe { *errno_slot(offset) },
+    }
 }
 
 /// Waits on a futex word while it holds `expected`, bypassing the hook layer.
@@ -347,5 +384,20 @@ mod tests {
             thread.join().unwrap();
         }
         assert_eq!(errno(), 1235, "other threads' errno is their own");
+        assert!(
+            ERRNO_OFFSET.load(Ordering::Relaxed) < 0,
+            "glibc's __errno_location is recognised: errno is one store away"
+        );
+    }
+
+    /// Where `__errno_location` is not libc's, each access asks it.
+    #[test]
+    fn an_interposed_errno_location_is_asked_every_time() {
+        // SAFETY: no preconditions.
+        assert_eq!(errno_slot(CALL), unsafe { libc::__errno_location() });
+        let elsewhere = std::thread::spawn(|| errno_slot(CALL) as usize)
+            .join()
+            .unwrap();
+        assert_ne!(elsewhere, errno_slot(CALL) as usize);
     }
 }
