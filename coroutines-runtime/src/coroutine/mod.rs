@@ -27,5 +27,5 @@ pub(crate) use switch::may_switch;
 pub use switch::{in_coroutine, yield_now};
 pub use task::{Body, TaskRef};
 pub(crate) use task::{Lifecycle, Suspend, Task};
-pub(crate) use wait::coarse_now;
+pub(crate) use wait::{coarse_now, init_epoch};
 pub use wait::{Wait, Waiting};

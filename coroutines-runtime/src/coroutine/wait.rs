@@ -126,6 +126,11 @@ impl WaitRecord {
     }
 }
 
+/// Sets [`epoch`]; on a plain thread, before the first park.
+pub(crate) fn init_epoch() {
+    epoch();
+}
+
 /// A fixed `Instant` that deadlines are recorded from.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -26,8 +26,7 @@
 //! description can see it non-blocking for the microseconds an attempt
 //! takes.
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use libc::c_int;
@@ -177,9 +176,7 @@ fn classify(fd: c_int) -> Option<Kind> {
 /// `/dev/urandom`) never wait, and an `RWF_NOWAIT` read of them may stop
 /// short where the blocking read would not: their calls pass through.
 fn pollable(fd: c_int) -> bool {
-    static PROBE: OnceLock<c_int> = OnceLock::new();
-    let probe =
-        *PROBE.get_or_init(|| syscall!(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC) as c_int);
+    let probe = probe_epoll();
     let mut event = libc::epoll_event { events: 0, u64: 0 };
     let added = syscall!(
         libc::SYS_epoll_ctl,
@@ -198,6 +195,29 @@ fn pollable(fd: c_int) -> bool {
         );
     }
     added != -(libc::EPERM as isize)
+}
+
+/// The epoll instance [`pollable`] tries descriptors on, made on first use.
+/// Without a lock: a coroutine waiting for another to make it would wait
+/// on a futex in its hook, and that wait's EAGAIN would be the user's
+/// `errno`. Of two made at once, one is kept and the other closed.
+fn probe_epoll() -> c_int {
+    static PROBE: AtomicI32 = AtomicI32::new(-1);
+    let known = PROBE.load(Ordering::Acquire);
+    if known >= 0 {
+        return known;
+    }
+    let made = syscall!(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC) as c_int;
+    if made < 0 {
+        return made;
+    }
+    match PROBE.compare_exchange(-1, made, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => made,
+        Err(kept) => {
+            syscall!(libc::SYS_close, made);
+            kept
+        }
+    }
 }
 
 fn stat(fd: c_int) -> Option<libc::stat> {

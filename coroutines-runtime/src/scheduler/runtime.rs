@@ -57,6 +57,10 @@ impl Runtime {
         config: &Config,
         identity: Option<&'static crate::identity::Layout>,
     ) -> io::Result<Runtime> {
+        // Set before any coroutine parks: a park that found another
+        // initialising it would wait on std's `Once` in the coroutine,
+        // whose futex wait may leave EAGAIN in the caller's errno.
+        crate::coroutine::init_epoch();
         let config = config.resolve(identity)?;
         super::fork::watch_forks();
         // The configured workers, then as many spares for the monitor.
