@@ -227,10 +227,15 @@ pub(crate) fn fork_on_worker(fork: &mut dyn FnMut() -> libc::pid_t) -> libc::pid
         let copy = fs::base();
         fs::set((*block).home());
         let pid = fork();
+        // A failed fork set the worker's errno: the caller's is the copy's.
+        let error = crate::sys::errno();
         if pid == 0 {
             (*block).adopt_thread_id();
         }
         fs::set(copy);
+        if pid < 0 {
+            crate::sys::set_errno(error);
+        }
         if pid == 0 {
             // The child's atfork handler ran on the worker's identity.
             crate::coroutine::switch::forget_current();
