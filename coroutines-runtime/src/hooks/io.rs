@@ -53,6 +53,13 @@ fn transfer(
     if interest == Interest::Write && stdio && !identity::in_private_identity() {
         return c_result(as_made());
     }
+    if let Made::Buffer(_, len) = made {
+        if len > isize::MAX as usize {
+            // read(2)/write(2) refuse such a count at once (EFAULT: the
+            // range is not user memory); as an iovec it would be EINVAL.
+            return c_result(as_made());
+        }
+    }
     let call = Call::transfer(fd, interest, Nonblock::Rwf, len);
     c_result(blocking_io(call, move |nonblocking, done| {
         let rest;
