@@ -29,6 +29,9 @@ const SO_SNDTIMEO_NEW: c_int = 67;
 const FIRST_RETRY: Duration = Duration::from_millis(1);
 const LONGEST_RETRY: Duration = Duration::from_millis(32);
 
+/// `UIO_MAXIOV`: the most messages one `sendmmsg` sends.
+const UIO_MAXIOV: c_uint = 1024;
+
 /// A send or receive: one call as is if it cannot block (`MSG_DONTWAIT`,
 /// and error-queue reads, which never wait), else through the driver with
 /// `MSG_DONTWAIT` added per attempt. `call(flags, done)` makes the call for
@@ -554,6 +557,8 @@ pub unsafe extern "C" fn recvmmsg(
     let plain = || syscall!(libc::SYS_recvmmsg, fd, messages, count, flags, timeout);
     let ret = match () {
         _ if !in_coroutine() || flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 => plain(),
+        // No message to wait for: the kernel still checks the descriptor.
+        _ if count == 0 => plain(),
         _ if !timeout.is_null() => blocking::run_borrowed(plain),
         _ => per_message(fd, Interest::Read, count, flags, |first, left, flags| {
             let rest = messages.wrapping_add(first as usize);
@@ -574,7 +579,9 @@ pub unsafe extern "C" fn sendmmsg(
     count: c_uint,
     flags: c_int,
 ) -> c_int {
-    let ret = match in_coroutine() && flags & libc::MSG_DONTWAIT == 0 {
+    // The kernel sends at most UIO_MAXIOV messages per call.
+    let count = count.min(UIO_MAXIOV);
+    let ret = match in_coroutine() && flags & libc::MSG_DONTWAIT == 0 && count > 0 {
         false => syscall!(libc::SYS_sendmmsg, fd, messages, count, flags),
         true => per_message(fd, Interest::Write, count, flags, |first, left, flags| {
             let rest = messages.wrapping_add(first as usize);
