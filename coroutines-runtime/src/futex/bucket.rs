@@ -116,10 +116,18 @@ impl Bucket {
     /// disarmed. A stale non-zero only costs taking the lock.
     #[inline]
     pub(super) fn may_have_waiters(&self) -> bool {
+        !self.disarmed() && self.armed_has_waiters()
+    }
+
+    /// No coroutine waits in this bucket, nor has one for a while, so a
+    /// waker need not look further (see [`may_have_waiters`](Self::may_have_waiters)).
+    /// One load.
+    #[inline(always)]
+    pub(super) fn disarmed(&self) -> bool {
         // The caller's store to the word stays before this load; the CPU's
         // side is the arming waiter's `membarrier`.
         compiler_fence(Ordering::SeqCst);
-        self.armed.load(Ordering::Relaxed) && self.armed_has_waiters()
+        !self.armed.load(Ordering::Relaxed)
     }
 
     /// [`may_have_waiters`](Self::may_have_waiters) of an armed bucket.

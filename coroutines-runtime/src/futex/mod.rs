@@ -36,4 +36,4 @@ mod wake;
 
 pub(crate) use shutdown::release_runtime;
 pub(crate) use wait::wait;
-pub(crate) use wake::wake;
+pub(crate) use wake::{kernel_only, wake};

@@ -36,6 +36,14 @@ pub(crate) fn wake(addr: usize, limit: usize, mut kernel: impl FnMut(usize) -> i
     wake_waiting(bucket, addr, limit, kernel)
 }
 
+/// Whether a wake of the word at `addr` is the kernel's alone, as [`wake`]
+/// would find: no coroutine has waited in its bucket for a while. One
+/// load; the caller then makes the kernel's `FUTEX_WAKE` itself.
+#[inline(always)]
+pub(crate) fn kernel_only(addr: usize) -> bool {
+    Bucket::of(addr).disarmed()
+}
+
 /// [`wake`] when the bucket may hold coroutines: out of line, so that the
 /// common case above stays a few instructions in the hook.
 #[inline(never)]

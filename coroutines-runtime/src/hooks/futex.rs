@@ -89,12 +89,13 @@ pub unsafe extern "C" fn coroutines_futex_syscall(
     val3: usize,
 ) -> c_long {
     let args = [uaddr, op, val, timeout, uaddr2, val3];
-    // Every unlock and notify of std::sync in the process comes this way:
-    // kept free of the rest, so that its frame stays small.
-    if op as c_int == WAKE && word_in_table(uaddr) {
-        return wake(args, val as c_int);
+    // Every unlock and notify of std::sync in the process comes this way.
+    // While no coroutine has waited near the word for a while, it is the
+    // kernel's wake alone, made from a frame this small.
+    if op as c_int == WAKE && word_in_table(uaddr) && futex::kernel_only(uaddr) {
+        return pass_through(args);
     }
-    futex_call(args)
+    futex_call(uaddr, op, val, timeout, uaddr2, val3)
 }
 
 /// Whether the futex table serves the word at `uaddr`. The kernel rejects
@@ -107,8 +108,15 @@ fn word_in_table(uaddr: usize) -> bool {
 
 /// [`coroutines_futex_syscall`] for every operation.
 #[inline(never)]
-fn futex_call(args: [usize; 6]) -> c_long {
-    let [uaddr, op, val, timeout, _, val3] = args;
+fn futex_call(
+    uaddr: usize,
+    op: usize,
+    val: usize,
+    timeout: usize,
+    uaddr2: usize,
+    val3: usize,
+) -> c_long {
+    let args = [uaddr, op, val, timeout, uaddr2, val3];
     if !word_in_table(uaddr) {
         return pass_through(args);
     }
