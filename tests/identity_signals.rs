@@ -36,19 +36,9 @@ extern "C" fn handler(_: libc::c_int) {
     set_errno(7777);
 }
 
+/// SIGUSR1 is used by this binary only.
 fn install() {
-    // SAFETY: a zeroed sigaction with a plain handler, an empty mask and
-    // SA_RESTART is valid; SIGUSR1 is used by this binary only.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        action.sa_flags = libc::SA_RESTART;
-        assert_eq!(
-            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
-            0
-        );
-    }
+    install_handler(libc::SIGUSR1, handler);
 }
 
 #[test]

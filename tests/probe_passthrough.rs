@@ -69,27 +69,8 @@ fn builder(env: Env, workers: usize) -> coroutines::runtime::Builder {
 fn in_env<T: Send + 'static>(env: Env, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let what = format!("{what} [{env:?}]");
     match env {
-        Env::Thread => on_plain_thread_within(&what, f),
+        Env::Thread => support::differential::on_plain_thread_within(&what, BOUND, f),
         _ => watchdog_on(&what, BOUND, builder(env, 1), f),
-    }
-}
-
-/// `support::differential::on_plain_thread` with this file's bound.
-fn on_plain_thread_within<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (done, finished) = mpsc::channel();
-    thread::Builder::new()
-        .name(format!("reference: {what}"))
-        .spawn(move || {
-            let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-        })
-        .unwrap();
-    match finished.recv_timeout(BOUND) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => std::panic::resume_unwind(payload),
-        Err(_) => panic!("{what}: did not finish within {BOUND:?}"),
     }
 }
 
@@ -1153,17 +1134,8 @@ fn errno_in_and_after_signal_handlers() {
         }
     }
     let _one = SIGNALS.lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: a plain handler with an empty mask; SIGUSR1 is this test's.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        action.sa_flags = libc::SA_RESTART;
-        assert_eq!(
-            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
-            0
-        );
-    }
+    // SIGUSR1 is this test's.
+    install_handler(libc::SIGUSR1, handler);
     let (pr, pw) = pipe(libc::O_NONBLOCK);
     PIPE_WRITER.store(pw, Ordering::SeqCst);
     let mut results = Vec::new();

@@ -138,6 +138,16 @@ where
 /// wrong: a plain thread is the reference).
 #[track_caller]
 pub fn on_plain_thread<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    on_plain_thread_within(what, LIMIT, f)
+}
+
+/// As [`on_plain_thread`], with `limit` for the bound.
+#[track_caller]
+pub fn on_plain_thread_within<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (done, finished) = mpsc::channel();
     thread::Builder::new()
         .name(format!("reference: {what}"))
@@ -145,10 +155,10 @@ pub fn on_plain_thread<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Se
             let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
         })
         .unwrap();
-    match finished.recv_timeout(LIMIT) {
+    match finished.recv_timeout(limit) {
         Ok(Ok(value)) => value,
         Ok(Err(payload)) => std::panic::resume_unwind(payload),
-        Err(_) => panic!("{what}: the plain-thread reference did not finish within {LIMIT:?}"),
+        Err(_) => panic!("{what}: the plain-thread reference did not finish within {limit:?}"),
     }
 }
 

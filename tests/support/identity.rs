@@ -82,19 +82,8 @@ pub fn identity_seen_by_a_signal_handler() -> (ThreadId, Option<String>) {
     // One caller at a time owns SEEN between the raise and the read.
     let _one = CALLS.lock().unwrap_or_else(|e| e.into_inner());
     if INSTALLED.swap(1, Ordering::SeqCst) == 0 {
-        // SAFETY: a zeroed sigaction with a plain handler and an empty mask
-        // is a valid argument; SIGUSR2 is reserved for this helper.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            action.sa_flags = libc::SA_RESTART;
-            assert_eq!(
-                libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()),
-                0,
-                "sigaction(SIGUSR2)"
-            );
-        }
+        // SIGUSR2 is reserved for this helper.
+        super::install_handler(libc::SIGUSR2, handler);
     }
     // SAFETY: raises a signal whose handler is installed above.
     assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0, "raise(SIGUSR2)");

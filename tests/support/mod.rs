@@ -27,6 +27,24 @@ use coroutines::{JoinHandle, Runtime};
 
 pub mod differential;
 
+/// Installs `handler` for `signal`: a plain handler, an empty mask,
+/// `SA_RESTART`.
+pub fn install_handler(signal: libc::c_int, handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: a zeroed sigaction with a plain handler, an empty mask and
+    // SA_RESTART is a valid argument; each caller owns its signal.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        action.sa_flags = libc::SA_RESTART;
+        assert_eq!(
+            libc::sigaction(signal, &action, std::ptr::null_mut()),
+            0,
+            "sigaction({signal})"
+        );
+    }
+}
+
 /// A bound generous enough for a loaded CI machine, for the futex and join
 /// tests; a missing hook blocks the worker forever, so only the order of
 /// magnitude matters.
