@@ -56,6 +56,17 @@ static ERRNO_OFFSET: AtomicIsize = AtomicIsize::new(0);
 /// its answer may be anywhere, so each access asks it.
 const CALL: isize = 1;
 
+/// Learns the offset at load time, before `main`: `dladdr` takes the
+/// loader's lock, which a signal handler making the process's first
+/// failing call must not.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static LEARN_ERRNO_AT_LOAD: extern "C" fn() = learn_errno_at_load;
+
+extern "C" fn learn_errno_at_load() {
+    learn_errno_offset();
+}
+
 #[cold]
 fn learn_errno_offset() -> isize {
     let offset = match errno_location_is_libcs() {
