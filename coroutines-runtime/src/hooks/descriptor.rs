@@ -26,7 +26,7 @@
 //! description can see it non-blocking for the microseconds an attempt
 //! takes.
 
-use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use libc::c_int;
@@ -175,8 +175,15 @@ fn classify(fd: c_int) -> Option<Kind> {
 /// Whether epoll can watch `fd`. Devices it cannot (`/dev/zero`,
 /// `/dev/urandom`) never wait, and an `RWF_NOWAIT` read of them may stop
 /// short where the blocking read would not: their calls pass through.
+///
+/// The epoll instance is made for the question and closed after it: a
+/// cached one would need a lock (a coroutine waiting for another to make it
+/// would wait on a futex in its hook, and that wait's EAGAIN would be the
+/// user's `errno`), and a program that closes descriptors it does not know
+/// (daemonizing) would leave its number to some other file. Devices are
+/// classified once per descriptor.
 fn pollable(fd: c_int) -> bool {
-    let probe = probe_epoll();
+    let probe = syscall!(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC) as c_int;
     let mut event = libc::epoll_event { events: 0, u64: 0 };
     let added = syscall!(
         libc::SYS_epoll_ctl,
@@ -185,39 +192,11 @@ fn pollable(fd: c_int) -> bool {
         fd,
         &mut event as *mut libc::epoll_event
     );
-    if added == 0 {
-        syscall!(
-            libc::SYS_epoll_ctl,
-            probe,
-            libc::EPOLL_CTL_DEL,
-            fd,
-            core::ptr::null_mut::<libc::epoll_event>()
-        );
+    if probe >= 0 {
+        // Closing the instance drops what was added to it.
+        syscall!(libc::SYS_close, probe);
     }
     added != -(libc::EPERM as isize)
-}
-
-/// The epoll instance [`pollable`] tries descriptors on, made on first use.
-/// Without a lock: a coroutine waiting for another to make it would wait
-/// on a futex in its hook, and that wait's EAGAIN would be the user's
-/// `errno`. Of two made at once, one is kept and the other closed.
-fn probe_epoll() -> c_int {
-    static PROBE: AtomicI32 = AtomicI32::new(-1);
-    let known = PROBE.load(Ordering::Acquire);
-    if known >= 0 {
-        return known;
-    }
-    let made = syscall!(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC) as c_int;
-    if made < 0 {
-        return made;
-    }
-    match PROBE.compare_exchange(-1, made, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => made,
-        Err(kept) => {
-            syscall!(libc::SYS_close, made);
-            kept
-        }
-    }
 }
 
 fn stat(fd: c_int) -> Option<libc::stat> {
