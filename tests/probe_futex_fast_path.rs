@@ -27,67 +27,12 @@ use std::time::{Duration, Instant};
 
 use coroutines::Runtime;
 use support::child::{child_case, rerun, run_child};
+use support::futex_table::{futex, noise_beside, IDLE};
+use support::{errno, kernel_syscall, set_errno};
 
 const MARK: i32 = 7777;
 const WAKE: usize = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize;
 const WAIT: usize = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize;
-/// More than `DISARM_AFTER` (256) wakes in a row to nobody.
-const IDLE: usize = 300;
-
-fn bucket_of(addr: usize) -> usize {
-    (((addr >> 2) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 55) as usize
-}
-
-static NOISE: [AtomicU32; 16 * 1024] = [const { AtomicU32::new(0) }; 16 * 1024];
-
-/// A noise word in the bucket of `addr`, other than `addr`.
-fn beside(addr: usize) -> &'static AtomicU32 {
-    NOISE
-        .iter()
-        .find(|w| w.as_ptr() as usize != addr && bucket_of(w.as_ptr() as usize) == bucket_of(addr))
-        .expect("no noise word in the bucket")
-}
-
-fn errno() -> i32 {
-    // SAFETY: the calling thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(value: i32) {
-    // SAFETY: the calling thread's errno slot.
-    unsafe { *libc::__errno_location() = value };
-}
-
-/// The hooked `syscall(SYS_futex, ..)` with full-width argument words.
-fn futex(addr: usize, op: usize, val: usize, timeout: usize) -> i64 {
-    // SAFETY: live words; waits here return at once or time out.
-    unsafe { libc::syscall(libc::SYS_futex, addr, op, val, timeout, 0usize, 0usize) }
-}
-
-/// A raw system call, which no hook sees.
-///
-/// # Safety
-/// The arguments must be valid for `nr`.
-unsafe fn kernel(nr: libc::c_long, a: [usize; 6]) -> isize {
-    let ret: isize;
-    // SAFETY: the x86-64 Linux system-call ABI; per the caller's contract.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") nr as isize => ret,
-            in("rdi") a[0],
-            in("rsi") a[1],
-            in("rdx") a[2],
-            in("r10") a[3],
-            in("r8") a[4],
-            in("r9") a[5],
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack)
-        );
-    }
-    ret
-}
 
 fn is_asleep(tid: libc::pid_t) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
@@ -108,11 +53,11 @@ enum State {
 /// idle wakes on a neighbour disarm it; a coroutine's wait on a neighbour
 /// whose value differs arms it (and returns EAGAIN at once).
 fn set_state(addr: usize, state: State, runtime: &Runtime) {
-    let n = beside(addr);
+    let n = noise_beside(addr);
     match state {
         State::Disarmed => {
             for _ in 0..IDLE {
-                futex(n.as_ptr() as usize, WAKE, 1, 0);
+                futex(n.as_ptr() as usize, WAKE, 1, 0, 0, 0);
             }
         }
         State::Armed => {
@@ -120,7 +65,7 @@ fn set_state(addr: usize, state: State, runtime: &Runtime) {
             let value = n.load(Ordering::SeqCst);
             let r = runtime.block_on(move || {
                 set_errno(MARK);
-                let ret = futex(a, WAIT, value.wrapping_add(1) as usize, 0);
+                let ret = futex(a, WAIT, value.wrapping_add(1) as usize, 0, 0, 0);
                 (ret, errno())
             });
             assert_eq!(r, (-1, libc::EAGAIN), "arming wait");
@@ -174,7 +119,8 @@ fn wake_counts_with_kernel_waiters_in_either_bucket_state() {
                             // SAFETY: no preconditions.
                             tids.lock().unwrap().push(unsafe { libc::gettid() });
                             // SAFETY: a live word; no timeout.
-                            let ret = unsafe { kernel(libc::SYS_futex, [w, WAIT, 0, 0, 0, 0]) };
+                            let ret =
+                                unsafe { kernel_syscall(libc::SYS_futex, [w, WAIT, 0, 0, 0, 0]) };
                             assert!(ret == 0 || ret == -(libc::EAGAIN as isize), "{ret}");
                             woken.fetch_add(1, Ordering::SeqCst);
                         })
@@ -193,7 +139,7 @@ fn wake_counts_with_kernel_waiters_in_either_bucket_state() {
                 set_state(w, state, &runtime);
                 let wake = move || {
                     set_errno(MARK);
-                    let ret = futex(w, WAKE, val, 0);
+                    let ret = futex(w, WAKE, val, 0, 0, 0);
                     (ret, errno())
                 };
                 let (ret, e) = if from_coroutine {
@@ -216,7 +162,7 @@ fn wake_counts_with_kernel_waiters_in_either_bucket_state() {
                 }
                 word.store(1, Ordering::SeqCst);
                 // SAFETY: a live word.
-                unsafe { kernel(libc::SYS_futex, [w, WAKE, i32::MAX as usize, 0, 0, 0]) };
+                unsafe { kernel_syscall(libc::SYS_futex, [w, WAKE, i32::MAX as usize, 0, 0, 0]) };
                 for waiter in waiters {
                     waiter.join().unwrap();
                 }
@@ -242,10 +188,11 @@ fn wakes_of_nobody_and_bad_words_in_either_state() {
                     let mut out = Vec::new();
                     for (addr, op) in [(w, WAKE), (w + 1, WAKE), (0, WAKE), (w, 1 << 32 | WAKE)] {
                         set_errno(MARK);
-                        let ret = futex(addr, op, val, 0);
+                        let ret = futex(addr, op, val, 0, 0, 0);
                         let e = errno();
                         // SAFETY: the kernel validates the word.
-                        let k = unsafe { kernel(libc::SYS_futex, [addr, op, val, 0, 0, 0]) };
+                        let k =
+                            unsafe { kernel_syscall(libc::SYS_futex, [addr, op, val, 0, 0, 0]) };
                         let kernel_seen = if k < 0 {
                             (-1, -k as i32)
                         } else {
@@ -277,12 +224,12 @@ static PING_CV: Condvar = Condvar::new();
 fn disarmer(stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
     let lock_word = &PING_LOCK as *const Mutex<u64> as usize;
     let cv_word = &PING_CV as *const Condvar as usize;
-    let near = [beside(lock_word), beside(cv_word)];
+    let near = [noise_beside(lock_word), noise_beside(cv_word)];
     thread::spawn(move || {
         let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
             for word in near {
-                futex(word.as_ptr() as usize, WAKE, 1, 0);
+                futex(word.as_ptr() as usize, WAKE, 1, 0, 0, 0);
                 n += 1;
             }
         }
@@ -568,13 +515,13 @@ fn interposed_child() {
         expect("syscall(close, -1)", r, -1, libc::EBADF);
         let word = AtomicU32::new(3);
         set_errno(MARK);
-        let r = futex(word.as_ptr() as usize, WAIT, 4, 0);
+        let r = futex(word.as_ptr() as usize, WAIT, 4, 0, 0, 0);
         expect("futex wait, value differs", r, -1, libc::EAGAIN);
         set_errno(MARK);
-        let r = futex(word.as_ptr() as usize, WAKE, 1, 0);
+        let r = futex(word.as_ptr() as usize, WAKE, 1, 0, 0, 0);
         expect("futex wake of nobody", r, 0, MARK);
         set_errno(MARK);
-        let r = futex(word.as_ptr() as usize + 1, WAKE, 1, 0);
+        let r = futex(word.as_ptr() as usize + 1, WAKE, 1, 0, 0, 0);
         expect("futex wake misaligned", r, -1, libc::EINVAL);
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let writer = thread::spawn(move || {

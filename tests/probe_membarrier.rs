@@ -19,37 +19,8 @@ use std::time::{Duration, Instant};
 use coroutines::runtime::Builder;
 use coroutines::Runtime;
 use support::child::{child_case, rerun, run_child, wait_bounded};
+use support::futex_table::{bucket_of, noise_beside, noise_per_bucket, IDLE};
 use support::watchdog_on;
-
-/// The futex table's geometry (`futex/bucket.rs`): 512 buckets, Fibonacci
-/// hashing of the word index.
-const BUCKETS: usize = 512;
-/// More than `DISARM_AFTER` (256) wakes in a row to nobody.
-const IDLE: usize = 300;
-
-fn bucket_of(addr: usize) -> usize {
-    (((addr >> 2) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 55) as usize
-}
-
-/// Words to wake nobody on: enough that every bucket has some.
-static NOISE: [AtomicU32; 16 * 1024] = [const { AtomicU32::new(0) }; 16 * 1024];
-
-/// A noise word in each bucket.
-fn noise_per_bucket() -> Vec<&'static AtomicU32> {
-    let mut found: Vec<Option<&'static AtomicU32>> = vec![None; BUCKETS];
-    for word in &NOISE {
-        found[bucket_of(word.as_ptr() as usize)].get_or_insert(word);
-    }
-    found
-        .into_iter()
-        .map(|w| w.expect("a bucket without noise"))
-        .collect()
-}
-
-/// A noise word that shares `addr`'s bucket (a hash collision).
-fn noise_beside(addr: usize) -> &'static AtomicU32 {
-    noise_per_bucket()[bucket_of(addr)]
-}
 
 /// `FUTEX_WAKE_PRIVATE` through libc's `syscall` (the hooked symbol).
 fn futex_wake(word: &AtomicU32, n: i32) -> i64 {

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use coroutines::Runtime;
 use support::child::{child_case, rerun, wait_bounded};
+use support::futex_table::futex;
 use support::*;
 
 /// A descriptor number that is never open.
@@ -136,31 +137,6 @@ fn seen(call: impl FnOnce() -> i64) -> Seen {
     }
 }
 
-/// A raw system call, which no hook sees: the kernel's answer.
-///
-/// # Safety
-/// The arguments must be valid for `nr`.
-unsafe fn kernel(nr: libc::c_long, a: [usize; 6]) -> isize {
-    let ret: isize;
-    // SAFETY: the x86-64 Linux system-call ABI; per the caller's contract.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") nr as isize => ret,
-            in("rdi") a[0],
-            in("rsi") a[1],
-            in("rdx") a[2],
-            in("r10") a[3],
-            in("r8") a[4],
-            in("r9") a[5],
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack)
-        );
-    }
-    ret
-}
-
 /// What libc's wrapper makes of a raw result, with errno at [`MARK`].
 fn as_libc(raw: isize) -> Seen {
     match raw {
@@ -204,7 +180,7 @@ impl Report {
     ) {
         // SAFETY: the caller passes the call's own arguments, for which
         // the kernel's answer is an error or a harmless result.
-        let expected = as_libc(unsafe { kernel(nr, args) });
+        let expected = as_libc(unsafe { kernel_syscall(nr, args) });
         let got = self.call(what, call);
         if got != expected {
             self.against_kernel
@@ -280,13 +256,6 @@ fn msg(iov: &mut libc::iovec, count: usize) -> libc::msghdr {
     msg.msg_iov = iov;
     msg.msg_iovlen = count;
     msg
-}
-
-/// `syscall(SYS_futex, ..)` through libc, i.e. the hook.
-fn futex(uaddr: usize, op: usize, val: usize, timeout: usize, uaddr2: usize, val3: usize) -> i64 {
-    // SAFETY: the probes pass words the kernel validates; no wait here
-    // can block for long (values differ, or timeouts are zero).
-    unsafe { libc::syscall(libc::SYS_futex, uaddr, op, val, timeout, uaddr2, val3) }
 }
 
 /// A user-space page that is not mapped.
@@ -1031,7 +1000,8 @@ fn futex_wake_counts_of_kernel_waiters() {
                         tids.lock().unwrap().push(unsafe { libc::gettid() });
                         // A raw wait: blocks this thread in the kernel.
                         // SAFETY: a live word; no timeout.
-                        let ret = unsafe { kernel(libc::SYS_futex, [w, wait_op, 0, 0, 0, 0]) };
+                        let ret =
+                            unsafe { kernel_syscall(libc::SYS_futex, [w, wait_op, 0, 0, 0, 0]) };
                         assert!(ret == 0 || ret == -(libc::EAGAIN as isize), "{ret}");
                         woken.fetch_add(1, Ordering::SeqCst);
                     })
@@ -1062,11 +1032,11 @@ fn futex_wake_counts_of_kernel_waiters() {
             word.store(1, Ordering::SeqCst);
             // SAFETY: a live word; wakes everybody of either kind.
             unsafe {
-                kernel(
+                kernel_syscall(
                     libc::SYS_futex,
                     [w, WAKE as usize, i32::MAX as usize, 0, 0, 0],
                 );
-                kernel(
+                kernel_syscall(
                     libc::SYS_futex,
                     [w, libc::FUTEX_WAKE as usize, i32::MAX as usize, 0, 0, 0],
                 );
@@ -1416,7 +1386,7 @@ fn fork_child_checks(pw: RawFd) -> i32 {
             ),
             ("WAIT value differs", [w, WAIT as usize, 6, 0, 0, 0]),
         ] {
-            let expected = as_libc(kernel(libc::SYS_futex, a));
+            let expected = as_libc(kernel_syscall(libc::SYS_futex, a));
             let s = seen(|| futex(a[0], a[1], a[2], a[3], a[4], a[5]));
             expect(what, s, expected);
         }

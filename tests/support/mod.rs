@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod futex_table;
 pub mod identity;
 pub mod memory;
 
@@ -43,6 +44,34 @@ pub fn install_handler(signal: libc::c_int, handler: extern "C" fn(libc::c_int))
             "sigaction({signal})"
         );
     }
+}
+
+/// A raw system call, which no hook sees: the kernel's own answer, the
+/// reference of differential probes. (It mirrors the runtime's
+/// `sys::syscall6` on purpose: a reference must not share the code under
+/// test.)
+///
+/// # Safety
+/// The arguments must be valid for `nr`.
+pub unsafe fn kernel_syscall(nr: libc::c_long, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the x86-64 Linux system-call ABI; per the caller's contract.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret
 }
 
 /// A bound generous enough for a loaded CI machine, for the futex and join
