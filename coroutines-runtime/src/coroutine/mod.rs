@@ -10,6 +10,7 @@ mod panic_report;
 mod park;
 mod stack;
 pub(crate) mod stack_arena;
+pub(crate) mod stack_floor;
 pub(crate) mod switch;
 mod task;
 mod wait;
@@ -19,8 +20,7 @@ pub use panic_report::begin_short_backtrace;
 pub(crate) use park::{begin_park, WAITING as PARKED};
 pub use park::{park, WakeReason, Waker};
 pub(crate) use stack::{
-    generator_address, main_thread_stack_size, size_text, words as stack_words, Gen, StackPool,
-    Stacks,
+    generator_address, main_thread_stack_size, size_text, Gen, Identity, StackPool, Stacks,
 };
 pub use stack::{MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub(crate) use switch::may_switch;

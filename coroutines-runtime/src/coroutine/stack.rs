@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use generator::Gn;
 
 use super::stack_arena;
+use super::stack_floor::{self, FLOOR};
 use crate::identity::{StackBounds, ThreadBlock};
 
 /// A coroutine's generator: the stack plus its saved registers.
@@ -96,40 +97,49 @@ impl Stacks {
     }
 
     /// Maps a fresh stack of `bytes` running `body`, `measured` or not: a
-    /// slot of the stack arena if `pooled`, else a mapping of its own.
+    /// slot of the stack arena if `lent` says so (`Some(floored)`: with a
+    /// floor or not, see `stack_floor`), else a mapping of its own.
     fn map(
         bytes: usize,
         measured: bool,
-        pooled: bool,
+        lent: Option<bool>,
         body: impl FnOnce() + Send + 'static,
     ) -> io::Result<Gen> {
         Stacks::check_room(bytes)?;
         let create = || Gn::<()>::new_opt(words(bytes, measured), body);
-        let (generator, lent) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            super::panic_report::quietly(|| match pooled {
-                true => stack_arena::lend(create),
-                false => (create(), false),
+        let (generator, in_arena) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::panic_report::quietly(|| match lent {
+                Some(floored) => stack_arena::lend(floored, create),
+                None => (create(), false),
             })
         }))
         .map_err(|_| map_error(bytes, io::Error::from_raw_os_error(libc::ENOMEM)))?;
-        let counter = if lent { &LENT } else { &OWN };
+        let counter = if in_arena { &LENT } else { &OWN };
         counter.fetch_add(1, Ordering::Relaxed);
+        if lent == Some(true) && !in_arena {
+            return raise_guard(generator, bytes);
+        }
         Ok(generator)
     }
 
-    /// Maps fresh stacks for a worker's pool (its size, unmeasured), their
-    /// bodies to come (`init_code`): `count` of them, or fewer (at least
-    /// one) if memory runs out after the first.
-    pub(crate) fn create_pooled(bytes: usize, count: usize) -> io::Result<Vec<Gen>> {
+    /// Maps fresh stacks for a worker's pool (its size `bytes`, unmeasured,
+    /// `floored` or not), their bodies to come (`init_code`): `count` of
+    /// them, or fewer (at least one) if memory runs out after the first.
+    pub(crate) fn create_pooled(bytes: usize, floored: bool, count: usize) -> io::Result<Vec<Gen>> {
+        let mapped = mapped_bytes(bytes, floored);
         let mut fresh = Vec::with_capacity(count);
         for _ in 0..count.max(1) {
-            match Stacks::map(bytes, false, true, || {}) {
+            match Stacks::map(mapped, false, Some(floored), || {}) {
                 Ok(generator) => fresh.push(generator),
                 Err(error) if fresh.is_empty() => return Err(error),
                 Err(_) => break,
             }
         }
-        Ok(without_sentinel_pages(fresh, bytes))
+        // A floor holds its thread area on the pattern's page.
+        match floored {
+            true => Ok(fresh),
+            false => Ok(without_sentinel_pages(fresh, mapped)),
+        }
     }
 
     /// Maps a fresh stack of a size the pools do not keep, or a measured
@@ -139,7 +149,7 @@ impl Stacks {
         measured: bool,
         body: impl FnOnce() + Send + 'static,
     ) -> io::Result<Gen> {
-        let generator = Stacks::map(bytes, measured, false, body)?;
+        let generator = Stacks::map(bytes, measured, None, body)?;
         if measured {
             return Ok(generator);
         }
@@ -328,12 +338,55 @@ fn max_map_count() -> usize {
     })
 }
 
+/// What a new coroutine's thread identity is made from.
+pub(crate) enum Identity {
+    /// The block of its stack's last coroutine, recycled.
+    Recycled(ThreadBlock),
+    /// A new block, for a stack whose bounds as glibc records them are
+    /// `mapping`; its area in the stack's floor (mapped at `floor`) if it
+    /// has one, else in a slot of its own.
+    New {
+        mapping: StackBounds,
+        floor: Option<usize>,
+    },
+}
+
+/// The bytes the `generator` crate maps for a stack of `bytes`: a floor
+/// more if `floored`.
+fn mapped_bytes(bytes: usize, floored: bool) -> usize {
+    bytes + if floored { FLOOR } else { 0 }
+}
+
+/// Moves the guard page of a floored stack that maps its own (memory is
+/// locked) above its floor: the floor is writable, the page above guards.
+fn raise_guard(generator: Gen, bytes: usize) -> io::Result<Gen> {
+    let (generator, bounds) = StackBounds::of_generator(generator, words(bytes, false));
+    let guard = stack_floor::guard(bounds.low);
+    // SAFETY: pages of the stack mapping just made, which nothing uses
+    // yet: its lowest (the crate's guard page) and the floor's top one.
+    let ret = unsafe {
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        match libc::mprotect(bounds.low as *mut libc::c_void, PAGE, rw) {
+            0 => libc::mprotect(guard as *mut libc::c_void, PAGE, libc::PROT_NONE),
+            error => error,
+        }
+    };
+    if ret != 0 {
+        let error = map_error(bytes, io::Error::last_os_error());
+        Stacks::release(generator, bytes, false);
+        return Err(error);
+    }
+    Ok(generator)
+}
+
 /// A worker's cache of finished generators of one stack size, with the
 /// thread identities that went with them: re-using one costs ~40 ns where
 /// mapping a fresh stack costs ~10 us, and refilling an identity block
 /// avoids its allocations.
 pub(crate) struct StackPool {
     bytes: usize,
+    /// Whether its stacks have a floor for their coroutines' thread areas.
+    floored: bool,
     capacity: usize,
     free: Vec<(Gen, Option<ThreadBlock>)>,
     /// Fresh stacks the next refill maps.
@@ -344,9 +397,13 @@ pub(crate) struct StackPool {
 const FRESH_BATCH: usize = 16;
 
 impl StackPool {
-    pub(crate) fn new(bytes: usize, capacity: usize) -> StackPool {
+    /// A cache of up to `capacity` stacks of `bytes`, with a floor each if
+    /// `floored` (for a runtime whose thread areas fit one:
+    /// `Layout::fits_floor`).
+    pub(crate) fn new(bytes: usize, floored: bool, capacity: usize) -> StackPool {
         StackPool {
             bytes,
+            floored,
             capacity,
             free: Vec::new(),
             batch: 1,
@@ -355,23 +412,47 @@ impl StackPool {
 
     /// A generator running `body` on a stack of `bytes`, re-used if one of
     /// that size is cached (never for a `measured` one, whose usage starts
-    /// from zero), with the identity block of its last coroutine (recycled)
-    /// if it had one.
+    /// from zero), and what its coroutine's identity is made from.
     pub(crate) fn get(
         &mut self,
         bytes: usize,
         measured: bool,
         body: impl FnOnce() + Send + 'static,
-    ) -> io::Result<(Gen, Option<ThreadBlock>)> {
+    ) -> io::Result<(Gen, Identity)> {
         if bytes != self.bytes || measured {
-            return Ok((Stacks::create(bytes, measured, body)?, None));
+            let generator = Stacks::create(bytes, measured, body)?;
+            let (generator, mapping) = StackBounds::of_generator(generator, words(bytes, measured));
+            let floor = None;
+            return Ok((generator, Identity::New { mapping, floor }));
         }
         if self.free.is_empty() {
             self.refill()?;
         }
         let (mut generator, block) = self.free.pop().expect("refilled");
         generator.init_code(body);
-        Ok((generator, block))
+        let identity = match block {
+            Some(block) => Identity::Recycled(block),
+            None => {
+                let (g, mapping) = StackBounds::of_generator(generator, self.words());
+                generator = g;
+                match self.floored {
+                    true => Identity::New {
+                        mapping: mapping.above_floor(),
+                        floor: Some(mapping.low),
+                    },
+                    false => Identity::New {
+                        mapping,
+                        floor: None,
+                    },
+                }
+            }
+        };
+        Ok((generator, identity))
+    }
+
+    /// The `generator` crate's size of this pool's stacks.
+    fn words(&self) -> usize {
+        words(mapped_bytes(self.bytes, self.floored), false)
     }
 
     /// Fills the empty cache with fresh stacks: one at first and after a
@@ -384,7 +465,7 @@ impl StackPool {
             true => 1,
             false => self.batch.clamp(1, self.capacity.max(1)),
         };
-        let fresh = Stacks::create_pooled(self.bytes, count)?;
+        let fresh = Stacks::create_pooled(self.bytes, self.floored, count)?;
         self.free
             .extend(fresh.into_iter().map(|generator| (generator, None)));
         self.batch = (self.batch * 2).min(FRESH_BATCH);
@@ -408,8 +489,18 @@ impl StackPool {
             self.free.push((generator, block));
         } else {
             drop(block);
-            Stacks::release(generator, bytes, measured);
+            self.release(bytes, measured, generator);
         }
+    }
+
+    /// Unmaps a stack of `bytes` (`measured` or not) that `get` gave, with
+    /// no identity block left on it.
+    pub(crate) fn release(&self, bytes: usize, measured: bool, generator: Gen) {
+        let mapped = match bytes == self.bytes && !measured {
+            true => mapped_bytes(bytes, self.floored),
+            false => bytes,
+        };
+        Stacks::release(generator, mapped, measured);
     }
 }
 
@@ -417,9 +508,10 @@ impl StackPool {
     /// Unmaps every cached stack; returns how many.
     pub(crate) fn clear(&mut self) -> usize {
         let freed = self.free.len();
+        let mapped = mapped_bytes(self.bytes, self.floored);
         for (generator, block) in self.free.drain(..) {
             drop(block);
-            Stacks::release(generator, self.bytes, false);
+            Stacks::release(generator, mapped, false);
         }
         freed
     }

@@ -27,7 +27,7 @@ use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use super::switch;
+use super::{stack_floor, switch};
 use crate::memory::{self, Slots, PAGE};
 use crate::sys::{self, syscall};
 
@@ -37,8 +37,9 @@ use crate::sys::{self, syscall};
 enum Lending {
     /// Nothing: every call is the caller's own.
     Idle,
-    /// Creating a generator: its stack `mmap` is still to come.
-    Map,
+    /// Creating a generator: its stack `mmap` is still to come; with a
+    /// floor (`stack_floor`) or not.
+    Map { floored: bool },
     /// Answering that `mmap`: a call made meanwhile (by a signal handler
     /// the hooks did not install) is not the crate's.
     Taking,
@@ -55,14 +56,14 @@ thread_local! {
 }
 
 /// Runs `create`, which creates one generator, with its stack mapping served
-/// from the arena; whether it was. Memory locked for the future
-/// (`mlockall(MCL_FUTURE)`) would lock whole chunks, so then the stack maps
-/// its own.
-pub(crate) fn lend<R>(create: impl FnOnce() -> R) -> (R, bool) {
+/// from the arena, `floored` (its guard page above the floor) or not;
+/// whether it was. Memory locked for the future (`mlockall(MCL_FUTURE)`)
+/// would lock whole chunks, so then the stack maps its own.
+pub(crate) fn lend<R>(floored: bool, create: impl FnOnce() -> R) -> (R, bool) {
     if memory_locked() {
         return (create(), false);
     }
-    let arm = Arm::new(Lending::Map);
+    let arm = Arm::new(Lending::Map { floored });
     let created = create();
     (created, matches!(arm.state(), Lending::Mapped { .. }))
 }
@@ -122,20 +123,24 @@ pub(crate) fn answer_map(
     offset: libc::off_t,
 ) -> Option<Result<usize, libc::c_int>> {
     let ours = (addr, prot, flags, fd, offset) == (0, STACK_PROT, STACK_FLAGS, -1, 0);
-    if !ours || len == 0 || !len.is_multiple_of(PAGE) || state() != Lending::Map {
+    let Lending::Map { floored } = state() else {
+        return None;
+    };
+    if !ours || len == 0 || !len.is_multiple_of(PAGE) {
         return None;
     }
     LENDING.set(Lending::Taking);
-    let slot = ARENA.take(len);
+    let slot = ARENA.take(len, floored);
     LENDING.set(match slot {
         Ok(low) => Lending::Mapped { low, len },
-        Err(_) => Lending::Map,
+        Err(_) => Lending::Map { floored },
     });
     Some(slot)
 }
 
 /// The answer to an `mprotect` call if it is the guard page of the slot
-/// just lent: 0, since slots carry their guard from the start.
+/// just lent: 0, since slots carry their guard from the start (a floored
+/// slot's two pages above, where the crate asks for it).
 pub(crate) fn answer_protect(addr: usize, len: usize, prot: libc::c_int) -> Option<libc::c_int> {
     if (len, prot) != (PAGE, libc::PROT_NONE) {
         return None;
@@ -173,7 +178,7 @@ pub(crate) fn on_mlockall(flags: libc::c_int) {
     if flags & libc::MCL_CURRENT != 0 {
         let mut classes = ARENA.classes.lock().unwrap_or_else(|e| e.into_inner());
         for class in classes.iter_mut() {
-            class.populate();
+            class.slots.populate();
         }
     }
 }
@@ -193,8 +198,8 @@ pub(crate) fn on_munlockall() {
 /// with it the stacks it cached.
 pub(crate) fn trim() {
     let mut classes = ARENA.classes.lock().unwrap_or_else(|e| e.into_inner());
-    classes.iter_mut().for_each(Slots::trim);
-    classes.retain(|class| !class.is_empty());
+    classes.iter_mut().for_each(|class| class.slots.trim());
+    classes.retain(|class| !class.slots.is_empty());
 }
 
 /// How many of the kernel's memory mappings a lent stack takes: none with
@@ -211,23 +216,44 @@ static ARENA: Arena = Arena {
     classes: Mutex::new(Vec::new()),
 };
 
-/// Slots of every stack size lent so far.
+/// Slots of every stack size, and layout, lent so far.
 struct Arena {
-    classes: Mutex<Vec<Slots>>,
+    classes: Mutex<Vec<Class>>,
+}
+
+/// The slots of one size and layout: with a floor (guard page two pages
+/// up) or without (guard page lowest).
+struct Class {
+    floored: bool,
+    slots: Slots,
 }
 
 impl Arena {
-    /// A slot of `len` bytes with its guard page in place.
-    fn take(&self, len: usize) -> Result<usize, libc::c_int> {
+    /// A slot of `len` bytes, `floored` or not, with its guard page in place.
+    fn take(&self, len: usize, floored: bool) -> Result<usize, libc::c_int> {
         let mut classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
-        let class = match classes.iter().position(|c| c.stride() == len) {
-            Some(i) => &mut classes[i],
+        let i = match classes
+            .iter()
+            .position(|c| (c.slots.stride(), c.floored) == (len, floored))
+        {
+            Some(i) => i,
             None => {
-                classes.push(Slots::new(len, above_guard));
-                classes.last_mut().expect("just pushed")
+                let spare = match floored {
+                    true => stack_floor::spare,
+                    false => above_guard,
+                };
+                let slots = Slots::new(len, spare);
+                classes.push(Class { floored, slots });
+                classes.len() - 1
             }
         };
-        class.take(install_guards)
+        let guard_of = match floored {
+            true => stack_floor::guard,
+            false => core::convert::identity,
+        };
+        classes[i]
+            .slots
+            .take(|lows| install_guards(&lows.iter().map(|&low| guard_of(low)).collect::<Vec<_>>()))
     }
 
     /// Keeps a released slot; false if `low` is no slot of `len` bytes.
@@ -235,15 +261,15 @@ impl Arena {
         let mut classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
         classes
             .iter_mut()
-            .find(|c| c.stride() == len)
-            .is_some_and(|class| class.put(low))
+            .filter(|c| c.slots.stride() == len)
+            .any(|class| class.slots.put(low))
     }
 }
 
 /// A free stack slot's pages that go back to the kernel: all but the
 /// guard page, whose marker stays.
-fn above_guard(low: usize, len: usize) -> (usize, usize) {
-    (low + PAGE, len - PAGE)
+fn above_guard(low: usize, len: usize) -> [(usize, usize); 2] {
+    [(low + PAGE, len - PAGE), (0, 0)]
 }
 
 /// How guard pages are made, learnt from the first one.
@@ -269,22 +295,22 @@ impl GuardKind {
     }
 }
 
-/// Makes the lowest page of each slot of a new chunk a guard page: markers
-/// in one `process_madvise` where the kernel takes them so, else one slot
-/// at a time. A marker survives `MADV_DONTNEED` and stays for the slot's
-/// life.
-fn install_guards(lows: &[usize]) -> Result<(), libc::c_int> {
+/// Makes the pages at `pages` (one per slot of a new chunk) guard pages:
+/// markers in one `process_madvise` where the kernel takes them so, else
+/// one slot at a time. A marker survives `MADV_DONTNEED` and stays for the
+/// slot's life.
+fn install_guards(pages: &[usize]) -> Result<(), libc::c_int> {
     if GuardKind::get() != GuardKind::Protect {
-        let guards: Vec<(usize, usize)> = lows.iter().map(|&low| (low, PAGE)).collect();
+        let guards: Vec<(usize, usize)> = pages.iter().map(|&page| (page, PAGE)).collect();
         if memory::advise(&guards, sys::MADV_GUARD_INSTALL) {
             GUARD_KIND.store(GuardKind::Marker as u8, Ordering::Relaxed);
             return Ok(());
         }
     }
-    lows.iter().try_for_each(|&low| install_guard(low))
+    pages.iter().try_for_each(|&page| install_guard(page))
 }
 
-/// Makes the lowest page of the slot at `low` a guard page.
+/// Makes the page at `low` a guard page.
 fn install_guard(low: usize) -> Result<(), libc::c_int> {
     let kind = GuardKind::get();
     if kind != GuardKind::Protect {
@@ -329,7 +355,7 @@ mod tests {
 
     /// A generator's stack made and dropped as the runtime does.
     fn lend_one(len: usize) -> usize {
-        lend(|| map_like_generator(len)).0
+        lend(false, || map_like_generator(len)).0
     }
 
     fn reclaim_one(low: usize, len: usize) {
@@ -341,7 +367,7 @@ mod tests {
         let mut classes = ARENA.classes.lock().unwrap();
         classes
             .iter_mut()
-            .any(|c| c.stride() == len && c.holds(low))
+            .any(|c| c.slots.stride() == len && c.slots.holds(low))
     }
 
     /// Lent stacks are slots of one chunk, and a slot given back is the
@@ -369,7 +395,7 @@ mod tests {
         let own = map_like_generator(len);
         assert!(!in_arena(own, len), "not lending: a mapping of its own");
         unmap(own, len);
-        let (other, lent) = lend(|| {
+        let (other, lent) = lend(false, || {
             // SAFETY: an anonymous mapping request without MAP_STACK.
             unsafe {
                 libc::mmap(
@@ -405,7 +431,7 @@ mod tests {
     #[test]
     fn signal_handlers_calls_are_their_own() {
         let len = 12 * PAGE;
-        let ((handlers, slot), lent) = lend(|| {
+        let ((handlers, slot), lent) = lend(false, || {
             let handlers = switch::in_handler(|| map_like_generator(len));
             (handlers, map_like_generator(len))
         });
@@ -416,24 +442,53 @@ mod tests {
         reclaim_one(slot, len);
     }
 
-    /// The guard page of a lent slot faults; the check runs in a child so
-    /// the fault ends only that process.
-    #[test]
-    fn guard_pages_fault() {
-        let len = 16 * PAGE;
-        let low = lend_one(len);
+    /// Whether reading the byte at `address` kills a child process with
+    /// SIGSEGV (the child only reads and exits).
+    fn faults(address: usize) -> bool {
         // SAFETY: fork; the child only touches memory and exits.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            // SAFETY: the guard page: this faults and kills the child.
-            unsafe { core::ptr::read_volatile(low as *const u8) };
+            // SAFETY: a read of mapped (or guard) memory of this test.
+            unsafe { core::ptr::read_volatile(address as *const u8) };
             // SAFETY: _exit is async-signal-safe.
             unsafe { libc::_exit(0) };
         }
         let mut status = 0;
         // SAFETY: waits for the child just forked.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV);
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV
+    }
+
+    /// The guard page of a lent slot faults.
+    #[test]
+    fn guard_pages_fault() {
+        let len = 16 * PAGE;
+        let low = lend_one(len);
+        assert!(faults(low));
+        assert!(!faults(low + PAGE));
         reclaim_one(low, len);
+    }
+
+    /// A floored slot's guard page is two pages up, its floor is writable,
+    /// and slots of the same length with and without a floor are told
+    /// apart when they come back.
+    #[test]
+    fn floored_slots_guard_above_the_floor() {
+        let len = 20 * PAGE;
+        let (floored, lent) = lend(true, || map_like_generator(len));
+        assert!(lent);
+        let plain = lend_one(len);
+        assert!(faults(stack_floor::guard(floored)));
+        assert!(faults(plain));
+        for page in [floored, floored + PAGE, stack_floor::guard(floored) + PAGE] {
+            // SAFETY: a writable page of the floored slot.
+            unsafe { (page as *mut u8).write(1) };
+        }
+        reclaim_one(plain, len);
+        reclaim_one(floored, len);
+        assert_eq!(lend(true, || map_like_generator(len)).0, floored);
+        assert_eq!(lend_one(len), plain);
+        reclaim_one(plain, len);
+        reclaim_one(floored, len);
     }
 }

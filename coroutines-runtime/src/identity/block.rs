@@ -1,7 +1,9 @@
 //! One coroutine's thread block: its private copy of the worker's static TLS
 //! area and glibc thread descriptor, and the thread pointer that selects it.
 //!
-//! Memory layout (one area, a slot of `memory::Slots`, like glibc's own):
+//! Memory layout (one area, like glibc's own: in the floor of the
+//! coroutine's stack, see `coroutine::stack_floor`, or a slot of
+//! `memory::Slots` for a stack without one):
 //!
 //! ```text
 //!  mem                         tp = mem + tls_below          mem + static_size
@@ -26,6 +28,7 @@ use super::glibc::{
 use super::{enter, fs, leave};
 
 use super::Destructor as Dtor;
+use crate::coroutine::stack_floor::FLOOR;
 use crate::memory::{Slots, PAGE};
 
 /// The coroutine's stack as glibc describes a thread's stack: the whole
@@ -68,6 +71,16 @@ impl StackBounds {
             },
         )
     }
+
+    /// The stack above the floor of a floored stack mapped as `self`:
+    /// what its coroutine uses, guard page included.
+    pub(crate) fn above_floor(self) -> StackBounds {
+        StackBounds {
+            low: self.low + FLOOR,
+            len: self.len - FLOOR,
+            guard: self.guard,
+        }
+    }
 }
 
 fn page_size() -> usize {
@@ -101,6 +114,8 @@ pub(crate) struct Inner {
     dtors: UnsafeCell<Vec<(Dtor, *mut c_void)>>,
     /// Thread-exit processing ran (normal end of the body).
     exited: Cell<bool>,
+    /// The area is a slot of `AREAS` (else it lies in the stack's floor).
+    own_area: bool,
 }
 
 impl Inner {
@@ -141,12 +156,21 @@ impl Inner {
 }
 
 impl ThreadBlock {
-    /// Builds a coroutine's thread block from the calling worker thread: see
-    /// [`ThreadBlock::fill`].
-    pub(crate) fn new(layout: &'static Layout, stack: StackBounds) -> io::Result<ThreadBlock> {
+    /// Builds a coroutine's thread block from the calling worker thread (see
+    /// [`ThreadBlock::fill`]), for a coroutine on `stack`: its area in the
+    /// floor of that stack if it has one (mapped at `floor`), else in a
+    /// slot of its own.
+    pub(crate) fn new(
+        layout: &'static Layout,
+        stack: StackBounds,
+        floor: Option<usize>,
+    ) -> io::Result<ThreadBlock> {
         let wtp = fs::base();
         layout.check_worker(wtp).map_err(io::Error::other)?;
-        let mem = area_alloc(layout)?;
+        let mem = match floor {
+            Some(low) => layout.area_in_floor(low) as *mut u8,
+            None => area_alloc(layout)?,
+        };
         let tp = mem as usize + layout.tls_below;
         let block = ThreadBlock {
             inner: Box::new(Inner {
@@ -157,6 +181,7 @@ impl ThreadBlock {
                 stack,
                 dtors: UnsafeCell::new(Vec::new()),
                 exited: Cell::new(false),
+                own_area: floor.is_none(),
             }),
         };
         // SAFETY: the dtv word of a fresh area; `fill` replaces it.
@@ -181,12 +206,12 @@ impl ThreadBlock {
 
     /// Writes a new thread's state, as seen from the worker at `wtp`:
     ///
-    /// * Static TLS below the TP: copied from the worker, then every module
-    ///   block except libc's reset to its initial image (`.tdata`, zeroed
-    ///   `.tbss`), so std and the runtime see a new thread. libc's block stays
-    ///   a copy (malloc's tcache and arena, the locale pointers) except
-    ///   `errno` (0), `__resp` (the copy's own resolver state) and
-    ///   `__libc_dlerror_result` (none).
+    /// * Static TLS below the TP, the part in use (`Layout::tls_to_copy`):
+    ///   copied from the worker, then every module block except libc's reset
+    ///   to its initial image (`.tdata`, zeroed `.tbss`), so std and the
+    ///   runtime see a new thread. libc's block stays a copy (malloc's
+    ///   tcache and arena, the locale pointers) except `errno` (0), `__resp`
+    ///   (the copy's own resolver state) and `__libc_dlerror_result` (none).
     /// * `struct pthread`: zero (a new thread's state) except `tcbhead_t`
     ///   copied from the worker (stack guard, pointer guard, sysinfo,
     ///   multiple_threads...) with `tcb`/`self` pointing at the copy and its
@@ -201,7 +226,7 @@ impl ThreadBlock {
     ///   block (the signal wrappers and the destructor interposer read it).
     fn fill(&self, wtp: usize) -> io::Result<()> {
         let inner = &*self.inner;
-        let (l, tp, mem) = (inner.layout, inner.tp, inner.mem);
+        let (l, tp) = (inner.layout, inner.tp);
         ensure_malloc_state(l, wtp);
         inner.home.store(wtp, Ordering::Relaxed);
         // SAFETY: `mem` is this block's area of `static_size` bytes; every
@@ -211,7 +236,12 @@ impl ThreadBlock {
             // The dtv is kept across refills: glibc may have grown it.
             let dtv = copy_dtv(l, wtp, tp, *inner.at::<usize>(l.off_dtv))?;
             // Static TLS: copy, then reset every block but libc's.
-            ptr::copy_nonoverlapping((wtp - l.tls_below) as *const u8, mem, l.tls_below);
+            let in_use = l.tls_to_copy();
+            ptr::copy_nonoverlapping(
+                (wtp - in_use) as *const u8,
+                (tp - in_use) as *mut u8,
+                in_use,
+            );
             for m in l.modules.iter().filter(|m| !m.is_libc) {
                 let dst = inner.at_tls::<u8>(m.tp_offset);
                 ptr::copy_nonoverlapping(m.image as *const u8, dst, m.filesz);
@@ -437,7 +467,9 @@ impl Drop for ThreadBlock {
             let dtv = *inner.at::<*mut usize>(inner.layout.off_dtv);
             libc::free(dtv.sub(2) as *mut c_void);
         }
-        area_free(inner.mem);
+        if inner.own_area {
+            area_free(inner.mem);
+        }
     }
 }
 
@@ -495,10 +527,10 @@ fn area_free(mem: *mut u8) {
 }
 
 /// The pages wholly inside a free area, which may go back to the kernel.
-fn whole_pages(low: usize, stride: usize) -> (usize, usize) {
+fn whole_pages(low: usize, stride: usize) -> [(usize, usize); 2] {
     let start = low.next_multiple_of(PAGE);
     let end = (low + stride) / PAGE * PAGE;
-    (start, end.saturating_sub(start))
+    [(start, end.saturating_sub(start)), (0, 0)]
 }
 
 unsafe extern "C" {

@@ -44,9 +44,11 @@
 
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::fmt;
 
 use super::fs;
+use crate::coroutine::stack_floor::FLOOR;
 
 /// `RSEQ_CPU_ID_UNINITIALIZED`: `sched_getcpu` falls back to the vDSO.
 pub(crate) const RSEQ_CPU_ID_UNINITIALIZED: u32 = u32::MAX; // (u32)-1
@@ -147,6 +149,13 @@ pub(crate) struct Layout {
     pub(crate) malloc_len: usize,
     /// Static TLS modules present at start-up.
     pub(crate) modules: Vec<Module>,
+    /// Bytes below the TP that the start-up modules' blocks span; the
+    /// rest of `tls_below` is glibc's surplus for modules loaded later.
+    tls_in_use: usize,
+    /// A word of glibc's TLS module list that stays null until a module
+    /// with TLS is loaded (see [`surplus_watch`]); `None` if the list could
+    /// not be read as expected, and then copies take the whole area.
+    surplus_watch: Option<usize>,
     /// This crate's own thread-local (`CURRENT_BLOCK`), from the TP.
     pub(crate) tp_current_block: isize,
     /// What a resumed coroutine reads of its copy first, from the TP: the
@@ -763,6 +772,13 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
     let tp_malloc = lo as isize - tp as isize;
 
     let tp_current_block = cur as isize - tp as isize;
+    let tls_in_use = modules
+        .iter()
+        .map(|m| m.tp_offset.unsigned_abs())
+        .max()
+        .unwrap_or(0)
+        .next_multiple_of(16)
+        .min(below);
     Ok(Layout {
         static_size: probe.static_size,
         static_align: probe.static_align,
@@ -798,6 +814,8 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
         tp_malloc,
         malloc_len: hi - lo,
         modules,
+        tls_in_use,
+        surplus_watch: surplus_watch(&mods),
         tp_current_block,
         tp_hot: [
             0,
@@ -816,7 +834,101 @@ unsafe extern "C" {
 /// `PTHREAD_CANCEL_DISABLE` (`<pthread.h>`).
 const PTHREAD_CANCEL_DISABLE: c_int = 1;
 
+/// Set once a module with TLS was loaded after start-up: it may have
+/// taken part of the static surplus, which copies then take too.
+static SURPLUS_IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// The word that tells whether a module with TLS was loaded since the
+/// start-up modules `mods`: the `map` of the slot the next one takes in
+/// glibc's `dl_tls_dtv_slotinfo_list`, or the list's last `next` pointer
+/// if that slot is not allocated yet. glibc gives a new module the lowest
+/// free slot, so this holds only while the slots below are all taken
+/// (none was freed by a `dlclose`) and the list holds exactly the modules
+/// `dl_iterate_phdr` reports (no other namespace's, as an auditor's);
+/// otherwise `None`. Read with libthread_db's descriptors, as gdb does.
+fn surplus_watch(mods: &[PhdrModule]) -> Option<usize> {
+    let field = |name: &CStr| desc(name).ok().map(|d| d.offset as usize);
+    let rtld = rd::<usize>(sym(c"__nptl_rtld_global")? as usize);
+    let list_at = field(c"_thread_db_rtld_global__dl_tls_dtv_slotinfo_list")?;
+    let (len_at, next_at) = (
+        field(c"_thread_db_dtv_slotinfo_list_len")?,
+        field(c"_thread_db_dtv_slotinfo_list_next")?,
+    );
+    let entries = desc(c"_thread_db_dtv_slotinfo_list_slotinfo").ok()?;
+    let map_at = field(c"_thread_db_dtv_slotinfo_map")?;
+    if rtld == 0 || entries.bits != 128 {
+        return None;
+    }
+    let entry_at = entries.offset as usize;
+    // (chunk, first slot index, slot count) of every chunk of the list.
+    let mut chunks = Vec::new();
+    let (mut chunk, mut first) = (rd::<usize>(rtld + list_at), 0);
+    while chunk != 0 && chunks.len() < 64 {
+        let len = rd::<usize>(chunk + len_at);
+        chunks.push((chunk, first, len));
+        first += len;
+        chunk = rd::<usize>(chunk + next_at);
+    }
+    let map_of = |(chunk, first, _): (usize, usize, usize), slot: usize| {
+        chunk + entry_at + 16 * (slot - first) + map_at
+    };
+    let mut taken = Vec::new();
+    for &c in &chunks {
+        for slot in c.1.max(1)..c.1 + c.2 {
+            if rd::<usize>(map_of(c, slot)) != 0 {
+                taken.push(slot);
+            }
+        }
+    }
+    let mut ids: Vec<usize> = mods.iter().map(|m| m.modid).collect();
+    ids.sort_unstable();
+    let dense = taken.iter().enumerate().all(|(i, &slot)| slot == i + 1);
+    if chunk != 0 || taken != ids || !dense {
+        return None;
+    }
+    let next = taken.len() + 1;
+    match chunks.iter().find(|c| (c.1..c.1 + c.2).contains(&next)) {
+        Some(&c) => Some(map_of(c, next)),
+        None => chunks.last().map(|c| c.0 + next_at),
+    }
+}
+
 impl Layout {
+    /// Bytes of static TLS below the TP that a copy takes: the start-up
+    /// modules' blocks. glibc places a module loaded later with static TLS
+    /// in the surplus below them, so once a module with TLS was loaded
+    /// (or if that cannot be told), the whole area.
+    #[inline]
+    pub(crate) fn tls_to_copy(&self) -> usize {
+        let Some(watch) = self.surplus_watch else {
+            return self.tls_below;
+        };
+        if !SURPLUS_IN_USE.load(Ordering::Relaxed) {
+            // SAFETY: a word of glibc's slotinfo list, which is never
+            // freed; read racily as glibc's own `__tls_get_addr` does.
+            if unsafe { AtomicUsize::from_ptr(watch as *mut usize) }.load(Ordering::Relaxed) == 0 {
+                return self.tls_in_use;
+            }
+            SURPLUS_IN_USE.store(true, Ordering::Relaxed);
+        }
+        self.tls_below
+    }
+
+    /// Where the area of a thread block lies in the floor of a stack
+    /// mapped at `low` (see `coroutine::stack_floor`): its descriptor ends
+    /// at the floor's top, and its surplus reaches down into the floor's
+    /// lower page.
+    pub(crate) fn area_in_floor(&self, low: usize) -> usize {
+        let tp = (low + FLOOR - self.tcb_size) & !(self.static_align - 1);
+        tp - self.tls_below
+    }
+
+    /// Whether a thread area fits a stack's floor (`area_in_floor`).
+    pub(crate) fn fits_floor(&self) -> bool {
+        let page = crate::memory::PAGE;
+        self.static_align <= page && self.area_in_floor(page) >= page
+    }
+
     /// Checks, cheaply, that the calling thread can be a worker: a
     /// pthread-created thread (its descriptor records a stack; the main
     /// thread's does not) whose self pointers match this layout.

@@ -34,12 +34,15 @@ const MADV_POPULATE_WRITE: libc::c_int = 23;
 const PROT: libc::c_int = libc::PROT_READ | libc::PROT_WRITE;
 const FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK;
 
+/// The pages of a free slot of a stride at an address that may go back to
+/// the kernel: up to two `(address, length)` ranges (a stack slot with a
+/// floor keeps its guard page between them); an unused one is empty.
+pub(super) type Spare = fn(usize, usize) -> [(usize, usize); 2];
+
 /// The slots of one size, and their chunks.
 pub(crate) struct Slots {
     stride: usize,
-    /// The pages of a free slot at an address that may go back to the
-    /// kernel: `(address, length)`.
-    spare: fn(usize, usize) -> (usize, usize),
+    spare: Spare,
     /// Released slots, most recent last; their pages may be resident.
     dirty: Vec<Slot>,
     /// Released slots whose spare pages were given back.
@@ -84,7 +87,7 @@ struct Chunk {
 impl Slots {
     /// Slots of `stride` bytes (a multiple of every alignment they need, up
     /// to a page), whose `spare` pages are given back once they are free.
-    pub(crate) const fn new(stride: usize, spare: fn(usize, usize) -> (usize, usize)) -> Slots {
+    pub(crate) const fn new(stride: usize, spare: Spare) -> Slots {
         Slots {
             stride,
             spare,
@@ -268,7 +271,7 @@ impl Slots {
         self.dirty.drain(..taken);
         let ranges: Vec<(usize, usize)> = batch
             .iter()
-            .map(|slot| (self.spare)(slot.low, self.stride))
+            .flat_map(|slot| (self.spare)(slot.low, self.stride))
             .collect();
         give_back(&ranges);
         self.clean.extend(batch);
@@ -310,8 +313,11 @@ impl Slots {
                 false => chunk.end - (chunk.end - start) % self.stride,
             };
             for low in (start..carved_to).step_by(self.stride) {
-                let (address, len) = (self.spare)(low, self.stride);
-                let _ = syscall!(libc::SYS_madvise, address, len, MADV_POPULATE_WRITE);
+                for (address, len) in (self.spare)(low, self.stride) {
+                    if len > 0 {
+                        let _ = syscall!(libc::SYS_madvise, address, len, MADV_POPULATE_WRITE);
+                    }
+                }
             }
         }
     }
@@ -342,8 +348,8 @@ mod tests {
         ret == 0 && vec[0] & 1 == 1
     }
 
-    fn whole(low: usize, stride: usize) -> (usize, usize) {
-        (low, stride)
+    fn whole(low: usize, stride: usize) -> [(usize, usize); 2] {
+        [(low, stride), (0, 0)]
     }
 
     fn touch(address: usize) {
@@ -438,7 +444,7 @@ mod tests {
             (start, end.saturating_sub(start))
         }
         let stride = PAGE + 768;
-        let mut slots = Slots::new(stride, inner);
+        let mut slots = Slots::new(stride, |low, stride| [inner(low, stride), (0, 0)]);
         let count = 3 * DIRTY_BYTES / stride;
         let taken: Vec<usize> = (0..count)
             .map(|_| slots.take(|_| Ok(())).unwrap())

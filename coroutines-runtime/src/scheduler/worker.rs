@@ -13,8 +13,8 @@ use std::time::Instant;
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use super::{admission, Shared};
-use crate::coroutine::{self, switch, Gen, Lifecycle, StackPool, Suspend, Task};
-use crate::identity::{StackBounds, ThreadBlock};
+use crate::coroutine::{self, switch, Gen, Identity, Lifecycle, StackPool, Suspend, Task};
+use crate::identity::{Layout, ThreadBlock};
 use crate::reactor::{self, Poller, Timers};
 use crate::sync::SpinLock;
 
@@ -281,6 +281,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
         ready: RefCell::new(VecDeque::new()),
         stacks: RefCell::new(StackPool::new(
             shared.config.stack_size,
+            shared.config.identity.is_some_and(Layout::fits_floor),
             super::STACK_POOL_CAPACITY,
         )),
         tick: Cell::new(0),
@@ -449,17 +450,17 @@ impl Local {
     /// Gives a new coroutine its stack. Returns false if it could not start.
     fn start(&self, shared: &Shared, task: &Arc<Task>) -> bool {
         let this = TaskPtr(Arc::as_ptr(task));
-        let stack = self
-            .stacks
-            .borrow_mut()
-            .get(task.stack_bytes, task.measured, move || {
-                let this = this;
-                // SAFETY: a task outlives its generator: the registry holds it
-                // from its spawn until the generator is done.
-                switch::body(unsafe { &*this.0 })
-            });
-        let generator =
-            stack.and_then(|(generator, block)| give_identity(shared, task, generator, block));
+        let mut stacks = self.stacks.borrow_mut();
+        let stack = stacks.get(task.stack_bytes, task.measured, move || {
+            let this = this;
+            // SAFETY: a task outlives its generator: the registry holds it
+            // from its spawn until the generator is done.
+            switch::body(unsafe { &*this.0 })
+        });
+        let generator = stack.and_then(|(generator, identity)| {
+            give_identity(shared, &stacks, task, generator, identity)
+        });
+        drop(stacks);
         match generator {
             Ok(generator) => {
                 let (mut generator, address) = coroutine::generator_address(generator);
@@ -664,27 +665,21 @@ struct TaskPtr(*const Task);
 unsafe impl Send for TaskPtr {}
 
 /// Gives a new coroutine its own thread identity, where the runtime has
-/// them, before its first run: the recycled `block` of its stack's last
+/// them, before its first run: the recycled block of its stack's last
 /// coroutine, or a new one.
 fn give_identity(
     shared: &Shared,
+    stacks: &StackPool,
     task: &Task,
     generator: Gen,
-    block: Option<ThreadBlock>,
+    identity: Identity,
 ) -> io::Result<Gen> {
     let Some(layout) = shared.config.identity else {
         return Ok(generator);
     };
-    let (generator, block) = match block {
-        Some(block) => {
-            let refilled = block.refill();
-            (generator, refilled.map(|()| block))
-        }
-        None => {
-            let words = crate::coroutine::stack_words(task.stack_bytes, task.measured);
-            let (generator, stack) = StackBounds::of_generator(generator, words);
-            (generator, ThreadBlock::new(layout, stack))
-        }
+    let block = match identity {
+        Identity::Recycled(block) => block.refill().map(|()| block),
+        Identity::New { mapping, floor } => ThreadBlock::new(layout, mapping, floor),
     };
     match block {
         Ok(block) => {
@@ -695,7 +690,7 @@ fn give_identity(
             Ok(generator)
         }
         Err(error) => {
-            crate::coroutine::Stacks::release(generator, task.stack_bytes, task.measured);
+            stacks.release(task.stack_bytes, task.measured, generator);
             Err(io::Error::new(
                 error.kind(),
                 format!("could not give the coroutine its own thread identity: {error}"),
