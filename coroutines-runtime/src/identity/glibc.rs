@@ -38,6 +38,8 @@
 //! | `rseq_area` | `__rseq_offset`, `__rseq_size` (ld.so, public since 2.35); `cpu_id` at +4 (kernel ABI `struct rseq`) | inside the descriptor; `cpu_id` is a valid CPU |
 //! | `errno`, `__libc_dlerror_result` (libc TLS) | `__errno_location()`, exported TLS symbols | inside libc's static block |
 //! | malloc's per-thread words (`tcache`, `thread_arena`) | probe: the words of the static area that a thread's first `malloc` changes | exactly two words, both in libc's block |
+//! | static TLS in use: the start-up modules' blocks; the rest is surplus | `dl_iterate_phdr` (`dlpi_tls_data`, `PT_TLS`) | every block inside `[TP - below, TP)` |
+//! | a module with TLS loaded since start-up | `_rtld_global._dl_tls_dtv_slotinfo_list` via `__nptl_rtld_global` and the `_thread_db_dtv_slotinfo*` descriptors: the `map` of the next free slot | the list's taken slots are exactly `1..=n`, the modules `dl_iterate_phdr` reports; else copies take the whole area |
 //!
 //! Everything else in `struct pthread` is left zero in a copy, which is the
 //! state glibc gives a new thread (`allocate_stack` clears the descriptor).
@@ -152,10 +154,10 @@ pub(crate) struct Layout {
     /// Bytes below the TP that the start-up modules' blocks span; the
     /// rest of `tls_below` is glibc's surplus for modules loaded later.
     tls_in_use: usize,
-    /// A word of glibc's TLS module list that stays null until a module
-    /// with TLS is loaded (see [`surplus_watch`]); `None` if the list could
-    /// not be read as expected, and then copies take the whole area.
-    surplus_watch: Option<usize>,
+    /// glibc's TLS module slots as they were (see [`tls_slots`]); `None`
+    /// if its list could not be read as expected, and then copies take the
+    /// whole area.
+    tls_slots: Option<Vec<SlotWord>>,
     /// This crate's own thread-local (`CURRENT_BLOCK`), from the TP.
     pub(crate) tp_current_block: isize,
     /// What a resumed coroutine reads of its copy first, from the TP: the
@@ -815,7 +817,7 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
         malloc_len: hi - lo,
         modules,
         tls_in_use,
-        surplus_watch: surplus_watch(&mods),
+        tls_slots: tls_slots(&mods),
         tp_current_block,
         tp_hot: [
             0,
@@ -834,19 +836,38 @@ unsafe extern "C" {
 /// `PTHREAD_CANCEL_DISABLE` (`<pthread.h>`).
 const PTHREAD_CANCEL_DISABLE: c_int = 1;
 
-/// Set once a module with TLS was loaded after start-up: it may have
-/// taken part of the static surplus, which copies then take too.
-static SURPLUS_IN_USE: AtomicBool = AtomicBool::new(false);
+/// Set once glibc's TLS modules are no longer those of start-up (one was
+/// loaded or unloaded): a module loaded since may have taken part of the
+/// static surplus, which copies then take too.
+static TLS_MODULES_CHANGED: AtomicBool = AtomicBool::new(false);
 
-/// The word that tells whether a module with TLS was loaded since the
-/// start-up modules `mods`: the `map` of the slot the next one takes in
-/// glibc's `dl_tls_dtv_slotinfo_list`, or the list's last `next` pointer
-/// if that slot is not allocated yet. glibc gives a new module the lowest
-/// free slot, so this holds only while the slots below are all taken
-/// (none was freed by a `dlclose`) and the list holds exactly the modules
-/// `dl_iterate_phdr` reports (no other namespace's, as an auditor's);
-/// otherwise `None`. Read with libthread_db's descriptors, as gdb does.
-fn surplus_watch(mods: &[PhdrModule]) -> Option<usize> {
+/// A word of glibc's TLS module list and its value at start-up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlotWord {
+    address: usize,
+    value: usize,
+}
+
+impl SlotWord {
+    fn unchanged(self) -> bool {
+        // SAFETY: a word of glibc's slotinfo list, which is never freed;
+        // read racily, as glibc's own `__tls_get_addr` does.
+        unsafe { AtomicUsize::from_ptr(self.address as *mut usize) }.load(Ordering::Relaxed)
+            == self.value
+    }
+}
+
+/// The words of glibc's `dl_tls_dtv_slotinfo_list` that change when a
+/// module with TLS is loaded or unloaded: the `map` of every taken slot
+/// (slot `i` at index `i - 1`; `dlclose` clears it, a module loaded into
+/// it after sets it anew) and of the slot after them, or the list's last
+/// `next` pointer if that slot is not allocated yet. glibc gives a new
+/// module the lowest free slot, so while none of these words changed the
+/// modules are those of start-up. This holds only where the list's taken
+/// slots are exactly `1..=n` and the modules `dl_iterate_phdr` reports
+/// (no other namespace's, as an auditor's); otherwise `None`. Read with
+/// libthread_db's descriptors, as gdb does.
+fn tls_slots(mods: &[PhdrModule]) -> Option<Vec<SlotWord>> {
     let field = |name: &CStr| desc(name).ok().map(|d| d.offset as usize);
     let rtld = rd::<usize>(sym(c"__nptl_rtld_global")? as usize);
     let list_at = field(c"_thread_db_rtld_global__dl_tls_dtv_slotinfo_list")?;
@@ -886,32 +907,63 @@ fn surplus_watch(mods: &[PhdrModule]) -> Option<usize> {
     if chunk != 0 || taken != ids || !dense {
         return None;
     }
+    let word = |address| SlotWord {
+        address,
+        value: rd::<usize>(address),
+    };
+    let mut words: Vec<SlotWord> = taken
+        .iter()
+        .map(|&slot| {
+            let c = chunks.iter().find(|c| (c.1..c.1 + c.2).contains(&slot));
+            word(map_of(*c.expect("a taken slot's chunk"), slot))
+        })
+        .collect();
     let next = taken.len() + 1;
-    match chunks.iter().find(|c| (c.1..c.1 + c.2).contains(&next)) {
-        Some(&c) => Some(map_of(c, next)),
-        None => chunks.last().map(|c| c.0 + next_at),
-    }
+    words.push(
+        match chunks.iter().find(|c| (c.1..c.1 + c.2).contains(&next)) {
+            Some(&c) => word(map_of(c, next)),
+            None => word(chunks.last()?.0 + next_at),
+        },
+    );
+    Some(words)
 }
 
 impl Layout {
     /// Bytes of static TLS below the TP that a copy takes: the start-up
     /// modules' blocks. glibc places a module loaded later with static TLS
-    /// in the surplus below them, so once a module with TLS was loaded
-    /// (or if that cannot be told), the whole area.
+    /// in the surplus below them, so once the TLS modules changed (or if
+    /// that cannot be told), the whole area.
     #[inline]
     pub(crate) fn tls_to_copy(&self) -> usize {
-        let Some(watch) = self.surplus_watch else {
-            return self.tls_below;
-        };
-        if !SURPLUS_IN_USE.load(Ordering::Relaxed) {
-            // SAFETY: a word of glibc's slotinfo list, which is never
-            // freed; read racily as glibc's own `__tls_get_addr` does.
-            if unsafe { AtomicUsize::from_ptr(watch as *mut usize) }.load(Ordering::Relaxed) == 0 {
-                return self.tls_in_use;
-            }
-            SURPLUS_IN_USE.store(true, Ordering::Relaxed);
+        match self.tls_modules_changed() {
+            false => self.tls_in_use,
+            true => self.tls_below,
         }
-        self.tls_below
+    }
+
+    /// Whether glibc's TLS modules may differ from those of start-up.
+    fn tls_modules_changed(&self) -> bool {
+        let Some(words) = &self.tls_slots else {
+            return true;
+        };
+        if TLS_MODULES_CHANGED.load(Ordering::Relaxed) {
+            return true;
+        }
+        if words.iter().all(|word| word.unchanged()) {
+            return false;
+        }
+        TLS_MODULES_CHANGED.store(true, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether the start-up module `m` is still loaded, so that its block
+    /// can be reset from its initial image: a module `dlopen`ed before the
+    /// runtime may have been closed since (its image unmapped).
+    pub(crate) fn still_loaded(&self, m: &Module) -> bool {
+        match &self.tls_slots {
+            Some(words) => words.get(m.modid - 1).is_some_and(|word| word.unchanged()),
+            None => true,
+        }
     }
 
     /// Where the area of a thread block lies in the floor of a stack
