@@ -11,26 +11,10 @@ mod support;
 
 use std::time::Duration;
 
-use support::identity::{joined, on_runtime, workers};
+use support::identity::{joined, on_runtime, stack_and_thread_pointer, workers};
 
 const PAGE: usize = 4096;
 const RUNTIME_STACK: usize = 64 * 1024;
-
-/// What glibc reports of the calling coroutine's stack, and its thread
-/// pointer: `(lowest usable byte, size, guard size, thread pointer)`.
-fn stack_and_thread_pointer() -> (usize, usize, usize, usize) {
-    // SAFETY: pthread_getattr_np on the calling thread's own descriptor,
-    // with a local attribute object destroyed after use.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        assert_eq!(libc::pthread_getattr_np(libc::pthread_self(), &mut attr), 0);
-        let (mut addr, mut size, mut guard) = (std::ptr::null_mut(), 0, 0);
-        assert_eq!(libc::pthread_attr_getstack(&attr, &mut addr, &mut size), 0);
-        assert_eq!(libc::pthread_attr_getguardsize(&attr, &mut guard), 0);
-        libc::pthread_attr_destroy(&mut attr);
-        (addr as usize, size, guard, libc::pthread_self() as usize)
-    }
-}
 
 #[test]
 fn the_thread_area_lies_in_the_floor_of_a_runtime_sized_stack() {

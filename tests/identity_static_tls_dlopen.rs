@@ -11,12 +11,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use support::child::{child_case, rerun, wait_bounded};
 use support::identity::{joined, on_runtime, workers};
+use support::library::{compile, dlerror, dlopen, sym};
 
 /// A library whose thread-locals sit in static TLS, in a block larger than
 /// the start-up modules' (so it reaches below what copies take without
@@ -44,24 +44,15 @@ struct Library {
 }
 
 impl Library {
+    /// Loads the library at `path`, for good.
     fn load(path: &Path) -> Library {
-        let path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-        // SAFETY: dlopen and dlsym with NUL-terminated names; the library
-        // is never unloaded.
-        unsafe {
-            let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
-            assert!(!handle.is_null(), "dlopen failed: {:?}", dlerror());
-            let sym = |name: &std::ffi::CStr| {
-                let f = libc::dlsym(handle, name.as_ptr());
-                assert!(!f.is_null(), "{name:?} not found");
-                f as usize
-            };
-            Library {
-                get_marker: sym(c"get_marker"),
-                set_marker: sym(c"set_marker"),
-                filler_sum: sym(c"filler_sum"),
-                fill: sym(c"fill"),
-            }
+        let handle = dlopen(path, libc::RTLD_NOW);
+        assert!(!handle.is_null(), "dlopen failed: {}", dlerror());
+        Library {
+            get_marker: sym(handle, c"get_marker"),
+            set_marker: sym(handle, c"set_marker"),
+            filler_sum: sym(handle, c"filler_sum"),
+            fill: sym(handle, c"fill"),
         }
     }
 
@@ -82,18 +73,6 @@ impl Library {
             seen
         }
     }
-}
-
-fn dlerror() -> Option<String> {
-    // SAFETY: dlerror returns null or a NUL-terminated message.
-    let message = unsafe { libc::dlerror() };
-    (!message.is_null())
-        // SAFETY: non-null: a NUL-terminated message.
-        .then(|| {
-            unsafe { std::ffi::CStr::from_ptr(message) }
-                .to_string_lossy()
-                .into_owned()
-        })
 }
 
 /// What new threads and new coroutines, one after another on one worker,
@@ -133,33 +112,14 @@ fn child(case: &str) {
     println!("STATIC TLS OK");
 }
 
-fn build_library() -> Option<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("static-tls-dlopen-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let source = dir.join("library.c");
-    std::fs::write(&source, LIBRARY_C).unwrap();
-    let library = dir.join("libstatictls.so");
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .output()
-        .ok()?;
-    assert!(
-        out.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(library)
-}
-
 #[test]
 fn a_dlopened_librarys_static_thread_locals_start_as_in_a_new_thread() {
     if let Some(case) = child_case() {
         child(&case);
         return;
     }
-    let Some(library) = build_library() else {
+    let dir = std::env::temp_dir().join(format!("static-tls-dlopen-{}", std::process::id()));
+    let Some(library) = compile(&dir, "statictls", LIBRARY_C, &[]) else {
         eprintln!("no C compiler: skipped");
         return;
     };
@@ -177,6 +137,6 @@ fn a_dlopened_librarys_static_thread_locals_start_as_in_a_new_thread() {
             ));
         }
     }
-    let _ = std::fs::remove_dir_all(library.parent().unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
 }

@@ -447,24 +447,14 @@ unsigned long interposer_calls(void) {
 /// pointer); 1: one global slot; 2: a per-thread heap slot (no fixed
 /// offset).
 fn build_interposer(mode: u32) -> std::path::PathBuf {
-    let dir = build_dir(mode);
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("interposer.c");
-    std::fs::write(&src, INTERPOSER_C).unwrap();
-    let lib = dir.join("libinterposer.so");
-    let mut cc = Command::new("cc");
-    cc.args(["-shared", "-fPIC", "-O1", "-pthread"])
-        .arg(format!("-DMODE={mode}"))
-        .arg("-o")
-        .arg(&lib)
-        .arg(&src);
-    let out = cc.output().expect("cc");
-    assert!(
-        out.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    lib
+    let define = format!("-DMODE={mode}");
+    support::library::compile(
+        &build_dir(mode),
+        "interposer",
+        INTERPOSER_C,
+        &["-pthread", &define],
+    )
+    .expect("cc")
 }
 
 fn build_dir(mode: u32) -> std::path::PathBuf {

@@ -52,6 +52,22 @@ pub fn workers(workers: usize) -> coroutines::runtime::Builder {
     Runtime::builder().workers(workers)
 }
 
+/// What glibc reports of the caller's stack, and its thread pointer:
+/// `(lowest usable byte, size, guard size, thread pointer)`.
+pub fn stack_and_thread_pointer() -> (usize, usize, usize, usize) {
+    // SAFETY: pthread_getattr_np on the calling thread's own descriptor,
+    // with a local attribute object destroyed after use.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        assert_eq!(libc::pthread_getattr_np(libc::pthread_self(), &mut attr), 0);
+        let (mut addr, mut size, mut guard) = (std::ptr::null_mut(), 0, 0);
+        assert_eq!(libc::pthread_attr_getstack(&attr, &mut addr, &mut size), 0);
+        assert_eq!(libc::pthread_attr_getguardsize(&attr, &mut guard), 0);
+        libc::pthread_attr_destroy(&mut attr);
+        (addr as usize, size, guard, libc::pthread_self() as usize)
+    }
+}
+
 /// The kernel thread running the caller: which worker a coroutine is on
 /// (`thread::current()` names the coroutine, not the worker).
 pub fn os_thread() -> libc::pid_t {

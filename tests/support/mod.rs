@@ -11,6 +11,7 @@
 pub mod child;
 pub mod futex_table;
 pub mod identity;
+pub mod library;
 pub mod memory;
 
 use std::io::{self, Read, Write};
