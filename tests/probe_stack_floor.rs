@@ -99,13 +99,11 @@ fn compare_tls(runtime: &Runtime, get: usize, set: usize) -> Vec<String> {
     failures
 }
 
-/// A TLS module loaded before the runtime (so before the layout probe,
-/// which picks the *next* slotinfo slot as the word to watch) and closed
-/// afterwards gives its slot back; an initial-exec library loaded next
-/// takes that slot, the watched one stays null, and its block in the
-/// static surplus is never copied into coroutines.
+/// A TLS module loaded before the runtime and closed afterwards gives its
+/// module slot back; an initial-exec library loaded next takes that slot
+/// and a block lower in the static surplus, which copies must take.
 #[test]
-fn probe_dlclose_then_dlopen_static_tls_reuses_the_watched_slot() {
+fn probe_dlclose_then_dlopen_static_tls_reuses_the_slot() {
     if let Some(_case) = child_case() {
         let dyn_path = PathBuf::from(std::env::var("LIB_DYN").unwrap());
         let ie_path = PathBuf::from(std::env::var("LIB_IE").unwrap());

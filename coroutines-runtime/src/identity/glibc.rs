@@ -39,14 +39,14 @@
 //! | `errno`, `__libc_dlerror_result` (libc TLS) | `__errno_location()`, exported TLS symbols | inside libc's static block |
 //! | malloc's per-thread words (`tcache`, `thread_arena`) | probe: the words of the static area that a thread's first `malloc` changes | exactly two words, both in libc's block |
 //! | static TLS in use: the start-up modules' blocks; the rest is surplus | `dl_iterate_phdr` (`dlpi_tls_data`, `PT_TLS`) | every block inside `[TP - below, TP)` |
-//! | a module with TLS loaded since start-up | `_rtld_global._dl_tls_dtv_slotinfo_list` via `__nptl_rtld_global` and the `_thread_db_dtv_slotinfo*` descriptors: the `map` of the next free slot | the list's taken slots are exactly `1..=n`, the modules `dl_iterate_phdr` reports; else copies take the whole area |
+//! | static TLS in use now (`dl_tls_static_used`: grows when a module loaded later takes static TLS) | the word after `_dl_tls_static_nelem`, after `_rtld_global._dl_tls_dtv_slotinfo_list` (`_thread_db_rtld_global__dl_tls_dtv_slotinfo_list`, via `__nptl_rtld_global`) | at start-up it equals the modules' span; the words before hold the highest module id and the slot list, the one before it the start-up module count; else copies take the whole area |
 //!
 //! Everything else in `struct pthread` is left zero in a copy, which is the
 //! state glibc gives a new thread (`allocate_stack` clears the descriptor).
 
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use std::fmt;
 
 use super::fs;
@@ -95,8 +95,10 @@ pub(crate) struct Module {
     pub(crate) modid: usize,
     /// Block start minus TP (negative: below the TP).
     pub(crate) tp_offset: isize,
-    pub(crate) image: usize,
-    pub(crate) filesz: usize,
+    /// A copy of its initial image (`.tdata`), taken at start-up: a module
+    /// `dlopen`ed before the runtime may be closed later, its image
+    /// unmapped.
+    pub(crate) image: Box<[u8]>,
     pub(crate) memsz: usize,
     /// libc's block is copied (it holds malloc's and the locale's per-thread
     /// pointers, shared with the worker); every other block is reset.
@@ -154,10 +156,9 @@ pub(crate) struct Layout {
     /// Bytes below the TP that the start-up modules' blocks span; the
     /// rest of `tls_below` is glibc's surplus for modules loaded later.
     tls_in_use: usize,
-    /// glibc's TLS module slots as they were (see [`tls_slots`]); `None`
-    /// if its list could not be read as expected, and then copies take the
-    /// whole area.
-    tls_slots: Option<Vec<SlotWord>>,
+    /// glibc's `dl_tls_static_used` (see [`static_tls_used`]); `None` if it
+    /// could not be found, and then copies take the whole area.
+    static_used: Option<usize>,
     /// This crate's own thread-local (`CURRENT_BLOCK`), from the TP.
     pub(crate) tp_current_block: isize,
     /// What a resumed coroutine reads of its copy first, from the TP: the
@@ -489,8 +490,11 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
             m.modid
         );
         let val = rd::<usize>(dtv + 16 * m.modid);
+        // A module loaded with dynamic TLS that this thread has not used
+        // yet has no block: unallocated in the dtv, null to dl_iterate_phdr.
+        let unallocated = val == TLS_DTV_UNALLOCATED && m.tls_data == 0;
         ensure!(
-            val == m.tls_data,
+            val == m.tls_data || unallocated,
             "dtv[{}] = {val:#x} but dl_iterate_phdr reports {:#x} for {:?}",
             m.modid,
             m.tls_data,
@@ -500,8 +504,10 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
             modules.push(Module {
                 modid: m.modid,
                 tp_offset: m.tls_data as isize - tp as isize,
-                image: m.image,
-                filesz: m.filesz,
+                // SAFETY: the module's PT_TLS image, mapped while it is
+                // loaded (it is: it was just reported).
+                image: unsafe { core::slice::from_raw_parts(m.image as *const u8, m.filesz) }
+                    .into(),
                 memsz: m.memsz,
                 is_libc: errno_addr >= m.tls_data && errno_addr < m.tls_data + m.memsz,
             });
@@ -774,13 +780,12 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
     let tp_malloc = lo as isize - tp as isize;
 
     let tp_current_block = cur as isize - tp as isize;
-    let tls_in_use = modules
+    let modules_span = modules
         .iter()
         .map(|m| m.tp_offset.unsigned_abs())
         .max()
-        .unwrap_or(0)
-        .next_multiple_of(16)
-        .min(below);
+        .unwrap_or(0);
+    let static_used = static_tls_used(&mods, modules.len(), modules_span, below - modules_span);
     Ok(Layout {
         static_size: probe.static_size,
         static_align: probe.static_align,
@@ -816,8 +821,8 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
         tp_malloc,
         malloc_len: hi - lo,
         modules,
-        tls_in_use,
-        tls_slots: tls_slots(&mods),
+        tls_in_use: modules_span.next_multiple_of(16).min(below),
+        static_used,
         tp_current_block,
         tp_hot: [
             0,
@@ -836,96 +841,49 @@ unsafe extern "C" {
 /// `PTHREAD_CANCEL_DISABLE` (`<pthread.h>`).
 const PTHREAD_CANCEL_DISABLE: c_int = 1;
 
-/// Set once glibc's TLS modules are no longer those of start-up (one was
-/// loaded or unloaded): a module loaded since may have taken part of the
-/// static surplus, which copies then take too.
-static TLS_MODULES_CHANGED: AtomicBool = AtomicBool::new(false);
-
-/// A word of glibc's TLS module list and its value at start-up.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SlotWord {
-    address: usize,
-    value: usize,
-}
-
-impl SlotWord {
-    fn unchanged(self) -> bool {
-        // SAFETY: a word of glibc's slotinfo list, which is never freed;
-        // read racily, as glibc's own `__tls_get_addr` does.
-        unsafe { AtomicUsize::from_ptr(self.address as *mut usize) }.load(Ordering::Relaxed)
-            == self.value
-    }
-}
-
-/// The words of glibc's `dl_tls_dtv_slotinfo_list` that change when a
-/// module with TLS is loaded or unloaded: the `map` of every taken slot
-/// (slot `i` at index `i - 1`; `dlclose` clears it, a module loaded into
-/// it after sets it anew) and of the slot after them, or the list's last
-/// `next` pointer if that slot is not allocated yet. glibc gives a new
-/// module the lowest free slot, so while none of these words changed the
-/// modules are those of start-up. This holds only where the list's taken
-/// slots are exactly `1..=n` and the modules `dl_iterate_phdr` reports
-/// (no other namespace's, as an auditor's); otherwise `None`. Read with
-/// libthread_db's descriptors, as gdb does.
-fn tls_slots(mods: &[PhdrModule]) -> Option<Vec<SlotWord>> {
-    let field = |name: &CStr| desc(name).ok().map(|d| d.offset as usize);
+/// Where glibc's `_rtld_global._dl_tls_static_used` is: the bytes of
+/// static TLS below the thread pointer that modules use, which only grows
+/// (a module loaded later with static TLS, or given static TLS when
+/// another one refers to its thread-locals with the initial-exec model,
+/// takes the next bytes of the surplus; none are freed). It has no
+/// libthread_db descriptor, but in glibc 2.32 and later it is the second
+/// word after `_dl_tls_dtv_slotinfo_list`, which has one (`ldsodefs.h`:
+/// `_dl_tls_max_dtv_idx`, `_dl_tls_dtv_slotinfo_list`,
+/// `_dl_tls_static_nelem`, `_dl_tls_static_used`,
+/// `_dl_tls_static_optional`); it is taken only if the words around it
+/// hold what they must: the highest module id, the start-up module count,
+/// the bytes the start-up modules span (`in_use`) and a surplus for
+/// optimisation within the area (`surplus`), checked against
+/// `dl_iterate_phdr`. Older glibcs fail the check: copies then take the
+/// whole area.
+fn static_tls_used(
+    mods: &[PhdrModule],
+    static_modules: usize,
+    in_use: usize,
+    surplus: usize,
+) -> Option<usize> {
     let rtld = rd::<usize>(sym(c"__nptl_rtld_global")? as usize);
-    let list_at = field(c"_thread_db_rtld_global__dl_tls_dtv_slotinfo_list")?;
-    let (len_at, next_at) = (
-        field(c"_thread_db_dtv_slotinfo_list_len")?,
-        field(c"_thread_db_dtv_slotinfo_list_next")?,
-    );
-    let entries = desc(c"_thread_db_dtv_slotinfo_list_slotinfo").ok()?;
-    let map_at = field(c"_thread_db_dtv_slotinfo_map")?;
-    if rtld == 0 || entries.bits != 128 {
+    let list = rtld
+        + desc(c"_thread_db_rtld_global__dl_tls_dtv_slotinfo_list")
+            .ok()?
+            .offset as usize;
+    if rtld == 0 || !list.is_multiple_of(8) {
         return None;
     }
-    let entry_at = entries.offset as usize;
-    // (chunk, first slot index, slot count) of every chunk of the list.
-    let mut chunks = Vec::new();
-    let (mut chunk, mut first) = (rd::<usize>(rtld + list_at), 0);
-    while chunk != 0 && chunks.len() < 64 {
-        let len = rd::<usize>(chunk + len_at);
-        chunks.push((chunk, first, len));
-        first += len;
-        chunk = rd::<usize>(chunk + next_at);
-    }
-    let map_of = |(chunk, first, _): (usize, usize, usize), slot: usize| {
-        chunk + entry_at + 16 * (slot - first) + map_at
-    };
-    let mut taken = Vec::new();
-    for &c in &chunks {
-        for slot in c.1.max(1)..c.1 + c.2 {
-            if rd::<usize>(map_of(c, slot)) != 0 {
-                taken.push(slot);
-            }
-        }
-    }
-    let mut ids: Vec<usize> = mods.iter().map(|m| m.modid).collect();
-    ids.sort_unstable();
-    let dense = taken.iter().enumerate().all(|(i, &slot)| slot == i + 1);
-    if chunk != 0 || taken != ids || !dense {
-        return None;
-    }
-    let word = |address| SlotWord {
-        address,
-        value: rd::<usize>(address),
-    };
-    let mut words: Vec<SlotWord> = taken
-        .iter()
-        .map(|&slot| {
-            let c = chunks.iter().find(|c| (c.1..c.1 + c.2).contains(&slot));
-            word(map_of(*c.expect("a taken slot's chunk"), slot))
-        })
-        .collect();
-    let next = taken.len() + 1;
-    words.push(
-        match chunks.iter().find(|c| (c.1..c.1 + c.2).contains(&next)) {
-            Some(&c) => word(map_of(c, next)),
-            None => word(chunks.last()?.0 + next_at),
-        },
+    let max_modid = mods.iter().map(|m| m.modid).max()?;
+    let (max_dtv_idx, slotinfo, nelem, used, optional) = (
+        rd::<usize>(list - 8),
+        rd::<usize>(list),
+        rd::<usize>(list + 8),
+        rd::<usize>(list + 16),
+        rd::<usize>(list + 24),
     );
-    Some(words)
+    let plausible = max_dtv_idx == max_modid
+        && slotinfo != 0
+        && (1..=static_modules).contains(&nelem)
+        && used == in_use
+        && optional <= surplus;
+    plausible.then_some(list + 16)
 }
 
 impl Layout {
@@ -935,35 +893,14 @@ impl Layout {
     /// that cannot be told), the whole area.
     #[inline]
     pub(crate) fn tls_to_copy(&self) -> usize {
-        match self.tls_modules_changed() {
-            false => self.tls_in_use,
-            true => self.tls_below,
-        }
-    }
-
-    /// Whether glibc's TLS modules may differ from those of start-up.
-    fn tls_modules_changed(&self) -> bool {
-        let Some(words) = &self.tls_slots else {
-            return true;
+        let Some(used) = self.static_used else {
+            return self.tls_below;
         };
-        if TLS_MODULES_CHANGED.load(Ordering::Relaxed) {
-            return true;
-        }
-        if words.iter().all(|word| word.unchanged()) {
-            return false;
-        }
-        TLS_MODULES_CHANGED.store(true, Ordering::Relaxed);
-        true
-    }
-
-    /// Whether the start-up module `m` is still loaded, so that its block
-    /// can be reset from its initial image: a module `dlopen`ed before the
-    /// runtime may have been closed since (its image unmapped).
-    pub(crate) fn still_loaded(&self, m: &Module) -> bool {
-        match &self.tls_slots {
-            Some(words) => words.get(m.modid - 1).is_some_and(|word| word.unchanged()),
-            None => true,
-        }
+        // SAFETY: glibc's `dl_tls_static_used` (verified by
+        // `static_tls_used`), read racily as glibc's own readers do.
+        let used = unsafe { AtomicUsize::from_ptr(used as *mut usize) }.load(Ordering::Relaxed);
+        used.next_multiple_of(16)
+            .clamp(self.tls_in_use, self.tls_below)
     }
 
     /// Where the area of a thread block lies in the floor of a stack
