@@ -8,47 +8,22 @@
 mod support;
 
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use coroutines::Runtime;
-use support::child::{child_case, rerun, wait_bounded};
-use support::identity::{joined, on_runtime, stack_and_thread_pointer, workers};
+use support::child::{child_case, run_case};
+use support::identity::{
+    compare_thread_locals, joined, on_runtime, stack_and_thread_pointer, workers,
+};
 use support::library::{compile, dlerror, dlopen, sym};
 use support::{errno, set_errno};
 
 const PAGE: usize = 4096;
 
 // ---------------------------------------------------------------- helpers
-
-/// Runs the calling test's child `case` with `env`, and fails if it does
-/// not print `ok` and exit 0 (returns its output).
-fn run_case(case: &str, env: &[(&str, &Path)], ok: &str) {
-    let mut command = rerun(case);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.env("RUST_BACKTRACE", "0");
-    let (out, ended) = wait_bounded(command.spawn().unwrap(), Duration::from_secs(90));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stdout.contains("SKIPPED") {
-        eprintln!("{case}: skipped: {stdout}");
-        return;
-    }
-    for line in stdout.lines().filter(|l| {
-        l.contains(" per parked") || l.starts_with("rss ") || l.starts_with("mappings ")
-    }) {
-        eprintln!("{case}: {line}");
-    }
-    assert!(
-        ended && out.status.success() && stdout.contains(ok),
-        "{case}: ended {ended}, {}\n--stdout--\n{stdout}\n--stderr--\n{stderr}",
-        out.status
-    );
-}
 
 // ------------------------------------------------ static TLS and dlclose
 
@@ -73,32 +48,6 @@ __thread char dyn_pad[64];
 int dyn_get(void) { return dyn_value; }
 "#;
 
-/// What new threads and new coroutines (one after another on one worker)
-/// read through `get`, each writing 7 through `set` afterwards.
-fn compare_tls(runtime: &Runtime, get: usize, set: usize) -> Vec<String> {
-    let observe = move || {
-        // SAFETY: functions of loaded libraries with these signatures.
-        unsafe {
-            let get: extern "C" fn() -> i32 = std::mem::transmute(get);
-            let set: extern "C" fn(i32) = std::mem::transmute(set);
-            let seen = get();
-            set(7);
-            seen
-        }
-    };
-    let mut failures = Vec::new();
-    for round in 0..10 {
-        let thread = thread::spawn(observe).join().unwrap();
-        let coroutine = joined(runtime.spawn(observe));
-        if coroutine != thread || thread != 0x5eed {
-            failures.push(format!(
-                "round {round}: new thread sees {thread:#x}, new coroutine {coroutine:#x}"
-            ));
-        }
-    }
-    failures
-}
-
 /// A TLS module loaded before the runtime and closed afterwards gives its
 /// module slot back; an initial-exec library loaded next takes that slot
 /// and a block lower in the static surplus, which copies must take.
@@ -121,7 +70,12 @@ fn probe_dlclose_then_dlopen_static_tls_reuses_the_slot() {
             }
             let ie = dlopen(&ie_path, libc::RTLD_NOW);
             assert!(!ie.is_null(), "{}", dlerror());
-            compare_tls(runtime, sym(ie, c"get_marker"), sym(ie, c"set_marker"))
+            compare_thread_locals(
+                runtime,
+                sym(ie, c"get_marker"),
+                sym(ie, c"set_marker"),
+                0x5eed,
+            )
         });
         assert!(failures.is_empty(), "{}", failures.join("\n"));
         println!("PROBE OK");
@@ -486,7 +440,7 @@ fn probe_rebuild_runtime_no_growth() {
             cycle();
         }
         let (rss1, maps1) = (support::memory::resident_kib(), support::memory::mappings());
-        println!("rss {rss0} -> {rss1} KiB, mappings {maps0} -> {maps1}");
+        println!("INFO rss {rss0} -> {rss1} KiB, mappings {maps0} -> {maps1}");
         assert!(rss1 < rss0 + 8 * 1024, "rss {rss0} -> {rss1} KiB");
         assert!(maps1 < maps0 + 50, "mappings {maps0} -> {maps1}");
         println!("PROBE OK");
@@ -551,8 +505,10 @@ fn probe_mlockall_mappings_per_floored_stack() {
             .unwrap();
         let (maps_off, rss_off) = per_parked(&off, 300);
         drop(off);
-        println!("identity on: {maps_on:.2} mappings, {rss_on:.1} KiB per parked coroutine");
-        println!("identity off: {maps_off:.2} mappings, {rss_off:.1} KiB per parked coroutine");
+        println!("INFO identity on: {maps_on:.2} mappings, {rss_on:.1} KiB per parked coroutine");
+        println!(
+            "INFO identity off: {maps_off:.2} mappings, {rss_off:.1} KiB per parked coroutine"
+        );
         assert!(
             maps_on < 2.2,
             "{maps_on:.2} mappings per floored stack, accounted as 2"
@@ -584,8 +540,10 @@ fn probe_resident_per_parked_coroutine() {
         let _ = per_parked(&off, 200);
         let (maps_off, rss_off) = per_parked(&off, 2000);
         drop(off);
-        println!("identity on: {maps_on:.2} mappings, {rss_on:.1} KiB per parked coroutine");
-        println!("identity off: {maps_off:.2} mappings, {rss_off:.1} KiB per parked coroutine");
+        println!("INFO identity on: {maps_on:.2} mappings, {rss_on:.1} KiB per parked coroutine");
+        println!(
+            "INFO identity off: {maps_off:.2} mappings, {rss_off:.1} KiB per parked coroutine"
+        );
         assert!(
             rss_on < rss_off + 6.0,
             "on {rss_on:.1} KiB, off {rss_off:.1} KiB"

@@ -7,89 +7,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use coroutines::Runtime;
-use support::child::{child_case, rerun, wait_bounded};
-use support::identity::{joined, on_runtime, workers};
-use support::library::{compile, dlerror, dlopen, sym};
+use support::child::{child_case, finish, run_case};
+use support::identity::{compare_thread_locals, joined, on_runtime, workers};
+use support::library::{compile, dlerror, dlopen, env_path, open, scratch_dir, sym};
 
 // ---------------------------------------------------------------- helpers
-
-fn run_case(case: &str, env: &[(&str, &Path)], ok: &str) {
-    let mut command = rerun(case);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.env("RUST_BACKTRACE", "0");
-    let (out, ended) = wait_bounded(command.spawn().unwrap(), Duration::from_secs(90));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("thread identity is off"),
-        "{case}: the child runs without thread identity:\n{stderr}"
-    );
-    if stdout.contains("SKIPPED") {
-        eprintln!("{case}: skipped: {stdout}");
-        return;
-    }
-    for line in stdout.lines().filter(|l| l.starts_with("INFO")) {
-        eprintln!("{case}: {line}");
-    }
-    assert!(
-        ended && out.status.success() && stdout.contains(ok),
-        "{case}: ended {ended}, {}\n--stdout--\n{stdout}\n--stderr--\n{stderr}",
-        out.status
-    );
-}
-
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var(name).unwrap())
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("probe-tls-slots-{tag}-{}", std::process::id()))
-}
-
-fn open(path: &Path, flags: libc::c_int) -> *mut libc::c_void {
-    let h = dlopen(path, flags);
-    assert!(!h.is_null(), "dlopen {path:?}: {}", dlerror());
-    h
-}
-
-/// What new threads and new coroutines (one after another on one worker)
-/// read through `get` (expecting `want`), each writing 7 through `set`.
-fn compare_tls(runtime: &Runtime, get: usize, set: usize, want: i32) -> Vec<String> {
-    let observe = move || {
-        // SAFETY: functions of loaded libraries with these signatures.
-        unsafe {
-            let get: extern "C" fn() -> i32 = std::mem::transmute(get);
-            let set: extern "C" fn(i32) = std::mem::transmute(set);
-            let seen = get();
-            set(7);
-            seen
-        }
-    };
-    let mut failures = Vec::new();
-    for round in 0..10 {
-        let thread = thread::spawn(observe).join().unwrap();
-        let coroutine = joined(runtime.spawn(observe));
-        if coroutine != thread || thread != want {
-            failures.push(format!(
-                "round {round}: new thread sees {thread:#x}, new coroutine {coroutine:#x} (want {want:#x})"
-            ));
-        }
-    }
-    failures
-}
-
-fn finish(failures: Vec<String>) {
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    println!("PROBE OK");
-}
 
 /// A library with dynamic (global-dynamic) TLS whose own code never
 /// touches it: glibc gives it no static TLS at load.
@@ -145,85 +71,60 @@ int dyn_get(void) { return dyn_value; }
 
 /// A library with dynamic TLS loaded before the runtime (a start-up module
 /// outside the static area); after the runtime starts, a library with no
-/// TLS of its own but initial-exec references to it is loaded: glibc
-/// moves the first one's TLS into the static surplus
-/// (`_dl_allocate_static_tls`). No slotinfo `map` word changes, so copies
-/// still take only the start-up part and miss it.
+/// TLS of its own that refers to the first one's thread-locals (built with
+/// `b_flags`) is loaded, and glibc moves the first one's TLS into the
+/// static surplus. Copies must take it: its block is below the start-up
+/// modules', and no module was loaded or closed to say so.
+fn dynamic_tls_made_static_later(tag: &str, a_source: &str, b_source: &str, b_flags: &[&str]) {
+    if child_case().is_some() {
+        let a = env_path("LIB_A");
+        let b = env_path("LIB_B");
+        open(&a, libc::RTLD_NOW | libc::RTLD_GLOBAL);
+        let failures = on_runtime(workers(1), Duration::from_secs(30), move |runtime| {
+            joined(runtime.spawn(|| ()));
+            let hb = open(&b, libc::RTLD_NOW);
+            compare_thread_locals(runtime, sym(hb, c"b_get"), sym(hb, c"b_set"), 0x5eed)
+        });
+        finish(failures);
+        return;
+    }
+    let dir = scratch_dir(&format!("probe-tls-slots-{tag}"));
+    let Some(a) = compile(&dir, "a", a_source, &[]) else {
+        return;
+    };
+    let d = dir.to_str().unwrap().to_owned();
+    let rpath = format!("-Wl,-rpath,{d}");
+    let mut flags = b_flags.to_vec();
+    flags.extend(["-L", &d, "-la", &rpath]);
+    let b = compile(&dir, "b", b_source, &flags).unwrap();
+    run_case(tag, &[("LIB_A", &a), ("LIB_B", &b)], "PROBE OK");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Through an initial-exec reference (`_dl_allocate_static_tls`).
 #[test]
 fn probe_pre_runtime_dynamic_tls_made_static_by_ie_user() {
-    if child_case().is_some() {
-        let a = env_path("LIB_A");
-        let b = env_path("LIB_B");
-        open(&a, libc::RTLD_NOW | libc::RTLD_GLOBAL);
-        let failures = on_runtime(workers(1), Duration::from_secs(30), move |runtime| {
-            joined(runtime.spawn(|| ()));
-            let hb = open(&b, libc::RTLD_NOW);
-            compare_tls(runtime, sym(hb, c"b_get"), sym(hb, c"b_set"), 0x5eed)
-        });
-        finish(failures);
-        return;
-    }
-    let dir = tmpdir("dyn2static");
-    let Some(a) = compile(&dir, "a", LIB_A, &[]) else {
-        return;
-    };
-    let d = dir.to_str().unwrap().to_owned();
-    let b = compile(
-        &dir,
-        "b",
-        LIB_B_IE,
-        &["-L", &d, "-la", &format!("-Wl,-rpath,{d}")],
-    )
-    .unwrap();
-    run_case("dyn2static", &[("LIB_A", &a), ("LIB_B", &b)], "PROBE OK");
-    let _ = std::fs::remove_dir_all(dir);
+    dynamic_tls_made_static_later("dyn2static", LIB_A, LIB_B_IE, &[]);
 }
 
-/// As above, through TLSDESC: glibc's optional static TLS
-/// (`TRY_STATIC_TLS`) gives the pre-runtime module static TLS.
+/// Through TLSDESC: glibc's optional static TLS (`TRY_STATIC_TLS`).
 #[test]
 fn probe_pre_runtime_dynamic_tls_made_static_by_tlsdesc_user() {
-    if child_case().is_some() {
-        let a = env_path("LIB_A");
-        let b = env_path("LIB_B");
-        open(&a, libc::RTLD_NOW | libc::RTLD_GLOBAL);
-        let failures = on_runtime(workers(1), Duration::from_secs(30), move |runtime| {
-            joined(runtime.spawn(|| ()));
-            let hb = open(&b, libc::RTLD_NOW);
-            compare_tls(runtime, sym(hb, c"b_get"), sym(hb, c"b_set"), 0x5eed)
-        });
-        finish(failures);
-        return;
-    }
-    let dir = tmpdir("desc2static");
-    let Some(a) = compile(&dir, "a", LIB_A_SMALL, &[]) else {
-        return;
-    };
-    let d = dir.to_str().unwrap().to_owned();
-    let b = compile(
-        &dir,
-        "b",
+    dynamic_tls_made_static_later(
+        "desc2static",
+        LIB_A_SMALL,
         LIB_B_DESC,
-        &[
-            "-mtls-dialect=gnu2",
-            "-L",
-            &d,
-            "-la",
-            &format!("-Wl,-rpath,{d}"),
-        ],
-    )
-    .unwrap();
-    run_case("desc2static", &[("LIB_A", &a), ("LIB_B", &b)], "PROBE OK");
-    let _ = std::fs::remove_dir_all(dir);
+        &["-mtls-dialect=gnu2"],
+    );
 }
 
-// ------------------------------------------------- words no longer watched
+// ---------------------------------------- modules loaded, closed, reused
 
 /// After the runtime started, with no coroutine spawned meanwhile: a
-/// library with dynamic TLS takes the next slot (the watched one), an
-/// initial-exec library the slot after (not watched), then the first is
-/// closed: the watched word is null again, as at start-up, and the change
-/// was never seen by a `fill`.
+/// library with dynamic TLS takes the next module slot, an initial-exec
+/// library the slot after, then the first is closed: the slots look as at
+/// start-up but one, and the initial-exec library's block is in the
+/// surplus.
 #[test]
 fn probe_load_two_then_close_the_first_unwatches_the_second() {
     if child_case().is_some() {
@@ -239,7 +140,7 @@ fn probe_load_two_then_close_the_first_unwatches_the_second() {
                 println!("SKIPPED: stayed loaded");
                 return Vec::new();
             }
-            compare_tls(
+            compare_thread_locals(
                 runtime,
                 sym(hi, c"get_marker"),
                 sym(hi, c"set_marker"),
@@ -249,7 +150,7 @@ fn probe_load_two_then_close_the_first_unwatches_the_second() {
         finish(failures);
         return;
     }
-    let dir = tmpdir("unwatch");
+    let dir = scratch_dir("probe-tls-slots-unwatch");
     let Some(d) = compile(&dir, "dyn", LIB_DYN, &[]) else {
         return;
     };
@@ -295,7 +196,7 @@ fn probe_startup_gap_then_dlclose_of_pre_runtime_ie_library() {
         println!("PROBE OK");
         return;
     }
-    let dir = tmpdir("gap");
+    let dir = scratch_dir("probe-tls-slots-gap");
     let Some(small) = compile(&dir, "small", LIB_SMALL_IE, &[]) else {
         return;
     };
@@ -333,7 +234,7 @@ fn probe_slot_reused_with_same_link_map_address() {
                 h2 as usize,
                 h1 == h2 as usize
             );
-            compare_tls(
+            compare_thread_locals(
                 runtime,
                 sym(h2, c"get_marker"),
                 sym(h2, c"set_marker"),
@@ -343,7 +244,7 @@ fn probe_slot_reused_with_same_link_map_address() {
         finish(failures);
         return;
     }
-    let dir = tmpdir("aba");
+    let dir = scratch_dir("probe-tls-slots-aba");
     let Some(first) = compile(&dir, "f1", LIB_SMALL_IE, &[]) else {
         return;
     };
@@ -392,7 +293,7 @@ fn probe_parked_coroutine_across_dlopen_of_ie_library() {
         finish(failures);
         return;
     }
-    let dir = tmpdir("parked");
+    let dir = scratch_dir("probe-tls-slots-parked");
     let Some(ie) = compile(&dir, "ie", LIB_IE, &[]) else {
         return;
     };
@@ -417,7 +318,7 @@ fn probe_dlmopen_new_namespace_ie_library() {
                 println!("SKIPPED: dlmopen: {}", dlerror());
                 return Vec::new();
             }
-            compare_tls(
+            compare_thread_locals(
                 runtime,
                 sym(h, c"get_marker"),
                 sym(h, c"set_marker"),
@@ -427,7 +328,7 @@ fn probe_dlmopen_new_namespace_ie_library() {
         finish(failures);
         return;
     }
-    let dir = tmpdir("dlmopen");
+    let dir = scratch_dir("probe-tls-slots-dlmopen");
     let Some(ie) = compile(&dir, "ie", LIB_IE, &[]) else {
         return;
     };
@@ -454,7 +355,7 @@ fn probe_dlmopen_before_runtime_then_ie_library() {
         let failures = on_runtime(workers(1), Duration::from_secs(30), move |runtime| {
             joined(runtime.spawn(|| ()));
             let hi = open(&ie, libc::RTLD_NOW | libc::RTLD_LOCAL);
-            compare_tls(
+            compare_thread_locals(
                 runtime,
                 sym(hi, c"get_marker"),
                 sym(hi, c"set_marker"),
@@ -464,7 +365,7 @@ fn probe_dlmopen_before_runtime_then_ie_library() {
         finish(failures);
         return;
     }
-    let dir = tmpdir("dlmopen-pre");
+    let dir = scratch_dir("probe-tls-slots-dlmopen-pre");
     let Some(ie) = compile(&dir, "ie", LIB_IE, &[]) else {
         return;
     };

@@ -103,3 +103,41 @@ pub fn run_child(what: &str, command: Command, limit: Duration) -> Output {
     );
     output
 }
+
+/// Runs the calling test's child `case` (see [`rerun`]) with `env` added,
+/// for up to 90 s, and fails the test unless the child kept thread
+/// identity, printed `ok` and exited 0; a child that prints `SKIPPED` is
+/// let be. The child's lines starting with `INFO` are passed on.
+pub fn run_case(case: &str, env: &[(&str, &std::path::Path)], ok: &str) {
+    let mut command = rerun(case);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.env("RUST_BACKTRACE", "0");
+    let (out, ended) = wait_bounded(command.spawn().unwrap(), Duration::from_secs(90));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("thread identity is off"),
+        "{case}: the child runs without thread identity:\n{stderr}"
+    );
+    if stdout.contains("SKIPPED") {
+        eprintln!("{case}: skipped: {stdout}");
+        return;
+    }
+    for line in stdout.lines().filter(|line| line.starts_with("INFO")) {
+        eprintln!("{case}: {line}");
+    }
+    assert!(
+        ended && out.status.success() && stdout.contains(ok),
+        "{case}: ended {ended}, {}\n--stdout--\n{stdout}\n--stderr--\n{stderr}",
+        out.status
+    );
+}
+
+/// Ends a child case of [`run_case`]: fails with `failures`, one per line,
+/// or prints `PROBE OK`.
+pub fn finish(failures: Vec<String>) {
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    println!("PROBE OK");
+}

@@ -115,3 +115,32 @@ pub fn joined<T>(handle: coroutines::JoinHandle<T>) -> T {
         .join()
         .unwrap_or_else(|payload| panic::resume_unwind(payload))
 }
+
+/// What new plain threads and new coroutines of `runtime` (one after the
+/// other, 10 rounds) read through a library's `get` (expecting `want`),
+/// each writing 7 through its `set` afterwards, as a recycled stack's
+/// next coroutine would find it: one line per round that differs.
+pub fn compare_thread_locals(runtime: &Runtime, get: usize, set: usize, want: i32) -> Vec<String> {
+    let observe = move || {
+        // SAFETY: functions of loaded libraries with these signatures.
+        unsafe {
+            let get: extern "C" fn() -> i32 = std::mem::transmute(get);
+            let set: extern "C" fn(i32) = std::mem::transmute(set);
+            let seen = get();
+            set(7);
+            seen
+        }
+    };
+    let mut failures = Vec::new();
+    for round in 0..10 {
+        let thread = thread::spawn(observe).join().unwrap();
+        let coroutine = joined(runtime.spawn(observe));
+        if coroutine != thread || thread != want {
+            failures.push(format!(
+                "round {round}: a new thread sees {thread:#x}, a new coroutine {coroutine:#x} \
+                 (want {want:#x})"
+            ));
+        }
+    }
+    failures
+}

@@ -55,3 +55,21 @@ pub fn sym(handle: *mut libc::c_void, name: &CStr) -> usize {
     assert!(!f.is_null(), "{name:?} not found");
     f as usize
 }
+
+/// `dlopen(path, flags)`, which must succeed: the handle.
+pub fn open(path: &Path, flags: libc::c_int) -> *mut libc::c_void {
+    let handle = dlopen(path, flags);
+    assert!(!handle.is_null(), "dlopen {path:?}: {}", dlerror());
+    handle
+}
+
+/// A directory of this process's own for a test's libraries, named after
+/// `tag`.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{tag}-{}", std::process::id()))
+}
+
+/// The path an environment variable of the child case names.
+pub fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var(name).unwrap())
+}

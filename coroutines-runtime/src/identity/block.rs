@@ -207,9 +207,9 @@ impl ThreadBlock {
     /// Writes a new thread's state, as seen from the worker at `wtp`:
     ///
     /// * Static TLS below the TP, the part in use (`Layout::tls_to_copy`):
-    ///   copied from the worker, then every module block except libc's reset
-    ///   to its initial image (`.tdata`, zeroed `.tbss`), so std and the
-    ///   runtime see a new thread. libc's block stays a copy (malloc's
+    ///   copied from the worker, then the block of every module loaded with
+    ///   the process but libc reset to its initial image (`.tdata`, zeroed
+    ///   `.tbss`), so std and the runtime see a new thread. libc's block stays a copy (malloc's
     ///   tcache and arena, the locale pointers) except `errno` (0), `__resp`
     ///   (the copy's own resolver state) and `__libc_dlerror_result` (none).
     /// * `struct pthread`: zero (a new thread's state) except `tcbhead_t`
@@ -242,7 +242,7 @@ impl ThreadBlock {
                 (tp - in_use) as *mut u8,
                 in_use,
             );
-            for m in l.modules.iter().filter(|m| !m.is_libc) {
+            for m in l.modules.iter().filter(|m| l.resets(m)) {
                 let dst = inner.at_tls::<u8>(m.tp_offset);
                 let filesz = m.image.len();
                 ptr::copy_nonoverlapping(m.image.as_ptr(), dst, filesz);

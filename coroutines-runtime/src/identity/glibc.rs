@@ -39,7 +39,7 @@
 //! | `errno`, `__libc_dlerror_result` (libc TLS) | `__errno_location()`, exported TLS symbols | inside libc's static block |
 //! | malloc's per-thread words (`tcache`, `thread_arena`) | probe: the words of the static area that a thread's first `malloc` changes | exactly two words, both in libc's block |
 //! | static TLS in use: the start-up modules' blocks; the rest is surplus | `dl_iterate_phdr` (`dlpi_tls_data`, `PT_TLS`) | every block inside `[TP - below, TP)` |
-//! | static TLS in use now (`dl_tls_static_used`: grows when a module loaded later takes static TLS) | the word after `_dl_tls_static_nelem`, after `_rtld_global._dl_tls_dtv_slotinfo_list` (`_thread_db_rtld_global__dl_tls_dtv_slotinfo_list`, via `__nptl_rtld_global`) | at start-up it equals the modules' span; the words before hold the highest module id and the slot list, the one before it the start-up module count; else copies take the whole area |
+//! | static TLS in use now (`dl_tls_static_used`: grows when a module takes static TLS, shrinks when the lowest is closed) and the modules loaded with the process (`_dl_tls_static_nelem`) | the two words after `_rtld_global._dl_tls_dtv_slotinfo_list` (`_thread_db_rtld_global__dl_tls_dtv_slotinfo_list`, via `__nptl_rtld_global`) | at start-up: the first counts at most the static modules, the second equals their span, the word before the list is the highest module id, the one after them at most the surplus; else copies take the whole area and reset only the executable's block |
 //!
 //! Everything else in `struct pthread` is left zero in a copy, which is the
 //! state glibc gives a new thread (`allocate_stack` clears the descriptor).
@@ -95,13 +95,11 @@ pub(crate) struct Module {
     pub(crate) modid: usize,
     /// Block start minus TP (negative: below the TP).
     pub(crate) tp_offset: isize,
-    /// A copy of its initial image (`.tdata`), taken at start-up: a module
-    /// `dlopen`ed before the runtime may be closed later, its image
-    /// unmapped.
+    /// A copy of its initial image (`.tdata`), taken at start-up.
     pub(crate) image: Box<[u8]>,
     pub(crate) memsz: usize,
     /// libc's block is copied (it holds malloc's and the locale's per-thread
-    /// pointers, shared with the worker); every other block is reset.
+    /// pointers, shared with the worker); see [`Layout::resets`].
     pub(crate) is_libc: bool,
 }
 
@@ -159,6 +157,9 @@ pub(crate) struct Layout {
     /// glibc's `dl_tls_static_used` (see [`static_tls_used`]); `None` if it
     /// could not be found, and then copies take the whole area.
     static_used: Option<usize>,
+    /// Modules `1..=n` were loaded with the process: the executable only
+    /// where `static_tls_used` could not tell.
+    process_modules: usize,
     /// This crate's own thread-local (`CURRENT_BLOCK`), from the TP.
     pub(crate) tp_current_block: isize,
     /// What a resumed coroutine reads of its copy first, from the TP: the
@@ -786,6 +787,7 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
         .max()
         .unwrap_or(0);
     let static_used = static_tls_used(&mods, modules.len(), modules_span, below - modules_span);
+    let process_modules = static_used.map_or(1, |(_, nelem)| nelem);
     Ok(Layout {
         static_size: probe.static_size,
         static_align: probe.static_align,
@@ -822,7 +824,8 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
         malloc_len: hi - lo,
         modules,
         tls_in_use: modules_span.next_multiple_of(16).min(below),
-        static_used,
+        static_used: static_used.map(|(address, _)| address),
+        process_modules,
         tp_current_block,
         tp_hot: [
             0,
@@ -841,11 +844,14 @@ unsafe extern "C" {
 /// `PTHREAD_CANCEL_DISABLE` (`<pthread.h>`).
 const PTHREAD_CANCEL_DISABLE: c_int = 1;
 
-/// Where glibc's `_rtld_global._dl_tls_static_used` is: the bytes of
-/// static TLS below the thread pointer that modules use, which only grows
-/// (a module loaded later with static TLS, or given static TLS when
-/// another one refers to its thread-locals with the initial-exec model,
-/// takes the next bytes of the surplus; none are freed). It has no
+/// Where glibc's `_rtld_global._dl_tls_static_used` is, and the number of
+/// modules loaded with the process (`_dl_tls_static_nelem`: ids `1..=n`,
+/// never unloaded). `dl_tls_static_used` is the bytes of static TLS below
+/// the thread pointer that modules use: a module loaded later with static
+/// TLS, or given static TLS when another one refers to its thread-locals
+/// with the initial-exec model, takes the next bytes of the surplus, and
+/// closing the lowest one gives its bytes back. So it bounds every static
+/// block in use. It has no
 /// libthread_db descriptor, but in glibc 2.32 and later it is the second
 /// word after `_dl_tls_dtv_slotinfo_list`, which has one (`ldsodefs.h`:
 /// `_dl_tls_max_dtv_idx`, `_dl_tls_dtv_slotinfo_list`,
@@ -861,7 +867,7 @@ fn static_tls_used(
     static_modules: usize,
     in_use: usize,
     surplus: usize,
-) -> Option<usize> {
+) -> Option<(usize, usize)> {
     let rtld = rd::<usize>(sym(c"__nptl_rtld_global")? as usize);
     let list = rtld
         + desc(c"_thread_db_rtld_global__dl_tls_dtv_slotinfo_list")
@@ -883,14 +889,13 @@ fn static_tls_used(
         && (1..=static_modules).contains(&nelem)
         && used == in_use
         && optional <= surplus;
-    plausible.then_some(list + 16)
+    plausible.then_some((list + 16, nelem))
 }
 
 impl Layout {
-    /// Bytes of static TLS below the TP that a copy takes: the start-up
-    /// modules' blocks. glibc places a module loaded later with static TLS
-    /// in the surplus below them, so once the TLS modules changed (or if
-    /// that cannot be told), the whole area.
+    /// Bytes of static TLS below the TP that a copy takes: what glibc has
+    /// given modules now (at least the blocks of the modules there were at
+    /// start-up), or the whole area if that cannot be read.
     #[inline]
     pub(crate) fn tls_to_copy(&self) -> usize {
         let Some(used) = self.static_used else {
@@ -908,14 +913,28 @@ impl Layout {
     /// at the floor's top, and its surplus reaches down into the floor's
     /// lower page.
     pub(crate) fn area_in_floor(&self, low: usize) -> usize {
-        let tp = (low + FLOOR - self.tcb_size) & !(self.static_align - 1);
-        tp - self.tls_below
+        self.area_in_floor_checked(low)
+            .expect("a thread area that fits the floor (Layout::fits_floor)")
     }
 
     /// Whether a thread area fits a stack's floor (`area_in_floor`).
     pub(crate) fn fits_floor(&self) -> bool {
         let page = crate::memory::PAGE;
-        self.static_align <= page && self.area_in_floor(page) >= page
+        self.static_align <= page && self.area_in_floor_checked(page).is_some()
+    }
+
+    /// The area's start in the floor at `low` if it fits there.
+    fn area_in_floor_checked(&self, low: usize) -> Option<usize> {
+        let tp = (low + FLOOR).checked_sub(self.tcb_size)? & !(self.static_align - 1);
+        tp.checked_sub(self.tls_below).filter(|&mem| mem >= low)
+    }
+
+    /// Whether the block of `m` is reset from its initial image in a copy:
+    /// a module loaded with the process, never unloaded. A module loaded
+    /// before the runtime may be closed later and its bytes given to
+    /// another; its block is copied from the worker, as libc's is.
+    pub(crate) fn resets(&self, m: &Module) -> bool {
+        !m.is_libc && m.modid <= self.process_modules
     }
 
     /// Checks, cheaply, that the calling thread can be a worker: a
