@@ -7,32 +7,16 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use coroutines::Runtime;
 use support::child::{child_case, finish, run_case};
-use support::identity::{compare_thread_locals, joined, on_runtime, workers};
+use support::identity::{assert_identity_on, compare_thread_locals, joined, on_runtime, workers};
 use support::library::{compile, dlopen, env_path, open, scratch_dir, sym};
 
 // ---------------------------------------------------------------- helpers
-
-/// Asserts (in the child) that coroutines have identities of their own:
-/// two live coroutines see different `pthread_self`.
-fn assert_identity_on(runtime: &Runtime) {
-    let (tx, rx) = mpsc::channel::<()>();
-    let a = runtime.spawn(move || {
-        let me = unsafe { libc::pthread_self() } as usize;
-        rx.recv().unwrap();
-        me
-    });
-    let b = runtime.spawn(|| unsafe { libc::pthread_self() } as usize);
-    let b = joined(b);
-    tx.send(()).unwrap();
-    let a = joined(a);
-    assert_ne!(a, b, "coroutines share pthread_self: identity is off");
-}
 
 /// errno and a std thread_local (with a destructor) in new coroutines.
 fn compare_std_state(runtime: &Runtime) -> Vec<String> {
@@ -41,6 +25,7 @@ fn compare_std_state(runtime: &Runtime) -> Vec<String> {
         static OWNED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     let observe = || {
+        // SAFETY: the calling thread's errno.
         let errno = unsafe { *libc::__errno_location() };
         let count = COUNT.with(|c| {
             let v = c.get();
@@ -52,6 +37,7 @@ fn compare_std_state(runtime: &Runtime) -> Vec<String> {
             o.borrow_mut().extend_from_slice(&[1, 2, 3]);
             n
         });
+        // SAFETY: the calling thread's errno.
         unsafe { *libc::__errno_location() = 77 };
         (errno, count, owned)
     };
@@ -72,7 +58,9 @@ fn compare_std_state(runtime: &Runtime) -> Vec<String> {
 fn tp_offset(addr_of: usize) -> isize {
     thread::spawn(move || {
         // SAFETY: a function of a loaded library returning a pointer.
+        // SAFETY: a function of a loaded library returning a pointer.
         let f: extern "C" fn() -> usize = unsafe { std::mem::transmute(addr_of) };
+        // SAFETY: pthread_self has no preconditions.
         f() as isize - unsafe { libc::pthread_self() } as isize
     })
     .join()
@@ -125,6 +113,7 @@ fn probe_closed_startup_ie_block_reused_by_new_ie_library() {
             assert_identity_on(runtime);
             joined(runtime.spawn(|| ()));
             // SAFETY: our handle, unused since.
+            // SAFETY: the handle opened above, used no more.
             assert_eq!(unsafe { libc::dlclose(ho as *mut libc::c_void) }, 0);
             if !dlopen(&old, libc::RTLD_NOW | libc::RTLD_NOLOAD).is_null() {
                 println!("SKIPPED: stayed loaded");
@@ -181,6 +170,7 @@ fn probe_closed_startup_ie_block_reused_two_workers() {
                 .collect();
             thread::sleep(Duration::from_millis(20));
             // SAFETY: our handle, unused since.
+            // SAFETY: the handle opened above, used no more.
             assert_eq!(unsafe { libc::dlclose(ho as *mut libc::c_void) }, 0);
             if !dlopen(&old, libc::RTLD_NOW | libc::RTLD_NOLOAD).is_null() {
                 println!("SKIPPED: stayed loaded");
@@ -313,6 +303,7 @@ fn preload_child() {
 
 fn open_self() -> *mut libc::c_void {
     // SAFETY: dlopen(NULL) is the global scope.
+    // SAFETY: dlopen(NULL) names the program itself.
     unsafe { libc::dlopen(std::ptr::null(), libc::RTLD_NOW) }
 }
 
@@ -384,7 +375,9 @@ fn probe_ie_loads_in_parallel_with_spawning() {
                     .map(|_| {
                         runtime.spawn(move || {
                             // SAFETY: functions of the loaded library.
+                            // SAFETY: the library's functions, of these types.
                             let get: extern "C" fn() -> i32 = unsafe { std::mem::transmute(get) };
+                            // SAFETY: as above.
                             let set: extern "C" fn(i32) = unsafe { std::mem::transmute(set) };
                             let v = get();
                             set(7);
@@ -456,6 +449,7 @@ fn probe_closed_startup_ie_block_reused_pointer_crashes() {
         let failures = on_runtime(workers(1), Duration::from_secs(30), move |runtime| {
             assert_identity_on(runtime);
             // SAFETY: our handle, unused since.
+            // SAFETY: the handle opened above, used no more.
             assert_eq!(unsafe { libc::dlclose(ho as *mut libc::c_void) }, 0);
             if !dlopen(&old, libc::RTLD_NOW | libc::RTLD_NOLOAD).is_null() {
                 println!("SKIPPED: stayed loaded");

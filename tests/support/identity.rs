@@ -144,3 +144,20 @@ pub fn compare_thread_locals(runtime: &Runtime, get: usize, set: usize, want: i3
     }
     failures
 }
+
+/// Asserts that coroutines of `runtime` have identities of their own: two
+/// live coroutines see different `pthread_self`.
+pub fn assert_identity_on(runtime: &Runtime) {
+    let (tx, rx) = mpsc::channel::<()>();
+    let a = runtime.spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        rx.recv().unwrap();
+        me
+    });
+    // SAFETY: as above.
+    let b = joined(runtime.spawn(|| unsafe { libc::pthread_self() } as usize));
+    tx.send(()).unwrap();
+    let a = joined(a);
+    assert_ne!(a, b, "coroutines share pthread_self: identity is off");
+}

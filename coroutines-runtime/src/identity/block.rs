@@ -209,9 +209,11 @@ impl ThreadBlock {
     /// * Static TLS below the TP, the part in use (`Layout::tls_to_copy`):
     ///   copied from the worker, then the block of every module loaded with
     ///   the process but libc reset to its initial image (`.tdata`, zeroed
-    ///   `.tbss`), so std and the runtime see a new thread. libc's block stays a copy (malloc's
-    ///   tcache and arena, the locale pointers) except `errno` (0), `__resp`
-    ///   (the copy's own resolver state) and `__libc_dlerror_result` (none).
+    ///   `.tbss`), so std and the runtime see a new thread. libc's block
+    ///   stays a copy (malloc's tcache and arena, the locale pointers, with
+    ///   the character tables of the locale in force now) except `errno`
+    ///   and `h_errno` (0), `__resp` (the copy's own resolver state) and
+    ///   `__libc_dlerror_result` (none).
     /// * `struct pthread`: zero (a new thread's state) except `tcbhead_t`
     ///   copied from the worker (stack guard, pointer guard, sysinfo,
     ///   multiple_threads...) with `tcb`/`self` pointing at the copy and its
@@ -235,6 +237,12 @@ impl ThreadBlock {
         unsafe {
             // The dtv is kept across refills: glibc may have grown it.
             let dtv = copy_dtv(l, wtp, tp, *inner.at::<usize>(l.off_dtv))?;
+            // A new thread caches the character tables of the locale in
+            // force when it starts; the worker's may be older (`setlocale`
+            // since), and the copy takes them.
+            if let Some(ctype_init) = l.ctype_init {
+                ctype_init();
+            }
             // Static TLS: copy, then reset every block but libc's.
             let in_use = l.tls_to_copy();
             ptr::copy_nonoverlapping(
@@ -249,6 +257,7 @@ impl ThreadBlock {
                 ptr::write_bytes(dst.add(filesz), 0, m.memsz - filesz);
             }
             *inner.at_tls::<i32>(l.tp_errno) = 0;
+            *inner.at_tls::<i32>(l.tp_h_errno) = 0;
             *inner.at_tls::<usize>(l.tp_resp) = tp + l.off_res;
             *inner.at_tls::<usize>(l.tp_dlerror) = 0;
 
