@@ -302,47 +302,8 @@ fn preload_child() {
 }
 
 fn open_self() -> *mut libc::c_void {
-    // SAFETY: dlopen(NULL) is the global scope.
     // SAFETY: dlopen(NULL) names the program itself.
     unsafe { libc::dlopen(std::ptr::null(), libc::RTLD_NOW) }
-}
-
-#[test]
-fn probe_ld_preload_large_aligned_ie_tls() {
-    if child_case().is_some() {
-        preload_child();
-        return;
-    }
-    let dir = scratch_dir("probe-static-used-preload-big");
-    let Some(pre) = compile(&dir, "pre", LIB_PRELOAD_BIG, &[]) else {
-        return;
-    };
-    let ie = compile(&dir, "ie", LIB_IE_ALIGNED, &[]).unwrap();
-    run_case(
-        "preload-big",
-        &[("LD_PRELOAD", &pre), ("LIB_IE", &ie)],
-        "PROBE OK",
-    );
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-#[test]
-fn probe_ld_preload_page_aligned_tls() {
-    if child_case().is_some() {
-        preload_child();
-        return;
-    }
-    let dir = scratch_dir("probe-static-used-preload-page");
-    let Some(pre) = compile(&dir, "pre", LIB_PRELOAD_PAGE, &[]) else {
-        return;
-    };
-    let ie = compile(&dir, "ie", LIB_IE_ALIGNED, &[]).unwrap();
-    run_case(
-        "preload-page",
-        &[("LD_PRELOAD", &pre), ("LIB_IE", &ie)],
-        "PROBE OK",
-    );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ------------------------------------------- loads beside spawns, 2 workers
@@ -488,21 +449,38 @@ int pre_get(void) { return pre_marker + pre_big[0] - 1 + pre_big[5999]; }
 void pre_set(int v) { pre_marker = v; pre_big[0] = 9; pre_big[5999] = 9; }
 "#;
 
-#[test]
-fn probe_ld_preload_mid_sized_tls() {
+/// A child with the library of `preload_source` preloaded: what new
+/// coroutines see of its thread-locals, of an initial-exec library loaded
+/// after the runtime, and of std's state, against new threads.
+fn preload_case(tag: &str, preload_source: &str) {
     if child_case().is_some() {
         preload_child();
         return;
     }
-    let dir = scratch_dir("probe-static-used-preload-mid");
-    let Some(pre) = compile(&dir, "pre", LIB_PRELOAD_MID, &[]) else {
+    let dir = scratch_dir(&format!("probe-static-used-{tag}"));
+    let Some(pre) = compile(&dir, "pre", preload_source, &[]) else {
         return;
     };
     let ie = compile(&dir, "ie", LIB_IE_ALIGNED, &[]).unwrap();
-    run_case(
-        "preload-mid",
-        &[("LD_PRELOAD", &pre), ("LIB_IE", &ie)],
-        "PROBE OK",
-    );
+    run_case(tag, &[("LD_PRELOAD", &pre), ("LIB_IE", &ie)], "PROBE OK");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// 12 KiB of preloaded TLS: too much for a floor (and more than the
+/// floor check could once take without overflowing).
+#[test]
+fn probe_ld_preload_large_aligned_ie_tls() {
+    preload_case("preload-big", LIB_PRELOAD_BIG);
+}
+
+/// Static TLS aligned to a page.
+#[test]
+fn probe_ld_preload_page_aligned_tls() {
+    preload_case("preload-page", LIB_PRELOAD_PAGE);
+}
+
+/// 6000 bytes of preloaded TLS: more than a floor holds (areas in slots).
+#[test]
+fn probe_ld_preload_mid_sized_tls() {
+    preload_case("preload-mid", LIB_PRELOAD_MID);
 }
