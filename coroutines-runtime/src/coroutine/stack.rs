@@ -98,15 +98,17 @@ impl Stacks {
 
     /// Maps a fresh stack of `bytes` running `body`, `measured` or not: a
     /// slot of the stack arena if `lent` says so (`Some(floored)`: with a
-    /// floor or not, see `stack_floor`), else a mapping of its own.
+    /// floor below or not, see `stack_floor`), else a mapping of its own.
     fn map(
         bytes: usize,
         measured: bool,
         lent: Option<bool>,
         body: impl FnOnce() + Send + 'static,
     ) -> io::Result<Gen> {
+        let floored = lent == Some(true);
+        let mapped = mapped_bytes(bytes, floored);
         Stacks::check_room(bytes)?;
-        let create = || Gn::<()>::new_opt(words(bytes, measured), body);
+        let create = || Gn::<()>::new_opt(words(mapped, measured), body);
         let (generator, in_arena) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             super::panic_report::quietly(|| match lent {
                 Some(floored) => stack_arena::lend(floored, create),
@@ -116,7 +118,7 @@ impl Stacks {
         .map_err(|_| map_error(bytes, io::Error::from_raw_os_error(libc::ENOMEM)))?;
         let counter = if in_arena { &LENT } else { &OWN };
         counter.fetch_add(1, Ordering::Relaxed);
-        if lent == Some(true) && !in_arena {
+        if floored && !in_arena {
             return raise_guard(generator, bytes);
         }
         Ok(generator)
@@ -126,10 +128,9 @@ impl Stacks {
     /// `floored` or not), their bodies to come (`init_code`): `count` of
     /// them, or fewer (at least one) if memory runs out after the first.
     pub(crate) fn create_pooled(bytes: usize, floored: bool, count: usize) -> io::Result<Vec<Gen>> {
-        let mapped = mapped_bytes(bytes, floored);
         let mut fresh = Vec::with_capacity(count);
         for _ in 0..count.max(1) {
-            match Stacks::map(mapped, false, Some(floored), || {}) {
+            match Stacks::map(bytes, false, Some(floored), || {}) {
                 Ok(generator) => fresh.push(generator),
                 Err(error) if fresh.is_empty() => return Err(error),
                 Err(_) => break,
@@ -138,7 +139,7 @@ impl Stacks {
         // A floor holds its thread area on the pattern's page.
         match floored {
             true => Ok(fresh),
-            false => Ok(without_sentinel_pages(fresh, mapped)),
+            false => Ok(without_sentinel_pages(fresh, bytes)),
         }
     }
 
@@ -357,10 +358,12 @@ fn mapped_bytes(bytes: usize, floored: bool) -> usize {
     bytes + if floored { FLOOR } else { 0 }
 }
 
-/// Moves the guard page of a floored stack that maps its own (memory is
-/// locked) above its floor: the floor is writable, the page above guards.
+/// Moves the guard page of a floored stack of `bytes` that maps its own
+/// (memory is locked) above its floor: the floor is writable, the page
+/// above guards.
 fn raise_guard(generator: Gen, bytes: usize) -> io::Result<Gen> {
-    let (generator, bounds) = StackBounds::of_generator(generator, words(bytes, false));
+    let mapped = mapped_bytes(bytes, true);
+    let (generator, bounds) = StackBounds::of_generator(generator, words(mapped, false));
     let guard = stack_floor::guard(bounds.low);
     // SAFETY: pages of the stack mapping just made, which nothing uses
     // yet: its lowest (the crate's guard page) and the floor's top one.
@@ -373,7 +376,7 @@ fn raise_guard(generator: Gen, bytes: usize) -> io::Result<Gen> {
     };
     if ret != 0 {
         let error = map_error(bytes, io::Error::last_os_error());
-        Stacks::release(generator, bytes, false);
+        Stacks::release(generator, mapped, false);
         return Err(error);
     }
     Ok(generator)
