@@ -16,9 +16,12 @@
 //! one, its pages given back to the kernel in batches (one system call per
 //! batch, not one per stack) once more than a few MiB of them are
 //! resident; a chunk whose slots are all free is unmapped, so address space
-//! and commit charge come back too (`memory::Slots`). Only the stacks of the workers' pools
-//! (the runtime's default size, unmeasured) are lent: other sizes come and
-//! go one by one and gain nothing from chunks. Every other `mmap`,
+//! and commit charge come back too (`memory::Slots`). A runtime with
+//! thread identities asks for floored slots (`stack_floor`), whose guard
+//! page lies two pages up; they are kept apart from the others. Only the
+//! stacks of the workers' pools (the runtime's default size, unmeasured)
+//! are lent: other sizes come and go one by one and gain nothing from
+//! chunks. Every other `mmap`,
 //! `mprotect` and `munmap` in the process, and these ones on a thread that
 //! is not lending or while a signal handler runs, go to the kernel
 //! untouched.
