@@ -2,8 +2,10 @@
 //! and the `gethostby*` family wait inside glibc (DNS over its own
 //! sockets, NSS modules) where no hook reaches. In a coroutine they run on
 //! a helper thread of the runtime (`crate::blocking`) while the coroutine
-//! parks; results, `errno` and `h_errno` are the call's own. What they
-//! allocate is glibc's, so `freeaddrinfo` frees it as ever.
+//! parks, in the coroutine's locale (`uselocale`: IDN conversion, as
+//! `AI_IDN` asks, reads `LC_CTYPE`); results, `errno` and `h_errno` are
+//! the call's own. What they allocate is glibc's, so `freeaddrinfo` frees
+//! it as ever.
 //!
 //! The hooks reach glibc's functions through `dlsym(RTLD_NEXT, ..)`, looked
 //! up once. A static build (`+crt-static`) has no loader to ask, and its
@@ -64,11 +66,15 @@ macro_rules! lookup_hook {
             // Raw pointers are not `Send`; the caller keeps what they point
             // to alive and untouched until the helper has returned.
             let args = ($($arg as usize,)*);
+            let locale = current_locale();
             let (ret, errno, h_errno) = blocking::run(move || {
                 let ($($arg,)*) = args;
+                let helpers = use_locale(locale);
                 // SAFETY: the caller's arguments, passed on unchanged.
                 let ret = unsafe { real($($arg as $ty),*) };
-                (ret as usize, sys::errno(), h_errno())
+                let result = (ret as usize, sys::errno(), h_errno());
+                use_locale(helpers);
+                result
             });
             sys::set_errno(errno);
             set_h_errno(h_errno);
@@ -79,6 +85,20 @@ macro_rules! lookup_hook {
 
 unsafe extern "C" {
     fn __h_errno_location() -> *mut c_int;
+}
+
+/// The calling thread's locale (`LC_GLOBAL_LOCALE` if it uses the
+/// process's), as an address that can cross threads.
+fn current_locale() -> usize {
+    // SAFETY: uselocale(0) only reads the calling thread's locale.
+    unsafe { libc::uselocale(core::ptr::null_mut()) as usize }
+}
+
+/// Makes the calling thread use `locale` (from [`current_locale`], still
+/// alive: its owner waits for this call); returns the one it used before.
+fn use_locale(locale: usize) -> usize {
+    // SAFETY: a locale object or LC_GLOBAL_LOCALE, valid for the call.
+    unsafe { libc::uselocale(locale as libc::locale_t) as usize }
 }
 
 fn h_errno() -> c_int {

@@ -23,7 +23,8 @@ use std::io;
 use std::sync::Mutex;
 
 use super::glibc::{
-    Layout, DESTRUCTOR_ITERATIONS, RES_NSCOUNT, RSEQ_CPU_ID_UNINITIALIZED, TLS_DTV_UNALLOCATED,
+    Layout, DESTRUCTOR_ITERATIONS, LC_GLOBAL_LOCALE, RES_NSCOUNT, RSEQ_CPU_ID_UNINITIALIZED,
+    TLS_DTV_UNALLOCATED,
 };
 use super::{enter, fs, leave};
 
@@ -210,8 +211,8 @@ impl ThreadBlock {
     ///   copied from the worker, then the block of every module loaded with
     ///   the process but libc reset to its initial image (`.tdata`, zeroed
     ///   `.tbss`), so std and the runtime see a new thread. libc's block
-    ///   stays a copy (malloc's tcache and arena, the locale pointers, with
-    ///   the character tables of the locale in force now) except `errno`
+    ///   stays a copy (malloc's tcache and arena; the process's locale,
+    ///   with the character tables of the locale in force now) except `errno`
     ///   and `h_errno` (0), `__resp` (the copy's own resolver state) and
     ///   `__libc_dlerror_result` (none).
     /// * `struct pthread`: zero (a new thread's state) except `tcbhead_t`
@@ -237,12 +238,12 @@ impl ThreadBlock {
         unsafe {
             // The dtv is kept across refills: glibc may have grown it.
             let dtv = copy_dtv(l, wtp, tp, *inner.at::<usize>(l.off_dtv))?;
-            // A new thread caches the character tables of the locale in
-            // force when it starts; the worker's may be older (`setlocale`
-            // since), and the copy takes them.
-            if let Some(ctype_init) = l.ctype_init {
-                ctype_init();
-            }
+            // A new thread starts in the process's locale, with the
+            // character tables of the locale in force then. The worker's
+            // may be older (`setlocale` since) or another (`uselocale` in
+            // code run on the worker): the copy takes them from the worker
+            // set so, which is then put back.
+            let worker_locale = libc::uselocale(LC_GLOBAL_LOCALE);
             // Static TLS: copy, then reset every block but libc's.
             let in_use = l.tls_to_copy();
             ptr::copy_nonoverlapping(
@@ -255,6 +256,9 @@ impl ThreadBlock {
                 let filesz = m.image.len();
                 ptr::copy_nonoverlapping(m.image.as_ptr(), dst, filesz);
                 ptr::write_bytes(dst.add(filesz), 0, m.memsz - filesz);
+            }
+            if worker_locale != LC_GLOBAL_LOCALE {
+                libc::uselocale(worker_locale);
             }
             *inner.at_tls::<i32>(l.tp_errno) = 0;
             *inner.at_tls::<i32>(l.tp_h_errno) = 0;

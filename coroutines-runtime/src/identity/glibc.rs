@@ -37,7 +37,7 @@
 //! | `tls_state.{strsignal_buf, strerror_l_buf}` | probe: the word holding `strsignal(999)` / `strerror(99999)` | unique match |
 //! | `rseq_area` | `__rseq_offset`, `__rseq_size` (ld.so, public since 2.35); `cpu_id` at +4 (kernel ABI `struct rseq`) | inside the descriptor; `cpu_id` is a valid CPU |
 //! | `errno`, `h_errno`, `__libc_dlerror_result` (libc TLS) | `__errno_location()`, `__h_errno_location()`, exported TLS symbols | inside libc's static block |
-//! | the cached character tables (`__libc_tsd_CTYPE_*`, libc TLS) | `__ctype_init` (GLIBC_PRIVATE), as `start_thread` calls it | none needed: it writes the calling thread's own |
+//! | the thread's locale and its cached character tables (`__libc_tsd_LOCALE`, `__libc_tsd_CTYPE_*`, libc TLS) | `uselocale(LC_GLOBAL_LOCALE)` sets both, as a new thread starts | none needed: it writes the calling thread's own |
 //! | malloc's per-thread words (`tcache`, `thread_arena`) | probe: the words of the static area that a thread's first `malloc` changes | exactly two words, both in libc's block |
 //! | static TLS in use: the start-up modules' blocks; the rest is surplus | `dl_iterate_phdr` (`dlpi_tls_data`, `PT_TLS`) | every block inside `[TP - below, TP)` |
 //! | static TLS in use now (`dl_tls_static_used`: grows when a module takes static TLS, shrinks when the lowest is closed) and the modules loaded with the process (`_dl_tls_static_nelem`) | the two words after `_rtld_global._dl_tls_dtv_slotinfo_list` (`_thread_db_rtld_global__dl_tls_dtv_slotinfo_list`, via `__nptl_rtld_global`) | at start-up: the first counts at most the static modules, the second equals their span, the word before the list is the highest module id, the one after them at most the surplus; else copies take the whole area and reset only the executable's block |
@@ -57,6 +57,8 @@ use crate::coroutine::stack_floor::FLOOR;
 pub(crate) const RSEQ_CPU_ID_UNINITIALIZED: u32 = u32::MAX; // (u32)-1
 /// `TLS_DTV_UNALLOCATED`: a dtv entry whose block `__tls_get_addr` allocates.
 pub(crate) const TLS_DTV_UNALLOCATED: usize = usize::MAX; // (void *)-1
+/// `LC_GLOBAL_LOCALE` (`<locale.h>`: `(locale_t) -1`): the process's locale.
+pub(crate) const LC_GLOBAL_LOCALE: libc::locale_t = usize::MAX as libc::locale_t;
 /// `PTHREAD_DESTRUCTOR_ITERATIONS` on Linux.
 pub(crate) const DESTRUCTOR_ITERATIONS: usize = 4;
 /// `sizeof(struct __res_state)` on x86-64: public ABI (`<resolv.h>`).
@@ -148,9 +150,6 @@ pub(crate) struct Layout {
     pub(crate) tp_h_errno: isize,
     pub(crate) tp_resp: isize,
     pub(crate) tp_dlerror: isize,
-    /// glibc's `__ctype_init` (GLIBC_PRIVATE), which a new thread runs to
-    /// cache the current locale's character tables in its TLS.
-    pub(crate) ctype_init: Option<unsafe extern "C" fn()>,
     /// malloc's per-thread words (`tcache` .. `thread_arena`), one range.
     pub(crate) tp_malloc: isize,
     pub(crate) malloc_len: usize,
@@ -760,10 +759,6 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
     let h_errno_addr = unsafe { __h_errno_location() } as usize;
     ensure!(in_libc(h_errno_addr, 4), "h_errno outside libc's block");
     let tp_h_errno = h_errno_addr as isize - tp as isize;
-    // SAFETY: glibc's `void __ctype_init (void)`, which only writes the
-    // calling thread's TLS.
-    let ctype_init = sym(c"__ctype_init")
-        .map(|f| unsafe { core::mem::transmute::<*mut c_void, unsafe extern "C" fn()>(f) });
     let dlerr = sym(c"__libc_dlerror_result")
         .ok_or_else(|| Failure("__libc_dlerror_result not found".into()))?;
     ensure!(
@@ -834,7 +829,6 @@ fn probe_layout(probe: &Probe) -> Result<Layout, Failure> {
         tp_h_errno,
         tp_resp,
         tp_dlerror,
-        ctype_init,
         tp_malloc,
         malloc_len: hi - lo,
         modules,
