@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use coroutines::Runtime;
 use support::child::{child_case, run_case};
-use support::identity::{
-    compare_thread_locals, joined, on_runtime, stack_and_thread_pointer, workers,
-};
+use support::identity::{compare_marker, joined, on_runtime, stack_and_thread_pointer, workers};
 use support::library::{compile, dlerror, dlopen, sym};
 use support::{errno, set_errno};
 
@@ -70,12 +68,7 @@ fn probe_dlclose_then_dlopen_static_tls_reuses_the_slot() {
             }
             let ie = dlopen(&ie_path, libc::RTLD_NOW);
             assert!(!ie.is_null(), "{}", dlerror());
-            compare_thread_locals(
-                runtime,
-                sym(ie, c"get_marker"),
-                sym(ie, c"set_marker"),
-                0x5eed,
-            )
+            compare_marker(runtime, ie)
         });
         assert!(failures.is_empty(), "{}", failures.join("\n"));
         println!("PROBE OK");

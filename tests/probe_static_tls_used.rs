@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use coroutines::Runtime;
 use support::child::{child_case, finish, run_case};
-use support::identity::{assert_identity_on, compare_thread_locals, joined, on_runtime, workers};
+use support::identity::{
+    assert_identity_on, compare_marker, compare_thread_locals, joined, on_runtime, workers,
+};
 use support::library::{compile, dlopen, env_path, open, scratch_dir, sym};
 
 // ---------------------------------------------------------------- helpers
@@ -122,12 +124,7 @@ fn probe_closed_startup_ie_block_reused_by_new_ie_library() {
             let hn = open(&new, libc::RTLD_NOW | libc::RTLD_LOCAL);
             let new_off = tp_offset(sym(hn, c"marker_addr"));
             println!("INFO old block at TP{old_off:+}, new block at TP{new_off:+}");
-            compare_thread_locals(
-                runtime,
-                sym(hn, c"get_marker"),
-                sym(hn, c"set_marker"),
-                0x5eed,
-            )
+            compare_marker(runtime, hn)
         });
         finish(failures);
         return;
@@ -179,12 +176,7 @@ fn probe_closed_startup_ie_block_reused_two_workers() {
             }
             let hn = open(&new, libc::RTLD_NOW | libc::RTLD_LOCAL);
             thread::sleep(Duration::from_millis(20));
-            let mut failures = compare_thread_locals(
-                runtime,
-                sym(hn, c"get_marker"),
-                sym(hn, c"set_marker"),
-                0x5eed,
-            );
+            let mut failures = compare_marker(runtime, hn);
             stop.store(true, Ordering::Relaxed);
             churn.into_iter().for_each(joined);
             failures.extend(compare_std_state(runtime));
@@ -233,12 +225,7 @@ fn probe_ld_audit_then_ie_library() {
             assert_identity_on(runtime);
             joined(runtime.spawn(|| ()));
             let h = open(&ie, libc::RTLD_NOW | libc::RTLD_LOCAL);
-            let mut failures = compare_thread_locals(
-                runtime,
-                sym(h, c"get_marker"),
-                sym(h, c"set_marker"),
-                0x5eed,
-            );
+            let mut failures = compare_marker(runtime, h);
             failures.extend(compare_std_state(runtime));
             failures
         });
@@ -289,12 +276,7 @@ fn preload_child() {
         let mut failures =
             compare_thread_locals(runtime, sym(exe, c"pre_get"), sym(exe, c"pre_set"), 0x5eed);
         let h = open(&ie, libc::RTLD_NOW | libc::RTLD_LOCAL);
-        failures.extend(compare_thread_locals(
-            runtime,
-            sym(h, c"get_marker"),
-            sym(h, c"set_marker"),
-            0x5eed,
-        ));
+        failures.extend(compare_marker(runtime, h));
         failures.extend(compare_std_state(runtime));
         failures
     });
@@ -417,12 +399,7 @@ fn probe_closed_startup_ie_block_reused_pointer_crashes() {
                 return Vec::new();
             }
             let hn = open(&new, libc::RTLD_NOW | libc::RTLD_LOCAL);
-            compare_thread_locals(
-                runtime,
-                sym(hn, c"get_marker"),
-                sym(hn, c"set_marker"),
-                0x5eed,
-            )
+            compare_marker(runtime, hn)
         });
         finish(failures);
         return;

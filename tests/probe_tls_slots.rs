@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use support::child::{child_case, finish, run_case};
-use support::identity::{compare_thread_locals, joined, on_runtime, workers};
+use support::identity::{compare_marker, compare_thread_locals, joined, on_runtime, workers};
 use support::library::{compile, dlerror, dlopen, env_path, open, scratch_dir, sym};
 
 // ---------------------------------------------------------------- helpers
@@ -140,12 +140,7 @@ fn probe_load_two_then_close_the_first_unwatches_the_second() {
                 println!("SKIPPED: stayed loaded");
                 return Vec::new();
             }
-            compare_thread_locals(
-                runtime,
-                sym(hi, c"get_marker"),
-                sym(hi, c"set_marker"),
-                0x5eed,
-            )
+            compare_marker(runtime, hi)
         });
         finish(failures);
         return;
@@ -234,12 +229,7 @@ fn probe_slot_reused_with_same_link_map_address() {
                 h2 as usize,
                 h1 == h2 as usize
             );
-            compare_thread_locals(
-                runtime,
-                sym(h2, c"get_marker"),
-                sym(h2, c"set_marker"),
-                0x5eed,
-            )
+            compare_marker(runtime, h2)
         };
         finish(failures);
         return;
@@ -318,12 +308,7 @@ fn probe_dlmopen_new_namespace_ie_library() {
                 println!("SKIPPED: dlmopen: {}", dlerror());
                 return Vec::new();
             }
-            compare_thread_locals(
-                runtime,
-                sym(h, c"get_marker"),
-                sym(h, c"set_marker"),
-                0x5eed,
-            )
+            compare_marker(runtime, h)
         });
         finish(failures);
         return;
@@ -355,12 +340,7 @@ fn probe_dlmopen_before_runtime_then_ie_library() {
         let failures = on_runtime(workers(1), Duration::from_secs(30), move |runtime| {
             joined(runtime.spawn(|| ()));
             let hi = open(&ie, libc::RTLD_NOW | libc::RTLD_LOCAL);
-            compare_thread_locals(
-                runtime,
-                sym(hi, c"get_marker"),
-                sym(hi, c"set_marker"),
-                0x5eed,
-            )
+            compare_marker(runtime, hi)
         });
         finish(failures);
         return;

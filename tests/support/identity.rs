@@ -161,3 +161,11 @@ pub fn assert_identity_on(runtime: &Runtime) {
     let a = joined(a);
     assert_ne!(a, b, "coroutines share pthread_self: identity is off");
 }
+
+/// [`compare_thread_locals`] through a test library's `get_marker` and
+/// `set_marker` (in the library `handle`), whose marker starts at 0x5eed.
+pub fn compare_marker(runtime: &Runtime, handle: *mut libc::c_void) -> Vec<String> {
+    let get = super::library::sym(handle, c"get_marker");
+    let set = super::library::sym(handle, c"set_marker");
+    compare_thread_locals(runtime, get, set, 0x5eed)
+}
