@@ -232,9 +232,10 @@ impl ThreadBlock {
         let (l, tp) = (inner.layout, inner.tp);
         ensure_malloc_state(l, wtp);
         inner.home.store(wtp, Ordering::Relaxed);
-        // SAFETY: `mem` is this block's area of `static_size` bytes; every
-        // write below is inside it (offsets verified by `glibc::discover`),
-        // and the worker's area is the calling thread's own, read-only here.
+        // SAFETY: `inner.mem` is this block's area of `static_size` bytes;
+        // every write below is inside it (offsets verified by
+        // `glibc::discover`), and the worker's area is the calling thread's
+        // own, read-only here but for its locale, set and put back.
         unsafe {
             // The dtv is kept across refills: glibc may have grown it.
             let dtv = copy_dtv(l, wtp, tp, *inner.at::<usize>(l.off_dtv))?;
@@ -251,14 +252,14 @@ impl ThreadBlock {
                 (tp - in_use) as *mut u8,
                 in_use,
             );
+            if worker_locale != LC_GLOBAL_LOCALE {
+                libc::uselocale(worker_locale);
+            }
             for m in l.modules.iter().filter(|m| l.resets(m)) {
                 let dst = inner.at_tls::<u8>(m.tp_offset);
                 let filesz = m.image.len();
                 ptr::copy_nonoverlapping(m.image.as_ptr(), dst, filesz);
                 ptr::write_bytes(dst.add(filesz), 0, m.memsz - filesz);
-            }
-            if worker_locale != LC_GLOBAL_LOCALE {
-                libc::uselocale(worker_locale);
             }
             *inner.at_tls::<i32>(l.tp_errno) = 0;
             *inner.at_tls::<i32>(l.tp_h_errno) = 0;

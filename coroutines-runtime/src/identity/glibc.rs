@@ -861,9 +861,9 @@ const PTHREAD_CANCEL_DISABLE: c_int = 1;
 /// TLS, or given static TLS when another one refers to its thread-locals
 /// with the initial-exec model, takes the next bytes of the surplus, and
 /// closing the lowest one gives its bytes back. So it bounds every static
-/// block in use. It has no
-/// libthread_db descriptor, but in glibc 2.32 and later it is the second
-/// word after `_dl_tls_dtv_slotinfo_list`, which has one (`ldsodefs.h`:
+/// block in use. It has no libthread_db descriptor, but in glibc 2.32 and
+/// later it is the second word after `_dl_tls_dtv_slotinfo_list`, which
+/// has one (`ldsodefs.h`:
 /// `_dl_tls_max_dtv_idx`, `_dl_tls_dtv_slotinfo_list`,
 /// `_dl_tls_static_nelem`, `_dl_tls_static_used`,
 /// `_dl_tls_static_optional`); it is taken only if the words around it
