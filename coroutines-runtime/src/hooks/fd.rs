@@ -2,10 +2,15 @@
 //! descriptors, and the flags the user sets, which the runtime must both
 //! honour and never show as its own.
 
+#[cfg(not(target_feature = "crt-static"))]
+use core::sync::atomic::AtomicUsize;
+
 use libc::{c_char, c_int, c_uint, c_ulong, c_void};
 
 use super::descriptor::{self, Kind};
 use super::driver::{on_created, on_replaced};
+#[cfg(not(target_feature = "crt-static"))]
+use super::on_helper;
 use crate::reactor::fd_table::{Ended, FD_TABLE};
 use crate::scheduler::in_forked_child;
 use crate::sys::{c_result, syscall};
@@ -284,24 +289,52 @@ pub unsafe extern "C" fn closefrom(low: c_int) {
 #[cfg(not(target_feature = "crt-static"))]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
-    use core::sync::atomic::{AtomicUsize, Ordering};
-    static REAL: AtomicUsize = AtomicUsize::new(0);
-    let mut real = REAL.load(Ordering::Acquire);
-    if real == 0 {
-        // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds
-        // glibc's definition, after this one.
-        real = unsafe { libc::dlsym(libc::RTLD_NEXT, c"fclose".as_ptr()) } as usize;
-        REAL.store(real, Ordering::Release);
-    }
-    // SAFETY: glibc's `fclose`, found above.
-    let real: unsafe extern "C" fn(*mut libc::FILE) -> c_int =
-        unsafe { core::mem::transmute(real) };
-    // SAFETY: the caller passes a stream, as `fclose` requires.
+    static REAL: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let real = stream_closer(&REAL, c"fclose");
+    // SAFETY: glibc's `fclose` with the caller's stream, closed once.
+    unsafe { close_stream(stream, || real(stream)) }
+}
+
+/// Hooked: as `fclose`, for a stream of `popen`, whose child glibc's
+/// `pclose` then waits for (internally, where no hook sees it): on a helper
+/// thread (`on_helper::run`).
+///
+/// # Safety
+/// As `pclose(3)`.
+#[cfg(not(target_feature = "crt-static"))]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pclose(stream: *mut libc::FILE) -> c_int {
+    static REAL: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let real = stream_closer(&REAL, c"pclose");
+    // SAFETY: glibc's `pclose` with the caller's stream, closed once; the
+    // caller waits for the helper.
+    unsafe { close_stream(stream, || on_helper::run(|| real(stream))) }
+}
+
+/// glibc's `fclose` or `pclose` (`name`), looked up once into `slot`.
+#[cfg(not(target_feature = "crt-static"))]
+fn stream_closer(
+    slot: &AtomicUsize,
+    name: &core::ffi::CStr,
+) -> unsafe extern "C" fn(*mut libc::FILE) -> c_int {
+    let address = on_helper::real(slot, name);
+    assert_ne!(address, 0, "glibc defines {name:?}");
+    // SAFETY: glibc's function of that name, which has this signature.
+    unsafe { core::mem::transmute(address) }
+}
+
+/// Closes `stream` with `close` (glibc's function), recording its
+/// descriptor's end as the `close` hook would.
+///
+/// # Safety
+/// `stream` is an open stream, and `close` closes it.
+#[cfg(not(target_feature = "crt-static"))]
+unsafe fn close_stream(stream: *mut libc::FILE, close: impl FnOnce() -> c_int) -> c_int {
+    // SAFETY: the caller passes an open stream.
     let fd = unsafe { libc::fileno(stream) };
     let mut ret = 0;
-    // SAFETY: the caller's stream, closed once.
     replacing(fd, Ended::Closed, || {
-        ret = unsafe { real(stream) };
+        ret = close();
         0
     });
     ret

@@ -18,9 +18,10 @@
 //! a stack, whose calls the stack arena answers; `mlockall` and
 //! `munlockall` are the kernel's, and the arena follows them.
 //!
-//! Known limits: writes to stdout and stderr block the worker (std's stdout
-//! lock is re-entrant per OS thread, so parking inside it would let another
-//! coroutine on the same worker into it); descriptors closed by
+//! Known limits: writes to stdout and stderr block the worker in coroutines
+//! that share their worker's thread identity (std's stdout lock is
+//! re-entrant per thread, so parking inside it would let another coroutine
+//! on the same worker into it); descriptors closed by
 //! paths the hooks do not see (e.g. `fclose`) keep their record until the
 //! number is created again through a hook.
 
@@ -32,6 +33,8 @@ mod futex;
 mod io;
 mod iov;
 mod memory;
+#[cfg(not(target_feature = "crt-static"))]
+mod on_helper;
 mod poll;
 mod process;
 #[cfg(not(target_feature = "crt-static"))]

@@ -6,19 +6,30 @@
 //! becomes readable when the child exits, and asks the kernel with
 //! `WNOHANG` in between: the status is the kernel's own. Waits for any
 //! child, for a process group, or for stopped and continued children
-//! (which a pidfd does not report) run on a helper thread of the runtime
-//! (`crate::blocking`).
+//! (which a pidfd does not report), and waits for which no pidfd can be
+//! opened (`EMFILE`), run on a helper thread of the runtime
+//! (`crate::blocking`). A helper thread has no children of its own, so a
+//! wait with `__WNOTHREAD` (children of the calling thread only: here, of
+//! the worker, which forked them) asks with `WNOHANG` on the worker
+//! instead, and sleeps between asks.
+//!
+//! `wait3` and `system` are hooked too (and `pclose`, in `fd`): glibc's
+//! wait through internal calls no other hook sees.
+
+use std::time::{Duration, Instant};
 
 use libc::{c_int, id_t, idtype_t, pid_t, rusage, siginfo_t};
 
-use super::descriptor::Kind;
+use super::descriptor::{get_flags, Kind};
 use super::driver::on_created;
 use super::fd::close_owned;
+#[cfg(not(target_feature = "crt-static"))]
+use super::on_helper::helper_hook;
 use crate::blocking;
 use crate::coroutine::in_coroutine;
 use crate::identity;
 use crate::reactor::fd_table::Interest;
-use crate::reactor::{wait_fd, FdWait, Outcome};
+use crate::reactor::{sleep_until, wait_fd, FdWait, Outcome};
 use crate::sys::{c_result, syscall};
 
 unsafe extern "C" {
@@ -78,9 +89,16 @@ fn wait_for(
     if !in_coroutine() || options & libc::WNOHANG != 0 {
         return call(options);
     }
+    let elsewhere = || match options & libc::__WNOTHREAD {
+        0 => blocking::run(|| call(options)),
+        _ => polled(|| call(options | libc::WNOHANG), &waiting),
+    };
     let pidfd = match child {
         _ if options & NOT_EXITS != 0 => None,
         Child::Pid(pid) => Some(pidfd_open(pid)),
+        // The kernel fails a wait on a non-blocking pidfd with EAGAIN
+        // while the child runs.
+        Child::Pidfd(fd) if nonblocking(fd) => return call(options),
         Child::Pidfd(fd) => Some(Ok(fd)),
         Child::Any => None,
     };
@@ -90,12 +108,32 @@ fn wait_for(
             if let Child::Pid(_) = child {
                 close_owned(fd);
             }
-            ret.unwrap_or_else(|| blocking::run(|| call(options)))
+            ret.unwrap_or_else(elsewhere)
         }
-        // No pidfd (a pid that is not a live process: the call fails by
-        // itself), or nothing a pidfd reports.
-        Some(Err(_)) => call(options),
-        None => blocking::run(|| call(options)),
+        // Not a live process: the call fails by itself.
+        Some(Err(libc::ESRCH)) => call(options),
+        // No descriptor to spare, or nothing a pidfd reports.
+        Some(Err(_)) | None => elsewhere(),
+    }
+}
+
+/// Whether the user made `fd` non-blocking.
+fn nonblocking(fd: c_int) -> bool {
+    let flags = get_flags(fd);
+    flags >= 0 && flags as c_int & libc::O_NONBLOCK != 0
+}
+
+/// Asks with `call` (a `WNOHANG` wait) until `waiting` says it found
+/// something, sleeping in between: from 1 ms, doubling up to 50 ms.
+fn polled(call: impl Fn() -> isize, waiting: impl Fn(isize) -> bool) -> isize {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let ret = call();
+        if !waiting(ret) {
+            return ret;
+        }
+        sleep_until(Instant::now() + pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
@@ -156,6 +194,31 @@ pub unsafe extern "C" fn waitpid(pid: pid_t, status: *mut c_int, options: c_int)
 pub unsafe extern "C" fn wait(status: *mut c_int) -> pid_t {
     // SAFETY: same contract.
     unsafe { wait4(-1, status, 0, core::ptr::null_mut()) }
+}
+
+#[cfg(not(target_feature = "crt-static"))]
+helper_hook! {
+    /// Hooked: glibc's `system` waits for its shell through an internal
+    /// `waitpid`, so it runs on a helper thread (`on_helper`).
+    fn system(command: *const libc::c_char) -> c_int,
+    fail: no_system()
+}
+
+/// What `system` returns without glibc's: no shell could be run.
+#[cfg(not(target_feature = "crt-static"))]
+fn no_system() -> c_int {
+    crate::sys::set_errno(libc::ENOSYS);
+    -1
+}
+
+/// Hooked: as `wait4(-1, status, options, usage)`.
+///
+/// # Safety
+/// As `wait3(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wait3(status: *mut c_int, options: c_int, usage: *mut rusage) -> pid_t {
+    // SAFETY: same contract.
+    unsafe { wait4(-1, status, options, usage) }
 }
 
 /// Hooked: see the module docs.
