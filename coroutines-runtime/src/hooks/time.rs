@@ -1,9 +1,10 @@
-//! Sleeping: `clock_nanosleep`, `nanosleep`, `usleep`, `sleep`.
+//! Sleeping: `clock_nanosleep`, `nanosleep`, `usleep`, `sleep`, `thrd_sleep`.
 
 use std::time::{Duration, Instant};
 
 use libc::{c_int, c_uint, clockid_t, timespec, useconds_t};
 
+use crate::blocking;
 use crate::coroutine::in_coroutine;
 use crate::reactor::sleep_until;
 use crate::sys::{self, syscall};
@@ -38,12 +39,22 @@ pub unsafe extern "C" fn clock_nanosleep(
     req: *const timespec,
     rem: *mut timespec,
 ) -> c_int {
+    if clock == libc::CLOCK_THREAD_CPUTIME_ID {
+        // glibc's own answer; the kernel's would be EOPNOTSUPP.
+        return libc::EINVAL;
+    }
+    let call = || -(syscall!(libc::SYS_clock_nanosleep, clock, flags, req, rem) as c_int);
+    if !in_coroutine() {
+        return call();
+    }
     let sleepable = matches!(
         clock,
         libc::CLOCK_MONOTONIC | libc::CLOCK_REALTIME | libc::CLOCK_BOOTTIME | libc::CLOCK_TAI
     );
-    if !in_coroutine() || !sleepable {
-        return -(syscall!(libc::SYS_clock_nanosleep, clock, flags, req, rem) as c_int);
+    if !sleepable {
+        // CPU-time clocks (the process's, another process's) tick with
+        // work the worker may have to do: sleep on a helper thread.
+        return blocking::run_borrowed(call);
     }
     let req = match duration(req) {
         Ok(req) => req,
@@ -66,6 +77,22 @@ pub unsafe extern "C" fn clock_nanosleep(
         sleep_for(remaining);
     }
     0
+}
+
+/// Hooked: C11's sleep, which glibc makes through an internal
+/// `clock_nanosleep` on `CLOCK_REALTIME`: 0, or -1 if a signal cut it short,
+/// or another negative value on error.
+///
+/// # Safety
+/// As `thrd_sleep(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn thrd_sleep(duration: *const timespec, remaining: *mut timespec) -> c_int {
+    // SAFETY: same contract, on glibc's clock.
+    match unsafe { clock_nanosleep(libc::CLOCK_REALTIME, 0, duration, remaining) } {
+        0 => 0,
+        libc::EINTR => -1,
+        _ => -2,
+    }
 }
 
 /// Hooked: relative sleep with -1/`errno` errors.
