@@ -1,5 +1,7 @@
-//! `read`, `write`, `readv` and `writev`: pipes, FIFOs, sockets, ttys and
-//! files.
+//! `read`, `write`, `readv`, `writev`, and `preadv2`/`pwritev2` at the
+//! current position: pipes, FIFOs, sockets, ttys and files. Also glibc's
+//! `eventfd_read` and `eventfd_write`, which read and write through
+//! internal calls no other hook sees.
 
 use libc::{c_int, c_void, iovec, size_t, ssize_t};
 
@@ -21,6 +23,18 @@ const CURRENT_POSITION: isize = -1;
 enum Made {
     Buffer(*mut c_void, size_t),
     Vectored,
+    /// `preadv2`/`pwritev2` at the current position with these flags.
+    Flagged(c_int),
+}
+
+impl Made {
+    /// The `preadv2`/`pwritev2` flags the call was made with.
+    fn flags(self) -> c_int {
+        match self {
+            Made::Flagged(flags) => flags,
+            _ => 0,
+        }
+    }
 }
 
 /// A read or write (as `iov`), blocking as the user asked for.
@@ -48,6 +62,7 @@ fn transfer(
             Interest::Write => syscall!(libc::SYS_write, fd, buf, len),
         },
         Made::Vectored => syscall!(vectored, fd, iov, count),
+        Made::Flagged(flags) => syscall!(nowait, fd, iov, count, CURRENT_POSITION, 0, flags),
     };
     let stdio = fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO;
     if interest == Interest::Write && stdio && !identity::in_private_identity() {
@@ -76,6 +91,7 @@ fn transfer(
             // it then fails; the part that continues it must not either.
             return send_rest(fd, iov, count, nonblocking);
         }
+        let flags = made.flags();
         match (nonblocking, done) {
             (true, _) => syscall!(
                 nowait,
@@ -84,10 +100,10 @@ fn transfer(
                 count,
                 CURRENT_POSITION,
                 0,
-                libc::RWF_NOWAIT
+                flags | libc::RWF_NOWAIT
             ),
             (false, 0) => as_made(),
-            (false, _) => syscall!(vectored, fd, iov, count),
+            (false, _) => syscall!(nowait, fd, iov, count, CURRENT_POSITION, 0, flags),
         }
     }))
 }
@@ -161,4 +177,113 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     let len = Len::Vectored(iov, count.max(0) as usize);
     transfer(fd, Interest::Write, iov, count, len, Made::Vectored)
+}
+
+/// Hooked: at the current position (offset -1) and without `RWF_NOWAIT`,
+/// `readv` with flags; otherwise a read at an offset, which does not wait.
+///
+/// # Safety
+/// As `preadv2(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn preadv2(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    offset: libc::off_t,
+    flags: c_int,
+) -> ssize_t {
+    positioned(fd, Interest::Read, iov, count, offset, flags)
+}
+
+/// Hooked: glibc's large-file name for `preadv2`.
+///
+/// # Safety
+/// As `preadv2(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn preadv64v2(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    offset: libc::off64_t,
+    flags: c_int,
+) -> ssize_t {
+    positioned(fd, Interest::Read, iov, count, offset, flags)
+}
+
+/// Hooked: as `preadv2`, for writes.
+///
+/// # Safety
+/// As `pwritev2(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pwritev2(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    offset: libc::off_t,
+    flags: c_int,
+) -> ssize_t {
+    positioned(fd, Interest::Write, iov, count, offset, flags)
+}
+
+/// Hooked: glibc's large-file name for `pwritev2`.
+///
+/// # Safety
+/// As `pwritev2(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pwritev64v2(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    offset: libc::off64_t,
+    flags: c_int,
+) -> ssize_t {
+    positioned(fd, Interest::Write, iov, count, offset, flags)
+}
+
+/// `preadv2`/`pwritev2`: see [`preadv2`].
+fn positioned(
+    fd: c_int,
+    interest: Interest,
+    iov: *const iovec,
+    count: c_int,
+    offset: libc::off_t,
+    flags: c_int,
+) -> ssize_t {
+    if offset != CURRENT_POSITION as libc::off_t || flags & libc::RWF_NOWAIT != 0 {
+        let nr = match interest {
+            Interest::Read => libc::SYS_preadv2,
+            Interest::Write => libc::SYS_pwritev2,
+        };
+        return c_result(syscall!(nr, fd, iov, count, offset, 0, flags));
+    }
+    let len = Len::Vectored(iov, count.max(0) as usize);
+    transfer(fd, interest, iov, count, len, Made::Flagged(flags))
+}
+
+/// Hooked: glibc's reads the counter with an internal `read`.
+///
+/// # Safety
+/// As `eventfd_read(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eventfd_read(fd: c_int, value: *mut libc::eventfd_t) -> c_int {
+    const LEN: usize = core::mem::size_of::<libc::eventfd_t>();
+    // SAFETY: same contract: `value` is writable for one counter.
+    match unsafe { read(fd, value.cast(), LEN) } {
+        n if n == LEN as ssize_t => 0,
+        _ => -1,
+    }
+}
+
+/// Hooked: glibc's adds to the counter with an internal `write`.
+///
+/// # Safety
+/// Always safe; `unsafe` for symmetry with the C declaration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eventfd_write(fd: c_int, value: libc::eventfd_t) -> c_int {
+    const LEN: usize = core::mem::size_of::<libc::eventfd_t>();
+    // SAFETY: `value` is readable for one counter.
+    match unsafe { write(fd, (&value as *const libc::eventfd_t).cast(), LEN) } {
+        n if n == LEN as ssize_t => 0,
+        _ => -1,
+    }
 }

@@ -1,7 +1,7 @@
-//! `splice`, `tee` and `sendfile`: what `io::copy` between pipes, sockets
-//! and files uses. Their per-call non-blocking flag covers pipes only, so
-//! in a coroutine they run, as made, on a helper thread of the runtime
-//! (`crate::blocking`) while the coroutine parks.
+//! `splice`, `tee` and `sendfile` (what `io::copy` between pipes, sockets
+//! and files uses), and `vmsplice`. Their per-call non-blocking flag covers
+//! pipes only, so in a coroutine they run, as made, on a helper thread of
+//! the runtime (`crate::blocking`) while the coroutine parks.
 
 use libc::{c_int, c_uint, loff_t, off_t, size_t, ssize_t};
 
@@ -40,6 +40,20 @@ pub unsafe extern "C" fn splice(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tee(fd_in: c_int, fd_out: c_int, len: size_t, flags: c_uint) -> ssize_t {
     off_the_worker(|| syscall!(libc::SYS_tee, fd_in, fd_out, len, flags))
+}
+
+/// Hooked: see the module docs.
+///
+/// # Safety
+/// As `vmsplice(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vmsplice(
+    fd: c_int,
+    iov: *const libc::iovec,
+    count: size_t,
+    flags: c_uint,
+) -> ssize_t {
+    off_the_worker(|| syscall!(libc::SYS_vmsplice, fd, iov, count, flags))
 }
 
 /// Hooked: see the module docs.
