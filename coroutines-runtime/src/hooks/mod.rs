@@ -29,6 +29,7 @@ mod descriptor;
 mod driver;
 mod epoll;
 mod fd;
+mod fortify;
 mod futex;
 mod io;
 mod iov;
