@@ -116,16 +116,7 @@ fn fortified_calls_wait_for_a_late_peer() {
     });
     let waited = ((Ok(4), Timing::Waited), true);
     let polled = ((Ok(1), Timing::Waited), true);
-    assert_eq!(
-        got,
-        vec![
-            waited.clone(),
-            waited.clone(),
-            waited,
-            polled.clone(),
-            polled
-        ]
-    );
+    assert_eq!(got, vec![waited, waited, waited, polled, polled]);
 }
 
 /// A read of more bytes than the buffer holds aborts, as glibc's check
