@@ -132,7 +132,8 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// Hooked (`fcntl` is variadic in C; on x86-64 a fixed third argument is
 /// passed in the same register): `F_GETFL` never shows an O_NONBLOCK the
 /// runtime holds, `F_SETFL` is what the runtime puts back after a hold,
-/// and `F_DUPFD*` give the new number a clean record.
+/// `F_DUPFD*` give the new number a clean record, and the waiting lock
+/// commands wait as `lock` says.
 ///
 /// # Safety
 /// As `fcntl(2)`.
@@ -142,6 +143,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
         _ if in_forked_child() => syscall!(libc::SYS_fcntl, fd, cmd, arg),
         libc::F_GETFL => descriptor::get_flags(fd),
         libc::F_SETFL => descriptor::set_user_flags(fd, arg as c_int),
+        libc::F_SETLKW | libc::F_OFD_SETLKW => super::lock::record_lock(fd, cmd, arg),
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
             let ret = syscall!(libc::SYS_fcntl, fd, cmd, arg);
             if ret >= 0 {

@@ -33,6 +33,7 @@ mod fortify;
 mod futex;
 mod io;
 mod iov;
+mod lock;
 mod memory;
 #[cfg(not(target_feature = "crt-static"))]
 mod on_helper;
