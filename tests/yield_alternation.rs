@@ -1,5 +1,8 @@
 //! On one worker, two coroutines that `yield_now` in a loop run in strict
-//! alternation: A, B, A, B, ...
+//! alternation: A, B, A, B, ... And `std::thread::yield_now` yields to the
+//! worker's other coroutines too.
+
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,4 +84,45 @@ fn two_yielding_coroutines_alternate_when_spawned_from_a_coroutine() {
     }
     assert!(done.load(Ordering::SeqCst));
     assert_alternates(&log.lock().unwrap());
+}
+
+/// `std::thread::yield_now` in a coroutine lets the worker's other
+/// coroutines run: a spin loop waiting for a flag that another coroutine of
+/// its worker sets ends, with the blocked-worker monitor off (nothing else
+/// would hand the worker over).
+#[test]
+fn thread_yield_now_lets_a_spin_loop_see_its_neighbour() {
+    use std::time::Duration;
+    let builder = coroutines::runtime::Builder::default()
+        .workers(1)
+        .blocked_worker_threshold(Duration::MAX);
+    let spins = support::watchdog_on(
+        "spin on yield_now",
+        Duration::from_secs(10),
+        builder,
+        || {
+            let flag = Arc::new(AtomicBool::new(false));
+            let spinner = {
+                let flag = flag.clone();
+                coroutines::spawn(move || {
+                    let mut spins = 0u64;
+                    while !flag.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                        spins += 1;
+                    }
+                    spins
+                })
+            };
+            let setter = coroutines::spawn(move || flag.store(true, Ordering::Release));
+            setter.join().unwrap();
+            spinner.join().unwrap()
+        },
+    );
+    assert!(
+        spins <= 2,
+        "the spinner yielded {spins} times before its neighbour ran"
+    );
+    // Outside coroutines it is the system call.
+    // SAFETY: sched_yield has no preconditions.
+    assert_eq!(unsafe { libc::sched_yield() }, 0);
 }

@@ -1,5 +1,6 @@
-//! `pthread_join`: `std::thread::JoinHandle::join` from a coroutine parks
-//! the coroutine, not its worker.
+//! Thread calls: `pthread_join` (`JoinHandle::join` from a coroutine parks
+//! the coroutine, not its worker) and `sched_yield` (`thread::yield_now`
+//! lets the worker's other coroutines run).
 //!
 //! glibc's `pthread_join` waits on the thread's tid word inside libc (the
 //! kernel clears it and wakes it when the thread exits), through its own
@@ -19,7 +20,7 @@ use core::ptr;
 use libc::{c_int, c_void, pthread_t};
 
 use crate::blocking;
-use crate::coroutine::may_switch;
+use crate::coroutine::{may_switch, yield_now};
 
 /// Hooked: `std::thread::JoinHandle::join` calls it.
 ///
@@ -54,4 +55,21 @@ pub unsafe extern "C" fn pthread_join(thread: pthread_t, retval: *mut *mut c_voi
         unsafe { *retval = value as *mut c_void };
     }
     result
+}
+
+/// Hooked: `std::thread::yield_now` (and spin loops' back-off, such as
+/// `std::sync::mpsc`'s). A coroutine first yields to the other coroutines
+/// of its worker: a loop waiting for one of them would otherwise hold the
+/// worker for ever. Then the worker yields its CPU, as a thread's call
+/// does.
+///
+/// # Safety
+/// Always safe; `unsafe` for symmetry with the C declaration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sched_yield() -> c_int {
+    if may_switch() {
+        yield_now();
+    }
+    crate::sys::sched_yield();
+    0
 }
