@@ -154,7 +154,8 @@ pub(crate) fn learn_kind(entry: &FdEntry, generation: u32, kind: Kind) {
     entry.set_kind(generation, kind as u32);
 }
 
-fn classify(fd: c_int) -> Option<Kind> {
+/// What `fd` is, asked of the kernel; `None` if it is not open.
+pub(crate) fn classify(fd: c_int) -> Option<Kind> {
     let mode = stat(fd)?.st_mode & libc::S_IFMT;
     Some(match mode {
         libc::S_IFREG | libc::S_IFBLK | libc::S_IFDIR => Kind::File,

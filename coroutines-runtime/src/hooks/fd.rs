@@ -293,8 +293,23 @@ pub unsafe extern "C" fn closefrom(low: c_int) {
 pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
     static REAL: AtomicUsize = AtomicUsize::new(usize::MAX);
     let real = stream_closer(&REAL, c"fclose");
-    // SAFETY: glibc's `fclose` with the caller's stream, closed once.
-    unsafe { close_stream(stream, || real(stream)) }
+    // SAFETY: glibc's `fclose` with the caller's stream, closed once; the
+    // caller waits for the helper.
+    unsafe {
+        close_stream(stream, |fd| match close_may_wait(fd) {
+            true => on_helper::run(|| real(stream)),
+            false => real(stream),
+        })
+    }
+}
+
+/// Whether closing a stream on `fd` in a coroutine may wait: to flush its
+/// buffer into a pipe, socket or terminal, or, for a `popen` stream (which
+/// glibc's `fclose` closes as `pclose` does), for its child. A regular
+/// file's never does.
+#[cfg(not(target_feature = "crt-static"))]
+fn close_may_wait(fd: c_int) -> bool {
+    crate::coroutine::in_coroutine() && descriptor::classify(fd) != Some(Kind::File)
 }
 
 /// Hooked: as `fclose`, for a stream of `popen`, whose child glibc's
@@ -310,7 +325,7 @@ pub unsafe extern "C" fn pclose(stream: *mut libc::FILE) -> c_int {
     let real = stream_closer(&REAL, c"pclose");
     // SAFETY: glibc's `pclose` with the caller's stream, closed once; the
     // caller waits for the helper.
-    unsafe { close_stream(stream, || on_helper::run(|| real(stream))) }
+    unsafe { close_stream(stream, |_| on_helper::run(|| real(stream))) }
 }
 
 /// glibc's `fclose` or `pclose` (`name`), looked up once into `slot`.
@@ -325,18 +340,18 @@ fn stream_closer(
     unsafe { core::mem::transmute(address) }
 }
 
-/// Closes `stream` with `close` (glibc's function), recording its
-/// descriptor's end as the `close` hook would.
+/// Closes `stream` with `close` (glibc's function, given the stream's
+/// descriptor), recording the descriptor's end as the `close` hook would.
 ///
 /// # Safety
 /// `stream` is an open stream, and `close` closes it.
 #[cfg(not(target_feature = "crt-static"))]
-unsafe fn close_stream(stream: *mut libc::FILE, close: impl FnOnce() -> c_int) -> c_int {
+unsafe fn close_stream(stream: *mut libc::FILE, close: impl FnOnce(c_int) -> c_int) -> c_int {
     // SAFETY: the caller passes an open stream.
     let fd = unsafe { libc::fileno(stream) };
     let mut ret = 0;
     replacing(fd, Ended::Closed, || {
-        ret = close();
+        ret = close(fd);
         0
     });
     ret

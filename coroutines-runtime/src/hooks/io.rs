@@ -8,6 +8,8 @@ use libc::{c_int, c_void, iovec, size_t, ssize_t};
 use super::descriptor::{self, Kind};
 use super::driver::{blocking_io, Call, Len, Nonblock};
 use super::iov;
+use crate::blocking;
+use crate::coroutine::in_coroutine;
 use crate::identity;
 use crate::reactor::fd_table::Interest;
 use crate::sys::{c_result, syscall};
@@ -23,18 +25,6 @@ const CURRENT_POSITION: isize = -1;
 enum Made {
     Buffer(*mut c_void, size_t),
     Vectored,
-    /// `preadv2`/`pwritev2` at the current position with these flags.
-    Flagged(c_int),
-}
-
-impl Made {
-    /// The `preadv2`/`pwritev2` flags the call was made with.
-    fn flags(self) -> c_int {
-        match self {
-            Made::Flagged(flags) => flags,
-            _ => 0,
-        }
-    }
 }
 
 /// A read or write (as `iov`), blocking as the user asked for.
@@ -62,7 +52,6 @@ fn transfer(
             Interest::Write => syscall!(libc::SYS_write, fd, buf, len),
         },
         Made::Vectored => syscall!(vectored, fd, iov, count),
-        Made::Flagged(flags) => syscall!(nowait, fd, iov, count, CURRENT_POSITION, 0, flags),
     };
     let stdio = fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO;
     if interest == Interest::Write && stdio && !identity::in_private_identity() {
@@ -91,7 +80,6 @@ fn transfer(
             // it then fails; the part that continues it must not either.
             return send_rest(fd, iov, count, nonblocking);
         }
-        let flags = made.flags();
         match (nonblocking, done) {
             (true, _) => syscall!(
                 nowait,
@@ -100,10 +88,10 @@ fn transfer(
                 count,
                 CURRENT_POSITION,
                 0,
-                flags | libc::RWF_NOWAIT
+                libc::RWF_NOWAIT
             ),
             (false, 0) => as_made(),
-            (false, _) => syscall!(nowait, fd, iov, count, CURRENT_POSITION, 0, flags),
+            (false, _) => syscall!(vectored, fd, iov, count),
         }
     }))
 }
@@ -179,8 +167,11 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> s
     transfer(fd, Interest::Write, iov, count, len, Made::Vectored)
 }
 
-/// Hooked: at the current position (offset -1) and without `RWF_NOWAIT`,
-/// `readv` with flags; otherwise a read at an offset, which does not wait.
+/// Hooked: at the current position (offset -1) and without flags,
+/// `readv`. With flags, which a file may refuse with `RWF_NOWAIT` or at
+/// all (an answer the driver would take for the file's), the call as made
+/// on a helper thread (`crate::blocking`). At an offset, or with
+/// `RWF_NOWAIT`, the call does not wait: made in place.
 ///
 /// # Safety
 /// As `preadv2(2)`.
@@ -249,15 +240,20 @@ fn positioned(
     offset: libc::off_t,
     flags: c_int,
 ) -> ssize_t {
-    if offset != CURRENT_POSITION as libc::off_t || flags & libc::RWF_NOWAIT != 0 {
-        let nr = match interest {
-            Interest::Read => libc::SYS_preadv2,
-            Interest::Write => libc::SYS_pwritev2,
-        };
-        return c_result(syscall!(nr, fd, iov, count, offset, 0, flags));
+    let nr = match interest {
+        Interest::Read => libc::SYS_preadv2,
+        Interest::Write => libc::SYS_pwritev2,
+    };
+    let as_made = || syscall!(nr, fd, iov, count, offset, 0, flags);
+    let waits = offset == CURRENT_POSITION as libc::off_t && flags & libc::RWF_NOWAIT == 0;
+    match (waits && in_coroutine(), flags) {
+        (false, _) => c_result(as_made()),
+        (true, 0) => {
+            let len = Len::Vectored(iov, count.max(0) as usize);
+            transfer(fd, interest, iov, count, len, Made::Vectored)
+        }
+        (true, _) => c_result(blocking::run_borrowed(as_made)),
     }
-    let len = Len::Vectored(iov, count.max(0) as usize);
-    transfer(fd, interest, iov, count, len, Made::Flagged(flags))
 }
 
 /// Hooked: glibc's reads the counter with an internal `read`.

@@ -38,14 +38,17 @@ pub(super) fn real(slot: &AtomicUsize, name: &CStr) -> usize {
 
 /// Makes `call` (glibc's function with the caller's arguments): in a
 /// coroutine on a helper thread, in the coroutine's locale, with `errno`
-/// and `h_errno` brought back; elsewhere in place.
+/// and `h_errno` taken there and brought back; elsewhere in place.
 pub(super) fn run<T: Send>(call: impl FnOnce() -> T) -> T {
     if !in_coroutine() {
         return call();
     }
-    let locale = current_locale();
+    let (locale, errno, h_errno_before) = (current_locale(), sys::errno(), h_errno());
     let (ret, errno, h_errno) = blocking::run_borrowed(|| {
         let helpers = use_locale(locale);
+        // A call that succeeds leaves them as they were.
+        sys::set_errno(errno);
+        set_h_errno(h_errno_before);
         let ret = call();
         let result = (ret, sys::errno(), h_errno());
         use_locale(helpers);

@@ -52,8 +52,13 @@ pub unsafe extern "C" fn clock_nanosleep(
         libc::CLOCK_MONOTONIC | libc::CLOCK_REALTIME | libc::CLOCK_BOOTTIME | libc::CLOCK_TAI
     );
     if !sleepable {
-        // CPU-time clocks (the process's, another process's) tick with
-        // work the worker may have to do: sleep on a helper thread.
+        if own_thread_clock(clock) {
+            // The kernel's answer on the coroutine's thread, the worker;
+            // on a helper thread it would sleep on the worker's time.
+            return libc::EINVAL;
+        }
+        // CPU-time clocks (the process's, another thread's or process's)
+        // tick with work the worker may have to do: sleep on a helper.
         return blocking::run_borrowed(call);
     }
     let req = match duration(req) {
@@ -77,6 +82,15 @@ pub unsafe extern "C" fn clock_nanosleep(
         sleep_for(remaining);
     }
     0
+}
+
+/// Whether `clock` is the CPU-time clock of the calling thread by id
+/// (`pthread_getcpuclockid`): the kernel encodes a thread's as
+/// `!tid << 3 | 4 | type`, where tid 0 names the caller.
+fn own_thread_clock(clock: clockid_t) -> bool {
+    const PER_THREAD: clockid_t = 4;
+    let tid = !(clock >> 3);
+    clock < 0 && clock & PER_THREAD != 0 && (tid == 0 || tid == sys::gettid())
 }
 
 /// Hooked: C11's sleep, which glibc makes through an internal
