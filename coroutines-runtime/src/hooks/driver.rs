@@ -371,12 +371,6 @@ fn hung_up(fd: c_int) -> bool {
     revents(fd, libc::POLLIN | libc::POLLRDHUP) & (libc::POLLRDHUP | libc::POLLHUP) != 0
 }
 
-/// Level-triggered readiness check, for descriptors whose calls cannot be
-/// made non-blocking one at a time.
-pub(crate) fn ready_now(fd: c_int, interest: Interest) -> bool {
-    poll_one(fd, interest, Some(Duration::ZERO)) != 0
-}
-
 /// `ppoll` on one descriptor for `interest`, up to `timeout` (forever if
 /// `None`); the raw result.
 pub(crate) fn poll_one(fd: c_int, interest: Interest, timeout: Option<Duration>) -> isize {

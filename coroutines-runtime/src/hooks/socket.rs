@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use super::descriptor::{self, Kind};
-use super::driver::{blocking_io, on_created, poll_one, ready_now, Call, Len, Nonblock};
+use super::driver::{blocking_io, on_created, poll_one, Call, Len, Nonblock};
 use super::iov;
 use crate::blocking;
 use crate::coroutine::{self, in_coroutine, Wait};
@@ -314,11 +314,11 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, addrlen: *mut so
 
 /// Hooked: `TcpStream::connect`, `UnixStream::connect`. In a coroutine the
 /// connection is started under a hold (see `descriptor`) and the coroutine
-/// parks until the socket is writable; the outcome is the socket's
-/// `SO_ERROR`. A Unix listener with a full backlog is tried again until it
-/// has room, as the blocking call waits. A send timeout bounds the whole
-/// call, and yields what Linux gives then (EINPROGRESS, or EAGAIN for a
-/// full Unix backlog).
+/// parks until the socket is writable; then one more connect call under a
+/// hold ends it, as the blocking call ends its own wait. A Unix listener
+/// with a full backlog is tried again until it has room, as the blocking
+/// call waits. A send timeout bounds the whole call, and yields what Linux
+/// gives then (EINPROGRESS, or EAGAIN for a full Unix backlog).
 ///
 /// # Safety
 /// As `connect(2)`.
@@ -361,7 +361,7 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
             // Started now; or started earlier by a non-blocking connect,
             // which a blocking one waits for (and times out with EALREADY).
             ret if ret == -(libc::EINPROGRESS as isize) || ret == -(libc::EALREADY as isize) => {
-                return connected(fd, wait, entry, deadline, ret);
+                return connected(fd, wait, entry, deadline, ret, &call);
             }
             ret if ret == -(libc::EAGAIN as isize) && kind != Some(Kind::Tcp) => {
                 let pause = match deadline {
@@ -379,13 +379,19 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
 }
 
 /// Waits for a connection under way to finish, and returns its outcome, or
-/// `timed_out` at the deadline.
+/// `timed_out` at the deadline. The socket stays "connecting" until a
+/// connect call sees the connection finished (the blocking one does, in
+/// its wait): connected, it says 0 and the socket is connected; closed, it
+/// takes the error (ECONNABORTED if none) and the socket is unconnected
+/// again. `SO_ERROR` would take the error and leave the socket connecting.
+/// So once the socket is writable, one more `call` under a hold ends it.
 fn connected(
     fd: c_int,
     mut wait: FdWait,
     entry: &'static crate::reactor::fd_table::FdEntry,
     deadline: Option<Instant>,
     timed_out: isize,
+    call: impl Fn() -> isize,
 ) -> isize {
     loop {
         match wait_fd(&wait, deadline) {
@@ -398,24 +404,16 @@ fn connected(
             }
         }
         wait = FdWait::new(fd, entry, Interest::Write);
-        if ready_now(fd, Interest::Write) {
-            break;
+        match descriptor::held(fd, entry, wait.generation(), &call) {
+            // Still connecting (the wake-up was not the end).
+            Some(ret) if ret == -(libc::EALREADY as isize) => {}
+            // Another call ended the wait first and saw it connected; the
+            // blocking call, woken, would have seen it connected too.
+            Some(ret) if ret == -(libc::EISCONN as isize) => return 0,
+            Some(ret) => return ret,
+            // Closed or replaced meanwhile: the next wait says so.
+            None => {}
         }
-    }
-    let mut error: c_int = 0;
-    let mut size = core::mem::size_of::<c_int>() as socklen_t;
-    let ret = syscall!(
-        libc::SYS_getsockopt,
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_ERROR,
-        &mut error as *mut c_int,
-        &mut size as *mut socklen_t
-    );
-    match (ret, error) {
-        (ret, _) if ret < 0 => ret,
-        (_, 0) => 0,
-        (_, error) => -(error as isize),
     }
 }
 
