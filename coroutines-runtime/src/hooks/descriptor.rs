@@ -319,10 +319,12 @@ pub(crate) fn view(fd: c_int, entry: &FdEntry, generation: u32, kind: Kind) -> V
     view
 }
 
-/// Seeds the view of socket `fd`, which `accept4` with `flags` just made
-/// from `listener`, without asking the kernel: its O_NONBLOCK comes from
-/// `flags`, and Linux copies the listener's timeouts and low-water mark to
-/// it, so a current view of the listener is the rest of it.
+/// Seeds the view of TCP socket `fd`, which `accept4` with `flags` just
+/// made from `listener`, without asking the kernel: its O_NONBLOCK comes
+/// from `flags`, and Linux clones the listener's socket, timeouts and
+/// low-water mark included, so a current view of the listener is the rest
+/// of it. Other connections (a Unix one is made afresh, with default
+/// options) learn their view from the kernel.
 pub(crate) fn learn_accepted(fd: c_int, listener: c_int, flags: c_int) {
     use crate::reactor::fd_table::FD_TABLE;
     if crate::scheduler::in_forked_child() {
@@ -331,6 +333,9 @@ pub(crate) fn learn_accepted(fd: c_int, listener: c_int, flags: c_int) {
     let (Some(from), Some(entry)) = (FD_TABLE.peek(listener), FD_TABLE.get(fd)) else {
         return;
     };
+    if from.kind(from.generation()).and_then(Kind::from_u32) != Some(Kind::Tcp) {
+        return;
+    }
     let epoch = SETTINGS_EPOCH.load(Ordering::Acquire) as u32 as u64;
     let current = (u64::from(from.generation()) << 32) | epoch;
     let (view, zero_timeout) = {
