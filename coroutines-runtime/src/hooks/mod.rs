@@ -28,6 +28,7 @@ mod descriptor;
 mod driver;
 mod epoll;
 mod fd;
+mod fortify;
 mod futex;
 mod io;
 mod iov;
