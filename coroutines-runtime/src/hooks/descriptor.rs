@@ -678,13 +678,6 @@ pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() 
     }
 }
 
-/// The kind of `fd`, learned from the kernel if not yet known; `None` if
-/// `fd` is not open or not tracked.
-pub(crate) fn kind_of(fd: c_int) -> Option<Kind> {
-    let entry = crate::reactor::fd_table::FD_TABLE.get(fd)?;
-    kind(fd, entry, entry.generation())
-}
-
 /// The kind of `fd` if it is already known, without asking the kernel.
 pub(crate) fn known_kind(fd: c_int) -> Option<Kind> {
     let entry = crate::reactor::fd_table::FD_TABLE.peek(fd)?;

@@ -1,7 +1,6 @@
 //! Sockets: creation, accept, connect, the send and receive family, and
 //! the options that change how they block.
 
-use core::cell::Cell;
 use std::time::{Duration, Instant};
 
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
@@ -35,15 +34,13 @@ const UIO_MAXIOV: c_uint = 1024;
 /// A send or receive: one call as is if it cannot block (`MSG_DONTWAIT`,
 /// and error-queue reads, which never wait), else through the driver with
 /// `MSG_DONTWAIT` added per attempt. `call(flags, done)` makes the call for
-/// what is left after `done` bytes; `boundary` is the driver's (see
-/// `Call::boundary`).
+/// what is left after `done` bytes.
 #[inline(always)]
 fn transfer(
     fd: c_int,
     interest: Interest,
     flags: c_int,
     len: Len,
-    boundary: Option<&Cell<bool>>,
     call: impl Fn(c_int, usize) -> isize,
 ) -> ssize_t {
     if flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 {
@@ -57,7 +54,6 @@ fn transfer(
     let call_info = Call {
         wait_all: flags & libc::MSG_WAITALL != 0,
         peek: flags & libc::MSG_PEEK != 0,
-        boundary,
         ..Call::transfer(fd, interest, Nonblock::Flag, len)
     };
     c_result(blocking_io(call_info, move |nonblocking, done| {
@@ -135,7 +131,6 @@ pub unsafe extern "C" fn recvfrom(
         Interest::Read,
         flags,
         Len::Buffer(len),
-        None,
         |flags, done| {
             let (addr, addrlen) = match done {
                 0 => (addr, addrlen),
@@ -161,27 +156,14 @@ pub unsafe extern "C" fn recvfrom(
 /// As `recvmsg(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    let wait_all = flags & (libc::MSG_WAITALL | libc::MSG_DONTWAIT) == libc::MSG_WAITALL;
-    if wait_all && in_coroutine() && descriptor::kind_of(fd).is_some_and(Kind::ends_at_messages) {
-        // A Unix stream's MSG_WAITALL read stops after passed descriptors
-        // and fills the caller's control buffer along the way, which a
-        // read made in parts cannot: the call as made, on a helper thread.
-        let call = || syscall!(libc::SYS_recvmsg, fd, msg, flags);
-        return c_result(blocking::run_borrowed(call));
-    }
-    let boundary = Cell::new(false);
     transfer(
         fd,
         Interest::Read,
         flags,
         Len::Message(msg),
-        Some(&boundary),
         |flags, done| {
             if done == 0 {
-                let ret = syscall!(libc::SYS_recvmsg, fd, msg, flags);
-                // SAFETY: the call succeeded, so the kernel wrote `msg`.
-                boundary.set(ret > 0 && unsafe { (*msg).msg_controllen } > 0);
-                return ret;
+                return syscall!(libc::SYS_recvmsg, fd, msg, flags);
             }
             let mut iovs = Vec::new();
             // SAFETY: an attempt with `msg` succeeded.
@@ -202,7 +184,6 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         Interest::Write,
         flags,
         Len::Buffer(len),
-        None,
         |flags, done| {
             syscall!(
                 libc::SYS_sendto,
@@ -235,7 +216,6 @@ pub unsafe extern "C" fn sendto(
         Interest::Write,
         flags,
         Len::Buffer(len),
-        None,
         |flags, done| {
             let (addr, addrlen) = match done {
                 0 => (addr, addrlen),
@@ -265,7 +245,6 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         Interest::Write,
         flags,
         Len::Message(msg),
-        None,
         |flags, done| {
             if done == 0 {
                 return syscall!(libc::SYS_sendmsg, fd, msg, flags);
