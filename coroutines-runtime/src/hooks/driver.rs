@@ -44,6 +44,10 @@ pub(crate) struct Call {
     /// `MSG_PEEK`: consumes nothing, so an unfinished peek is repeated
     /// from the start rather than continued.
     pub(crate) peek: bool,
+    /// Earlier parts of the user's call moved something (`recvmmsg`'s
+    /// earlier messages): a pending socket error is left for the next call,
+    /// as after some bytes of a stream.
+    pub(crate) moved_before: bool,
 }
 
 /// How many bytes a call transfers. Read from the caller's memory only
@@ -87,6 +91,7 @@ impl Call {
             len: Len::None,
             wait_all: false,
             peek: false,
+            moved_before: false,
         }
     }
 
@@ -198,7 +203,7 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
                 };
             }
         }
-        if done > 0 && kind.is_socket() && error_pending(call.fd) {
+        if (done > 0 || call.moved_before) && kind.is_socket() && error_pending(call.fd) {
             // A blocking call returns what it moved and leaves the error
             // for the next call; trying again would take the error.
             return done as isize;

@@ -485,7 +485,9 @@ pub unsafe extern "C" fn socketpair(
 /// per message: for each, parks until one attempt (`call(first, count,
 /// flags)`, for the messages from `first` on) moves at least one, until
 /// all `count` moved, or one is enough (`MSG_WAITFORONE`). Returns the
-/// messages moved, or the first attempt's error.
+/// messages moved, or the first attempt's error. After a message, an error
+/// ends the call: `recvmmsg` leaves it for the next call (the kernel puts
+/// it back), so a pending one is not taken; `sendmmsg` takes it.
 fn per_message(
     fd: c_int,
     interest: Interest,
@@ -495,7 +497,10 @@ fn per_message(
 ) -> isize {
     let mut moved: c_uint = 0;
     while moved < count {
-        let step = Call::other(fd, interest, Nonblock::Flag);
+        let step = Call {
+            moved_before: moved > 0 && interest == Interest::Read,
+            ..Call::other(fd, interest, Nonblock::Flag)
+        };
         let ret = blocking_io(step, |nonblocking, _| {
             let mut flags = flags;
             if nonblocking {
