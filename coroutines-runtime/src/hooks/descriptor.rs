@@ -119,6 +119,15 @@ impl Kind {
         self == Kind::StreamSocket
     }
 
+    /// A stream socket whose send checks the shutdown before the socket's
+    /// error when it starts, but the error first once under way (a Unix
+    /// stream: each part it sends, and each wait for room, first takes a
+    /// pending error). The kind's other protocols (MPTCP) prefer the error
+    /// throughout, as TCP does, so taking it first is their answer too.
+    pub(crate) fn sends_see_errors_late(self) -> bool {
+        self == Kind::StreamSocket
+    }
+
     /// A socket that can listen, so `accept` may be attempted under a hold.
     pub(crate) fn accepts(self) -> bool {
         matches!(self, Kind::Tcp | Kind::StreamSocket | Kind::SeqPacket)

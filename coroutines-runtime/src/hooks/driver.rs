@@ -173,6 +173,7 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
     // block never reads the clock.
     let mut deadline: Option<Option<Instant>> = None;
     let mut recheck = Recheck::FIRST;
+    let mut waited = false;
     loop {
         let wait = FdWait::new(call.fd, entry, call.interest);
         let generation = wait.generation();
@@ -201,6 +202,16 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
                         descriptor::thread_call(call.fd, call.interest, || attempt(false, 0))
                     }),
                 };
+            }
+        }
+        if call.interest == Interest::Write && (done > 0 || waited) && kind.sends_see_errors_late()
+        {
+            // Such a send checks the socket's error only once it is under
+            // way (each part first takes it), where a fresh one checks
+            // the shutdown first: continuing, take the error as it would.
+            let error = take_error(call.fd);
+            if error != 0 {
+                return progress(done, error);
             }
         }
         if (done > 0 || call.moved_before) && kind.is_socket() && error_pending(call.fd) {
@@ -284,6 +295,7 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
             true => Some(recheck.next(deadline)),
             false => deadline,
         };
+        waited = true;
         match wait_fd(&wait, until) {
             Outcome::Ready => {}
             Outcome::TimedOut if until != deadline => {}
@@ -376,6 +388,24 @@ fn error_pending(fd: c_int) -> bool {
     let peek = libc::MSG_ERRQUEUE | libc::MSG_PEEK | libc::MSG_DONTWAIT;
     crate::sys::syscall!(libc::SYS_recvfrom, fd, &mut byte as *mut u8, 1, peek, 0, 0)
         == -(libc::EAGAIN as isize)
+}
+
+/// Takes socket `fd`'s pending error (`SO_ERROR`): `-errno`, or 0 if none.
+fn take_error(fd: c_int) -> isize {
+    let mut error: c_int = 0;
+    let mut size = core::mem::size_of::<c_int>() as libc::socklen_t;
+    let ret = crate::sys::syscall!(
+        libc::SYS_getsockopt,
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        &mut error as *mut c_int,
+        &mut size as *mut libc::socklen_t
+    );
+    match ret {
+        0 => -(error as isize),
+        ret => ret,
+    }
 }
 
 /// Whether `fd` is shut down or hung up for reading.
