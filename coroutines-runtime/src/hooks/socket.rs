@@ -156,7 +156,7 @@ pub unsafe extern "C" fn recvfrom(
 /// As `recvmsg(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    transfer(
+    let ret = transfer(
         fd,
         Interest::Read,
         flags,
@@ -170,7 +170,42 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
             let mut rest = unsafe { rest_of(msg, done, &mut iovs) };
             syscall!(libc::SYS_recvmsg, fd, &mut rest as *mut msghdr, flags)
         },
-    )
+    );
+    if ret >= 0 {
+        // SAFETY: the call succeeded, so the kernel wrote `msg`.
+        unsafe { learn_received(msg) };
+    }
+    ret
+}
+
+/// Records the descriptors that came with received message `msg`
+/// (`SCM_RIGHTS`) as created: the kernel installed them, where no hook
+/// saw their numbers made, and a number may still carry the facts of a
+/// file closed behind the hooks' back.
+///
+/// # Safety
+/// `msg` is a header a successful receive wrote.
+unsafe fn learn_received(msg: *const msghdr) {
+    // SAFETY: per the contract.
+    if unsafe { (*msg).msg_controllen } == 0 {
+        return;
+    }
+    // SAFETY: per the contract, the kernel wrote `msg_controllen` bytes of
+    // well-formed control messages at `msg_control`, which the CMSG macros
+    // walk within.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<c_int>();
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / core::mem::size_of::<c_int>() {
+                    on_created(data.add(i).read_unaligned(), None);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
 }
 
 /// Hooked: `TcpStream::write` (with `MSG_NOSIGNAL`).
@@ -547,6 +582,11 @@ pub unsafe extern "C" fn recvmmsg(
             syscall!(libc::SYS_recvmmsg, fd, rest, left, flags, 0)
         }),
     };
+    for i in 0..ret.max(0) as usize {
+        // SAFETY: the call succeeded for its first `ret` messages, so the
+        // kernel wrote their headers.
+        unsafe { learn_received(&(*messages.add(i)).msg_hdr) };
+    }
     c_result(ret) as c_int
 }
 
