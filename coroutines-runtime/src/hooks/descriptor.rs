@@ -119,6 +119,15 @@ impl Kind {
         self == Kind::StreamSocket
     }
 
+    /// A stream socket whose send checks the shutdown before the socket's
+    /// error when it starts, but the error first once under way (a Unix
+    /// stream: each part it sends, and each wait for room, first takes a
+    /// pending error). The kind's other protocols (MPTCP) prefer the error
+    /// throughout, as TCP does, so taking it first is their answer too.
+    pub(crate) fn sends_see_errors_late(self) -> bool {
+        self == Kind::StreamSocket
+    }
+
     /// A socket that can listen, so `accept` may be attempted under a hold.
     pub(crate) fn accepts(self) -> bool {
         matches!(self, Kind::Tcp | Kind::StreamSocket | Kind::SeqPacket)
@@ -320,10 +329,12 @@ pub(crate) fn view(fd: c_int, entry: &FdEntry, generation: u32, kind: Kind) -> V
     view
 }
 
-/// Seeds the view of socket `fd`, which `accept4` with `flags` just made
-/// from `listener`, without asking the kernel: its O_NONBLOCK comes from
-/// `flags`, and Linux copies the listener's timeouts and low-water mark to
-/// it, so a current view of the listener is the rest of it.
+/// Seeds the view of TCP socket `fd`, which `accept4` with `flags` just
+/// made from `listener`, without asking the kernel: its O_NONBLOCK comes
+/// from `flags`, and Linux clones the listener's socket, timeouts and
+/// low-water mark included, so a current view of the listener is the rest
+/// of it. Other connections (a Unix one is made afresh, with default
+/// options) learn their view from the kernel.
 pub(crate) fn learn_accepted(fd: c_int, listener: c_int, flags: c_int) {
     use crate::reactor::fd_table::FD_TABLE;
     if crate::scheduler::in_forked_child() {
@@ -332,6 +343,9 @@ pub(crate) fn learn_accepted(fd: c_int, listener: c_int, flags: c_int) {
     let (Some(from), Some(entry)) = (FD_TABLE.peek(listener), FD_TABLE.get(fd)) else {
         return;
     };
+    if from.kind(from.generation()).and_then(Kind::from_u32) != Some(Kind::Tcp) {
+        return;
+    }
     let epoch = SETTINGS_EPOCH.load(Ordering::Acquire) as u32 as u64;
     let current = (u64::from(from.generation()) << 32) | epoch;
     let (view, zero_timeout) = {
@@ -672,13 +686,6 @@ pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() 
             return ret;
         }
     }
-}
-
-/// The kind of `fd`, learned from the kernel if not yet known; `None` if
-/// `fd` is not open or not tracked.
-pub(crate) fn kind_of(fd: c_int) -> Option<Kind> {
-    let entry = crate::reactor::fd_table::FD_TABLE.get(fd)?;
-    kind(fd, entry, entry.generation())
 }
 
 /// The kind of `fd` if it is already known, without asking the kernel.

@@ -2,12 +2,11 @@
 //! call's result, as the blocking call would give it on a thread, with the
 //! coroutine parked instead of the worker whenever the call would block.
 
-use core::cell::Cell;
 use std::time::{Duration, Instant};
 
 use libc::{c_int, iovec, msghdr};
 
-use super::descriptor::{self, Kind};
+use super::descriptor::{self, Kind, View};
 use super::iov;
 use crate::blocking;
 use crate::coroutine::{in_coroutine, switch};
@@ -30,7 +29,7 @@ pub(crate) enum Nonblock {
 
 /// A call that may block on a descriptor, and what completes it.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Call<'a> {
+pub(crate) struct Call {
     pub(crate) fd: c_int,
     pub(crate) interest: Interest,
     pub(crate) nonblock: Nonblock,
@@ -45,9 +44,10 @@ pub(crate) struct Call<'a> {
     /// `MSG_PEEK`: consumes nothing, so an unfinished peek is repeated
     /// from the start rather than continued.
     pub(crate) peek: bool,
-    /// Set by an attempt after which the blocking call returns whatever the
-    /// count (a read that received passed descriptors stops there).
-    pub(crate) boundary: Option<&'a Cell<bool>>,
+    /// Earlier parts of the user's call moved something (`recvmmsg`'s
+    /// earlier messages): a pending socket error is left for the next call,
+    /// as after some bytes of a stream.
+    pub(crate) moved_before: bool,
 }
 
 /// How many bytes a call transfers. Read from the caller's memory only
@@ -81,9 +81,9 @@ impl Len {
     }
 }
 
-impl Call<'_> {
+impl Call {
     /// A call that is not a transfer (accept, connect).
-    pub(crate) fn other(fd: c_int, interest: Interest, nonblock: Nonblock) -> Call<'static> {
+    pub(crate) fn other(fd: c_int, interest: Interest, nonblock: Nonblock) -> Call {
         Call {
             fd,
             interest,
@@ -91,17 +91,12 @@ impl Call<'_> {
             len: Len::None,
             wait_all: false,
             peek: false,
-            boundary: None,
+            moved_before: false,
         }
     }
 
     /// A transfer of `len`.
-    pub(crate) fn transfer(
-        fd: c_int,
-        interest: Interest,
-        nonblock: Nonblock,
-        len: Len,
-    ) -> Call<'static> {
+    pub(crate) fn transfer(fd: c_int, interest: Interest, nonblock: Nonblock, len: Len) -> Call {
         Call {
             len,
             ..Call::other(fd, interest, nonblock)
@@ -127,11 +122,6 @@ impl Call<'_> {
         }
     }
 
-    /// Whether the last attempt ended the call whatever the count.
-    fn ends_early(&self) -> bool {
-        self.boundary.is_some_and(Cell::get)
-    }
-
     /// A read of one non-empty buffer: a short one drains a TCP stream.
     fn reads_buffer(&self) -> bool {
         self.interest == Interest::Read && !self.peek && matches!(self.len, Len::Buffer(1..))
@@ -146,7 +136,8 @@ impl Call<'_> {
 /// `nonblocking` it must not block (see [`Nonblock`]), without it it is the
 /// call as the user made it. Outside coroutines it is made once, as is.
 ///
-/// Before parking, the user's settings decide: a non-blocking description
+/// Before parking, the user's settings decide, as read once per call (the
+/// kernel reads them when the call starts): a non-blocking description
 /// fails with EAGAIN, and `SO_RCVTIMEO`/`SO_SNDTIMEO` bound the whole call
 /// (not each wait), after which it returns what it has, or EAGAIN.
 ///
@@ -174,10 +165,15 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
         return attempt(false, 0);
     };
     let mut done = 0;
-    // Learned, and timed from, the first time the call would park: a call
-    // that does not block never reads the clock.
+    // The user's settings, learned the first time they matter and kept for
+    // the whole call: the kernel reads the mode and the timeouts when the
+    // call starts, so a change made while the call waits is not its.
+    let mut settings: Option<View> = None;
+    // Timed from the first time the call would park: a call that does not
+    // block never reads the clock.
     let mut deadline: Option<Option<Instant>> = None;
     let mut recheck = Recheck::FIRST;
+    let mut waited = false;
     loop {
         let wait = FdWait::new(call.fd, entry, call.interest);
         let generation = wait.generation();
@@ -188,7 +184,37 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
         if kind.passes_through() || (call.nonblock == Nonblock::Hold && !kind.accepts()) {
             return progress(done, attempt(false, done));
         }
-        if done > 0 && kind.is_socket() && error_pending(call.fd) {
+        let mut view =
+            || *settings.get_or_insert_with(|| descriptor::view(call.fd, entry, generation, kind));
+        if call.interest == Interest::Read && kind.ends_at_messages() {
+            let view = view();
+            if call.wait_all || view.rcvlowat > 1 {
+                // A Unix stream's read that collects stops after a
+                // message that carried descriptors, which the caller may
+                // not even see (no control buffer), and fills the control
+                // buffer along the way: a read made in parts can do
+                // neither. The call as made, on a helper thread unless it
+                // does not block. Decided before the first attempt (the
+                // settings are the call's), so nothing was read yet.
+                return match view.nonblocking {
+                    true => attempt(false, 0),
+                    false => blocking::run_borrowed(|| {
+                        descriptor::thread_call(call.fd, call.interest, || attempt(false, 0))
+                    }),
+                };
+            }
+        }
+        if call.interest == Interest::Write && (done > 0 || waited) && kind.sends_see_errors_late()
+        {
+            // Such a send checks the socket's error only once it is under
+            // way (each part first takes it), where a fresh one checks
+            // the shutdown first: continuing, take the error as it would.
+            let error = take_error(call.fd);
+            if error != 0 {
+                return progress(done, error);
+            }
+        }
+        if (done > 0 || call.moved_before) && kind.is_socket() && error_pending(call.fd) {
             // A blocking call returns what it moved and leaves the error
             // for the next call; trying again would take the error.
             return done as isize;
@@ -221,29 +247,26 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
             Some(n) if n > 0 => {
                 let n = n as usize;
                 let total = if call.peek { n } else { done + n };
-                let rcvlowat = || descriptor::view(call.fd, entry, generation, kind).rcvlowat;
                 // SAFETY: the attempt succeeded, so the kernel read the
                 // caller's iovecs.
-                let target = unsafe { call.target(kind, rcvlowat) };
+                let target = unsafe { call.target(kind, || view().rcvlowat) };
                 if let (true, Len::Buffer(len)) = (tcp_read, call.len) {
                     if total < len {
                         entry.set_drained(generation, wait.snapshot());
                     }
                 }
-                if total >= target || call.ends_early() {
+                if total >= target {
                     return total as isize;
                 }
                 if !call.peek {
                     done = total;
                     // Not enough yet: the next attempt takes what has come
-                    // meanwhile (a read may also have stopped at a
-                    // boundary with more queued), or finds nothing and
-                    // parks.
+                    // meanwhile, or finds nothing and parks.
                     continue;
                 }
                 // A peek sees the same bytes until more come: wait for
                 // them, or return what is there if the user does not wait.
-                if descriptor::view(call.fd, entry, generation, kind).nonblocking {
+                if view().nonblocking {
                     return total as isize;
                 }
             }
@@ -256,7 +279,7 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
             // (0, or EINVAL for a listener) where an attempt says EAGAIN.
             return progress(done, attempt(false, done));
         }
-        let view = descriptor::view(call.fd, entry, generation, kind);
+        let view = view();
         if view.nonblocking {
             // The user's call does not block: make it as is.
             return match tried {
@@ -272,6 +295,7 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
             true => Some(recheck.next(deadline)),
             false => deadline,
         };
+        waited = true;
         match wait_fd(&wait, until) {
             Outcome::Ready => {}
             Outcome::TimedOut if until != deadline => {}
@@ -366,15 +390,27 @@ fn error_pending(fd: c_int) -> bool {
         == -(libc::EAGAIN as isize)
 }
 
+/// Takes socket `fd`'s pending error (`SO_ERROR`): `-errno`, or 0 if none.
+fn take_error(fd: c_int) -> isize {
+    let mut error: c_int = 0;
+    let mut size = core::mem::size_of::<c_int>() as libc::socklen_t;
+    let ret = crate::sys::syscall!(
+        libc::SYS_getsockopt,
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        &mut error as *mut c_int,
+        &mut size as *mut libc::socklen_t
+    );
+    match ret {
+        0 => -(error as isize),
+        ret => ret,
+    }
+}
+
 /// Whether `fd` is shut down or hung up for reading.
 fn hung_up(fd: c_int) -> bool {
     revents(fd, libc::POLLIN | libc::POLLRDHUP) & (libc::POLLRDHUP | libc::POLLHUP) != 0
-}
-
-/// Level-triggered readiness check, for descriptors whose calls cannot be
-/// made non-blocking one at a time.
-pub(crate) fn ready_now(fd: c_int, interest: Interest) -> bool {
-    poll_one(fd, interest, Some(Duration::ZERO)) != 0
 }
 
 /// `ppoll` on one descriptor for `interest`, up to `timeout` (forever if

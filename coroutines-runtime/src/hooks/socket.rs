@@ -1,13 +1,12 @@
 //! Sockets: creation, accept, connect, the send and receive family, and
 //! the options that change how they block.
 
-use core::cell::Cell;
 use std::time::{Duration, Instant};
 
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use super::descriptor::{self, Kind};
-use super::driver::{blocking_io, on_created, poll_one, ready_now, Call, Len, Nonblock};
+use super::driver::{blocking_io, on_created, poll_one, Call, Len, Nonblock};
 use super::iov;
 use crate::blocking;
 use crate::coroutine::{self, in_coroutine, Wait};
@@ -35,15 +34,13 @@ const UIO_MAXIOV: c_uint = 1024;
 /// A send or receive: one call as is if it cannot block (`MSG_DONTWAIT`,
 /// and error-queue reads, which never wait), else through the driver with
 /// `MSG_DONTWAIT` added per attempt. `call(flags, done)` makes the call for
-/// what is left after `done` bytes; `boundary` is the driver's (see
-/// `Call::boundary`).
+/// what is left after `done` bytes.
 #[inline(always)]
 fn transfer(
     fd: c_int,
     interest: Interest,
     flags: c_int,
     len: Len,
-    boundary: Option<&Cell<bool>>,
     call: impl Fn(c_int, usize) -> isize,
 ) -> ssize_t {
     if flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 {
@@ -57,7 +54,6 @@ fn transfer(
     let call_info = Call {
         wait_all: flags & libc::MSG_WAITALL != 0,
         peek: flags & libc::MSG_PEEK != 0,
-        boundary,
         ..Call::transfer(fd, interest, Nonblock::Flag, len)
     };
     c_result(blocking_io(call_info, move |nonblocking, done| {
@@ -135,7 +131,6 @@ pub unsafe extern "C" fn recvfrom(
         Interest::Read,
         flags,
         Len::Buffer(len),
-        None,
         |flags, done| {
             let (addr, addrlen) = match done {
                 0 => (addr, addrlen),
@@ -161,34 +156,56 @@ pub unsafe extern "C" fn recvfrom(
 /// As `recvmsg(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    let wait_all = flags & (libc::MSG_WAITALL | libc::MSG_DONTWAIT) == libc::MSG_WAITALL;
-    if wait_all && in_coroutine() && descriptor::kind_of(fd).is_some_and(Kind::ends_at_messages) {
-        // A Unix stream's MSG_WAITALL read stops after passed descriptors
-        // and fills the caller's control buffer along the way, which a
-        // read made in parts cannot: the call as made, on a helper thread.
-        let call = || syscall!(libc::SYS_recvmsg, fd, msg, flags);
-        return c_result(blocking::run_borrowed(call));
-    }
-    let boundary = Cell::new(false);
-    transfer(
+    let ret = transfer(
         fd,
         Interest::Read,
         flags,
         Len::Message(msg),
-        Some(&boundary),
         |flags, done| {
             if done == 0 {
-                let ret = syscall!(libc::SYS_recvmsg, fd, msg, flags);
-                // SAFETY: the call succeeded, so the kernel wrote `msg`.
-                boundary.set(ret > 0 && unsafe { (*msg).msg_controllen } > 0);
-                return ret;
+                return syscall!(libc::SYS_recvmsg, fd, msg, flags);
             }
             let mut iovs = Vec::new();
             // SAFETY: an attempt with `msg` succeeded.
             let mut rest = unsafe { rest_of(msg, done, &mut iovs) };
             syscall!(libc::SYS_recvmsg, fd, &mut rest as *mut msghdr, flags)
         },
-    )
+    );
+    if ret >= 0 {
+        // SAFETY: the call succeeded, so the kernel wrote `msg`.
+        unsafe { learn_received(msg) };
+    }
+    ret
+}
+
+/// Records the descriptors that came with received message `msg`
+/// (`SCM_RIGHTS`) as created: the kernel installed them, where no hook
+/// saw their numbers made, and a number may still carry the facts of a
+/// file closed behind the hooks' back.
+///
+/// # Safety
+/// `msg` is a header a successful receive wrote.
+unsafe fn learn_received(msg: *const msghdr) {
+    // SAFETY: per the contract.
+    if unsafe { (*msg).msg_controllen } == 0 {
+        return;
+    }
+    // SAFETY: per the contract, the kernel wrote `msg_controllen` bytes of
+    // well-formed control messages at `msg_control`, which the CMSG macros
+    // walk within.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<c_int>();
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / core::mem::size_of::<c_int>() {
+                    on_created(data.add(i).read_unaligned(), None);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
 }
 
 /// Hooked: `TcpStream::write` (with `MSG_NOSIGNAL`).
@@ -202,7 +219,6 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         Interest::Write,
         flags,
         Len::Buffer(len),
-        None,
         |flags, done| {
             syscall!(
                 libc::SYS_sendto,
@@ -235,7 +251,6 @@ pub unsafe extern "C" fn sendto(
         Interest::Write,
         flags,
         Len::Buffer(len),
-        None,
         |flags, done| {
             let (addr, addrlen) = match done {
                 0 => (addr, addrlen),
@@ -265,7 +280,6 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         Interest::Write,
         flags,
         Len::Message(msg),
-        None,
         |flags, done| {
             if done == 0 {
                 return syscall!(libc::SYS_sendmsg, fd, msg, flags);
@@ -314,11 +328,11 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, addrlen: *mut so
 
 /// Hooked: `TcpStream::connect`, `UnixStream::connect`. In a coroutine the
 /// connection is started under a hold (see `descriptor`) and the coroutine
-/// parks until the socket is writable; the outcome is the socket's
-/// `SO_ERROR`. A Unix listener with a full backlog is tried again until it
-/// has room, as the blocking call waits. A send timeout bounds the whole
-/// call, and yields what Linux gives then (EINPROGRESS, or EAGAIN for a
-/// full Unix backlog).
+/// parks until the socket is writable; then one more connect call under a
+/// hold ends it, as the blocking call ends its own wait. A Unix listener
+/// with a full backlog is tried again until it has room, as the blocking
+/// call waits. A send timeout bounds the whole call, and yields what Linux
+/// gives then (EINPROGRESS, or EAGAIN for a full Unix backlog).
 ///
 /// # Safety
 /// As `connect(2)`.
@@ -361,7 +375,7 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
             // Started now; or started earlier by a non-blocking connect,
             // which a blocking one waits for (and times out with EALREADY).
             ret if ret == -(libc::EINPROGRESS as isize) || ret == -(libc::EALREADY as isize) => {
-                return connected(fd, wait, entry, deadline, ret);
+                return connected(fd, wait, entry, deadline, ret, &call);
             }
             ret if ret == -(libc::EAGAIN as isize) && kind != Some(Kind::Tcp) => {
                 let pause = match deadline {
@@ -379,13 +393,19 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
 }
 
 /// Waits for a connection under way to finish, and returns its outcome, or
-/// `timed_out` at the deadline.
+/// `timed_out` at the deadline. The socket stays "connecting" until a
+/// connect call sees the connection finished (the blocking one does, in
+/// its wait): connected, it says 0 and the socket is connected; closed, it
+/// takes the error (ECONNABORTED if none) and the socket is unconnected
+/// again. `SO_ERROR` would take the error and leave the socket connecting.
+/// So once the socket is writable, one more `call` under a hold ends it.
 fn connected(
     fd: c_int,
     mut wait: FdWait,
     entry: &'static crate::reactor::fd_table::FdEntry,
     deadline: Option<Instant>,
     timed_out: isize,
+    call: impl Fn() -> isize,
 ) -> isize {
     loop {
         match wait_fd(&wait, deadline) {
@@ -398,24 +418,16 @@ fn connected(
             }
         }
         wait = FdWait::new(fd, entry, Interest::Write);
-        if ready_now(fd, Interest::Write) {
-            break;
+        match descriptor::held(fd, entry, wait.generation(), &call) {
+            // Still connecting (the wake-up was not the end).
+            Some(ret) if ret == -(libc::EALREADY as isize) => {}
+            // Another call ended the wait first and saw it connected; the
+            // blocking call, woken, would have seen it connected too.
+            Some(ret) if ret == -(libc::EISCONN as isize) => return 0,
+            Some(ret) => return ret,
+            // Closed or replaced meanwhile: the next wait says so.
+            None => {}
         }
-    }
-    let mut error: c_int = 0;
-    let mut size = core::mem::size_of::<c_int>() as socklen_t;
-    let ret = syscall!(
-        libc::SYS_getsockopt,
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_ERROR,
-        &mut error as *mut c_int,
-        &mut size as *mut socklen_t
-    );
-    match (ret, error) {
-        (ret, _) if ret < 0 => ret,
-        (_, 0) => 0,
-        (_, error) => -(error as isize),
     }
 }
 
@@ -508,7 +520,9 @@ pub unsafe extern "C" fn socketpair(
 /// per message: for each, parks until one attempt (`call(first, count,
 /// flags)`, for the messages from `first` on) moves at least one, until
 /// all `count` moved, or one is enough (`MSG_WAITFORONE`). Returns the
-/// messages moved, or the first attempt's error.
+/// messages moved, or the first attempt's error. After a message, an error
+/// ends the call: `recvmmsg` leaves it for the next call (the kernel puts
+/// it back), so a pending one is not taken; `sendmmsg` takes it.
 fn per_message(
     fd: c_int,
     interest: Interest,
@@ -518,7 +532,10 @@ fn per_message(
 ) -> isize {
     let mut moved: c_uint = 0;
     while moved < count {
-        let step = Call::other(fd, interest, Nonblock::Flag);
+        let step = Call {
+            moved_before: moved > 0 && interest == Interest::Read,
+            ..Call::other(fd, interest, Nonblock::Flag)
+        };
         let ret = blocking_io(step, |nonblocking, _| {
             let mut flags = flags;
             if nonblocking {
@@ -565,6 +582,11 @@ pub unsafe extern "C" fn recvmmsg(
             syscall!(libc::SYS_recvmmsg, fd, rest, left, flags, 0)
         }),
     };
+    for i in 0..ret.max(0) as usize {
+        // SAFETY: the call succeeded for its first `ret` messages, so the
+        // kernel wrote their headers.
+        unsafe { learn_received(&(*messages.add(i)).msg_hdr) };
+    }
     c_result(ret) as c_int
 }
 
