@@ -50,6 +50,30 @@ pub(crate) struct Call {
     pub(crate) moved_before: bool,
 }
 
+/// One attempt of a call, as the driver asks the hook to make it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Attempt {
+    /// It must not block (see [`Nonblock`]); else it is the call as the
+    /// user made it.
+    pub(crate) nonblocking: bool,
+    /// What earlier attempts moved: the attempt is for the rest (always 0
+    /// for peeks and non-transfers).
+    pub(crate) done: usize,
+    /// A send that fails must raise no SIGPIPE: it continues a blocking
+    /// send that moved something, or one that waited on a Unix stream,
+    /// whose blocking send fails quietly once it has waited for room.
+    pub(crate) quiet: bool,
+}
+
+impl Attempt {
+    /// The call as the user made it, first and only.
+    const AS_MADE: Attempt = Attempt {
+        nonblocking: false,
+        done: 0,
+        quiet: false,
+    };
+}
+
 /// How many bytes a call transfers. Read from the caller's memory only
 /// after an attempt succeeded: the kernel has validated it by then.
 #[derive(Clone, Copy, Debug)]
@@ -131,10 +155,8 @@ impl Call {
 /// Makes `call`; in a coroutine, parks it instead of blocking the worker.
 /// Returns the raw result (`-errno` on failure).
 ///
-/// `attempt(nonblocking, done)` makes the call for what is left after the
-/// first `done` bytes (always 0 for peeks and non-transfers); with
-/// `nonblocking` it must not block (see [`Nonblock`]), without it it is the
-/// call as the user made it. Outside coroutines it is made once, as is.
+/// `attempt` makes one [`Attempt`] of the call. Outside coroutines it is
+/// made once, as is.
 ///
 /// Before parking, the user's settings decide, as read once per call (the
 /// kernel reads them when the call starts): a non-blocking description
@@ -145,13 +167,13 @@ impl Call {
 /// thread-local load more than libc's; what a coroutine's call needs stays
 /// out of line.
 #[inline(always)]
-pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> isize {
+pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize {
     if !in_coroutine() {
         return match call.nonblock {
             Nonblock::Hold if !in_forked_child() => {
-                descriptor::thread_call(call.fd, call.interest, || attempt(false, 0))
+                descriptor::thread_call(call.fd, call.interest, || attempt(Attempt::AS_MADE))
             }
-            _ => attempt(false, 0),
+            _ => attempt(Attempt::AS_MADE),
         };
     }
     coroutine_io(call, attempt)
@@ -159,10 +181,10 @@ pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(bool, usize) -> is
 
 /// [`blocking_io`] in a coroutine.
 #[inline(never)]
-fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> isize {
+fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize {
     switch::spend_budget();
     let Some(entry) = FD_TABLE.get(call.fd) else {
-        return attempt(false, 0);
+        return attempt(Attempt::AS_MADE);
     };
     let mut done = 0;
     // The user's settings, learned the first time they matter and kept for
@@ -179,10 +201,22 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
         let generation = wait.generation();
         let Some(kind) = descriptor::kind(call.fd, entry, generation) else {
             // Not open: the kernel says so.
-            return progress(done, attempt(false, done));
+            let as_made = Attempt {
+                done,
+                quiet: done > 0,
+                ..Attempt::AS_MADE
+            };
+            return progress(done, attempt(as_made));
+        };
+        let quiet_after_wait =
+            waited && call.interest == Interest::Write && kind.sends_see_errors_late();
+        let at = |nonblocking: bool, done: usize| Attempt {
+            nonblocking,
+            done,
+            quiet: done > 0 || quiet_after_wait,
         };
         if kind.passes_through() || (call.nonblock == Nonblock::Hold && !kind.accepts()) {
-            return progress(done, attempt(false, done));
+            return progress(done, attempt(at(false, done)));
         }
         let mut view =
             || *settings.get_or_insert_with(|| descriptor::view(call.fd, entry, generation, kind));
@@ -197,9 +231,11 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
                 // does not block. Decided before the first attempt (the
                 // settings are the call's), so nothing was read yet.
                 return match view.nonblocking {
-                    true => attempt(false, 0),
+                    true => attempt(Attempt::AS_MADE),
                     false => blocking::run_borrowed(|| {
-                        descriptor::thread_call(call.fd, call.interest, || attempt(false, 0))
+                        descriptor::thread_call(call.fd, call.interest, || {
+                            attempt(Attempt::AS_MADE)
+                        })
                     }),
                 };
             }
@@ -214,7 +250,7 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
                 return progress(done, error);
             }
         }
-        if (done > 0 || call.moved_before) && kind.is_socket() && error_pending(call.fd) {
+        if (done > 0 || call.moved_before) && kind.is_socket() && error_pending(call.fd, kind) {
             // A blocking call returns what it moved and leaves the error
             // for the next call; trying again would take the error.
             return done as isize;
@@ -223,18 +259,18 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
             // No per-call flag (ttys): the call as the user made it, on a
             // helper thread, with the terminal's own rules (VMIN, VTIME,
             // output flow) intact.
-            return progress(done, blocking::run_borrowed(|| attempt(false, done)));
+            return progress(done, blocking::run_borrowed(|| attempt(at(false, done))));
         }
         let tcp_read = kind == Kind::Tcp && call.reads_buffer();
         let ret = if tcp_read && entry.drained(generation, wait.snapshot()) {
             None
         } else if call.nonblock == Nonblock::Hold {
-            match descriptor::held(call.fd, entry, generation, || attempt(true, done)) {
+            match descriptor::held(call.fd, entry, generation, || attempt(at(true, done))) {
                 Some(ret) => Some(ret),
                 None => continue,
             }
         } else {
-            Some(attempt(true, done))
+            Some(attempt(at(true, done)))
         };
         if call.nonblock == Nonblock::Rwf {
             if let Some(ret) = ret {
@@ -277,14 +313,14 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
         if call.interest == Interest::Read && entry.hung_up() && hung_up(call.fd) {
             // Shut down for reading: the blocking call returns at once
             // (0, or EINVAL for a listener) where an attempt says EAGAIN.
-            return progress(done, attempt(false, done));
+            return progress(done, attempt(at(false, done)));
         }
         let view = view();
         if view.nonblocking {
             // The user's call does not block: make it as is.
             return match tried {
                 true => progress(done, -(libc::EAGAIN as isize)),
-                false => progress(done, attempt(false, done)),
+                false => progress(done, attempt(at(false, done))),
             };
         }
         let deadline = *deadline.get_or_insert_with(|| {
@@ -305,7 +341,7 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
                 // timeout too.
                 let last = match call.nonblock {
                     Nonblock::Hold => -(libc::EAGAIN as isize),
-                    _ => attempt(true, done),
+                    _ => attempt(at(true, done)),
                 };
                 return match last {
                     n if n > 0 && !call.peek => progress(done, n),
@@ -316,7 +352,7 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(bool, usize) -> isize) -> is
             Outcome::Closed => return progress(done, -(libc::EBADF as isize)),
             Outcome::NotPollable => {
                 descriptor::learn_kind(entry, generation, Kind::Unpollable);
-                return progress(done, attempt(false, done));
+                return progress(done, attempt(at(false, done)));
             }
         }
     }
@@ -378,16 +414,37 @@ fn revents(fd: c_int, events: libc::c_short) -> libc::c_short {
     }
 }
 
-/// Whether socket `fd` has an error pending: POLLERR with an empty error
-/// queue (which also raises POLLERR: zerocopy completions, timestamps).
-fn error_pending(fd: c_int) -> bool {
+/// Whether `kind` socket `fd` has an error pending, which a blocking call
+/// that moved something leaves for the next call. POLLERR says so, or that
+/// the error queue holds entries (zerocopy completions, timestamps, ICMP
+/// errors with IP_RECVERR), which do not end a blocking call but which no
+/// look can tell apart without taking them (an IP socket's error queue
+/// ignores MSG_PEEK). A TCP connection that is not closed has no error
+/// pending (an error closes it), so there POLLERR is the queue's; on other
+/// sockets it ends the call, leaving the error and the queue as they are.
+fn error_pending(fd: c_int, kind: Kind) -> bool {
     if revents(fd, 0) & libc::POLLERR == 0 {
         return false;
     }
-    let mut byte = 0u8;
-    let peek = libc::MSG_ERRQUEUE | libc::MSG_PEEK | libc::MSG_DONTWAIT;
-    crate::sys::syscall!(libc::SYS_recvfrom, fd, &mut byte as *mut u8, 1, peek, 0, 0)
-        == -(libc::EAGAIN as isize)
+    kind != Kind::Tcp || tcp_state(fd) == Some(TCP_CLOSE)
+}
+
+/// `TCP_CLOSE` from the kernel's `tcp_states.h`.
+const TCP_CLOSE: u8 = 7;
+
+/// The state of TCP socket `fd`: the first byte of its `TCP_INFO`.
+fn tcp_state(fd: c_int) -> Option<u8> {
+    let mut state = 0u8;
+    let mut size: libc::socklen_t = 1;
+    let ret = crate::sys::syscall!(
+        libc::SYS_getsockopt,
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+        &mut state as *mut u8,
+        &mut size as *mut libc::socklen_t
+    );
+    (ret == 0 && size == 1).then_some(state)
 }
 
 /// Takes socket `fd`'s pending error (`SO_ERROR`): `-errno`, or 0 if none.

@@ -65,7 +65,8 @@ fn transfer(
         }
     }
     let call = Call::transfer(fd, interest, Nonblock::Rwf, len);
-    c_result(blocking_io(call, move |nonblocking, done| {
+    c_result(blocking_io(call, move |attempt| {
+        let (nonblocking, done) = (attempt.nonblocking, attempt.done);
         let rest;
         let (iov, count) = match done {
             0 => (iov, count),
@@ -75,9 +76,7 @@ fn transfer(
                 (rest.as_ptr(), rest.len() as c_int)
             }
         };
-        if done > 0 && interest == Interest::Write && is_socket(fd) {
-            // A blocking write that moved something raises no SIGPIPE when
-            // it then fails; the part that continues it must not either.
+        if attempt.quiet && interest == Interest::Write && is_socket(fd) {
             return send_rest(fd, iov, count, nonblocking);
         }
         match (nonblocking, done) {
@@ -100,7 +99,7 @@ fn is_socket(fd: c_int) -> bool {
     descriptor::known_kind(fd).is_some_and(Kind::is_socket)
 }
 
-/// The rest of a write to a socket, without SIGPIPE.
+/// A write to a socket (what is left of one), without SIGPIPE.
 fn send_rest(fd: c_int, iov: *const iovec, count: c_int, nonblocking: bool) -> isize {
     // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
     let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };

@@ -56,17 +56,15 @@ fn transfer(
         peek: flags & libc::MSG_PEEK != 0,
         ..Call::transfer(fd, interest, Nonblock::Flag, len)
     };
-    c_result(blocking_io(call_info, move |nonblocking, done| {
-        let mut flags = match nonblocking {
+    c_result(blocking_io(call_info, move |attempt| {
+        let mut flags = match attempt.nonblocking {
             true => flags | libc::MSG_DONTWAIT,
             false => flags,
         };
-        if done > 0 && interest == Interest::Write {
-            // A blocking send that moved something raises no SIGPIPE when
-            // it then fails; the part that continues it must not either.
+        if attempt.quiet && interest == Interest::Write {
             flags |= libc::MSG_NOSIGNAL;
         }
-        call(flags, done)
+        call(flags, attempt.done)
     }))
 }
 
@@ -306,7 +304,7 @@ pub unsafe extern "C" fn accept4(
     flags: c_int,
 ) -> c_int {
     let call = Call::other(fd, Interest::Read, Nonblock::Hold);
-    let ret = blocking_io(call, |_, _| {
+    let ret = blocking_io(call, |_| {
         syscall!(libc::SYS_accept4, fd, addr, addrlen, flags)
     });
     if ret >= 0 {
@@ -350,6 +348,8 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
     let Some(entry) = FD_TABLE.get(fd) else {
         return call();
     };
+    // The user's mode and timeout as the call starts: the kernel's
+    // blocking connect keeps them while it waits.
     let mut deadline: Option<Option<Instant>> = None;
     let mut retry = FIRST_RETRY;
     loop {
@@ -360,14 +360,19 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
             // Not a connection (datagrams connect at once), or not open.
             return call();
         }
-        let view = descriptor::view(fd, entry, generation, Kind::StreamSocket);
-        if view.nonblocking {
-            return call();
-        }
-        let deadline = *deadline.get_or_insert_with(|| {
-            view.send_timeout
-                .and_then(|t| Instant::now().checked_add(t))
-        });
+        let deadline = match deadline {
+            Some(deadline) => deadline,
+            None => {
+                let view = descriptor::view(fd, entry, generation, Kind::StreamSocket);
+                if view.nonblocking {
+                    return call();
+                }
+                *deadline.insert(
+                    view.send_timeout
+                        .and_then(|t| Instant::now().checked_add(t)),
+                )
+            }
+        };
         let Some(ret) = descriptor::held(fd, entry, generation, &call) else {
             continue;
         };
@@ -536,9 +541,9 @@ fn per_message(
             moved_before: moved > 0 && interest == Interest::Read,
             ..Call::other(fd, interest, Nonblock::Flag)
         };
-        let ret = blocking_io(step, |nonblocking, _| {
+        let ret = blocking_io(step, |attempt| {
             let mut flags = flags;
-            if nonblocking {
+            if attempt.nonblocking {
                 flags |= libc::MSG_DONTWAIT;
             }
             if moved > 0 && interest == Interest::Write {
