@@ -511,7 +511,7 @@ fn unix_waitall_read_on_a_helper_ignores_the_runtime_s_connect_holds() {
                 while !stop.load(Ordering::Relaxed) {
                     errors.insert(unix_connect(fd, &nowhere).map_err(|e| e.0));
                     i += 1;
-                    if i % 64 == 0 {
+                    if i.is_multiple_of(64) {
                         thread::yield_now();
                     }
                 }
@@ -635,7 +635,7 @@ fn a_unix_send_waiting_when_the_peer_shuts_down_reading_raises_no_sigpipe() {
         (Err(Errno(libc::EPIPE)), 1),
         Ok(0),
     );
-    assert_eq!(got, vec![expected.clone(), expected]);
+    assert_eq!(got, vec![expected, expected]);
 }
 
 /// A 1 MiB write to a Unix stream whose peer reads slowly (and completely)
