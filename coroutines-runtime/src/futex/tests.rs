@@ -12,6 +12,13 @@ use super::membarrier;
 use crate::test_support::{join, runtime, spawn, Done};
 use crate::SpawnOptions;
 
+/// Held by each test here: several count what happens in one bucket
+/// (waiters, idle wakes), which another test's words may share.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn waiters_on(word: &AtomicU32) -> usize {
     let addr = word.as_ptr() as usize;
     let bucket = Bucket::of(addr);
@@ -27,6 +34,7 @@ fn waiters_on(word: &AtomicU32) -> usize {
 
 #[test]
 fn timed_out_waits_leave_no_entry() {
+    let _serial = serial();
     static WORD: AtomicU32 = AtomicU32::new(0);
     let runtime = runtime(1);
     let root = spawn(Some(&runtime), || {
@@ -48,6 +56,7 @@ fn timed_out_waits_leave_no_entry() {
 
 #[test]
 fn wake_counts_match_released_waiters_when_racing_deadlines() {
+    let _serial = serial();
     const ROUNDS: usize = 50;
     const WAITERS: usize = 40;
     let runtime = Arc::new(runtime(2));
@@ -84,6 +93,7 @@ fn wake_counts_match_released_waiters_when_racing_deadlines() {
 
 #[test]
 fn release_runtime_lets_go_of_its_parked_coroutines() {
+    let _serial = serial();
     static WORD: AtomicU32 = AtomicU32::new(0);
     let runtime = runtime(1);
     let parked = Done::new(|| {
@@ -133,6 +143,7 @@ fn disarm(word: &AtomicU32) {
 
 #[test]
 fn the_constructor_registered_membarrier_where_the_kernel_has_it() {
+    let _serial = serial();
     // SAFETY: MEMBARRIER_CMD_QUERY takes no pointers.
     let supported = unsafe { libc::syscall(libc::SYS_membarrier, libc::MEMBARRIER_CMD_QUERY, 0) };
     let expedited = libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED as libc::c_long;
@@ -144,6 +155,7 @@ fn the_constructor_registered_membarrier_where_the_kernel_has_it() {
 
 #[test]
 fn idle_wakes_disarm_a_bucket_and_a_waiter_arms_it_again() {
+    let _serial = serial();
     static WORD: AtomicU32 = AtomicU32::new(0);
     if !membarrier::available() {
         return;
@@ -183,6 +195,7 @@ fn idle_wakes_disarm_a_bucket_and_a_waiter_arms_it_again() {
 /// `membarrier` closes is a few cycles wide; no test provokes it reliably.)
 #[test]
 fn a_waiter_arming_a_bucket_never_misses_a_waker_that_skipped_its_fence() {
+    let _serial = serial();
     const ROUNDS: u32 = 2_000;
     if !membarrier::available() {
         return;
