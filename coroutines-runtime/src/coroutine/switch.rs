@@ -21,6 +21,32 @@ thread_local! {
     static CURRENT: Cell<*const Task> = const { Cell::new(ptr::null()) };
     /// Signal handlers running on this thread (see `hooks::signal`).
     static HANDLERS: Cell<u32> = const { Cell::new(0) };
+    /// Runtime code running in this coroutine that must not yield (see
+    /// [`without_yields`]).
+    static NO_YIELDS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs `f`, runtime code that may wait for another thread in a spin loop
+/// that calls `thread::yield_now` (crossbeam's back-off, in a queue push),
+/// without letting the `sched_yield` hook switch the coroutine away inside
+/// it: it may hold a runtime lock that the worker's next coroutine would
+/// spin on for ever.
+pub(crate) fn without_yields<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_YIELDS.with(|n| n.set(n.get() - 1));
+        }
+    }
+    NO_YIELDS.with(|n| n.set(n.get() + 1));
+    let _restore = Restore;
+    f()
+}
+
+/// Whether a `thread::yield_now` here may switch coroutines: in a
+/// coroutine that may switch ([`may_switch`]), outside [`without_yields`].
+pub(crate) fn may_yield() -> bool {
+    may_switch() && NO_YIELDS.with(Cell::get) == 0
 }
 
 /// Returns whether the caller runs inside a coroutine.

@@ -50,8 +50,10 @@ pub(crate) enum Kind {
     /// TCP: a byte stream whose short read means nothing is left, unless
     /// urgent data stopped it (see `FdEntry::drained`).
     Tcp,
-    /// Other byte-stream sockets (Unix, MPTCP, ...): a read may stop early
-    /// at a boundary (passed descriptors, credentials) with more queued.
+    /// Unix byte streams: a read may stop early at a boundary (passed
+    /// descriptors, credentials) with more queued.
+    UnixStream,
+    /// Other byte-stream sockets (MPTCP, ...).
     StreamSocket,
     /// Connection-oriented sockets that carry whole messages.
     SeqPacket,
@@ -71,10 +73,11 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::File,
         Kind::Pipe,
         Kind::Tcp,
+        Kind::UnixStream,
         Kind::StreamSocket,
         Kind::SeqPacket,
         Kind::Datagram,
@@ -96,41 +99,51 @@ impl Kind {
     /// A byte stream: a blocking write sends everything, a blocking read
     /// waits for its low-water mark (see `hooks::transfer`).
     pub(crate) fn is_stream(self) -> bool {
-        matches!(self, Kind::Pipe | Kind::Tcp | Kind::StreamSocket)
+        matches!(
+            self,
+            Kind::Pipe | Kind::Tcp | Kind::UnixStream | Kind::StreamSocket
+        )
     }
 
     /// A shutdown that ends a blocked write (the peer's `SHUT_RD`, or ours
     /// through another descriptor) wakes a thread but raises no readiness
-    /// event: Unix stream and seqpacket sockets.
+    /// event: Unix stream and seqpacket sockets (and, to be safe, stream
+    /// sockets of other protocols).
     pub(crate) fn hides_write_shutdown(self) -> bool {
-        matches!(self, Kind::StreamSocket | Kind::SeqPacket)
+        matches!(
+            self,
+            Kind::UnixStream | Kind::StreamSocket | Kind::SeqPacket
+        )
     }
 
     pub(crate) fn is_socket(self) -> bool {
         matches!(
             self,
-            Kind::Tcp | Kind::StreamSocket | Kind::SeqPacket | Kind::Datagram
+            Kind::Tcp | Kind::UnixStream | Kind::StreamSocket | Kind::SeqPacket | Kind::Datagram
         )
     }
 
     /// A byte stream whose reads stop at messages that carry descriptors or
-    /// credentials (Unix streams, and other non-TCP stream sockets).
+    /// credentials.
     pub(crate) fn ends_at_messages(self) -> bool {
-        self == Kind::StreamSocket
+        self == Kind::UnixStream
     }
 
     /// A stream socket whose send checks the shutdown before the socket's
-    /// error when it starts, but the error first once under way (a Unix
-    /// stream: each part it sends, and each wait for room, first takes a
-    /// pending error). The kind's other protocols (MPTCP) prefer the error
-    /// throughout, as TCP does, so taking it first is their answer too.
+    /// error when it starts, but the error first once under way (each part
+    /// it sends, and each wait for room, first takes a pending error), and
+    /// fails without SIGPIPE once it has waited. TCP and MPTCP prefer the
+    /// error throughout and raise SIGPIPE.
     pub(crate) fn sends_see_errors_late(self) -> bool {
-        self == Kind::StreamSocket
+        self == Kind::UnixStream
     }
 
     /// A socket that can listen, so `accept` may be attempted under a hold.
     pub(crate) fn accepts(self) -> bool {
-        matches!(self, Kind::Tcp | Kind::StreamSocket | Kind::SeqPacket)
+        matches!(
+            self,
+            Kind::Tcp | Kind::UnixStream | Kind::StreamSocket | Kind::SeqPacket
+        )
     }
 
     /// The kind of a socket from its domain, type and protocol.
@@ -140,6 +153,7 @@ impl Kind {
             libc::SOCK_STREAM if tcp_domain && matches!(protocol, 0 | libc::IPPROTO_TCP) => {
                 Kind::Tcp
             }
+            libc::SOCK_STREAM if domain == libc::AF_UNIX => Kind::UnixStream,
             libc::SOCK_STREAM => Kind::StreamSocket,
             libc::SOCK_SEQPACKET => Kind::SeqPacket,
             _ => Kind::Datagram,
@@ -219,17 +233,25 @@ fn stat(fd: c_int) -> Option<libc::stat> {
 }
 
 fn socket_option(fd: c_int, name: c_int) -> Option<c_int> {
+    int_option(fd, libc::SOL_SOCKET, name).ok()
+}
+
+/// Socket `fd`'s integer option `name` at `level`, or `-errno`.
+pub(crate) fn int_option(fd: c_int, level: c_int, name: c_int) -> Result<c_int, isize> {
     let mut value: c_int = 0;
     let mut size = core::mem::size_of::<c_int>() as libc::socklen_t;
     let ret = syscall!(
         libc::SYS_getsockopt,
         fd,
-        libc::SOL_SOCKET,
+        level,
         name,
         &mut value as *mut c_int,
         &mut size as *mut libc::socklen_t
     );
-    (ret == 0).then_some(value)
+    match ret {
+        0 => Ok(value),
+        ret => Err(ret),
+    }
 }
 
 /// A descriptor's cached facts, kept under its entry's lock; each is

@@ -13,6 +13,7 @@ use crate::coroutine::{in_coroutine, switch};
 use crate::reactor::fd_table::{Ended, FdEntry, Interest, FD_TABLE};
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::scheduler::in_forked_child;
+use crate::sys::syscall;
 
 /// How one attempt of a call is kept from blocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,16 +418,17 @@ fn revents(fd: c_int, events: libc::c_short) -> libc::c_short {
 /// Whether `kind` socket `fd` has an error pending, which a blocking call
 /// that moved something leaves for the next call. POLLERR says so, or that
 /// the error queue holds entries (zerocopy completions, timestamps, ICMP
-/// errors with IP_RECVERR), which do not end a blocking call but which no
+/// errors with `IP_RECVERR`), which do not end a blocking call but which no
 /// look can tell apart without taking them (an IP socket's error queue
 /// ignores MSG_PEEK). A TCP connection that is not closed has no error
-/// pending (an error closes it), so there POLLERR is the queue's; on other
-/// sockets it ends the call, leaving the error and the queue as they are.
+/// pending unless `IP_RECVERR` lets ICMP errors set one, so there POLLERR
+/// is the queue's; elsewhere it ends the call, leaving the error and the
+/// queue as they are.
 fn error_pending(fd: c_int, kind: Kind) -> bool {
     if revents(fd, 0) & libc::POLLERR == 0 {
         return false;
     }
-    kind != Kind::Tcp || tcp_state(fd) == Some(TCP_CLOSE)
+    kind != Kind::Tcp || tcp_state(fd) == Some(TCP_CLOSE) || receives_errors(fd)
 }
 
 /// `TCP_CLOSE` from the kernel's `tcp_states.h`.
@@ -436,7 +438,7 @@ const TCP_CLOSE: u8 = 7;
 fn tcp_state(fd: c_int) -> Option<u8> {
     let mut state = 0u8;
     let mut size: libc::socklen_t = 1;
-    let ret = crate::sys::syscall!(
+    let ret = syscall!(
         libc::SYS_getsockopt,
         fd,
         libc::IPPROTO_TCP,
@@ -447,21 +449,17 @@ fn tcp_state(fd: c_int) -> Option<u8> {
     (ret == 0 && size == 1).then_some(state)
 }
 
+/// Whether IP socket `fd` has `IP_RECVERR` or `IPV6_RECVERR` set.
+fn receives_errors(fd: c_int) -> bool {
+    let set = |level, name| descriptor::int_option(fd, level, name).is_ok_and(|on| on != 0);
+    set(libc::SOL_IP, libc::IP_RECVERR) || set(libc::SOL_IPV6, libc::IPV6_RECVERR)
+}
+
 /// Takes socket `fd`'s pending error (`SO_ERROR`): `-errno`, or 0 if none.
 fn take_error(fd: c_int) -> isize {
-    let mut error: c_int = 0;
-    let mut size = core::mem::size_of::<c_int>() as libc::socklen_t;
-    let ret = crate::sys::syscall!(
-        libc::SYS_getsockopt,
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_ERROR,
-        &mut error as *mut c_int,
-        &mut size as *mut libc::socklen_t
-    );
-    match ret {
-        0 => -(error as isize),
-        ret => ret,
+    match descriptor::int_option(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+        Ok(error) => -(error as isize),
+        Err(ret) => ret,
     }
 }
 

@@ -355,15 +355,14 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
     loop {
         let wait = FdWait::new(fd, entry, Interest::Write);
         let generation = wait.generation();
-        let kind = descriptor::kind(fd, entry, generation);
-        if !kind.is_some_and(Kind::accepts) {
+        let Some(kind) = descriptor::kind(fd, entry, generation).filter(|k| k.accepts()) else {
             // Not a connection (datagrams connect at once), or not open.
             return call();
-        }
+        };
         let deadline = match deadline {
             Some(deadline) => deadline,
             None => {
-                let view = descriptor::view(fd, entry, generation, Kind::StreamSocket);
+                let view = descriptor::view(fd, entry, generation, kind);
                 if view.nonblocking {
                     return call();
                 }
@@ -382,7 +381,7 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
             ret if ret == -(libc::EINPROGRESS as isize) || ret == -(libc::EALREADY as isize) => {
                 return connected(fd, wait, entry, deadline, ret, &call);
             }
-            ret if ret == -(libc::EAGAIN as isize) && kind != Some(Kind::Tcp) => {
+            ret if ret == -(libc::EAGAIN as isize) && kind != Kind::Tcp => {
                 let pause = match deadline {
                     Some(deadline) if Instant::now() >= deadline => return ret,
                     Some(deadline) => retry.min(deadline.saturating_duration_since(Instant::now())),

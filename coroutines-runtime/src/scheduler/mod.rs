@@ -102,7 +102,7 @@ impl Shared {
                 local.queue.push(task);
                 WorkerCounts::add(&self.workers[local.index].counts.spawns, 1);
             }
-            None => self.injector.push(task),
+            None => switch::without_yields(|| self.injector.push(task)),
         }
         self.notify_idle();
     }
@@ -156,7 +156,8 @@ pub(crate) fn schedule(task: Arc<Task>) {
         Some(local) if local.index == home => local.push(task),
         _ => {
             let worker = &shared.workers[home];
-            worker.inbox.push(task);
+            // The caller may hold a futex bucket's lock.
+            switch::without_yields(|| worker.inbox.push(task));
             fence(Ordering::SeqCst);
             worker.try_notify();
         }
