@@ -197,7 +197,8 @@ pub unsafe extern "C" fn preadv64v2(
     offset: libc::off64_t,
     flags: c_int,
 ) -> ssize_t {
-    positioned(fd, Interest::Read, iov, count, offset, flags)
+    // SAFETY: same contract; `off_t` is 64 bits wide here.
+    unsafe { preadv2(fd, iov, count, offset, flags) }
 }
 
 /// Hooked: as `preadv2`, for writes.
@@ -227,7 +228,8 @@ pub unsafe extern "C" fn pwritev64v2(
     offset: libc::off64_t,
     flags: c_int,
 ) -> ssize_t {
-    positioned(fd, Interest::Write, iov, count, offset, flags)
+    // SAFETY: same contract; `off_t` is 64 bits wide here.
+    unsafe { pwritev2(fd, iov, count, offset, flags) }
 }
 
 /// `preadv2`/`pwritev2`: see [`preadv2`].
