@@ -12,29 +12,8 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use support::differential::*;
+use support::glibc::*;
 use support::*;
-
-unsafe extern "C" {
-    fn __read_chk(fd: i32, buf: *mut libc::c_void, nbytes: usize, buflen: usize) -> isize;
-    fn __recv_chk(fd: i32, buf: *mut libc::c_void, len: usize, buflen: usize, flags: i32) -> isize;
-    fn __recvfrom_chk(
-        fd: i32,
-        buf: *mut libc::c_void,
-        len: usize,
-        buflen: usize,
-        flags: i32,
-        addr: *mut libc::sockaddr,
-        addrlen: *mut libc::socklen_t,
-    ) -> isize;
-    fn __poll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: i32, fdslen: usize) -> i32;
-    fn __ppoll_chk(
-        fds: *mut libc::pollfd,
-        nfds: libc::nfds_t,
-        timeout: *const libc::timespec,
-        sigmask: *const libc::sigset_t,
-        fdslen: usize,
-    ) -> i32;
-}
 
 /// How long the peer waits before it sends.
 const LATE: Duration = Duration::from_millis(100);

@@ -519,17 +519,9 @@ fn recv_with_descriptors(fd: RawFd, len: usize) -> WithDescriptors {
         msg.msg_controllen = std::mem::size_of_val(&control);
         let received = c_outcome(libc::recvmsg(fd, &mut msg, libc::MSG_WAITALL) as i64);
         let mut descriptors = 0;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let size = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let data = libc::CMSG_DATA(cmsg) as *const RawFd;
-                for i in 0..size / std::mem::size_of::<RawFd>() {
-                    libc::close(data.add(i).read_unaligned());
-                    descriptors += 1;
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        for fd in support::raw::passed_fds(&msg) {
+            libc::close(fd);
+            descriptors += 1;
         }
         WithDescriptors {
             received,

@@ -12,46 +12,16 @@ mod support;
 use std::ffi::CString;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::process::Command;
 use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use support::child::start;
 use support::differential::*;
+use support::glibc::*;
+use support::raw::close;
 use support::*;
-
-unsafe extern "C" {
-    fn __h_errno_location() -> *mut libc::c_int;
-    fn thrd_sleep(duration: *const libc::timespec, remaining: *mut libc::timespec) -> libc::c_int;
-    fn wait3(
-        status: *mut libc::c_int,
-        options: libc::c_int,
-        usage: *mut libc::rusage,
-    ) -> libc::pid_t;
-    fn __read_chk(fd: i32, buf: *mut libc::c_void, nbytes: usize, buflen: usize) -> isize;
-    fn __recv_chk(fd: i32, buf: *mut libc::c_void, len: usize, buflen: usize, flags: i32) -> isize;
-    fn __poll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: i32, fdslen: usize) -> i32;
-    fn __ppoll_chk(
-        fds: *mut libc::pollfd,
-        nfds: libc::nfds_t,
-        timeout: *const libc::timespec,
-        sigmask: *const libc::sigset_t,
-        fdslen: usize,
-    ) -> i32;
-}
-
-fn ts(sec: i64, nsec: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: sec,
-        tv_nsec: nsec,
-    }
-}
-
-fn close(fd: RawFd) {
-    // SAFETY: the caller owns `fd`.
-    unsafe { libc::close(fd) };
-}
 
 fn pipe() -> (RawFd, RawFd) {
     let mut fds = [0; 2];
@@ -68,15 +38,6 @@ fn h_errno() -> i32 {
 fn set_h_errno(value: i32) {
     // SAFETY: as above.
     unsafe { *__h_errno_location() = value };
-}
-
-/// Starts `sh -c script`; the caller reaps the child with a raw wait.
-fn start(script: &str) -> libc::pid_t {
-    Command::new("sh")
-        .args(["-c", script])
-        .spawn()
-        .unwrap()
-        .id() as libc::pid_t
 }
 
 /// Looks up glibc's own function `name` (the hook hides it from direct

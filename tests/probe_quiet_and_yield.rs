@@ -11,54 +11,16 @@ mod support;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use support::differential::*;
+use support::raw::*;
 use support::*;
 
 // ------------------------------------------------------------------ helpers
-
-/// `recv(2)` of up to `len` bytes with `flags`, as data.
-fn recv_len(fd: RawFd, len: usize, flags: i32) -> Result<Bytes, Errno> {
-    let mut buf = vec![0u8; len];
-    // SAFETY: `buf` is valid for `len` bytes.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, flags) };
-    c_outcome(n as i64).map(|n| bytes(&buf[..(n as usize).min(len)]))
-}
-
-/// `send(2)` of `data` with `flags`, as data.
-fn send_flags(fd: RawFd, data: &[u8], flags: i32) -> Result<i64, Errno> {
-    // SAFETY: `data` is a live buffer of its length.
-    c_outcome(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) } as i64)
-}
-
-/// An integer socket option, read back.
-fn int_opt(fd: RawFd, level: i32, name: i32) -> Result<i32, Errno> {
-    let mut value: i32 = 0;
-    let mut size = std::mem::size_of::<i32>() as libc::socklen_t;
-    // SAFETY: `value` and `size` are live and of the given size.
-    let ret =
-        unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut size) };
-    c_outcome(ret).map(|_| value)
-}
-
-/// A raw Unix socketpair of `kind` (flags included).
-fn unix_socketpair(kind: i32) -> (RawFd, RawFd) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    let ret = unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) };
-    assert_eq!(ret, 0, "socketpair: {}", std::io::Error::last_os_error());
-    (fds[0], fds[1])
-}
-
-/// Closes a raw descriptor this test owns.
-fn close(fd: RawFd) {
-    // SAFETY: the caller owns `fd` and closes it once.
-    unsafe { libc::close(fd) };
-}
 
 /// Fills a socket's send side with `MSG_DONTWAIT` until EAGAIN.
 fn fill(fd: RawFd) {
@@ -151,23 +113,6 @@ fn recvmmsg_n(fd: RawFd, count: usize, flags: i32) -> (Result<i64, Errno>, Vec<B
         Err(_) => Vec::new(),
     };
     (ret, got)
-}
-
-static SIGPIPES: AtomicI64 = AtomicI64::new(0);
-
-extern "C" fn count_sigpipe(_: libc::c_int) {
-    SIGPIPES.fetch_add(1, Ordering::SeqCst);
-}
-
-/// SIGPIPEs `f` raised (a handler counts them meanwhile), and its value.
-fn counting_sigpipes<T>(f: impl FnOnce() -> T) -> (T, i64) {
-    install_handler(libc::SIGPIPE, count_sigpipe);
-    let before = SIGPIPES.load(Ordering::SeqCst);
-    let value = f();
-    let raised = SIGPIPES.load(Ordering::SeqCst) - before;
-    // SAFETY: restores the disposition the Rust runtime set.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    (value, raised)
 }
 
 // ------------------------------------------------ ICMP errors on TCP (raw)
@@ -778,58 +723,13 @@ fn seqpacket_send_waiting_when_the_peer_shuts_down_reading() {
 
 // ----------------------------------------------------- 3. connect_parked
 
-/// A `sockaddr_un` for `path`.
-fn sockaddr_un(path: &std::path::Path) -> libc::sockaddr_un {
-    // SAFETY: an all-zero sockaddr_un is valid.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (i, b) in path.as_os_str().as_encoded_bytes().iter().enumerate() {
-        addr.sun_path[i] = *b as libc::c_char;
-    }
-    addr
-}
-
-/// `connect(2)` of `fd` to the Unix path `path`, as data.
-fn unix_connect(fd: RawFd, path: &std::path::Path) -> Result<i64, Errno> {
-    let addr = sockaddr_un(path);
-    // SAFETY: `addr` is a live sockaddr_un of the given size.
-    c_outcome(unsafe {
-        libc::connect(
-            fd,
-            (&addr as *const libc::sockaddr_un).cast(),
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        )
-    })
-}
-
 /// A Unix stream listener at `path` with backlog 0 and one connection
 /// queued: the next connect waits. Returns (listener, queued).
 fn full_unix_listener(path: &std::path::Path) -> (RawFd, RawFd) {
-    // SAFETY: plain socket calls on a socket this function owns.
-    let listener = unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let addr = sockaddr_un(path);
-        let ret = libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_un).cast(),
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        );
-        assert_eq!(ret, 0);
-        assert_eq!(libc::listen(fd, 0), 0);
-        fd
-    };
+    let listener = unix_listener(path);
     let queued = unix_stream_socket();
     assert_eq!(unix_connect(queued, path), Ok(0));
     (listener, queued)
-}
-
-/// A new blocking Unix stream socket.
-fn unix_stream_socket() -> RawFd {
-    // SAFETY: plain socket creation.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0);
-    fd
 }
 
 /// A Unix connect to a full backlog that started with `SO_SNDTIMEO` 300
@@ -966,14 +866,6 @@ fn unix_connect_while_a_neighbour_closes_the_socket() {
 }
 
 // ------------------------------------------------------- 4. sched_yield
-
-/// A one-worker runtime with the blocked-worker monitor off: only a
-/// coroutine's own switches let its neighbours run.
-fn no_monitor() -> coroutines::runtime::Builder {
-    coroutines::runtime::Builder::default()
-        .workers(1)
-        .blocked_worker_threshold(Duration::MAX)
-}
 
 /// Two coroutines of one worker pass a turn back and forth 2000 times
 /// through an atomic, each spinning on `std::thread::yield_now` (and
@@ -1203,31 +1095,11 @@ fn sched_yield_in_a_signal_handler_does_not_switch() {
     );
     assert_eq!(got, (0, 0), "the handler's sched_yield switched coroutines");
 
-    let builder = coroutines::runtime::Builder::default()
-        .workers(1)
-        .blocked_worker_threshold(Duration::MAX)
-        .thread_identity(false);
     let spins = watchdog_on(
         "spin, shared identity",
         Duration::from_secs(10),
-        builder,
-        || {
-            let flag = Arc::new(AtomicBool::new(false));
-            let spinner = {
-                let flag = flag.clone();
-                coroutines::spawn(move || {
-                    let mut spins = 0u64;
-                    while !flag.load(Ordering::Acquire) {
-                        std::thread::yield_now();
-                        spins += 1;
-                    }
-                    spins
-                })
-            };
-            let setter = coroutines::spawn(move || flag.store(true, Ordering::Release));
-            setter.join().unwrap();
-            spinner.join().unwrap()
-        },
+        no_monitor().thread_identity(false),
+        spins_until_a_neighbour_sets_a_flag,
     );
     assert!(spins <= 2, "{spins} spins");
 }

@@ -12,87 +12,21 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use support::differential::*;
+use support::raw::*;
 use support::*;
 
 // ------------------------------------------------------------------ helpers
-
-/// `recv(2)` of up to `len` bytes with `flags`, as data.
-fn recv_len(fd: RawFd, len: usize, flags: i32) -> Result<Bytes, Errno> {
-    let mut buf = vec![0u8; len];
-    // SAFETY: `buf` is valid for `len` bytes.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, flags) };
-    c_outcome(n as i64).map(|n| bytes(&buf[..(n as usize).min(len)]))
-}
-
-/// One `read(2)` of up to 64 bytes, as data.
-fn read_once(fd: RawFd) -> Result<Bytes, Errno> {
-    let mut buf = [0u8; 64];
-    // SAFETY: `buf` is valid for 64 bytes.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    c_outcome(n as i64).map(|n| bytes(&buf[..n as usize]))
-}
-
-/// `send(2)` of `data` with `flags`, as data.
-fn send_flags(fd: RawFd, data: &[u8], flags: i32) -> Result<i64, Errno> {
-    // SAFETY: `data` is a live buffer of its length.
-    c_outcome(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) } as i64)
-}
 
 /// `write(2)` of `data`, as data.
 fn write_raw(fd: RawFd, data: &[u8]) -> Result<i64, Errno> {
     // SAFETY: `data` is a live buffer of its length.
     c_outcome(unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) } as i64)
-}
-
-/// An integer socket option, read back.
-fn int_opt(fd: RawFd, level: i32, name: i32) -> Result<i32, Errno> {
-    let mut value: i32 = 0;
-    let mut size = std::mem::size_of::<i32>() as libc::socklen_t;
-    // SAFETY: `value` and `size` are live and of the given size.
-    let ret =
-        unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut size) };
-    c_outcome(ret).map(|_| value)
-}
-
-/// `SO_RCVTIMEO`/`SO_SNDTIMEO` read back through libc, in milliseconds.
-fn timeout_opt_ms(fd: RawFd, name: i32) -> Result<u128, Errno> {
-    let mut tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    let mut size = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
-    // SAFETY: `tv` and `size` are live and of the given size.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&mut tv as *mut libc::timeval).cast(),
-            &mut size,
-        )
-    };
-    c_outcome(ret).map(|_| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000).as_millis())
-}
-
-/// A raw Unix socketpair of `kind` (flags included).
-fn unix_socketpair(kind: i32) -> (RawFd, RawFd) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    let ret = unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) };
-    assert_eq!(ret, 0, "socketpair: {}", std::io::Error::last_os_error());
-    (fds[0], fds[1])
-}
-
-/// Closes a raw descriptor this test owns.
-fn close(fd: RawFd) {
-    // SAFETY: the caller owns `fd` and closes it once.
-    unsafe { libc::close(fd) };
 }
 
 /// Sets or clears O_NONBLOCK through the hooked `fcntl`.
@@ -106,115 +40,9 @@ fn set_nonblocking(fd: RawFd, on: bool) {
     assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }, 0);
 }
 
-/// A `sockaddr_un` for `path`.
-fn sockaddr_un(path: &std::path::Path) -> libc::sockaddr_un {
-    // SAFETY: an all-zero sockaddr_un is valid.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let raw = path.as_os_str().as_encoded_bytes();
-    for (i, b) in raw.iter().enumerate() {
-        addr.sun_path[i] = *b as libc::c_char;
-    }
-    addr
-}
-
-/// `connect(2)` of `fd` to the Unix path `path`, as data.
-fn unix_connect(fd: RawFd, path: &std::path::Path) -> Result<i64, Errno> {
-    let addr = sockaddr_un(path);
-    // SAFETY: `addr` is a live sockaddr_un of the given size.
-    c_outcome(unsafe {
-        libc::connect(
-            fd,
-            (&addr as *const libc::sockaddr_un).cast(),
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        )
-    })
-}
-
-/// A Unix stream listener at `path` with backlog 0 (one connection fits).
-fn unix_listener(path: &std::path::Path) -> RawFd {
-    // SAFETY: plain socket calls on a socket this function owns.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let addr = sockaddr_un(path);
-        let ret = libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_un).cast(),
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        );
-        assert_eq!(ret, 0, "bind: {}", std::io::Error::last_os_error());
-        assert_eq!(libc::listen(fd, 0), 0);
-        fd
-    }
-}
-
-/// A new blocking Unix stream socket.
-fn unix_stream_socket() -> RawFd {
-    // SAFETY: plain socket creation.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0);
-    fd
-}
-
-static SIGPIPES: AtomicI64 = AtomicI64::new(0);
-
-extern "C" fn count_sigpipe(_: libc::c_int) {
-    SIGPIPES.fetch_add(1, Ordering::SeqCst);
-}
-
-/// SIGPIPEs `f` raised (a handler counts them meanwhile), and its value.
-fn counting_sigpipes<T>(f: impl FnOnce() -> T) -> (T, i64) {
-    // SAFETY: a plain handler with an empty mask; restored to SIG_IGN (as
-    // the Rust runtime has it) after.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = count_sigpipe as *const () as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        action.sa_flags = libc::SA_RESTART;
-        libc::sigaction(libc::SIGPIPE, &action, std::ptr::null_mut());
-    }
-    let before = SIGPIPES.load(Ordering::SeqCst);
-    let value = f();
-    let raised = SIGPIPES.load(Ordering::SeqCst) - before;
-    // SAFETY: restores the disposition the Rust runtime set.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    (value, raised)
-}
-
 /// Fills a Unix stream's send side with `MSG_DONTWAIT` until EAGAIN.
 fn fill_unix(fd: RawFd) {
     while send_flags(fd, &[0u8; 4096], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL).is_ok() {}
-}
-
-/// Sends `data` on `fd` with the descriptors `passed` as SCM_RIGHTS.
-fn send_fds(fd: RawFd, data: &[u8], passed: &[RawFd]) {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let mut control = [0u64; 16];
-    // SAFETY: a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(passed) as u32) } as usize;
-    assert!(space <= std::mem::size_of_val(&control));
-    // SAFETY: a zeroed msghdr is valid; every pointer outlives the call and
-    // the control buffer has room for the descriptors.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(passed) as u32) as usize;
-        let out = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-        for (i, fd) in passed.iter().enumerate() {
-            out.add(i).write_unaligned(*fd);
-        }
-        assert_eq!(libc::sendmsg(fd, &msg, 0), data.len() as isize);
-    }
 }
 
 /// What a `recvmsg` got: data, the descriptors received (kept open), and
@@ -236,7 +64,8 @@ fn recvmsg_fds(fd: RawFd, len: usize, room: usize, flags: i32) -> Got {
     };
     // SAFETY: a pure computation.
     let space = unsafe { libc::CMSG_SPACE((room * 4) as u32) } as usize;
-    // SAFETY: as in `send_fds`; the control messages read are the kernel's.
+    // SAFETY: a zeroed msghdr is valid; every pointer outlives the call and
+    // the control messages read are the kernel's.
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &mut iov;
@@ -245,20 +74,10 @@ fn recvmsg_fds(fd: RawFd, len: usize, room: usize, flags: i32) -> Got {
         msg.msg_controllen = if room == 0 { 0 } else { space };
         let n = libc::recvmsg(fd, &mut msg, flags);
         let data = c_outcome(n as i64).map(|n| bytes(&buf[..(n as usize).min(len)]));
-        let mut fds = Vec::new();
-        if n >= 0 && msg.msg_controllen > 0 {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let size = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                    let data = libc::CMSG_DATA(cmsg) as *const RawFd;
-                    for i in 0..size / 4 {
-                        fds.push(data.add(i).read_unaligned());
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
+        let fds = match n >= 0 && msg.msg_controllen > 0 {
+            true => passed_fds(&msg),
+            false => Vec::new(),
+        };
         Got {
             data,
             fds,

@@ -13,30 +13,15 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use support::differential::*;
+use support::glibc::{__read_chk, __recv_chk, __recvfrom_chk};
+use support::raw::*;
 use support::*;
 
 // ------------------------------------------------------------------ helpers
-
-/// `recv(2)` of up to `len` bytes with `flags`, as data.
-fn recv_len(fd: RawFd, len: usize, flags: i32) -> Result<Bytes, Errno> {
-    let mut buf = vec![0u8; len];
-    // SAFETY: `buf` is valid for `len` bytes.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, flags) };
-    c_outcome(n as i64).map(|n| bytes(&buf[..(n as usize).min(len)]))
-}
-
-/// One `read(2)` of up to 64 bytes, as data.
-fn read_once(fd: RawFd) -> Result<Bytes, Errno> {
-    let mut buf = [0u8; 64];
-    // SAFETY: `buf` is valid for 64 bytes.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    c_outcome(n as i64).map(|n| bytes(&buf[..n as usize]))
-}
 
 /// What a `recvmsg` with room for descriptors got.
 #[derive(Debug, PartialEq)]
@@ -69,17 +54,9 @@ fn recvmsg_with_room(fd: RawFd, len: usize, flags: i32) -> Received {
         let data = c_outcome(n as i64).map(|n| bytes(&buf[..(n as usize).min(len)]));
         let mut descriptors = 0;
         if n >= 0 {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let size = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                    let data = libc::CMSG_DATA(cmsg) as *const RawFd;
-                    for i in 0..size / std::mem::size_of::<RawFd>() {
-                        libc::close(data.add(i).read_unaligned());
-                        descriptors += 1;
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            for fd in passed_fds(&msg) {
+                libc::close(fd);
+                descriptors += 1;
             }
         }
         Received {
@@ -92,57 +69,6 @@ fn recvmsg_with_room(fd: RawFd, len: usize, flags: i32) -> Received {
             },
         }
     }
-}
-
-/// An integer socket option, read back.
-fn int_opt(fd: RawFd, level: i32, name: i32) -> Result<i32, Errno> {
-    let mut value: i32 = 0;
-    let mut size = std::mem::size_of::<i32>() as libc::socklen_t;
-    // SAFETY: `value` and `size` are live and of the given size.
-    let ret =
-        unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut size) };
-    c_outcome(ret).map(|_| value)
-}
-
-/// `SO_RCVTIMEO`/`SO_SNDTIMEO` read back through libc, in milliseconds.
-fn timeout_opt_ms(fd: RawFd, name: i32) -> Result<u128, Errno> {
-    let mut tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    let mut size = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
-    // SAFETY: `tv` and `size` are live and of the given size.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&mut tv as *mut libc::timeval).cast(),
-            &mut size,
-        )
-    };
-    c_outcome(ret).map(|_| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000).as_millis())
-}
-
-/// A raw Unix socketpair of `kind` (flags included).
-fn unix_socketpair(kind: i32) -> (RawFd, RawFd) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    let ret = unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) };
-    assert_eq!(ret, 0, "socketpair: {}", std::io::Error::last_os_error());
-    (fds[0], fds[1])
-}
-
-/// Closes a raw descriptor this test owns.
-fn close(fd: RawFd) {
-    // SAFETY: the caller owns `fd` and closes it once.
-    unsafe { libc::close(fd) };
-}
-
-/// `send(2)` of `data` with `flags`, as data.
-fn send_flags(fd: RawFd, data: &[u8], flags: i32) -> Result<i64, Errno> {
-    // SAFETY: `data` is a live buffer of its length.
-    c_outcome(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) } as i64)
 }
 
 // ------------------------------------------------ Unix streams: descriptors
@@ -837,31 +763,6 @@ fn connect_errors_are_those_of_a_thread() {
 
 // ----------------------------------------------------------------- SIGPIPE
 
-static SIGPIPES: AtomicI64 = AtomicI64::new(0);
-
-extern "C" fn count_sigpipe(_: libc::c_int) {
-    SIGPIPES.fetch_add(1, Ordering::SeqCst);
-}
-
-/// SIGPIPEs `f` raised (a handler counts them meanwhile), and its value.
-fn counting_sigpipes<T>(f: impl FnOnce() -> T) -> (T, i64) {
-    // SAFETY: a plain handler with an empty mask; restored to SIG_IGN (as
-    // the Rust runtime has it) after.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = count_sigpipe as *const () as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        action.sa_flags = libc::SA_RESTART;
-        libc::sigaction(libc::SIGPIPE, &action, std::ptr::null_mut());
-    }
-    let before = SIGPIPES.load(Ordering::SeqCst);
-    let value = f();
-    let raised = SIGPIPES.load(Ordering::SeqCst) - before;
-    // SAFETY: restores the disposition the Rust runtime set.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    (value, raised)
-}
-
 /// Sends to a Unix stream whose peer is gone: EPIPE with a SIGPIPE, none
 /// with `MSG_NOSIGNAL`. A blocking send that waits on a full buffer when
 /// the peer goes, leaving data unread: the waiting kernel call checks the
@@ -938,31 +839,6 @@ fn sendmsg_of_several_iovecs_sends_everything_in_order() {
 }
 
 // ---------------------------------------------------- fortified entry points
-
-extern "C" {
-    fn __recv_chk(
-        fd: libc::c_int,
-        buf: *mut libc::c_void,
-        len: libc::size_t,
-        buflen: libc::size_t,
-        flags: libc::c_int,
-    ) -> libc::ssize_t;
-    fn __read_chk(
-        fd: libc::c_int,
-        buf: *mut libc::c_void,
-        len: libc::size_t,
-        buflen: libc::size_t,
-    ) -> libc::ssize_t;
-    fn __recvfrom_chk(
-        fd: libc::c_int,
-        buf: *mut libc::c_void,
-        len: libc::size_t,
-        buflen: libc::size_t,
-        flags: libc::c_int,
-        addr: *mut libc::sockaddr,
-        addrlen: *mut libc::socklen_t,
-    ) -> libc::ssize_t;
-}
 
 /// C code built with `_FORTIFY_SOURCE` (Ubuntu's compilers default to it)
 /// calls `__recv_chk`, `__recvfrom_chk` and `__read_chk` for `recv`,

@@ -13,40 +13,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::child::start;
 use support::differential::*;
+use support::glibc::{thrd_sleep, wait3};
+use support::raw::close;
 use support::*;
-
-unsafe extern "C" {
-    /// C11's sleep (glibc 2.28 and later).
-    fn thrd_sleep(duration: *const libc::timespec, remaining: *mut libc::timespec) -> libc::c_int;
-    /// BSD's wait for any child.
-    fn wait3(
-        status: *mut libc::c_int,
-        options: libc::c_int,
-        usage: *mut libc::rusage,
-    ) -> libc::pid_t;
-}
-
-fn ts(sec: i64, nsec: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: sec,
-        tv_nsec: nsec,
-    }
-}
-
-fn close(fd: RawFd) {
-    // SAFETY: the caller owns `fd`.
-    unsafe { libc::close(fd) };
-}
-
-/// Starts `sh -c script`; the caller reaps the child with a raw wait.
-fn start(script: &str) -> libc::pid_t {
-    Command::new("sh")
-        .args(["-c", script])
-        .spawn()
-        .unwrap()
-        .id() as libc::pid_t
-}
 
 /// Now on `clock`, shifted by `by` (forwards) or back by `back`.
 fn now_on(clock: libc::clockid_t, by: Duration, back: Duration) -> libc::timespec {

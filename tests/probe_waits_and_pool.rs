@@ -8,28 +8,19 @@
 mod support;
 
 use std::net::{Ipv4Addr, ToSocketAddrs, UdpSocket};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
+use support::child::start;
 use support::differential::*;
+use support::glibc::__h_errno_location;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Starts `sh -c script`; the caller reaps the child with a raw wait.
-#[allow(clippy::zombie_processes)] // std's `Child` would not see the raw wait
-fn start(script: &str) -> libc::pid_t {
-    Command::new("sh")
-        .args(["-c", script])
-        .spawn()
-        .unwrap()
-        .id() as libc::pid_t
 }
 
 /// `waitpid(pid, WNOHANG)`: the pid if it reaped the child, 0 if it still
@@ -175,7 +166,6 @@ struct ResState {
 unsafe extern "C" {
     fn __res_state() -> *mut ResState;
     fn __res_init() -> libc::c_int;
-    fn __h_errno_location() -> *mut libc::c_int;
     fn gethostbyname(name: *const libc::c_char) -> *mut libc::hostent;
 }
 

@@ -93,30 +93,11 @@ fn two_yielding_coroutines_alternate_when_spawned_from_a_coroutine() {
 #[test]
 fn thread_yield_now_lets_a_spin_loop_see_its_neighbour() {
     use std::time::Duration;
-    let builder = coroutines::runtime::Builder::default()
-        .workers(1)
-        .blocked_worker_threshold(Duration::MAX);
     let spins = support::watchdog_on(
         "spin on yield_now",
         Duration::from_secs(10),
-        builder,
-        || {
-            let flag = Arc::new(AtomicBool::new(false));
-            let spinner = {
-                let flag = flag.clone();
-                coroutines::spawn(move || {
-                    let mut spins = 0u64;
-                    while !flag.load(Ordering::Acquire) {
-                        std::thread::yield_now();
-                        spins += 1;
-                    }
-                    spins
-                })
-            };
-            let setter = coroutines::spawn(move || flag.store(true, Ordering::Release));
-            setter.join().unwrap();
-            spinner.join().unwrap()
-        },
+        support::no_monitor(),
+        support::spins_until_a_neighbour_sets_a_flag,
     );
     assert!(
         spins <= 2,

@@ -1,6 +1,7 @@
 //! Child processes: a test re-runs its own binary, running only itself,
 //! to act out a case whose effects are process-wide or seen only from
-//! outside (an exit, stderr, the environment, signals, a namespace).
+//! outside (an exit, stderr, the environment, signals, a namespace); and
+//! [`start`], a shell child that the test reaps itself.
 
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
@@ -38,6 +39,16 @@ pub fn rerun(case: &str) -> Command {
         .expect("rerun: call it from the test's own thread")
         .to_owned();
     child_command(&test, case)
+}
+
+/// Starts `sh -c script`; the caller reaps the child with a raw wait.
+#[allow(clippy::zombie_processes)] // std's `Child` would not see the raw wait
+pub fn start(script: &str) -> libc::pid_t {
+    Command::new("sh")
+        .args(["-c", script])
+        .spawn()
+        .unwrap()
+        .id() as libc::pid_t
 }
 
 /// Waits for `child` for up to `limit`, then kills it; its output, and

@@ -10,9 +10,11 @@
 
 pub mod child;
 pub mod futex_table;
+pub mod glibc;
 pub mod identity;
 pub mod library;
 pub mod memory;
+pub mod raw;
 
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
@@ -620,6 +622,15 @@ pub fn timespec(duration: Duration) -> libc::timespec {
     }
 }
 
+/// A `timespec` of `sec` seconds and `nsec` nanoseconds, as given (out of
+/// range included): for error cases.
+pub fn ts(sec: i64, nsec: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
+}
+
 /// Sleeps `duration` by a raw `nanosleep` system call, which no hook sees:
 /// it blocks whatever thread makes it, as a C library's blocking call would.
 pub fn raw_sleep(duration: Duration) {
@@ -633,6 +644,35 @@ pub fn raw_sleep(duration: Duration) {
         )
     };
     assert_eq!(ret, 0, "nanosleep: {}", io::Error::last_os_error());
+}
+
+/// A one-worker runtime with the blocked-worker monitor off: only a
+/// coroutine's own switches let its neighbours run.
+pub fn no_monitor() -> coroutines::runtime::Builder {
+    coroutines::runtime::Builder::default()
+        .workers(1)
+        .blocked_worker_threshold(Duration::MAX)
+}
+
+/// Spawns a coroutine that spins on `std::thread::yield_now` until a flag
+/// is set and another that sets it; the spins the first made. Call it in a
+/// coroutine of a [`no_monitor`] runtime.
+pub fn spins_until_a_neighbour_sets_a_flag() -> u64 {
+    let flag = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let flag = flag.clone();
+        coroutines::spawn(move || {
+            let mut spins = 0u64;
+            while !flag.load(Ordering::Acquire) {
+                std::thread::yield_now();
+                spins += 1;
+            }
+            spins
+        })
+    };
+    let setter = coroutines::spawn(move || flag.store(true, Ordering::Release));
+    setter.join().unwrap();
+    spinner.join().unwrap()
 }
 
 /// A path in the temporary directory, unique in this run; whatever is made
@@ -694,38 +734,7 @@ pub fn recurse_deeply(depth: u64) -> u64 {
 
 /// Sends `data` on `stream` with one descriptor (`passed`) as SCM_RIGHTS.
 pub fn send_with_fd(stream: &UnixStream, data: &[u8], passed: RawFd) {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // Room for one cmsghdr and one int, aligned as cmsghdr.
-    let mut control = [0u64; 4];
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    assert!(space <= std::mem::size_of_val(&control));
-    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives
-    // the sendmsg, and the control buffer has room for one descriptor.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        libc::CMSG_DATA(cmsg)
-            .cast::<RawFd>()
-            .write_unaligned(passed);
-        let sent = libc::sendmsg(stream.as_raw_fd(), &msg, 0);
-        assert_eq!(
-            sent,
-            data.len() as isize,
-            "sendmsg: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    raw::send_fds(stream.as_raw_fd(), data, &[passed]);
 }
 
 /// A signal set with SIGUSR2 in it, or empty.
