@@ -26,11 +26,12 @@ thread_local! {
     static NO_YIELDS: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Runs `f`, runtime code that may wait for another thread in a spin loop
-/// that calls `thread::yield_now` (crossbeam's back-off, in a queue push),
-/// without letting the `sched_yield` hook switch the coroutine away inside
-/// it: it may hold a runtime lock that the worker's next coroutine would
-/// spin on for ever.
+/// Runs `f`, runtime code that may call `thread::yield_now` (crossbeam's
+/// queues: their back-off, and the epoch collection a resize runs, which
+/// runs other crates' deferred drops), without letting the `sched_yield`
+/// hook switch the coroutine away inside it: it may hold a runtime lock
+/// that the worker's next coroutine would spin on for ever, or be halfway
+/// through the worker's own queue.
 pub(crate) fn without_yields<T>(f: impl FnOnce() -> T) -> T {
     struct Restore;
     impl Drop for Restore {

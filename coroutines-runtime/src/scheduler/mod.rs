@@ -99,7 +99,8 @@ impl Shared {
         self.counters.spawned.fetch_add(1, Ordering::Relaxed);
         match self.current_local() {
             Some(local) => {
-                local.queue.push(task);
+                // As in `Local::push`.
+                switch::without_yields(|| local.queue.push(task));
                 WorkerCounts::add(&self.workers[local.index].counts.spawns, 1);
             }
             None => switch::without_yields(|| self.injector.push(task)),

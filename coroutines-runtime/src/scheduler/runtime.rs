@@ -347,7 +347,9 @@ impl Drop for Runtime {
                 task.abandon();
             }
         }
-        while let Some(task) = self.shared.injector.steal().success() {
+        // Dropped from a coroutine too (of this runtime or another): a
+        // steal may back off with `thread::yield_now`.
+        while let Some(task) = switch::without_yields(|| self.shared.injector.steal().success()) {
             task.abandon();
         }
         self.shared.stack_waiters.drain().into_iter().for_each(drop);

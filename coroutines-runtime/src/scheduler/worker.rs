@@ -238,7 +238,10 @@ impl Local {
         // SAFETY: `shared` outlives the worker loop.
         let stealing = unsafe { &*self.shared }.config.work_stealing;
         if stealing || task.lifecycle() == Lifecycle::New {
-            self.queue.push(task);
+            // Called from a coroutine too: a full queue's resize pins
+            // crossbeam's epoch, whose collection runs other crates'
+            // deferred drops, which may back off with `thread::yield_now`.
+            switch::without_yields(|| self.queue.push(task));
         } else {
             let mut ready = self.ready.borrow_mut();
             ready.push_back(task);
