@@ -16,6 +16,9 @@ use std::time::Duration;
 use coroutines::Runtime;
 use support::child::{child_case, run_case};
 use support::identity::{compare_marker, joined, on_runtime, stack_and_thread_pointer, workers};
+use support::library::DYNAMIC as LIB_DYN;
+use support::library::INITIAL_EXEC as LIB_IE;
+use support::library::SMALL_INITIAL_EXEC as LIB_SMALL_IE;
 use support::library::{compile, dlerror, dlopen, sym};
 use support::{errno, set_errno};
 
@@ -24,27 +27,6 @@ const PAGE: usize = 4096;
 // ---------------------------------------------------------------- helpers
 
 // ------------------------------------------------ static TLS and dlclose
-
-/// The initial-exec library of `identity_static_tls_dlopen.rs`.
-const LIB_IE: &str = r#"
-__attribute__((tls_model("initial-exec"))) __thread int marker = 0x5eed;
-__attribute__((tls_model("initial-exec"))) __thread char filler[600];
-int get_marker(void) { return marker; }
-void set_marker(int value) { marker = value; }
-"#;
-
-/// A small initial-exec library, loaded before the runtime and closed.
-const LIB_SMALL_IE: &str = r#"
-__attribute__((tls_model("initial-exec"))) __thread int small_value = 1;
-int small_get(void) { return small_value; }
-"#;
-
-/// A library with dynamic (global-dynamic) TLS, not touched by anyone.
-const LIB_DYN: &str = r#"
-__thread int dyn_value = 0x5eed;
-__thread char dyn_pad[64];
-int dyn_get(void) { return dyn_value; }
-"#;
 
 /// A TLS module loaded before the runtime and closed afterwards gives its
 /// module slot back; an initial-exec library loaded next takes that slot

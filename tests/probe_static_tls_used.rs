@@ -16,6 +16,7 @@ use support::child::{child_case, finish, run_case};
 use support::identity::{
     assert_identity_on, compare_marker, compare_thread_locals, joined, on_runtime, workers,
 };
+use support::library::INITIAL_EXEC as LIB_IE;
 use support::library::{compile, dlopen, env_path, open, scratch_dir, sym};
 
 // ---------------------------------------------------------------- helpers
@@ -79,15 +80,6 @@ void *old_addr(void) { return &old_value; }
 /// An initial-exec library of the same shape: one int, 0x5eed.
 const LIB_NEW: &str = r#"
 __attribute__((tls_model("initial-exec"))) __thread int marker = 0x5eed;
-int get_marker(void) { return marker; }
-void set_marker(int value) { marker = value; }
-void *marker_addr(void) { return &marker; }
-"#;
-
-/// Initial-exec TLS larger than the start-up modules' blocks.
-const LIB_IE: &str = r#"
-__attribute__((tls_model("initial-exec"))) __thread int marker = 0x5eed;
-__attribute__((tls_model("initial-exec"))) __thread char filler[600];
 int get_marker(void) { return marker; }
 void set_marker(int value) { marker = value; }
 void *marker_addr(void) { return &marker; }

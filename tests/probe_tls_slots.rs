@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use support::child::{child_case, finish, run_case};
 use support::identity::{compare_marker, compare_thread_locals, joined, on_runtime, workers};
+use support::library::DYNAMIC as LIB_DYN;
+use support::library::INITIAL_EXEC as LIB_IE;
+use support::library::SMALL_INITIAL_EXEC as LIB_SMALL_IE;
 use support::library::{compile, dlerror, dlopen, env_path, open, scratch_dir, sym};
 
 // ---------------------------------------------------------------- helpers
@@ -44,27 +47,6 @@ const LIB_B_DESC: &str = r#"
 extern __thread int a_marker;
 int b_get(void) { return a_marker; }
 void b_set(int v) { a_marker = v; }
-"#;
-
-/// Initial-exec TLS larger than the start-up modules' blocks.
-const LIB_IE: &str = r#"
-__attribute__((tls_model("initial-exec"))) __thread int marker = 0x5eed;
-__attribute__((tls_model("initial-exec"))) __thread char filler[600];
-int get_marker(void) { return marker; }
-void set_marker(int value) { marker = value; }
-"#;
-
-/// A small initial-exec library.
-const LIB_SMALL_IE: &str = r#"
-__attribute__((tls_model("initial-exec"))) __thread int small_value = 1;
-int small_get(void) { return small_value; }
-"#;
-
-/// Dynamic TLS, never touched.
-const LIB_DYN: &str = r#"
-__thread int dyn_value = 0x5eed;
-__thread char dyn_pad[64];
-int dyn_get(void) { return dyn_value; }
 "#;
 
 // ------------------------------------------- dynamic TLS made static later

@@ -73,3 +73,27 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 pub fn env_path(name: &str) -> PathBuf {
     PathBuf::from(std::env::var(name).unwrap())
 }
+
+/// Source of a library whose thread-locals sit in static TLS
+/// (initial-exec), in a block larger than the start-up modules':
+/// `marker` starts at 0x5eed, `filler` at zeros.
+pub const INITIAL_EXEC: &str = r#"
+__attribute__((tls_model("initial-exec"))) __thread int marker = 0x5eed;
+__attribute__((tls_model("initial-exec"))) __thread char filler[600];
+int get_marker(void) { return marker; }
+void set_marker(int value) { marker = value; }
+void *marker_addr(void) { return &marker; }
+"#;
+
+/// Source of a small initial-exec library: `small_value` starts at 1.
+pub const SMALL_INITIAL_EXEC: &str = r#"
+__attribute__((tls_model("initial-exec"))) __thread int small_value = 1;
+int small_get(void) { return small_value; }
+"#;
+
+/// Source of a library with dynamic (global-dynamic) TLS.
+pub const DYNAMIC: &str = r#"
+__thread int dyn_value = 0x5eed;
+__thread char dyn_pad[64];
+int dyn_get(void) { return dyn_value; }
+"#;
