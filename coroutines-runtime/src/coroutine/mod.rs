@@ -23,8 +23,8 @@ pub(crate) use stack::{
     generator_address, main_thread_stack_size, size_text, Gen, Identity, StackPool, Stacks,
 };
 pub use stack::{MAX_STACK_SIZE, MIN_STACK_SIZE};
+pub(crate) use switch::may_switch;
 pub use switch::{in_coroutine, yield_now};
-pub(crate) use switch::{may_switch, may_yield};
 pub use task::{Body, TaskRef};
 pub(crate) use task::{Lifecycle, Suspend, Task};
 pub(crate) use wait::{coarse_now, init_epoch};

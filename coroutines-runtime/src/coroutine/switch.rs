@@ -15,39 +15,31 @@ use crate::identity::{self, ThreadBlock};
 
 thread_local! {
     /// The coroutine running on this thread, or null on a plain thread, in
-    /// the scheduler, and in signal handlers. A `const` thread-local
+    /// the scheduler, in signal handlers and in [`as_worker_thread`]. A `const` thread-local
     /// without a destructor: reading it is one load, valid before `main`
     /// and inside signal handlers.
     static CURRENT: Cell<*const Task> = const { Cell::new(ptr::null()) };
     /// Signal handlers running on this thread (see `hooks::signal`).
     static HANDLERS: Cell<u32> = const { Cell::new(0) };
-    /// Runtime code running in this coroutine that must not yield (see
-    /// [`without_yields`]).
-    static NO_YIELDS: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Runs `f`, runtime code that may call `thread::yield_now` (crossbeam's
-/// queues: their back-off, and the epoch collection a resize runs, which
-/// runs other crates' deferred drops), without letting the `sched_yield`
-/// hook switch the coroutine away inside it: it may hold a runtime lock
-/// that the worker's next coroutine would spin on for ever, or be halfway
-/// through the worker's own queue.
-pub(crate) fn without_yields<T>(f: impl FnOnce() -> T) -> T {
-    struct Restore;
+/// Runs `f`, runtime code that may reach hooked calls, as the worker thread
+/// itself: crossbeam's queues back off with `thread::yield_now`, and a
+/// queue's resize pins crossbeam's epoch, whose collection runs other
+/// crates' deferred drops, which may wait on a lock or a descriptor. Inside,
+/// the caller is no coroutine, so every hook passes through as on a plain
+/// thread: a coroutine must not switch away while it holds a runtime lock
+/// that the worker's next coroutine would spin on, or while it is halfway
+/// through its worker's queue, which that coroutine would change under it.
+pub(crate) fn as_worker_thread<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(*const Task);
     impl Drop for Restore {
         fn drop(&mut self) {
-            NO_YIELDS.with(|n| n.set(n.get() - 1));
+            CURRENT.with(|current| current.set(self.0));
         }
     }
-    NO_YIELDS.with(|n| n.set(n.get() + 1));
-    let _restore = Restore;
+    let _restore = Restore(CURRENT.with(|current| current.replace(ptr::null())));
     f()
-}
-
-/// Whether a `thread::yield_now` here may switch coroutines: in a
-/// coroutine that may switch ([`may_switch`]), outside [`without_yields`].
-pub(crate) fn may_yield() -> bool {
-    may_switch() && NO_YIELDS.with(Cell::get) == 0
 }
 
 /// Returns whether the caller runs inside a coroutine.

@@ -20,7 +20,7 @@ use core::ptr;
 use libc::{c_int, c_void, pthread_t};
 
 use crate::blocking;
-use crate::coroutine::{may_switch, may_yield, yield_now};
+use crate::coroutine::{may_switch, yield_now};
 
 /// Hooked: `std::thread::JoinHandle::join` calls it.
 ///
@@ -62,13 +62,13 @@ pub unsafe extern "C" fn pthread_join(thread: pthread_t, retval: *mut *mut c_voi
 /// of its worker: a loop waiting for one of them would otherwise hold the
 /// worker for ever. Then the worker yields its CPU, as a thread's call
 /// does. Runtime code that spins this way yields only the CPU
-/// (`switch::without_yields`).
+/// (`switch::as_worker_thread`).
 ///
 /// # Safety
 /// Always safe; `unsafe` for symmetry with the C declaration.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sched_yield() -> c_int {
-    if may_yield() {
+    if may_switch() {
         yield_now();
     }
     crate::sys::sched_yield();

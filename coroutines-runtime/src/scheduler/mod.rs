@@ -100,10 +100,10 @@ impl Shared {
         match self.current_local() {
             Some(local) => {
                 // As in `Local::push`.
-                switch::without_yields(|| local.queue.push(task));
+                switch::as_worker_thread(|| local.queue.push(task));
                 WorkerCounts::add(&self.workers[local.index].counts.spawns, 1);
             }
-            None => switch::without_yields(|| self.injector.push(task)),
+            None => switch::as_worker_thread(|| self.injector.push(task)),
         }
         self.notify_idle();
     }
@@ -158,7 +158,7 @@ pub(crate) fn schedule(task: Arc<Task>) {
         _ => {
             let worker = &shared.workers[home];
             // The caller may hold a futex bucket's lock.
-            switch::without_yields(|| worker.inbox.push(task));
+            switch::as_worker_thread(|| worker.inbox.push(task));
             fence(Ordering::SeqCst);
             worker.try_notify();
         }

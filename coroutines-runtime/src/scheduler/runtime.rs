@@ -2,7 +2,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -349,7 +349,7 @@ impl Drop for Runtime {
         }
         // Dropped from a coroutine too (of this runtime or another): a
         // steal may back off with `thread::yield_now`.
-        while let Some(task) = switch::without_yields(|| self.shared.injector.steal().success()) {
+        while let Some(task) = switch::as_worker_thread(|| self.shared.injector.steal().success()) {
             task.abandon();
         }
         self.shared.stack_waiters.drain().into_iter().for_each(drop);
@@ -392,9 +392,11 @@ fn startup_error(workers: usize, what: &str, error: io::Error) -> io::Error {
 }
 
 static DEFAULT: OnceLock<Runtime> = OnceLock::new();
-/// Serialises starting the process-wide runtime; a spin lock because the
-/// caller may be a coroutine of another runtime.
-static DEFAULT_INIT: SpinLock<()> = SpinLock::new(());
+/// Serialises starting the process-wide runtime. A std mutex, whose wait
+/// parks a coroutine of another runtime that starts it: starting waits
+/// (the identity self-test runs coroutines), and a coroutine spinning
+/// meanwhile would keep the starter's worker from it.
+static DEFAULT_INIT: Mutex<()> = Mutex::new(());
 
 /// The process-wide runtime if it has started.
 pub fn started_default_runtime() -> Option<&'static Runtime> {
@@ -410,7 +412,7 @@ pub fn default_runtime() -> io::Result<&'static Runtime> {
     if let Some(runtime) = DEFAULT.get() {
         return Ok(runtime);
     }
-    let _init = DEFAULT_INIT.lock();
+    let _init = DEFAULT_INIT.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(runtime) = DEFAULT.get() {
         return Ok(runtime);
     }
@@ -429,7 +431,7 @@ pub fn default_runtime() -> io::Result<&'static Runtime> {
 /// If it has already started (configuration must come before the first
 /// spawn from outside a runtime), or it cannot be started.
 pub fn init_default_runtime(config: &Config) -> io::Result<&'static Runtime> {
-    let _init = DEFAULT_INIT.lock();
+    let _init = DEFAULT_INIT.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(running) = DEFAULT.get() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,

@@ -240,8 +240,8 @@ impl Local {
         if stealing || task.lifecycle() == Lifecycle::New {
             // Called from a coroutine too: a full queue's resize pins
             // crossbeam's epoch, whose collection runs other crates'
-            // deferred drops, which may back off with `thread::yield_now`.
-            switch::without_yields(|| self.queue.push(task));
+            // deferred drops, which may wait or back off.
+            switch::as_worker_thread(|| self.queue.push(task));
         } else {
             let mut ready = self.ready.borrow_mut();
             ready.push_back(task);
