@@ -147,6 +147,11 @@ impl Inner {
         unsafe { (*self.dtors.get()).pop() }
     }
 
+    fn forget_dtors(&self) {
+        // SAFETY: as in `push_dtor`.
+        unsafe { (*self.dtors.get()).clear() }
+    }
+
     fn at<T>(&self, offset: usize) -> *mut T {
         (self.tp + offset) as *mut T
     }
@@ -342,40 +347,32 @@ impl ThreadBlock {
         &self.inner
     }
 
-    /// Thread exit for the coroutine: runs its TLS destructors
-    /// (`__cxa_thread_atexit_impl` registrations, newest first) and then its
-    /// pthread key destructors, as glibc does at thread exit, repeating
-    /// while destructors register more. Must run with this block active.
+    /// Thread exit for the coroutine, as glibc's: its TLS destructors
+    /// (`__cxa_thread_atexit_impl` registrations, newest first, including
+    /// those registered meanwhile) once, then its pthread key destructors.
+    /// TLS destructors that key destructors register are never called, as
+    /// glibc leaks them with the thread; nor may the next coroutine on this
+    /// block call them. Must run with this block active.
     #[inline(never)]
     pub(crate) fn thread_exit(&self) {
         debug_assert_eq!(fs::base(), self.inner.tp);
-        for _ in 0..=DESTRUCTOR_ITERATIONS {
-            let mut ran = false;
-            while let Some((f, obj)) = self.inner.pop_dtor() {
-                ran = true;
-                // SAFETY: a destructor registered for this coroutine's
-                // thread-locals, run once, with its TLS active.
-                unsafe { f(obj) };
-            }
-            // SAFETY: the block is active and the layout verified.
-            if unsafe { self.run_key_destructors() } {
-                ran = true;
-            }
-            if !ran {
-                break;
-            }
+        while let Some((f, obj)) = self.inner.pop_dtor() {
+            // SAFETY: a destructor registered for this coroutine's
+            // thread-locals, run once, with its TLS active.
+            unsafe { f(obj) };
         }
+        // SAFETY: the block is active and the layout verified.
+        unsafe { self.run_key_destructors() };
+        self.inner.forget_dtors();
         self.inner.exited.set(true);
     }
 
     /// glibc's `__nptl_deallocate_tsd` on the copy's key storage: for each
     /// key with a value whose sequence number still matches the key, clear
-    /// it and call the key's destructor; up to 4 rounds. Returns whether
-    /// any destructor ran.
-    unsafe fn run_key_destructors(&self) -> bool {
+    /// it and call the key's destructor; up to 4 rounds.
+    unsafe fn run_key_destructors(&self) {
         let l = self.inner.layout;
         let used = self.inner.at::<u8>(l.off_specific_used);
-        let mut any = false;
         for _round in 0..DESTRUCTOR_ITERATIONS {
             // SAFETY (block): offsets verified; the copy's own key storage.
             unsafe {
@@ -400,7 +397,6 @@ impl ThreadBlock {
                         let key = l.keys + idx * l.key_struct_size;
                         let destr = *((key + l.key_struct_destr) as *const usize);
                         if seq == *((key + l.key_struct_seq) as *const usize) && destr != 0 {
-                            any = true;
                             let destr: Dtor = core::mem::transmute(destr);
                             destr(data as *mut c_void);
                         }
@@ -408,7 +404,6 @@ impl ThreadBlock {
                 }
             }
         }
-        any
     }
 
     /// Runs `f` with this block active on the calling thread (used to run
