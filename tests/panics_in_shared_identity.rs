@@ -1,8 +1,8 @@
 //! Panics in coroutines that share their worker's thread identity, whose
 //! panic count is the worker's: the cooperative budget's yield (after 128
-//! hooked calls without a switch) is skipped while one unwinds, and a
-//! descriptor wait during unwinding still parks, so that a peer on the same
-//! worker can answer it.
+//! hooked calls without a switch) is skipped while one unwinds, so is a
+//! sleep's park, and a descriptor wait during unwinding still parks, so
+//! that a peer on the same worker can answer it.
 
 mod support;
 
@@ -36,6 +36,7 @@ fn cheap_calls(times: usize) {
 
 /// A value whose drop makes hooked calls, as a `BufWriter<File>` or a
 /// logger flushing in its destructor does.
+#[derive(Default)]
 struct FlushOnDrop;
 
 impl Drop for FlushOnDrop {
@@ -55,9 +56,26 @@ struct Seen {
     poisoned: bool,
 }
 
-/// A bystander holds a std mutex across yields; another party panics, and
-/// unwinding runs a destructor that makes hooked calls.
-fn unwinding_beside_a_lock_holder(in_coroutines: bool) -> Seen {
+/// A value whose drop sleeps, as a destructor that waits for a flush to
+/// settle or backs off before a retry does.
+#[derive(Default)]
+struct SleepOnDrop;
+
+impl Drop for SleepOnDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// A party that panics while holding `D`, whose drop runs as it unwinds.
+fn panics_holding<D: Default>() {
+    let _held = D::default();
+    panic!("expected panic (probe)");
+}
+
+/// A bystander holds a std mutex across yields; another party, `panicker`,
+/// panics, and unwinding runs a destructor that makes hooked calls.
+fn unwinding_beside_a_lock_holder(in_coroutines: bool, panicker: fn()) -> Seen {
     let lock = Arc::new(Mutex::new(0u32));
     let stop = Arc::new(AtomicBool::new(false));
     let saw = Arc::new(AtomicBool::new(false));
@@ -80,20 +98,16 @@ fn unwinding_beside_a_lock_holder(in_coroutines: bool) -> Seen {
             }
         }
     };
-    let panicker_body = || {
-        let _flush = FlushOnDrop;
-        panic!("expected panic (probe)");
-    };
     if in_coroutines {
         let bystander = coroutines::spawn(bystander_body);
         coroutines::yield_now();
-        let panicker = coroutines::spawn(panicker_body);
+        let panicker = coroutines::spawn(panicker);
         assert!(panicker.join().is_err());
         stop.store(true, Ordering::SeqCst);
         bystander.join().unwrap();
     } else {
         let bystander = std::thread::spawn(bystander_body);
-        let panicker = std::thread::spawn(panicker_body);
+        let panicker = std::thread::spawn(panicker);
         assert!(panicker.join().is_err());
         stop.store(true, Ordering::SeqCst);
         bystander.join().unwrap();
@@ -109,12 +123,24 @@ fn unwinding_beside_a_lock_holder(in_coroutines: bool) -> Seen {
 /// `thread::panicking()` true, poisoning a mutex they release.
 #[test]
 fn a_panic_unwinding_through_hooked_calls_stays_its_own() {
-    let thread = unwinding_beside_a_lock_holder(false);
+    compare_unwinding_beside_a_lock_holder(panics_holding::<FlushOnDrop>);
+}
+
+/// As above, for a destructor that sleeps: a sleep ends by itself, so
+/// while its coroutine unwinds it blocks the worker, as a thread's would
+/// block the thread, rather than let the bystander run.
+#[test]
+fn a_panic_unwinding_through_a_sleep_stays_its_own() {
+    compare_unwinding_beside_a_lock_holder(panics_holding::<SleepOnDrop>);
+}
+
+fn compare_unwinding_beside_a_lock_holder(panicker: fn()) {
+    let thread = unwinding_beside_a_lock_holder(false, panicker);
     let coroutine = watchdog_on(
         "unwinding beside a lock holder",
         Duration::from_secs(20),
         shared_identity(),
-        || unwinding_beside_a_lock_holder(true),
+        move || unwinding_beside_a_lock_holder(true, panicker),
     );
     assert_eq!(
         thread,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use libc::{c_int, c_uint, clockid_t, timespec, useconds_t};
 
 use crate::blocking;
-use crate::coroutine::in_coroutine;
+use crate::coroutine::may_switch;
 use crate::reactor::sleep_until;
 use crate::sys::{self, syscall};
 
@@ -44,7 +44,10 @@ pub unsafe extern "C" fn clock_nanosleep(
         return libc::EINVAL;
     }
     let call = || -(syscall!(libc::SYS_clock_nanosleep, clock, flags, req, rem) as c_int);
-    if !in_coroutine() {
+    // A sleep ends by itself, so one made while unwinding with a shared
+    // identity blocks the worker rather than let its other coroutines run
+    // with the panic count raised (`may_switch`).
+    if !may_switch() {
         return call();
     }
     let sleepable = matches!(
@@ -115,7 +118,7 @@ pub unsafe extern "C" fn thrd_sleep(duration: *const timespec, remaining: *mut t
 /// As `nanosleep(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
-    if !in_coroutine() {
+    if !may_switch() {
         return sys::c_result(syscall!(libc::SYS_nanosleep, req, rem)) as c_int;
     }
     match duration(req) {
