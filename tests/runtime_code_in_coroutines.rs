@@ -6,9 +6,9 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, ThreadId};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, Thread};
 use std::time::Duration;
 
 use support::child::{child_case, rerun, run_child};
@@ -19,26 +19,20 @@ use support::{no_monitor, watchdog_on};
 /// root pushes.
 const SPAWNED: usize = 300;
 
-/// Deferred functions that crossbeam's epoch collector runs wherever it
-/// next collects; each sleeps, as a drop that takes a contended lock or
-/// flushes a file would wait.
+/// How many functions [`leave_garbage`] defers.
 const DEFERRED: usize = 64;
 
 /// Leaves `DEFERRED` sealed bags of garbage in crossbeam's global epoch
-/// queue, each a function that sleeps and notes the thread it ran on. A
+/// queue, each a function that calls `collected`: its epoch collector runs
+/// them wherever it next collects, in whatever thread pinned the epoch. A
 /// participant pinned meanwhile holds the epoch back, so none of them can
 /// be collected before it lets go.
-fn leave_sleeping_garbage(ran_on: &Arc<Mutex<Vec<ThreadId>>>) {
+fn leave_garbage(collected: impl Fn() + Clone + Send + 'static) {
     let hold = crossbeam_epoch::pin();
-    let ran_on = ran_on.clone();
     thread::spawn(move || {
         for _ in 0..DEFERRED {
             let guard = crossbeam_epoch::pin();
-            let ran_on = ran_on.clone();
-            guard.defer(move || {
-                ran_on.lock().unwrap().push(thread::current().id());
-                thread::sleep(Duration::from_millis(2));
-            });
+            guard.defer(collected.clone());
             guard.flush();
         }
     })
@@ -57,7 +51,13 @@ fn leave_sleeping_garbage(ran_on: &Arc<Mutex<Vec<ThreadId>>>) {
 fn garbage_collected_while_a_coroutine_grows_its_queue_may_wait() {
     if child_case().as_deref() == Some("grow") {
         let ran_on = Arc::new(Mutex::new(Vec::new()));
-        leave_sleeping_garbage(&ran_on);
+        // Each sleeps, as a drop that takes a contended lock or flushes a
+        // file waits.
+        let ran = ran_on.clone();
+        leave_garbage(move || {
+            ran.lock().unwrap().push(thread::current().id());
+            thread::sleep(Duration::from_millis(2));
+        });
         let (root, runs) = watchdog_on(
             "spawning beside sleeping garbage",
             Duration::from_secs(30),
@@ -102,6 +102,61 @@ fn garbage_collected_while_a_coroutine_grows_its_queue_may_wait() {
         return;
     }
     let output = run_child("grow", rerun("grow"), Duration::from_secs(60));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("CHILD OK"));
+}
+
+/// As above, with coroutines sharing their worker's identity, where the
+/// garbage wakes a coroutine of the spawning one's worker, as a drop that
+/// releases a lock or sends on a channel does. The wake came back into the
+/// worker's queue halfway through the spawner's push.
+#[test]
+fn garbage_collected_while_a_coroutine_grows_its_queue_may_wake_its_worker() {
+    static SPAWNING: AtomicBool = AtomicBool::new(false);
+    static RAN_WHILE_SPAWNING: AtomicBool = AtomicBool::new(false);
+    static WOKEN: AtomicBool = AtomicBool::new(false);
+    static WAITER: OnceLock<Thread> = OnceLock::new();
+    if child_case().as_deref() == Some("wake") {
+        leave_garbage(|| {
+            if SPAWNING.load(Ordering::SeqCst) {
+                RAN_WHILE_SPAWNING.store(true, Ordering::SeqCst);
+            }
+            WOKEN.store(true, Ordering::SeqCst);
+            if let Some(waiter) = WAITER.get() {
+                waiter.unpark();
+            }
+        });
+        watchdog_on(
+            "spawning beside garbage that wakes",
+            Duration::from_secs(30),
+            // Stealing puts woken coroutines in the worker's queue too.
+            no_monitor().thread_identity(false).work_stealing(true),
+            || {
+                let waiter = coroutines::spawn(|| {
+                    WAITER.set(thread::current()).unwrap();
+                    while !WOKEN.load(Ordering::SeqCst) {
+                        thread::park();
+                    }
+                });
+                // The waiter runs until it parks.
+                coroutines::yield_now();
+                SPAWNING.store(true, Ordering::SeqCst);
+                let handles: Vec<_> = (0..SPAWNED).map(|_| coroutines::spawn(|| ())).collect();
+                SPAWNING.store(false, Ordering::SeqCst);
+                for handle in handles {
+                    handle.join().unwrap();
+                }
+                waiter.join().unwrap();
+            },
+        );
+        // Otherwise the case did not test what it is about.
+        assert!(
+            RAN_WHILE_SPAWNING.load(Ordering::SeqCst),
+            "no garbage was collected while the coroutine spawned"
+        );
+        println!("CHILD OK");
+        return;
+    }
+    let output = run_child("wake", rerun("wake"), Duration::from_secs(60));
     assert!(String::from_utf8_lossy(&output.stdout).contains("CHILD OK"));
 }
 

@@ -1,7 +1,7 @@
 //! The task record: everything the runtime knows about one coroutine.
 
 use core::cell::{Cell, UnsafeCell};
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Instant;
@@ -79,6 +79,9 @@ pub(crate) struct Task {
     pub(crate) waiting: WaitRecord,
     /// Its place in the runtime's registry while started.
     pub(crate) slot: AtomicU64,
+    /// The next older task in a worker's mailbox while it waits there (see
+    /// `scheduler/mailbox.rs`).
+    pub(crate) mailbox_next: AtomicPtr<Task>,
     /// Requested stack size in bytes.
     pub(crate) stack_bytes: usize,
     /// Whether it is the coroutine `block_on` runs (see `SpawnOptions`).
@@ -129,6 +132,7 @@ impl Task {
             park: AtomicU64::new(0),
             waiting: WaitRecord::default(),
             slot: AtomicU64::new(0),
+            mailbox_next: AtomicPtr::new(core::ptr::null_mut()),
             stack_bytes,
             root: options.root,
             measured: options.measure_stack,

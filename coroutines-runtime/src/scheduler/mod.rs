@@ -2,14 +2,17 @@
 //!
 //! Each worker has a local deque of coroutines any worker may take (new ones,
 //! and with work stealing also started ones), a ready queue of started
-//! coroutines pinned to it, and an inbox where other threads put the pinned
-//! coroutines they wake. Spawns from outside the runtime go to a global
+//! coroutines pinned to it, an inbox where other threads put the pinned
+//! coroutines they wake, and a mailbox for wakes that may not touch those
+//! queues (from signal handlers, or re-entering the worker's own queue
+//! operations). Spawns from outside the runtime go to a global
 //! injector. Idle workers sleep in their reactor and are woken through it.
 
 mod admission;
 mod config;
 mod dump;
 mod fork;
+mod mailbox;
 mod monitor;
 mod registry;
 mod runtime;
@@ -25,6 +28,7 @@ pub use config::{Config, DEFAULT_BLOCKED_THRESHOLD, DEFAULT_STACK_SIZE, WORKERS_
 pub(crate) use config::{Resolved, STACK_POOL_CAPACITY};
 pub use dump::{CoroutineDump, CoroutineState, Dump, DUMP_SIGNAL_ENV};
 pub(crate) use fork::in_forked_child;
+pub(crate) use mailbox::Mailbox;
 pub(crate) use registry::Registry;
 pub use runtime::{
     current_dump, current_stats, current_task, current_worker_stats, default_runtime,
@@ -99,8 +103,7 @@ impl Shared {
         self.counters.spawned.fetch_add(1, Ordering::Relaxed);
         match self.current_local() {
             Some(local) => {
-                // As in `Local::push`.
-                switch::as_worker_thread(|| local.queue.push(task));
+                local.push(task);
                 WorkerCounts::add(&self.workers[local.index].counts.spawns, 1);
             }
             None => switch::as_worker_thread(|| self.injector.push(task)),
@@ -157,8 +160,13 @@ pub(crate) fn schedule(task: Arc<Task>) {
         Some(local) if local.index == home => local.push(task),
         _ => {
             let worker = &shared.workers[home];
-            // The caller may hold a futex bucket's lock.
-            switch::as_worker_thread(|| worker.inbox.push(task));
+            if switch::in_signal_handler() {
+                // It may have interrupted a push to this inbox.
+                worker.mailbox.push(task);
+            } else {
+                // The caller may hold a futex bucket's lock.
+                switch::as_worker_thread(|| worker.inbox.push(task));
+            }
             fence(Ordering::SeqCst);
             worker.try_notify();
         }

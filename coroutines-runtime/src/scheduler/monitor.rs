@@ -235,6 +235,10 @@ fn move_queued(shared: &Shared, worker: &worker::WorkerShared) -> u64 {
                 Steal::Retry => {}
             }
         }
+        for task in worker.mailbox.take_all() {
+            shared.injector.push(task);
+            moved += 1;
+        }
     }
     moved
 }

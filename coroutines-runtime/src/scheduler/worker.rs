@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
-use super::{admission, Shared};
+use super::{admission, Mailbox, Shared};
 use crate::coroutine::{self, switch, Gen, Identity, Lifecycle, StackPool, Suspend, Task};
 use crate::identity::{Layout, ThreadBlock};
 use crate::reactor::{self, Poller, Timers};
@@ -65,6 +65,9 @@ pub(crate) struct WorkerShared {
     pub(crate) ready_len: AtomicUsize,
     /// Started coroutines woken by other threads.
     pub(crate) inbox: Injector<Arc<Task>>,
+    /// Coroutines woken by signal handlers, and by wakes that re-entered
+    /// the worker's queue operations (see `mailbox.rs`).
+    pub(crate) mailbox: Mailbox,
     /// The id of the coroutine running on the worker, 0 between runs; for
     /// the monitor and dumps.
     pub(crate) running: AtomicU64,
@@ -110,6 +113,7 @@ impl WorkerShared {
             stealer: queues.queue.stealer(),
             ready_len: AtomicUsize::new(0),
             inbox: Injector::new(),
+            mailbox: Mailbox::new(),
             running: AtomicU64::new(0),
             active: AtomicBool::new(active),
             poller,
@@ -130,7 +134,9 @@ impl WorkerShared {
     /// Whether it has started coroutines queued, which no other worker
     /// takes by itself.
     pub(crate) fn has_pinned(&self) -> bool {
-        self.ready_len.load(Ordering::Relaxed) != 0 || !self.inbox.is_empty()
+        self.ready_len.load(Ordering::Relaxed) != 0
+            || !self.inbox.is_empty()
+            || !self.mailbox.is_empty()
     }
 
     /// Wakes the worker if it sleeps and nobody has notified it yet. The
@@ -230,23 +236,50 @@ pub(crate) struct Local {
     tick: Cell<u32>,
     /// How many times the next idle spin looks for work (see `idle`).
     idle_spins: Cell<u32>,
+    /// An operation on `queue` or `ready` is under way (see [`Local::busy`]).
+    busy: Cell<bool>,
 }
 
 impl Local {
-    /// Queues a runnable coroutine on this worker.
+    /// Queues a runnable coroutine on this worker. A push from a signal
+    /// handler, or one that re-enters an operation on these queues, leaves
+    /// it in the mailbox instead: the queues are not re-entrant.
     pub(crate) fn push(&self, task: Arc<Task>) {
+        if self.busy.get() || switch::in_signal_handler() {
+            self.me().mailbox.push(task);
+            return;
+        }
+        self.busy(|| self.enqueue(task));
+    }
+
+    /// [`push`](Self::push) inside an operation on the queues.
+    fn enqueue(&self, task: Arc<Task>) {
         // SAFETY: `shared` outlives the worker loop.
         let stealing = unsafe { &*self.shared }.config.work_stealing;
         if stealing || task.lifecycle() == Lifecycle::New {
-            // Called from a coroutine too: a full queue's resize pins
-            // crossbeam's epoch, whose collection runs other crates'
-            // deferred drops, which may wait or back off.
-            switch::as_worker_thread(|| self.queue.push(task));
+            self.queue.push(task);
         } else {
             let mut ready = self.ready.borrow_mut();
             ready.push_back(task);
             self.me().ready_len.store(ready.len(), Ordering::Relaxed);
         }
+    }
+
+    /// Runs `f`, an operation on this worker's queues, marked busy. Inside,
+    /// a full queue's resize (or a pop's shrink) pins crossbeam's epoch,
+    /// whose collection runs other crates' deferred drops: they may wake a
+    /// coroutine of this worker, which must not re-enter the queues, and
+    /// may wait, which must not park a coroutine that pushes
+    /// (`switch::as_worker_thread`).
+    fn busy<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct Restore<'a>(&'a Cell<bool>, bool);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.1);
+            }
+        }
+        let _restore = Restore(&self.busy, self.busy.replace(true));
+        switch::as_worker_thread(f)
     }
 
     /// The next coroutine of the ready queue. Starts loading what the two
@@ -289,6 +322,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
         )),
         tick: Cell::new(0),
         idle_spins: Cell::new(IDLE_SPINS),
+        busy: Cell::new(false),
     };
     let me = &shared.workers[index];
     me.thread.store(crate::sys::gettid(), Ordering::Relaxed);
@@ -311,12 +345,13 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
     WORKER.with(|worker| worker.set(ptr::null()));
     me.local.store(ptr::null_mut(), Ordering::Release);
     // Nothing will run what is still queued: fail their join handles.
-    while let Some(task) = local.queue.pop().or_else(|| local.pop_ready()) {
+    while let Some(task) = local.busy(|| local.queue.pop().or_else(|| local.pop_ready())) {
         task.abandon();
     }
     while let Some(task) = me.inbox.steal().success() {
         task.abandon();
     }
+    me.mailbox.take_all().for_each(|task| task.abandon());
     me.timers.lock().drain().for_each(drop);
 }
 
@@ -329,22 +364,32 @@ impl Local {
     fn next_task(&self, shared: &Shared) -> Option<Arc<Task>> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
+        let maintenance = tick.is_multiple_of(MAINTENANCE_INTERVAL);
+        if maintenance {
+            // Outside `busy`: the coroutines it wakes go to the queues.
+            self.poll_reactor(false, None);
+        }
+        self.busy(|| self.take_next(shared, tick, maintenance))
+    }
+
+    /// [`next_task`](Self::next_task)'s look through the queues.
+    fn take_next(&self, shared: &Shared, tick: u32, maintenance: bool) -> Option<Arc<Task>> {
         let me = &shared.workers[self.index];
         let active = me.active.load(Ordering::Relaxed);
-        if tick.is_multiple_of(MAINTENANCE_INTERVAL) {
-            self.poll_reactor(false, None);
-            if active {
-                if let Some(task) = steal_one(|| shared.injector.steal_batch_and_pop(&self.queue)) {
-                    return Some(task);
-                }
+        if maintenance && active {
+            if let Some(task) = steal_one(|| shared.injector.steal_batch_and_pop(&self.queue)) {
+                return Some(task);
             }
         }
         // `is_empty` is plain loads; `steal` on an empty injector costs a
         // locked fence, and this runs before every coroutine switch.
         if !me.inbox.is_empty() {
             while let Steal::Success(task) = me.inbox.steal() {
-                self.push(task);
+                self.enqueue(task);
             }
+        }
+        if !me.mailbox.is_empty() {
+            me.mailbox.take_all().for_each(|task| self.enqueue(task));
         }
         let fairness = tick % MAINTENANCE_INTERVAL == 1;
         let ready = || self.pop_ready();
@@ -381,7 +426,11 @@ impl Local {
 
     fn has_work(&self, shared: &Shared) -> bool {
         let me = &shared.workers[self.index];
-        if !self.queue.is_empty() || !self.ready.borrow().is_empty() || !me.inbox.is_empty() {
+        if !self.queue.is_empty()
+            || !self.ready.borrow().is_empty()
+            || !me.inbox.is_empty()
+            || !me.mailbox.is_empty()
+        {
             return true;
         }
         me.active.load(Ordering::Relaxed)
@@ -532,7 +581,7 @@ impl Local {
                     .put(task.stack_bytes, task.measured, generator, identity);
                 let counts = &shared.workers[self.index].counts;
                 if let Some(waiter) = shared.stack_waiters.freed(counts, task.stack_bytes) {
-                    self.queue.push(waiter);
+                    self.push(waiter);
                 }
             }
         }
@@ -641,7 +690,7 @@ impl Local {
             let Some(waiter) = shared.stack_waiters.next() else {
                 break;
             };
-            self.queue.push(waiter);
+            self.push(waiter);
             took = true;
         }
         took
