@@ -38,7 +38,13 @@ pub(crate) fn as_worker_thread<T>(f: impl FnOnce() -> T) -> T {
             CURRENT.with(|current| current.set(self.0));
         }
     }
-    let _restore = Restore(CURRENT.with(|current| current.replace(ptr::null())));
+    let current = CURRENT.with(Cell::get);
+    if current.is_null() {
+        // The scheduler, or a plain thread: one load.
+        return f();
+    }
+    CURRENT.with(|current| current.set(ptr::null()));
+    let _restore = Restore(current);
     f()
 }
 

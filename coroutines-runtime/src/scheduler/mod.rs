@@ -156,19 +156,19 @@ pub(crate) fn schedule(task: Arc<Task>) {
         return;
     }
     let home = task.home.load(Ordering::Relaxed);
-    match shared.current_local() {
-        Some(local) if local.index == home => local.push(task),
-        _ => {
-            let worker = &shared.workers[home];
-            if switch::in_signal_handler() {
-                // It may have interrupted a push to this inbox.
-                worker.mailbox.push(task);
-            } else {
-                // The caller may hold a futex bucket's lock.
-                switch::as_worker_thread(|| worker.inbox.push(task));
-            }
-            fence(Ordering::SeqCst);
-            worker.try_notify();
+    let worker = &shared.workers[home];
+    if switch::in_signal_handler() {
+        // The handler may have interrupted any operation on the worker's
+        // queues, or a push to its inbox, on this thread: the mailbox
+        // alone takes a push from anywhere (`mailbox.rs`).
+        worker.mailbox.push(task);
+    } else {
+        match shared.current_local() {
+            Some(local) if local.index == home => return local.push(task),
+            // The caller may hold a futex bucket's lock.
+            _ => switch::as_worker_thread(|| worker.inbox.push(task)),
         }
     }
+    fence(Ordering::SeqCst);
+    worker.try_notify();
 }

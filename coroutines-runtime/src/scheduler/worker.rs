@@ -241,23 +241,27 @@ pub(crate) struct Local {
 }
 
 impl Local {
-    /// Queues a runnable coroutine on this worker. A push from a signal
-    /// handler, or one that re-enters an operation on these queues, leaves
-    /// it in the mailbox instead: the queues are not re-entrant.
+    /// Queues a runnable coroutine on this worker. A push that re-enters
+    /// an operation on the crossbeam queue leaves it in the mailbox
+    /// instead: the queue is not re-entrant. (Wakes from signal handlers
+    /// never come here: `scheduler::schedule`.)
     pub(crate) fn push(&self, task: Arc<Task>) {
-        if self.busy.get() || switch::in_signal_handler() {
+        if self.busy.get() {
             self.me().mailbox.push(task);
             return;
         }
-        self.busy(|| self.enqueue(task));
+        self.enqueue(task);
     }
 
-    /// [`push`](Self::push) inside an operation on the queues.
+    /// [`push`](Self::push), where no re-entered operation can be the
+    /// caller.
     fn enqueue(&self, task: Arc<Task>) {
         // SAFETY: `shared` outlives the worker loop.
         let stealing = unsafe { &*self.shared }.config.work_stealing;
         if stealing || task.lifecycle() == Lifecycle::New {
-            self.queue.push(task);
+            // Called from a coroutine too (a spawn, a wake), which nothing
+            // the push runs may park.
+            self.busy(|| switch::as_worker_thread(|| self.queue.push(task)));
         } else {
             let mut ready = self.ready.borrow_mut();
             ready.push_back(task);
@@ -265,12 +269,12 @@ impl Local {
         }
     }
 
-    /// Runs `f`, an operation on this worker's queues, marked busy. Inside,
-    /// a full queue's resize (or a pop's shrink) pins crossbeam's epoch,
-    /// whose collection runs other crates' deferred drops: they may wake a
-    /// coroutine of this worker, which must not re-enter the queues, and
-    /// may wait, which must not park a coroutine that pushes
-    /// (`switch::as_worker_thread`).
+    /// Runs `f`, an operation on this worker's crossbeam queue, marked
+    /// busy. Inside, a full queue's resize (or a pop's shrink, or a steal
+    /// into it) pins crossbeam's epoch, whose collection runs other crates'
+    /// deferred drops: they may wake a coroutine of this worker, which must
+    /// not re-enter the queue. (The `ready` queue calls nothing out.)
+    #[inline(always)]
     fn busy<T>(&self, f: impl FnOnce() -> T) -> T {
         struct Restore<'a>(&'a Cell<bool>, bool);
         impl Drop for Restore<'_> {
@@ -279,7 +283,7 @@ impl Local {
             }
         }
         let _restore = Restore(&self.busy, self.busy.replace(true));
-        switch::as_worker_thread(f)
+        f()
     }
 
     /// The next coroutine of the ready queue. Starts loading what the two
@@ -345,7 +349,10 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
     WORKER.with(|worker| worker.set(ptr::null()));
     me.local.store(ptr::null_mut(), Ordering::Release);
     // Nothing will run what is still queued: fail their join handles.
-    while let Some(task) = local.busy(|| local.queue.pop().or_else(|| local.pop_ready())) {
+    while let Some(task) = local
+        .busy(|| local.queue.pop())
+        .or_else(|| local.pop_ready())
+    {
         task.abandon();
     }
     while let Some(task) = me.inbox.steal().success() {
@@ -364,21 +371,16 @@ impl Local {
     fn next_task(&self, shared: &Shared) -> Option<Arc<Task>> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        let maintenance = tick.is_multiple_of(MAINTENANCE_INTERVAL);
-        if maintenance {
-            // Outside `busy`: the coroutines it wakes go to the queues.
-            self.poll_reactor(false, None);
-        }
-        self.busy(|| self.take_next(shared, tick, maintenance))
-    }
-
-    /// [`next_task`](Self::next_task)'s look through the queues.
-    fn take_next(&self, shared: &Shared, tick: u32, maintenance: bool) -> Option<Arc<Task>> {
         let me = &shared.workers[self.index];
         let active = me.active.load(Ordering::Relaxed);
-        if maintenance && active {
-            if let Some(task) = steal_one(|| shared.injector.steal_batch_and_pop(&self.queue)) {
-                return Some(task);
+        if tick.is_multiple_of(MAINTENANCE_INTERVAL) {
+            self.poll_reactor(false, None);
+            if active {
+                if let Some(task) =
+                    self.steal_into_queue(|queue| shared.injector.steal_batch_and_pop(queue))
+                {
+                    return Some(task);
+                }
             }
         }
         // `is_empty` is plain loads; `steal` on an empty injector costs a
@@ -396,17 +398,27 @@ impl Local {
         // New coroutines before woken ones keeps run order FIFO for
         // coroutines that yield to each other; every interval the ready
         // queue goes first, so a stream of spawns cannot starve it.
+        let pop = || self.busy(|| self.queue.pop());
         let local = if fairness {
-            ready().or_else(|| self.queue.pop())
+            ready().or_else(pop)
         } else {
-            self.queue.pop().or_else(ready)
+            pop().or_else(ready)
         };
         if !active {
             return local;
         }
         local
-            .or_else(|| steal_one(|| shared.injector.steal_batch_and_pop(&self.queue)))
+            .or_else(|| self.steal_into_queue(|queue| shared.injector.steal_batch_and_pop(queue)))
             .or_else(|| self.steal_from_others(shared))
+    }
+
+    /// One task from `steal`, which moves a batch into this worker's queue
+    /// and pops one (see [`busy`](Self::busy)).
+    fn steal_into_queue(
+        &self,
+        mut steal: impl FnMut(&Worker<Arc<Task>>) -> Steal<Arc<Task>>,
+    ) -> Option<Arc<Task>> {
+        self.busy(|| steal_one(|| steal(&self.queue)))
     }
 
     fn steal_from_others(&self, shared: &Shared) -> Option<Arc<Task>> {
@@ -414,13 +426,14 @@ impl Local {
         (1..n)
             .map(|offset| &shared.workers[(self.index + offset) % n])
             .find_map(|victim| {
-                steal_one(|| victim.stealer.steal_batch_and_pop(&self.queue)).or_else(|| {
-                    if shared.config.work_stealing {
-                        steal_one(|| victim.inbox.steal_batch_and_pop(&self.queue))
-                    } else {
-                        None
-                    }
-                })
+                self.steal_into_queue(|queue| victim.stealer.steal_batch_and_pop(queue))
+                    .or_else(|| {
+                        if shared.config.work_stealing {
+                            self.steal_into_queue(|queue| victim.inbox.steal_batch_and_pop(queue))
+                        } else {
+                            None
+                        }
+                    })
             })
     }
 
