@@ -43,7 +43,9 @@ impl<T> SpinLock<T> {
         self.locked
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
-            .then_some(SpinGuard { lock: self })
+            // Made only on success: a guard made and dropped on failure
+            // would let go of the holder's lock.
+            .then(|| SpinGuard { lock: self })
     }
 
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
@@ -92,5 +94,23 @@ impl<T> Drop for SpinGuard<'_, T> {
         // `SeqCst`, so that a holder that looks for deferred work right after
         // letting go cannot miss work deferred by a failed `try_lock`.
         self.lock.locked.store(false, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SpinLock;
+
+    #[test]
+    fn a_failed_try_lock_leaves_the_holder_its_lock() {
+        let lock = SpinLock::new(0);
+        let held = lock.lock();
+        assert!(lock.try_lock().is_none());
+        assert!(
+            lock.try_lock().is_none(),
+            "the failed try_lock let go of it"
+        );
+        drop(held);
+        assert!(lock.try_lock().is_some());
     }
 }
