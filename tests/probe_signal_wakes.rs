@@ -29,9 +29,9 @@
 //! (the next once the last handler returned, after a small varying pause)
 //! so that they land all over the worker's cycle.
 //!
-//! (a) and (c) are fixed: a handler's wake goes to the worker's mailbox
-//! (`scheduler/mailbox.rs`). (b) is a known limit, so every probe is
-//! ignored: each also meets (b) within seconds.
+//! All three are fixed: a handler's wake goes to the worker's mailbox
+//! (`scheduler/mailbox.rs`), and one that finds its bucket's lock taken
+//! leaves the wake to the holder (`futex/bucket.rs`).
 
 mod support;
 
@@ -574,14 +574,12 @@ fn one_worker_stealing() -> coroutines::runtime::Builder {
 /// worker it interrupted (ready `RefCell`; the bucket lock of the waiter's
 /// parker, taken by its own registration).
 #[test]
-#[ignore = "known limit: a handler's wake that interrupts the futex table on its thread spins for ever (docs/troubleshooting.md)"]
 fn unpark_in_a_handler_interrupting_the_worker() {
     probe(Kind::Unpark, one_worker);
 }
 
 /// Hazards (a) and (b), through `Condvar::notify_one`.
 #[test]
-#[ignore = "known limit: a handler's wake that interrupts the futex table on its thread spins for ever (docs/troubleshooting.md)"]
 fn condvar_notify_in_a_handler_interrupting_the_worker() {
     probe(Kind::Notify, one_worker);
 }
@@ -590,7 +588,6 @@ fn condvar_notify_in_a_handler_interrupting_the_worker() {
 /// keeps the target word's bucket lock busy (registrations and wakes of
 /// other words in the same bucket). (a) may show first.
 #[test]
-#[ignore = "known limit: a handler's wake that interrupts the futex table on its thread spins for ever (docs/troubleshooting.md)"]
 fn futex_wake_in_a_handler_while_its_bucket_is_busy() {
     probe(Kind::Futex, one_worker);
 }
@@ -599,14 +596,12 @@ fn futex_wake_in_a_handler_while_its_bucket_is_busy() {
 /// the crossbeam `Worker` queue that the interrupted code may be pushing
 /// to (no `RefCell` involved). (b) may show too.
 #[test]
-#[ignore = "known limit: a handler's wake that interrupts the futex table on its thread spins for ever (docs/troubleshooting.md)"]
 fn unpark_in_a_handler_with_work_stealing() {
     probe(Kind::Unpark, one_worker_stealing);
 }
 
 /// Hazard (b) without (a): as the futex probe, with work stealing.
 #[test]
-#[ignore = "known limit: a handler's wake that interrupts the futex table on its thread spins for ever (docs/troubleshooting.md)"]
 fn futex_wake_in_a_handler_while_its_bucket_is_busy_with_work_stealing() {
     probe(Kind::Futex, one_worker_stealing);
 }

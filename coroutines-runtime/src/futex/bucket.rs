@@ -1,12 +1,14 @@
 //! The table: a fixed array of buckets, each a spin lock over a wait queue
 //! plus a count of its waiters that wakers read without the lock.
 
-use core::ops::DerefMut;
+use core::mem::ManuallyDrop;
+use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use super::membarrier;
 use super::queue::Queue;
-use crate::sync::SpinLock;
+use crate::coroutine::switch;
+use crate::sync::{SpinGuard, SpinLock};
 
 /// Buckets in the table. Fixed (the table must work before `main` and from
 /// any thread without allocating) and a power of two; with 512 buckets,
@@ -40,6 +42,11 @@ pub(super) struct Bucket {
     /// Slow-path wakes on this bucket, to give kernel waiters a turn now and
     /// then (see `wake.rs`).
     turns: AtomicU32,
+    /// A signal handler's wake found the lock taken, perhaps by the code it
+    /// interrupted on its own thread, which it cannot wait for: whoever
+    /// lets go of the lock next wakes every coroutine parked here (see
+    /// [`Bucket::lock_or_defer`]).
+    deferred_wake: AtomicBool,
     queue: SpinLock<Queue>,
 }
 
@@ -50,6 +57,7 @@ impl Bucket {
             armed: AtomicBool::new(true),
             idle_wakes: AtomicU32::new(0),
             turns: AtomicU32::new(0),
+            deferred_wake: AtomicBool::new(false),
             queue: SpinLock::new(Queue::new()),
         }
     }
@@ -67,8 +75,40 @@ impl Bucket {
         &TABLE
     }
 
-    pub(super) fn lock(&self) -> impl DerefMut<Target = Queue> + '_ {
-        self.queue.lock()
+    pub(super) fn lock(&self) -> BucketGuard<'_> {
+        self.guard(self.queue.lock())
+    }
+
+    /// The lock for a wake. In a signal handler, only if it is free: the
+    /// holder may be the code the handler interrupted. If not, the wake is
+    /// left to the holder, and `None` returned: when it lets go, every
+    /// coroutine parked in the bucket wakes, whatever its word, and
+    /// re-checks its condition, as after any futex wake.
+    pub(super) fn lock_or_defer(&self) -> Option<BucketGuard<'_>> {
+        if !switch::in_signal_handler() {
+            return Some(self.lock());
+        }
+        if let Some(queue) = self.queue.try_lock() {
+            return Some(self.guard(queue));
+        }
+        self.deferred_wake.store(true, Ordering::SeqCst);
+        // The holder may have let go before it could see the flag; then
+        // this guard's drop takes the wake.
+        self.queue.try_lock().map(|queue| self.guard(queue))
+    }
+
+    fn guard<'a>(&'a self, queue: SpinGuard<'a, Queue>) -> BucketGuard<'a> {
+        BucketGuard {
+            bucket: self,
+            queue: ManuallyDrop::new(queue),
+        }
+    }
+
+    /// Takes a wake that [`lock_or_defer`](Self::lock_or_defer) left, if
+    /// any. Call after letting go of the lock.
+    fn take_deferred_wake(&self) -> bool {
+        self.deferred_wake.load(Ordering::SeqCst)
+            && self.deferred_wake.swap(false, Ordering::SeqCst)
     }
 
     /// Counts a waiter in, before it checks the futex word. Call under the
@@ -142,7 +182,7 @@ impl Bucket {
         // Never waits for the lock: this wake may come from a signal
         // handler that interrupted the lock's holder on this thread.
         if idle >= DISARM_AFTER && membarrier::available() {
-            if let Some(_queue) = self.queue.try_lock() {
+            if let Some(_queue) = self.queue.try_lock().map(|queue| self.guard(queue)) {
                 if self.waiters.load(Ordering::Relaxed) == 0 {
                     self.armed.store(false, Ordering::Relaxed);
                 }
@@ -171,3 +211,35 @@ impl Bucket {
 }
 
 static TABLE: [Bucket; BUCKETS] = [const { Bucket::new() }; BUCKETS];
+
+/// The bucket's lock; letting go of it makes the wakes that signal handlers
+/// left meanwhile.
+pub(super) struct BucketGuard<'a> {
+    bucket: &'a Bucket,
+    queue: ManuallyDrop<SpinGuard<'a, Queue>>,
+}
+
+impl Deref for BucketGuard<'_> {
+    type Target = Queue;
+    fn deref(&self) -> &Queue {
+        &self.queue
+    }
+}
+
+impl DerefMut for BucketGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Queue {
+        &mut self.queue
+    }
+}
+
+impl Drop for BucketGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here; not used after.
+        unsafe { ManuallyDrop::drop(&mut self.queue) };
+        // After the release (`SeqCst`), against the handler's store and
+        // then `try_lock`: one of the two sees the other.
+        if self.bucket.take_deferred_wake() {
+            super::wake::wake_every_parked(self.bucket);
+        }
+    }
+}

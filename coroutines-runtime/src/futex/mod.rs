@@ -16,7 +16,9 @@
 //! Nothing here takes a lock that can block through the hooks, and the
 //! locks are held only by code that never parks: the spin locks are taken
 //! on the worker after the switch (registration), by wakers, and by a
-//! coroutine that removes its own timed-out entry.
+//! coroutine that removes its own timed-out entry. A waker in a signal
+//! handler never waits for one: the holder may be the code it interrupted,
+//! so it leaves its wake to the holder (`Bucket::lock_or_defer`).
 //!
 //! A coroutine abandoned at shutdown while parked here keeps its entry (and
 //! a reference to its task) until `Runtime::drop` sweeps the table with

@@ -57,7 +57,7 @@ impl Queue {
     ///
     /// # Safety
     /// `node` is valid, not linked, and stays valid and unmoved until it is
-    /// unlinked (by [`drain`](Self::drain) or [`remove`](Self::remove)).
+    /// unlinked (by [`drain_where`](Self::drain_where) or [`remove`](Self::remove)).
     pub(super) unsafe fn push_back(&mut self, node: *mut Node, waker: Waker) {
         // SAFETY: valid and exclusively ours under the bucket lock, per the
         // contract; `tail`, if any, is a linked node and so valid too.
@@ -85,12 +85,6 @@ impl Queue {
             self.unlink(node);
             Some(waker)
         }
-    }
-
-    /// Unlinks the waiters on `addr`, oldest first, handing each one's waker
-    /// to `take` until it returns `false`. Returns how many were unlinked.
-    pub(super) fn drain(&mut self, addr: usize, take: impl FnMut(Waker) -> bool) -> usize {
-        self.drain_where(|node_addr, _| node_addr == addr, take)
     }
 
     /// Unlinks the waiters for which `select(addr, waker)` holds, oldest

@@ -25,10 +25,13 @@ fn waiters_on(word: &AtomicU32) -> usize {
     let mut queue = bucket.lock();
     let mut linked = 0;
     // Counting by unlinking: only when nothing should be left.
-    queue.drain(addr, |_| {
-        linked += 1;
-        true
-    });
+    queue.drain_where(
+        |parked_on, _| parked_on == addr,
+        |_| {
+            linked += 1;
+            true
+        },
+    );
     linked
 }
 

@@ -76,24 +76,41 @@ fn wake_waiting(
 
 /// Wakes up to `limit` coroutines parked on `addr` in `bucket`.
 fn wake_parked(bucket: &Bucket, addr: usize, limit: usize) -> usize {
+    wake_parked_where(bucket, |parked_on| parked_on == addr, limit)
+}
+
+/// Wakes every coroutine parked in `bucket`, whatever its word: the wakes
+/// that signal handlers could not make (see `Bucket::lock_or_defer`).
+pub(super) fn wake_every_parked(bucket: &Bucket) {
+    wake_parked_where(bucket, |_| true, usize::MAX);
+}
+
+/// Wakes up to `limit` coroutines parked in `bucket` on words that
+/// `select` picks.
+fn wake_parked_where(bucket: &Bucket, select: impl Fn(usize) -> bool, limit: usize) -> usize {
     let mut woken = 0;
     loop {
         let mut taken: [Option<Waker>; BATCH] = Default::default();
         let mut n = 0;
         {
-            let mut queue = bucket.lock();
-            let unlinked = queue.drain(addr, |waker| {
-                // A coroutine of a runtime that has shut down never runs
-                // again: waking it would swallow a wake-up meant for a
-                // live waiter. Drop its entry and keep looking.
-                let dead = waker.task.shared.shutdown.load(Ordering::Acquire);
-                if !dead && waker.wake(WakeReason::Notified) {
-                    woken += 1;
-                }
-                taken[n] = Some(waker);
-                n += 1;
-                woken < limit && n < BATCH
-            });
+            let Some(mut queue) = bucket.lock_or_defer() else {
+                return woken;
+            };
+            let unlinked = queue.drain_where(
+                |parked_on, _| select(parked_on),
+                |waker| {
+                    // A coroutine of a runtime that has shut down never runs
+                    // again: waking it would swallow a wake-up meant for a
+                    // live waiter. Drop its entry and keep looking.
+                    let dead = waker.task.shared.shutdown.load(Ordering::Acquire);
+                    if !dead && waker.wake(WakeReason::Notified) {
+                        woken += 1;
+                    }
+                    taken[n] = Some(waker);
+                    n += 1;
+                    woken < limit && n < BATCH
+                },
+            );
             bucket.leave(unlinked);
         }
         drop(taken);
