@@ -76,31 +76,35 @@ impl Bucket {
     }
 
     pub(super) fn lock(&self) -> BucketGuard<'_> {
-        self.guard(self.queue.lock())
+        self.guard(self.queue.lock(), true)
     }
 
     /// The lock for a wake. In a signal handler, only if it is free: the
     /// holder may be the code the handler interrupted. If not, the wake is
     /// left to the holder, and `None` returned: when it lets go, every
     /// coroutine parked in the bucket wakes, whatever its word, and
-    /// re-checks its condition, as after any futex wake.
-    pub(super) fn lock_or_defer(&self) -> Option<BucketGuard<'_>> {
+    /// re-checks its condition, as after any futex wake. With `settles`,
+    /// letting go of this guard makes such wakes too.
+    pub(super) fn lock_or_defer(&self, settles: bool) -> Option<BucketGuard<'_>> {
         if !switch::in_signal_handler() {
-            return Some(self.lock());
+            return Some(self.guard(self.queue.lock(), settles));
         }
         if let Some(queue) = self.queue.try_lock() {
-            return Some(self.guard(queue));
+            return Some(self.guard(queue, settles));
         }
         self.deferred_wake.store(true, Ordering::SeqCst);
         // The holder may have let go before it could see the flag; then
         // this guard's drop takes the wake.
-        self.queue.try_lock().map(|queue| self.guard(queue))
+        self.queue
+            .try_lock()
+            .map(|queue| self.guard(queue, settles))
     }
 
-    fn guard<'a>(&'a self, queue: SpinGuard<'a, Queue>) -> BucketGuard<'a> {
+    fn guard<'a>(&'a self, queue: SpinGuard<'a, Queue>, settles: bool) -> BucketGuard<'a> {
         BucketGuard {
             bucket: self,
             queue: ManuallyDrop::new(queue),
+            settles,
         }
     }
 
@@ -182,7 +186,7 @@ impl Bucket {
         // Never waits for the lock: this wake may come from a signal
         // handler that interrupted the lock's holder on this thread.
         if idle >= DISARM_AFTER && membarrier::available() {
-            if let Some(_queue) = self.queue.try_lock().map(|queue| self.guard(queue)) {
+            if let Some(_queue) = self.queue.try_lock().map(|queue| self.guard(queue, true)) {
                 if self.waiters.load(Ordering::Relaxed) == 0 {
                     self.armed.store(false, Ordering::Relaxed);
                 }
@@ -217,6 +221,9 @@ static TABLE: [Bucket; BUCKETS] = [const { Bucket::new() }; BUCKETS];
 pub(super) struct BucketGuard<'a> {
     bucket: &'a Bucket,
     queue: ManuallyDrop<SpinGuard<'a, Queue>>,
+    /// Whether letting go makes the deferred wakes; not for the guards of
+    /// those wakes, which leave what handlers defer meanwhile to this one.
+    settles: bool,
 }
 
 impl Deref for BucketGuard<'_> {
@@ -237,8 +244,9 @@ impl Drop for BucketGuard<'_> {
         // SAFETY: dropped once, here; not used after.
         unsafe { ManuallyDrop::drop(&mut self.queue) };
         // After the release (`SeqCst`), against the handler's store and
-        // then `try_lock`: one of the two sees the other.
-        if self.bucket.take_deferred_wake() {
+        // then `try_lock`: one of the two sees the other. A loop, not a
+        // recursion, however long handlers elsewhere keep deferring.
+        while self.settles && self.bucket.take_deferred_wake() {
             super::wake::wake_every_parked(self.bucket);
         }
     }

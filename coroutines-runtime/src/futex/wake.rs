@@ -76,24 +76,29 @@ fn wake_waiting(
 
 /// Wakes up to `limit` coroutines parked on `addr` in `bucket`.
 fn wake_parked(bucket: &Bucket, addr: usize, limit: usize) -> usize {
-    wake_parked_where(bucket, |parked_on| parked_on == addr, limit)
+    wake_parked_where(bucket, |parked_on| parked_on == addr, limit, true)
 }
 
 /// Wakes every coroutine parked in `bucket`, whatever its word: the wakes
 /// that signal handlers could not make (see `Bucket::lock_or_defer`).
 pub(super) fn wake_every_parked(bucket: &Bucket) {
-    wake_parked_where(bucket, |_| true, usize::MAX);
+    wake_parked_where(bucket, |_| true, usize::MAX, false);
 }
 
 /// Wakes up to `limit` coroutines parked in `bucket` on words that
-/// `select` picks.
-fn wake_parked_where(bucket: &Bucket, select: impl Fn(usize) -> bool, limit: usize) -> usize {
+/// `select` picks; `settles` as for `Bucket::lock_or_defer`.
+fn wake_parked_where(
+    bucket: &Bucket,
+    select: impl Fn(usize) -> bool,
+    limit: usize,
+    settles: bool,
+) -> usize {
     let mut woken = 0;
     loop {
         let mut taken: [Option<Waker>; BATCH] = Default::default();
         let mut n = 0;
         {
-            let Some(mut queue) = bucket.lock_or_defer() else {
+            let Some(mut queue) = bucket.lock_or_defer(settles) else {
                 return woken;
             };
             let unlinked = queue.drain_where(

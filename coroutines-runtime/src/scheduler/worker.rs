@@ -242,12 +242,17 @@ pub(crate) struct Local {
 
 impl Local {
     /// Queues a runnable coroutine on this worker. A push that re-enters
-    /// an operation on the crossbeam queue leaves it in the mailbox
-    /// instead: the queue is not re-entrant. (Wakes from signal handlers
+    /// an operation on the crossbeam queue leaves it in the mailbox (or,
+    /// new, in the injector) instead: the queue is not re-entrant. (Wakes from signal handlers
     /// never come here: `scheduler::schedule`.)
     pub(crate) fn push(&self, task: Arc<Task>) {
         if self.busy.get() {
-            self.me().mailbox.push(task);
+            match task.lifecycle() {
+                // A spawn: any worker may run it, even while this one is
+                // blocked and the monitor cannot move its mail.
+                Lifecycle::New => self.shared().injector.push(task),
+                _ => self.me().mailbox.push(task),
+            }
             return;
         }
         self.enqueue(task);
