@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use coroutines::Runtime;
 use support::child::{child_case, rerun, wait_bounded};
 use support::differential::{on_plain_thread_within, Side};
-use support::futex_table::{bucket_of, futex};
+use support::futex_table::{bucket_mates, futex};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -225,18 +225,6 @@ fn handover_target() -> &'static AtomicU32 {
     &WORDS[0]
 }
 
-/// Words other than the target in its bucket.
-fn bucket_mates(n: usize) -> Vec<&'static AtomicU32> {
-    let bucket = bucket_of(handover_target().as_ptr() as usize);
-    let words: Vec<_> = WORDS[1..]
-        .iter()
-        .filter(|w| bucket_of(w.as_ptr() as usize) == bucket)
-        .take(n)
-        .collect();
-    assert_eq!(words.len(), n, "not enough words in the target's bucket");
-    words
-}
-
 extern "C" fn bump_and_wake_target(_: libc::c_int) {
     handover_target().fetch_add(1, Ordering::SeqCst);
     futex_wake(handover_target(), 1);
@@ -273,7 +261,7 @@ fn handover(side: Side) -> Handover {
             futex_wait(handover_target(), seen, None);
         }
     });
-    let mates = bucket_mates(4);
+    let mates = bucket_mates(&WORDS, 4);
     let churn: Vec<_> = mates
         .chunks(2)
         .flat_map(|pair| {

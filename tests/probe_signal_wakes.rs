@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use coroutines::Runtime;
 use support::child::{child_case, rerun, wait_bounded};
 use support::differential::Side;
-use support::futex_table::{bucket_of, futex};
+use support::futex_table::{bucket_mates, futex};
 use support::identity::os_thread;
 
 /// Signals sent at most, one at a time.
@@ -113,18 +113,6 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 fn target() -> &'static AtomicU32 {
     &WORDS[0]
-}
-
-/// Words other than the target in the target's futex-table bucket.
-fn same_bucket(n: usize) -> Vec<&'static AtomicU32> {
-    let bucket = bucket_of(target().as_ptr() as usize);
-    let words: Vec<_> = WORDS[1..]
-        .iter()
-        .filter(|w| bucket_of(w.as_ptr() as usize) == bucket)
-        .take(n)
-        .collect();
-    assert_eq!(words.len(), n, "not enough words in the target's bucket");
-    words
 }
 
 const FUTEX_WAIT: usize = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize;
@@ -301,7 +289,7 @@ fn churn(side: Side, kind: Kind) -> Vec<support::differential::Party<()>> {
     if kind == Kind::Futex {
         // Two futex ping-pong pairs on words of the target's bucket: its
         // lock is taken by every wait's registration and every wake.
-        for word in same_bucket(2) {
+        for word in bucket_mates(&WORDS, 2) {
             for me in 0..2u32 {
                 parties.push(side.spawn(move || {
                     register_tid();

@@ -40,6 +40,18 @@ pub fn noise_beside(addr: usize) -> &'static AtomicU32 {
         .expect("no noise word in the bucket")
 }
 
+/// `n` words of `words` after the first, all in the first one's bucket.
+pub fn bucket_mates(words: &'static [AtomicU32], n: usize) -> Vec<&'static AtomicU32> {
+    let bucket = bucket_of(words[0].as_ptr() as usize);
+    let mates: Vec<_> = words[1..]
+        .iter()
+        .filter(|w| bucket_of(w.as_ptr() as usize) == bucket)
+        .take(n)
+        .collect();
+    assert_eq!(mates.len(), n, "not enough words in the first one's bucket");
+    mates
+}
+
 /// `syscall(SYS_futex, ..)` through libc, i.e. the hook, with full-width
 /// argument words.
 pub fn futex(
