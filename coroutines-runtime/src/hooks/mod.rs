@@ -31,6 +31,8 @@ mod epoll;
 mod fd;
 mod fortify;
 mod futex;
+#[cfg(not(target_feature = "crt-static"))]
+mod glibc_signals;
 mod io;
 mod iov;
 mod lock;
@@ -62,7 +64,7 @@ pub(crate) fn verify_identity_hooks() -> Result<(), String> {
         // The `generator` crate installs its stack-overflow handler with
         // the first generator.
         drop(generator::Gn::<()>::new_opt(2048, || {}));
-        signal::verify_fault_handlers()?;
-        signal::wrap_glibc_signals()
+        glibc_signals::verify_fault_handlers()?;
+        glibc_signals::wrap_glibc_signals()
     }
 }

@@ -127,6 +127,7 @@ impl Inner {
 
     /// Records a thread-exit destructor for this coroutine. Called by the
     /// `__cxa_thread_atexit_impl` interposer while the block is active.
+    #[cfg(not(target_feature = "crt-static"))]
     pub(crate) fn push_dtor(&self, f: Dtor, obj: *mut c_void) {
         // SAFETY: only the coroutine (the one thread running with this
         // block active) touches the list, and never re-entrantly: the push

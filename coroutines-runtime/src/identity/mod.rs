@@ -81,6 +81,7 @@ pub(crate) type Destructor = unsafe extern "C" fn(*mut core::ffi::c_void);
 
 /// Records a thread-local destructor for the coroutine whose identity is
 /// active, to run when it ends; false outside one.
+#[cfg(not(target_feature = "crt-static"))]
 pub(crate) fn defer_destructor(func: Destructor, obj: *mut core::ffi::c_void) -> bool {
     let block = current_block();
     if block.is_null() {
