@@ -386,6 +386,7 @@ fn pi_cycle_of_one_waiter() {
 /// passes through and blocks the worker (a priority-inheritance wait must
 /// be the owner's own thread in the kernel, so it cannot be parked).
 #[test]
+#[ignore = "known limit: a contended PI lock blocks the worker (docs/troubleshooting.md)"]
 fn pi_lock_contended_by_a_plain_thread() {
     differential("PI lock contended by a thread", |side| {
         let word = Arc::new(AtomicU32::new(0));

@@ -20,10 +20,13 @@
 //!   return the total. When no coroutine has waited in the word's bucket
 //!   for a while this costs one load before the kernel call; a fence more
 //!   while the bucket is armed (`futex/bucket.rs`).
+//! - Inside a coroutine, the other waits (on shared words, for a specific
+//!   bitset) are the kernel's, made on a helper thread while the coroutine
+//!   parks.
 //! - Everything else passes through to the kernel unchanged, as a raw
 //!   system call (never `libc::syscall`, which would come back here): waits
-//!   outside coroutines, shared (non-private) futexes, requeue, wake-op and
-//!   PI operations. No allocation or locking on that path.
+//!   outside coroutines, wakes of shared (non-private) futexes, requeue,
+//!   wake-op and PI operations. No allocation or locking on that path.
 //!
 //! `errno` is set on every error path and left untouched on success; a
 //! parked wait restores the value it had before parking, since the other
@@ -47,6 +50,8 @@
 //! - While a panic is in flight in a coroutine (its panic hook, its
 //!   unwinding), its futex waits block the worker instead of parking: std's
 //!   panic count is per OS thread (see `switch::may_switch`).
+//! - A contended PI lock (`FUTEX_LOCK_PI`, `FUTEX_WAIT_REQUEUE_PI`) blocks
+//!   the worker: made on a helper, the helper would own the lock.
 //! - A futex word at an unmapped address faults in the hook (the kernel
 //!   would return `EFAULT`); null and misaligned words pass through to the
 //!   kernel, which rejects them.
@@ -56,6 +61,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, c_long, timespec};
 
+use crate::blocking;
 use crate::coroutine::may_switch;
 use crate::futex;
 use crate::scheduler::in_forked_child;
@@ -143,8 +149,23 @@ fn futex_call(
                 Err(error) => fail(error),
             }
         }
+        // Not PI waits: the kernel records the waiter as the lock's owner.
+        _ if kernel_wait(op) && may_switch() => {
+            sys::c_result(blocking::run_borrowed(|| sys::raw(libc::SYS_futex, args))) as c_long
+        }
         _ => pass_through(args),
     }
+}
+
+/// Whether `op` is a wait the table does not serve (on a shared word, for
+/// a specific bitset, `FUTEX_WAIT` with `FUTEX_CLOCK_REALTIME`): the
+/// kernel's own, made on a helper thread, where every wake reaches it as
+/// it would the caller (from other processes, requeues, wake-ops).
+fn kernel_wait(op: c_int) -> bool {
+    matches!(
+        op & !(PRIVATE | libc::FUTEX_CLOCK_REALTIME),
+        libc::FUTEX_WAIT | libc::FUTEX_WAIT_BITSET
+    )
 }
 
 /// Parks the coroutine on the word at `uaddr` (aligned, non-null).
