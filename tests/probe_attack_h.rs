@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use coroutines::Runtime;
 use support::child::{child_case, rerun, wait_bounded};
 use support::differential::{on_plain_thread_within, Side};
-use support::futex_table::{bucket_mates, futex};
+use support::futex_table::{bucket_mates, private_wait, private_wake};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -53,31 +53,6 @@ fn raise_here(signal: libc::c_int) {
         )
     };
     assert_eq!(ret, 0, "tgkill");
-}
-
-const FUTEX_WAIT: usize = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize;
-const FUTEX_WAKE: usize = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize;
-
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> i64 {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(0, |ts| ts as *const libc::timespec as usize);
-    futex(
-        word.as_ptr() as usize,
-        FUTEX_WAIT,
-        expected as usize,
-        ts_ptr,
-        0,
-        0,
-    )
-}
-
-fn futex_wake(word: &AtomicU32, n: usize) -> i64 {
-    futex(word.as_ptr() as usize, FUTEX_WAKE, n, 0, 0, 0)
 }
 
 /// A handle a signal handler may read: a leaked `Thread`, or null.
@@ -227,7 +202,7 @@ fn handover_target() -> &'static AtomicU32 {
 
 extern "C" fn bump_and_wake_target(_: libc::c_int) {
     handover_target().fetch_add(1, Ordering::SeqCst);
-    futex_wake(handover_target(), 1);
+    private_wake(handover_target(), 1);
 }
 
 /// What a side of the hand-over probe saw.
@@ -258,7 +233,7 @@ fn handover(side: Side) -> Handover {
                 SEEN.store(u64::from(seen), Ordering::SeqCst);
                 continue;
             }
-            futex_wait(handover_target(), seen, None);
+            private_wait(handover_target(), seen, None);
         }
     });
     let mates = bucket_mates(&WORDS, 4);
@@ -273,14 +248,14 @@ fn handover(side: Side) -> Handover {
                 let mut rounds = 0u64;
                 while !HANDOVER_STOP.load(Ordering::SeqCst) {
                     theirs.fetch_add(1, Ordering::SeqCst);
-                    futex_wake(theirs, 1);
+                    private_wake(theirs, 1);
                     let v = mine.load(Ordering::SeqCst);
-                    futex_wait(mine, v, Some(Duration::from_micros(300)));
+                    private_wait(mine, v, Some(Duration::from_micros(300)));
                     rounds += 1;
                 }
                 // The partner may wait: a last wake.
                 theirs.fetch_add(1, Ordering::SeqCst);
-                futex_wake(theirs, 1);
+                private_wake(theirs, 1);
                 rounds
             })
         })
@@ -298,7 +273,7 @@ fn handover(side: Side) -> Handover {
                 if asked.elapsed() > LOST_AFTER {
                     lost += 1;
                     // Rescue the waiter from a normal context.
-                    futex_wake(handover_target(), 1);
+                    private_wake(handover_target(), 1);
                     let rescued = Instant::now();
                     while SEEN.load(Ordering::SeqCst) < rounds && rescued.elapsed() < LOST_AFTER {
                         thread::yield_now();
@@ -313,7 +288,7 @@ fn handover(side: Side) -> Handover {
     let (rounds, lost) = signaller.join().unwrap();
     HANDOVER_STOP.store(true, Ordering::SeqCst);
     handover_target().fetch_add(1, Ordering::SeqCst);
-    futex_wake(handover_target(), 1);
+    private_wake(handover_target(), 1);
     waiter.join();
     let churned: Vec<u64> = churn.into_iter().map(|p| p.join()).collect();
     Handover {

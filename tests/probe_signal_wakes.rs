@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use coroutines::Runtime;
 use support::child::{child_case, rerun, wait_bounded};
 use support::differential::Side;
-use support::futex_table::{bucket_mates, futex};
+use support::futex_table::{bucket_mates, private_wait, private_wake};
 use support::identity::os_thread;
 
 /// Signals sent at most, one at a time.
@@ -115,31 +115,6 @@ fn target() -> &'static AtomicU32 {
     &WORDS[0]
 }
 
-const FUTEX_WAIT: usize = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize;
-const FUTEX_WAKE: usize = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize;
-
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(0, |ts| ts as *const libc::timespec as usize);
-    futex(
-        word.as_ptr() as usize,
-        FUTEX_WAIT,
-        expected as usize,
-        ts_ptr,
-        0,
-        0,
-    );
-}
-
-fn futex_wake(word: &AtomicU32, n: usize) {
-    futex(word.as_ptr() as usize, FUTEX_WAKE, n, 0, 0, 0);
-}
-
 /// The user's handler: wakes the waiter as [`KIND`] says. Only atomics and
 /// futex wakes, as a handler that wakes a thread would do.
 extern "C" fn on_signal(_: libc::c_int) {
@@ -153,7 +128,7 @@ extern "C" fn on_signal(_: libc::c_int) {
         1 => CONDVAR.notify_one(),
         _ => {
             target().fetch_add(1, Ordering::SeqCst);
-            futex_wake(target(), 1);
+            private_wake(target(), 1);
         }
     }
     LEFT.fetch_add(1, Ordering::SeqCst);
@@ -218,7 +193,7 @@ fn waiter(kind: Kind, last: Arc<AtomicU64>) -> u64 {
             }
             SEEN.store(ENTERED.load(Ordering::SeqCst), Ordering::SeqCst);
             // Unbounded: the handler bumps the word before it wakes.
-            futex_wait(target(), seen, None);
+            private_wait(target(), seen, None);
             wakes += 1;
         },
     }
@@ -297,15 +272,15 @@ fn churn(side: Side, kind: Kind) -> Vec<support::differential::Party<()>> {
                         let v = word.load(Ordering::SeqCst);
                         if v % 2 == me {
                             word.store(v + 1, Ordering::SeqCst);
-                            futex_wake(word, 1);
+                            private_wake(word, 1);
                             churned(4);
                         } else {
-                            futex_wait(word, v, Some(Duration::from_millis(1)));
+                            private_wait(word, v, Some(Duration::from_millis(1)));
                         }
                     }
                     // Let the other one see the stop.
                     word.fetch_add(2, Ordering::SeqCst);
-                    futex_wake(word, 1);
+                    private_wake(word, 1);
                 }));
             }
         }
@@ -434,7 +409,7 @@ fn case(side: Side, kind: Kind) -> Outcome {
             Kind::Notify => CONDVAR.notify_all(),
             Kind::Futex => {
                 target().fetch_add(1, Ordering::SeqCst);
-                futex_wake(target(), 1);
+                private_wake(target(), 1);
             }
         }
     }

@@ -3,6 +3,7 @@
 //! one, and `syscall(SYS_futex, ..)` through the hook.
 
 use std::sync::atomic::AtomicU32;
+use std::time::Duration;
 
 /// 512 buckets, Fibonacci hashing of the word index.
 pub const BUCKETS: usize = 512;
@@ -65,4 +66,25 @@ pub fn futex(
     // SAFETY: the probes pass words the kernel validates; no wait here
     // can block for long (values differ, or timeouts are zero or short).
     unsafe { libc::syscall(libc::SYS_futex, uaddr, op, val, timeout, uaddr2, val3) }
+}
+
+/// A private `FUTEX_WAIT` on `word` through the hook, with a relative
+/// `timeout` or none; the raw result.
+pub fn private_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> i64 {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(0, |ts| ts as *const libc::timespec as usize);
+    let op = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize;
+    futex(word.as_ptr() as usize, op, expected as usize, ts_ptr, 0, 0)
+}
+
+/// A private `FUTEX_WAKE` of up to `n` waiters of `word` through the hook;
+/// the raw result.
+pub fn private_wake(word: &AtomicU32, n: usize) -> i64 {
+    let op = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize;
+    futex(word.as_ptr() as usize, op, n, 0, 0, 0)
 }
