@@ -100,26 +100,13 @@ fn nonblock(flags: Result<i64, Errno>) -> Result<bool, Errno> {
 /// Receives one byte and one passed descriptor on `stream`: the new
 /// descriptor's number. The kernel installs it without any hook seeing it.
 fn recv_fd(stream: RawFd) -> RawFd {
-    let mut byte = 0u8;
-    let mut iov = libc::iovec {
-        iov_base: (&mut byte as *mut u8).cast(),
-        iov_len: 1,
-    };
+    let mut byte = [0u8; 1];
     let mut control = [0u64; 4];
-    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives
-    // the call, and the control buffer has room for one descriptor.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        let n = libc::recvmsg(stream, &mut msg, 0);
-        assert_eq!(n, 1, "recvmsg: {}", std::io::Error::last_os_error());
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        assert!(!cmsg.is_null(), "no descriptor came");
-        libc::CMSG_DATA(cmsg).cast::<RawFd>().read_unaligned()
-    }
+    let (n, msg) = support::raw::recvmsg_into(stream, &mut byte, &mut control, 0);
+    assert_eq!(n, 1, "recvmsg: {}", std::io::Error::last_os_error());
+    // SAFETY: the header `recvmsg` filled; `control` is live.
+    let fds = unsafe { support::raw::passed_fds(&msg) };
+    *fds.first().expect("no descriptor came")
 }
 
 /// Forks a child that runs `child` (async-signal-safe calls only) and

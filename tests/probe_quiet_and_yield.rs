@@ -55,19 +55,12 @@ fn drain_error_queue(fd: RawFd) -> usize {
     loop {
         let mut buf = [0u8; 64];
         let mut control = [0u64; 32];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: a zeroed msghdr pointing at live buffers.
-        let n = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&control);
-            libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
-        };
+        let (n, _) = recvmsg_into(
+            fd,
+            &mut buf,
+            &mut control,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        );
         if n < 0 {
             return count;
         }

@@ -58,35 +58,24 @@ struct Got {
 fn recvmsg_fds(fd: RawFd, len: usize, room: usize, flags: i32) -> Got {
     let mut buf = vec![0u8; len];
     let mut control = [0u64; 32];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: len,
-    };
     // SAFETY: a pure computation.
     let space = unsafe { libc::CMSG_SPACE((room * 4) as u32) } as usize;
-    // SAFETY: a zeroed msghdr is valid; every pointer outlives the call and
-    // the control messages read are the kernel's.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = if room == 0 { 0 } else { space };
-        let n = libc::recvmsg(fd, &mut msg, flags);
-        let data = c_outcome(n as i64).map(|n| bytes(&buf[..(n as usize).min(len)]));
-        let fds = match n >= 0 && msg.msg_controllen > 0 {
-            true => passed_fds(&msg),
-            false => Vec::new(),
-        };
-        Got {
-            data,
-            fds,
-            flags: if n >= 0 {
-                msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC)
-            } else {
-                0
-            },
-        }
+    let words = if room == 0 { 0 } else { space / 8 };
+    let (n, msg) = recvmsg_into(fd, &mut buf, &mut control[..words], flags);
+    let data = c_outcome(n as i64).map(|n| bytes(&buf[..(n as usize).min(len)]));
+    let fds = match n >= 0 && msg.msg_controllen > 0 {
+        // SAFETY: the header `recvmsg` filled; `control` is live.
+        true => unsafe { passed_fds(&msg) },
+        false => Vec::new(),
+    };
+    Got {
+        data,
+        fds,
+        flags: if n >= 0 {
+            msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC)
+        } else {
+            0
+        },
     }
 }
 
@@ -999,19 +988,8 @@ fn a_continuing_tcp_send_leaves_the_error_queue_alone() {
         let drained = drainer.join();
         let mut buf = [0u8; 64];
         let mut control = [0u64; 16];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: a zeroed msghdr pointing at live buffers.
-        let completion = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&control);
-            c_outcome(libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE) as i64).map(|_| ())
-        };
+        let (n, _) = recvmsg_into(fd, &mut buf, &mut control, libc::MSG_ERRQUEUE);
+        let completion = c_outcome(n as i64).map(|_| ());
         (zerocopy, sent, drained, completion)
     });
     assert_eq!(got, (Ok(4096), Ok(16 << 20), 4096 + (16 << 20), Ok(())));

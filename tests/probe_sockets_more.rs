@@ -38,36 +38,24 @@ struct Received {
 fn recvmsg_with_room(fd: RawFd, len: usize, flags: i32) -> Received {
     let mut buf = vec![0u8; len];
     let mut control = [0u64; 32];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    // SAFETY: an all-zero msghdr is valid; every pointer set outlives the
-    // call, and the control messages read are the kernel's.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        let n = libc::recvmsg(fd, &mut msg, flags);
-        let data = c_outcome(n as i64).map(|n| bytes(&buf[..(n as usize).min(len)]));
-        let mut descriptors = 0;
-        if n >= 0 {
-            for fd in passed_fds(&msg) {
-                libc::close(fd);
-                descriptors += 1;
-            }
+    let (n, msg) = recvmsg_into(fd, &mut buf, &mut control, flags);
+    let data = c_outcome(n as i64).map(|n| bytes(&buf[..(n as usize).min(len)]));
+    let mut descriptors = 0;
+    if n >= 0 {
+        // SAFETY: the header `recvmsg` filled; `control` is live.
+        for fd in unsafe { passed_fds(&msg) } {
+            close(fd);
+            descriptors += 1;
         }
-        Received {
-            data,
-            descriptors,
-            flags: if n >= 0 {
-                msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC)
-            } else {
-                0
-            },
-        }
+    }
+    Received {
+        data,
+        descriptors,
+        flags: if n >= 0 {
+            msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC)
+        } else {
+            0
+        },
     }
 }
 
@@ -155,23 +143,15 @@ fn descriptor_received_with_cmsg_cloexec_is_blocking_and_waits() {
         drop(pipe_reader);
         let mut buf = [0u8; 8];
         let mut control = [0u64; 4];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: as in `recvmsg_with_room`.
-        let received: RawFd = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&control);
-            let n = libc::recvmsg(b.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-            assert_eq!(n, 2);
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            assert!(!cmsg.is_null());
-            libc::CMSG_DATA(cmsg).cast::<RawFd>().read_unaligned()
-        };
+        let (n, msg) = recvmsg_into(
+            b.as_raw_fd(),
+            &mut buf,
+            &mut control,
+            libc::MSG_CMSG_CLOEXEC,
+        );
+        assert_eq!(n, 2);
+        // SAFETY: the header `recvmsg` filled; `control` is live.
+        let received = unsafe { passed_fds(&msg) }[0];
         // SAFETY: F_GETFD takes no argument.
         let cloexec = unsafe { libc::fcntl(received, libc::F_GETFD) } & libc::FD_CLOEXEC != 0;
         let nonblocking = shows_nonblock(received);
@@ -204,18 +184,10 @@ fn credentials_come_with_a_late_message() {
         });
         let mut buf = [0u8; 8];
         let mut control = [0u64; 8];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: as in `recvmsg_with_room`.
+        let (n, msg) = recvmsg_into(reader.as_raw_fd(), &mut buf, &mut control, 0);
+        let n = c_outcome(n as i64);
+        // SAFETY: the header `recvmsg` filled; `control` is live.
         let got = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&control);
-            let n = c_outcome(libc::recvmsg(reader.as_raw_fd(), &mut msg, 0) as i64);
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             let creds =
                 (!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS).then(|| {

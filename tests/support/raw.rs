@@ -192,6 +192,34 @@ pub unsafe fn passed_fds(msg: &libc::msghdr) -> Vec<RawFd> {
     fds
 }
 
+/// One `recvmsg` on `fd` with `flags` into `buf`, with `control` as the
+/// control buffer: the raw result and the header the kernel filled, whose
+/// control pointer (for `CMSG_*` and [`passed_fds`]) is into `control`.
+pub fn recvmsg_into(
+    fd: RawFd,
+    buf: &mut [u8],
+    control: &mut [u64],
+    flags: i32,
+) -> (isize, libc::msghdr) {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid, and every pointer set outlives
+    // the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control);
+    // SAFETY: as above.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
+    // The data buffer is the caller's; the iovec dies here.
+    msg.msg_iov = std::ptr::null_mut();
+    msg.msg_iovlen = 0;
+    (n, msg)
+}
+
 /// SIGPIPEs counted by [`count_sigpipe`] in this process.
 static SIGPIPES: AtomicI64 = AtomicI64::new(0);
 
