@@ -3,8 +3,11 @@
 //! `context_switches` counts every switch into a coroutine, and each runtime
 //! has counters of its own.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use coroutines::{Runtime, Stats};
@@ -225,4 +228,55 @@ fn worker_stats_show_running_parked_and_busy() {
         "{workers:?}"
     );
     assert!(workers.iter().all(|w| !w.spare), "{workers:?}");
+}
+
+/// The coroutine that `unpark_from_handler` wakes.
+static WOKEN_BY_HANDLER: OnceLock<thread::Thread> = OnceLock::new();
+
+extern "C" fn unpark_from_handler(_: libc::c_int) {
+    WOKEN_BY_HANDLER.get().unwrap().unpark();
+}
+
+#[test]
+fn worker_stats_count_coroutines_woken_from_signal_handlers() {
+    // Such a wake waits apart from the worker's other queues (its
+    // mailbox); it is queued all the same.
+    let runtime = Runtime::builder()
+        .workers(1)
+        .blocked_worker_threshold(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let parked = runtime.spawn(move || {
+        tx.send(thread::current()).unwrap();
+        thread::park();
+    });
+    let release = Arc::new(AtomicBool::new(false));
+    let spinner = runtime.spawn({
+        let release = release.clone();
+        move || {
+            while !release.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    WOKEN_BY_HANDLER.set(rx.recv().unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let worker = &runtime.worker_stats()[0];
+        if worker.running == Some(spinner.coroutine().id()) && worker.parked == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{worker:?}");
+        thread::sleep(Duration::from_millis(1));
+    }
+    support::install_handler(libc::SIGUSR1, unpark_from_handler);
+    // SAFETY: raising a signal whose handler is installed.
+    unsafe { libc::raise(libc::SIGUSR1) };
+    let workers = runtime.worker_stats();
+    release.store(true, Ordering::Relaxed);
+    parked.join().unwrap();
+    spinner.join().unwrap();
+    assert_eq!(workers[0].queued, 1, "{workers:?}");
+    assert_eq!(workers[0].parked, 0, "{workers:?}");
 }

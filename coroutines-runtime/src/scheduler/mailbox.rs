@@ -11,7 +11,7 @@
 //! loop that never waits for another pusher and never allocates.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::coroutine::Task;
@@ -19,12 +19,16 @@ use crate::coroutine::Task;
 pub(crate) struct Mailbox {
     /// The newest task, linked to older ones through `Task::mailbox_next`.
     head: AtomicPtr<Task>,
+    /// How many tasks wait, for statistics: counted before a push and
+    /// after a take, so it may briefly include a push in flight.
+    len: AtomicUsize,
 }
 
 impl Mailbox {
     pub(crate) const fn new() -> Mailbox {
         Mailbox {
             head: AtomicPtr::new(ptr::null_mut()),
+            len: AtomicUsize::new(0),
         }
     }
 
@@ -32,6 +36,7 @@ impl Mailbox {
     /// park word lets one waker schedule it), so its link is free.
     pub(crate) fn push(&self, task: Arc<Task>) {
         let task = Arc::into_raw(task).cast_mut();
+        self.len.fetch_add(1, Ordering::Relaxed);
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             // SAFETY: the task is ours until the exchange publishes it.
@@ -51,12 +56,19 @@ impl Mailbox {
         self.head.load(Ordering::Relaxed).is_null()
     }
 
+    /// How many tasks wait here (see `len`).
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
     /// Takes every task that waits here, oldest first.
     pub(crate) fn take_all(&self) -> TakenMail {
         let mut newest = self.head.swap(ptr::null_mut(), Ordering::Acquire);
         // Reverses the links, so that the tasks come out in wake order.
         let mut oldest = ptr::null_mut();
+        let mut taken = 0;
         while !newest.is_null() {
+            taken += 1;
             // SAFETY: taken out of the stack, the tasks are ours; each was
             // leaked by `push`.
             let next = unsafe { (*newest).mailbox_next.load(Ordering::Relaxed) };
@@ -64,6 +76,9 @@ impl Mailbox {
             unsafe { (*newest).mailbox_next.store(oldest, Ordering::Relaxed) };
             oldest = newest;
             newest = next;
+        }
+        if taken != 0 {
+            self.len.fetch_sub(taken, Ordering::Relaxed);
         }
         TakenMail { next: oldest }
     }

@@ -151,13 +151,16 @@ pub(crate) fn current_poller() -> Option<&'static Poller> {
 /// abandoned instead, which fails its join handle.
 pub(crate) fn schedule(task: Arc<Task>) {
     let shared = task.shared.clone();
-    if shared.shutdown.load(Ordering::Acquire) {
+    // Failing a task allocates, which a signal handler may not: its wake
+    // goes to the mailbox, which the stopping runtime drains.
+    let in_handler = switch::in_signal_handler();
+    if shared.shutdown.load(Ordering::Acquire) && !in_handler {
         task.abandon();
         return;
     }
     let home = task.home.load(Ordering::Relaxed);
     let worker = &shared.workers[home];
-    if switch::in_signal_handler() {
+    if in_handler {
         // The handler may have interrupted any operation on the worker's
         // queues, or a push to its inbox, on this thread: the mailbox
         // alone takes a push from anywhere (`mailbox.rs`).
@@ -170,5 +173,11 @@ pub(crate) fn schedule(task: Arc<Task>) {
         }
     }
     fence(Ordering::SeqCst);
+    if shared.shutdown.load(Ordering::Relaxed) && !in_handler {
+        // The worker may have made its final drain before this push (see
+        // the fence there): nothing else would fail the task, which, queued,
+        // would keep the whole runtime alive.
+        switch::as_worker_thread(|| worker.abandon_woken());
+    }
     worker.try_notify();
 }

@@ -306,7 +306,8 @@ fn worker_stats_of(shared: &Shared) -> Vec<WorkerStats> {
                 spare: index >= shared.config.workers,
                 queued: worker.stealer.len()
                     + worker.ready_len.load(Ordering::Relaxed)
-                    + worker.inbox.len(),
+                    + worker.inbox.len()
+                    + worker.mailbox.len(),
                 parked: parked[index],
                 running: CoroutineId::from_u64(load(&worker.running)),
                 busy: Duration::from_nanos(lived.saturating_sub(load(&counts.asleep))),
@@ -337,6 +338,12 @@ impl Drop for Runtime {
             }
             // The workers' cached stacks have gone back.
             crate::coroutine::Stacks::trim();
+            // Wakes from signal handlers that came after a worker's final
+            // drain.
+            self.shared
+                .workers
+                .iter()
+                .for_each(WorkerShared::abandon_woken);
         }
         // Started coroutines that never finished, and new ones nobody took.
         // Once the workers have stopped nothing runs them any more; from

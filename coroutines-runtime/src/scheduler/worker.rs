@@ -126,6 +126,19 @@ impl WorkerShared {
         }
     }
 
+    /// Fails the join handles of the coroutines woken for this worker, once
+    /// it will never run them: it has stopped, or is stopping.
+    pub(crate) fn abandon_woken(&self) {
+        loop {
+            match self.inbox.steal() {
+                Steal::Success(task) => task.abandon(),
+                Steal::Empty => break,
+                Steal::Retry => {}
+            }
+        }
+        self.mailbox.take_all().for_each(|task| task.abandon());
+    }
+
     /// Whether it has coroutines queued.
     pub(crate) fn has_queued(&self) -> bool {
         !self.stealer.is_empty() || self.has_pinned()
@@ -351,6 +364,10 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
     }
 
     shared.monitor.worker_sleeps();
+    // Pairs with the fence of a waker that pushed to this worker before it
+    // saw the shutdown (`schedule`): either this drain sees its push, or it
+    // sees the shutdown and fails the task itself.
+    fence(Ordering::SeqCst);
     WORKER.with(|worker| worker.set(ptr::null()));
     me.local.store(ptr::null_mut(), Ordering::Release);
     // Nothing will run what is still queued: fail their join handles.
@@ -360,10 +377,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
     {
         task.abandon();
     }
-    while let Some(task) = me.inbox.steal().success() {
-        task.abandon();
-    }
-    me.mailbox.take_all().for_each(|task| task.abandon());
+    me.abandon_woken();
     me.timers.lock().drain().for_each(drop);
 }
 
