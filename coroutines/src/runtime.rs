@@ -170,6 +170,7 @@ pub struct Builder {
 impl Builder {
     /// Sets the number of worker threads. Without it, the environment
     /// variable `COROUTINES_WORKERS` decides, else the number of CPUs.
+    /// [`build`](Builder::build) fails for 0 or more than 4,096.
     ///
     /// # Examples
     /// ```

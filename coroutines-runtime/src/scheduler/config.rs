@@ -10,6 +10,11 @@ use crate::identity::Layout;
 /// Go's `GOMAXPROCS`. Explicit configuration wins over it.
 pub const WORKERS_ENV: &str = "COROUTINES_WORKERS";
 
+/// The most workers a runtime may have. Each is a thread with a spare and
+/// four descriptors, so a count past this is a mistake (a size or a
+/// sentinel passed for a count), better reported than attempted.
+pub const MAX_WORKERS: usize = 4096;
+
 /// Default coroutine stack: 64 KiB is ample for ordinary blocking code
 /// (std's I/O paths use a few KiB) and only touched pages become resident.
 pub const DEFAULT_STACK_SIZE: usize = 64 * 1024;
@@ -73,17 +78,22 @@ impl Config {
     pub(crate) fn resolve(&self, identity: Option<&'static Layout>) -> io::Result<Resolved> {
         let workers = match self.workers {
             Some(0) => return Err(invalid("a runtime needs at least one worker".into())),
+            Some(n) if n > MAX_WORKERS => {
+                return Err(invalid(format!(
+                    "a runtime has at most {MAX_WORKERS} workers, not {n}"
+                )))
+            }
             Some(n) => n,
             None => match std::env::var(WORKERS_ENV) {
                 Ok(text) => match text.trim().parse::<usize>() {
-                    Ok(n) if n > 0 => n,
+                    Ok(n) if n > 0 && n <= MAX_WORKERS => n,
                     _ => {
                         return Err(invalid(format!(
-                            "{WORKERS_ENV} must be a positive integer, got {text:?}"
+                            "{WORKERS_ENV} must be an integer from 1 to {MAX_WORKERS}, got {text:?}"
                         )))
                     }
                 },
-                Err(_) => num_cpus::get().max(1),
+                Err(_) => num_cpus::get().clamp(1, MAX_WORKERS),
             },
         };
         let stack_size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
