@@ -65,10 +65,16 @@ const MAPPING_HEADROOM: usize = 8192;
 /// words: an odd count if `measured`, which turns on the crate's usage
 /// tracking (it fills the whole stack with a pattern, touching every page),
 /// else an even one.
+///
+/// The crate maps the count rounded up to whole pages. A measured stack
+/// takes one word less than the even count, never one more: one more would
+/// round up to another page, and code that fits only while measured would
+/// overflow unmeasured. One less maps the same pages, since an odd count of
+/// words is never a whole page.
 pub(crate) fn words(bytes: usize, measured: bool) -> usize {
     let words = bytes.div_ceil(core::mem::size_of::<usize>());
-    let even = words + (words & 1);
-    even + usize::from(measured)
+    let even = (words + (words & 1)).max(2);
+    even - usize::from(measured)
 }
 
 /// Process-wide accounting of mapped stacks, to turn the kernel's map limit
@@ -523,5 +529,39 @@ impl StackPool {
 impl Drop for StackPool {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::words;
+
+    /// The pages the `generator` crate maps for `words` (its rounding).
+    fn pages(words: usize) -> usize {
+        let bytes = words * core::mem::size_of::<usize>();
+        ((bytes - 1) & !4095) / 4096 + 1
+    }
+
+    #[test]
+    fn measuring_a_stack_maps_the_same_pages() {
+        for bytes in [
+            1,
+            8,
+            16,
+            4095,
+            4096,
+            4097,
+            4104,
+            5000,
+            16 << 10,
+            64 << 10,
+            (64 << 10) + 8,
+        ] {
+            let (plain, measured) = (words(bytes, false), words(bytes, true));
+            assert_eq!(plain % 2, 0, "{bytes}");
+            assert_eq!(measured % 2, 1, "{bytes}");
+            assert_eq!(pages(plain), pages(measured), "{bytes} bytes");
+            assert!(plain * 8 >= bytes, "{bytes}");
+        }
     }
 }
