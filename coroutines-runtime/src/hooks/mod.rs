@@ -52,6 +52,7 @@ mod thread_exit;
 mod time;
 
 pub(crate) use descriptor::Facts;
+pub(crate) use process::release_runtime as release_child_waits;
 
 /// Checks that the hooks thread identity relies on are in effect; the
 /// `identity` module calls it at start-up.

@@ -16,6 +16,8 @@
 //! `wait3` and `system` are hooked too (and `pclose`, in `fd`): glibc's
 //! wait through internal calls no other hook sees.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libc::{c_int, id_t, idtype_t, pid_t, rusage, siginfo_t};
@@ -26,10 +28,12 @@ use super::fd::close_owned;
 #[cfg(not(target_feature = "crt-static"))]
 use super::on_helper::helper_hook;
 use crate::blocking;
-use crate::coroutine::in_coroutine;
+use crate::coroutine::{in_coroutine, switch};
 use crate::identity;
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{sleep_until, wait_fd, FdWait, Outcome};
+use crate::scheduler::Shared;
+use crate::sync::SpinLock;
 use crate::sys::{c_result, syscall};
 
 unsafe extern "C" {
@@ -104,17 +108,71 @@ fn wait_for(
     };
     match pidfd {
         Some(Ok(fd)) => {
-            let ret = parked_on(fd, || call(options | libc::WNOHANG), &waiting);
-            if let Child::Pid(_) = child {
-                close_owned(fd);
-            }
-            ret.unwrap_or_else(elsewhere)
+            let _opened = matches!(child, Child::Pid(_)).then(|| PidfdGuard::new(fd));
+            parked_on(fd, || call(options | libc::WNOHANG), &waiting).unwrap_or_else(elsewhere)
         }
         // Not a live process: the call fails by itself.
         Some(Err(libc::ESRCH)) => call(options),
         // No descriptor to spare, or nothing a pidfd reports.
         Some(Err(_)) | None => elsewhere(),
     }
+}
+
+/// Pidfds opened for waits under way, each with the address of the
+/// waiting coroutine's runtime and a number of its own. A waiter closes its
+/// pidfd as it returns; a stopping runtime closes those of its coroutines,
+/// which never resume.
+static OPENED_PIDFDS: SpinLock<Vec<OpenedPidfd>> = SpinLock::new(Vec::new());
+static NEXT_OPENED: AtomicU64 = AtomicU64::new(0);
+
+/// A pidfd this hook opened for the running coroutine's wait, closed by
+/// whichever of the two (the coroutine, its runtime) takes it out of
+/// `OPENED_PIDFDS` first. The number tells it from a later pidfd that
+/// reuses the descriptor number.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct OpenedPidfd {
+    fd: c_int,
+    runtime: usize,
+    number: u64,
+}
+
+/// Closes the pidfd of its wait as the wait returns.
+struct PidfdGuard(OpenedPidfd);
+
+impl PidfdGuard {
+    fn new(fd: c_int) -> PidfdGuard {
+        let opened = OpenedPidfd {
+            fd,
+            runtime: switch::current().map_or(0, |task| Arc::as_ptr(&task.shared) as usize),
+            number: NEXT_OPENED.fetch_add(1, Ordering::Relaxed),
+        };
+        OPENED_PIDFDS.lock().push(opened);
+        PidfdGuard(opened)
+    }
+}
+
+impl Drop for PidfdGuard {
+    fn drop(&mut self) {
+        let mut opened = OPENED_PIDFDS.lock();
+        if let Some(at) = opened.iter().position(|&o| o == self.0) {
+            opened.swap_remove(at);
+            drop(opened);
+            close_owned(self.0.fd);
+        }
+    }
+}
+
+/// Closes the pidfds that `shared`'s coroutines opened for their waits: the
+/// runtime has stopped, and they will never return to close them.
+pub(crate) fn release_runtime(shared: &Shared) {
+    let runtime = core::ptr::from_ref(shared) as usize;
+    let theirs: Vec<OpenedPidfd> = {
+        let mut opened = OPENED_PIDFDS.lock();
+        let (theirs, others) = opened.drain(..).partition(|o| o.runtime == runtime);
+        *opened = others;
+        theirs
+    };
+    theirs.into_iter().for_each(|o| close_owned(o.fd));
 }
 
 /// Whether the user made `fd` non-blocking.

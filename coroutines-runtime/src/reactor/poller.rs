@@ -81,8 +81,9 @@ const EVENTS_PER_WAIT: usize = 256;
 
 /// A worker's epoll instance.
 pub(crate) struct Poller {
-    epoll: c_int,
-    notify: c_int,
+    /// -1 once closed (see `close`).
+    epoll: AtomicI32,
+    notify: AtomicI32,
     /// Unique for the life of the process, unlike the epoll fd number, so
     /// that a descriptor's "registered with" list never confuses a dropped
     /// runtime's poller with a new one.
@@ -107,8 +108,8 @@ impl Poller {
         };
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let poller = Poller {
-            epoll,
-            notify,
+            epoll: AtomicI32::new(epoll),
+            notify: AtomicI32::new(notify),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registrations: AtomicUsize::new(0),
         };
@@ -150,7 +151,7 @@ impl Poller {
         sys::check(sys::raw(
             libc::SYS_epoll_ctl,
             [
-                self.epoll as usize,
+                self.epoll.load(Ordering::Relaxed) as usize,
                 op as usize,
                 fd as usize,
                 &mut event as *mut _ as usize,
@@ -164,7 +165,7 @@ impl Poller {
     /// Wakes the worker sleeping in [`wait`](Self::wait), or makes its next
     /// wait return at once.
     pub(crate) fn notify(&self) {
-        write_one(self.notify);
+        write_one(self.notify.load(Ordering::Relaxed));
     }
 
     /// Waits up to `timeout` (forever if `None`) and passes each descriptor
@@ -184,7 +185,7 @@ impl Poller {
         let n = sys::raw(
             libc::SYS_epoll_pwait,
             [
-                self.epoll as usize,
+                self.epoll.load(Ordering::Relaxed) as usize,
                 events.as_mut_ptr() as usize,
                 EVENTS_PER_WAIT,
                 timeout_ms as usize,
@@ -205,9 +206,23 @@ impl Poller {
     }
 }
 
+impl Poller {
+    /// Closes its descriptors, once its worker has stopped for good and no
+    /// other thread will wait in it or notify it. A runtime whose stopped
+    /// coroutines still hold it (through a handle on a leaked stack) would
+    /// otherwise keep them open for ever. Later calls fail with `EBADF`.
+    pub(crate) fn close(&self) {
+        for fd in [&self.notify, &self.epoll] {
+            let fd = fd.swap(-1, Ordering::Relaxed);
+            if fd >= 0 {
+                sys::close(fd);
+            }
+        }
+    }
+}
+
 impl Drop for Poller {
     fn drop(&mut self) {
-        sys::close(self.notify);
-        sys::close(self.epoll);
+        self.close();
     }
 }

@@ -346,11 +346,14 @@ impl Drop for Runtime {
                 .for_each(WorkerShared::abandon_woken);
         }
         // Started coroutines that never finished, and new ones nobody took.
-        // Once the workers have stopped nothing runs them any more; from
-        // inside, the current coroutine is still running, and the rest are
-        // failed as they are dropped.
+        // Once the workers have stopped nothing runs them any more. From
+        // inside, the current coroutine goes on until it ends or parks; the
+        // others may still be running until they next switch, and are
+        // failed now all the same: a join handle keeps its task, so waiting
+        // for the task's drop to fail it would wait for ever.
+        let dropper = switch::current().map(core::ptr::from_ref);
         for task in self.shared.registry.drain() {
-            if !inside {
+            if dropper != Some(Arc::as_ptr(&task)) {
                 task.abandon();
             }
         }
@@ -364,7 +367,17 @@ impl Drop for Runtime {
         // of them drops them, which fails their join handles.
         crate::futex::release_runtime(&self.shared);
         crate::reactor::fd_table::FD_TABLE.release_runtime(&self.shared);
+        crate::hooks::release_child_waits(&self.shared);
         self.shared.blocking.close();
+        if !inside {
+            // Its threads have stopped. A suspended coroutine whose leaked
+            // stack holds a handle to a coroutine keeps `Shared`, but not
+            // its descriptors.
+            self.shared
+                .workers
+                .iter()
+                .for_each(|worker| worker.poller.close());
+        }
     }
 }
 
