@@ -57,7 +57,7 @@ pub(crate) enum Kind {
     StreamSocket,
     /// Connection-oriented sockets that carry whole messages.
     SeqPacket,
-    /// Connectionless sockets.
+    /// Connectionless sockets of other domains (UDP, ...).
     Datagram,
     /// Anything else (ttys, eventfds, devices): whether `RWF_NOWAIT` works
     /// is learned at the first call.
@@ -70,10 +70,13 @@ pub(crate) enum Kind {
     /// Epoll refuses it: calls pass through and block the worker as they
     /// would block a thread.
     Unpollable,
+    /// Unix datagram sockets: a send waits for room in the receiver's
+    /// queue (see [`Kind::sends_wait_for_other_queues`]).
+    UnixDatagram,
 }
 
 impl Kind {
-    const ALL: [Kind; 11] = [
+    const ALL: [Kind; 12] = [
         Kind::File,
         Kind::Pipe,
         Kind::Tcp,
@@ -85,6 +88,7 @@ impl Kind {
         Kind::DeviceNowait,
         Kind::DeviceWaitFirst,
         Kind::Unpollable,
+        Kind::UnixDatagram,
     ];
 
     fn from_u32(value: u32) -> Option<Kind> {
@@ -119,8 +123,25 @@ impl Kind {
     pub(crate) fn is_socket(self) -> bool {
         matches!(
             self,
-            Kind::Tcp | Kind::UnixStream | Kind::StreamSocket | Kind::SeqPacket | Kind::Datagram
+            Kind::Tcp
+                | Kind::UnixStream
+                | Kind::StreamSocket
+                | Kind::SeqPacket
+                | Kind::Datagram
+                | Kind::UnixDatagram
         )
+    }
+
+    /// A send may wait for room in a queue the sender's readiness does not
+    /// show. A Unix datagram send waits while the receiver's queue is full
+    /// (`net.unix.max_dgram_qlen`), which the sender's poll reflects only
+    /// if it is connected to that receiver and sends to it; otherwise a
+    /// refused send even makes its own edge, as it frees the buffer it
+    /// took and so wakes the sender's writers. (A seqpacket connection's
+    /// peer is connected back: its sends wait for the sender's buffer
+    /// alone, which readiness shows.)
+    pub(crate) fn sends_wait_for_other_queues(self) -> bool {
+        self == Kind::UnixDatagram
     }
 
     /// A byte stream whose reads stop at messages that carry descriptors or
@@ -156,6 +177,8 @@ impl Kind {
             libc::SOCK_STREAM if domain == libc::AF_UNIX => Kind::UnixStream,
             libc::SOCK_STREAM => Kind::StreamSocket,
             libc::SOCK_SEQPACKET => Kind::SeqPacket,
+            // Linux makes an AF_UNIX SOCK_RAW socket a datagram one.
+            libc::SOCK_DGRAM | libc::SOCK_RAW if domain == libc::AF_UNIX => Kind::UnixDatagram,
             _ => Kind::Datagram,
         }
     }

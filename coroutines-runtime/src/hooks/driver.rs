@@ -11,7 +11,7 @@ use super::iov;
 use crate::blocking;
 use crate::coroutine::{in_coroutine, switch};
 use crate::reactor::fd_table::{Ended, FdEntry, Interest, FD_TABLE};
-use crate::reactor::{wait_fd, FdWait, Outcome};
+use crate::reactor::{sleep_on_fd, wait_fd, FdWait, Outcome};
 use crate::scheduler::in_forked_child;
 use crate::sys::syscall;
 
@@ -195,7 +195,8 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
     // Timed from the first time the call would park: a call that does not
     // block never reads the clock.
     let mut deadline: Option<Option<Instant>> = None;
-    let mut recheck = Recheck::FIRST;
+    let mut recheck = Recheck::HIDDEN;
+    let mut backoff = Recheck::REFUSED;
     let mut waited = false;
     loop {
         let wait = FdWait::new(call.fd, entry, call.interest);
@@ -328,15 +329,37 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
             view.timeout(call.interest)
                 .and_then(|t| Instant::now().checked_add(t))
         });
-        let until = match call.interest == Interest::Write && kind.hides_write_shutdown() {
-            true => Some(recheck.next(deadline)),
-            false => deadline,
+        let other_queue =
+            tried && call.interest == Interest::Write && kind.sends_wait_for_other_queues();
+        // Refused although the socket reports room: the send waits for a
+        // receiver's queue that nothing here can watch, and its own
+        // attempt raised the edge a wait would end at at once (see
+        // `Kind::sends_wait_for_other_queues`). Tried again on a timer,
+        // as a Unix connect to a full backlog is.
+        let refused_with_room = other_queue && revents(call.fd, libc::POLLOUT) & libc::POLLOUT != 0;
+        let until = if refused_with_room {
+            Some(backoff.next(deadline))
+        } else if call.interest == Interest::Write && (kind.hides_write_shutdown() || other_queue) {
+            // Readiness may miss what ends the wait: a shutdown, or room
+            // in a receiver's queue while it shows the sender's own buffer
+            // or the queue of the peer it is connected to.
+            Some(recheck.next(deadline))
+        } else {
+            deadline
         };
         waited = true;
-        match wait_fd(&wait, until) {
-            Outcome::Ready => {}
-            Outcome::TimedOut if until != deadline => {}
-            Outcome::TimedOut => {
+        let outcome = match until {
+            Some(until) if refused_with_room => sleep_on_fd(&wait, until),
+            _ => wait_fd(&wait, until),
+        };
+        // Edges that keep coming must not keep a call past its deadline
+        // (a held call tries again: its last word at the deadline is
+        // EAGAIN without trying).
+        let past = || deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        match outcome {
+            Outcome::Ready if call.nonblock == Nonblock::Hold || !past() => {}
+            Outcome::TimedOut if until != deadline && !past() => {}
+            Outcome::Ready | Outcome::TimedOut => {
                 // What came without an edge (below a low-water mark, or
                 // behind a drained stream) is the kernel's answer at the
                 // timeout too.
@@ -359,18 +382,34 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
     }
 }
 
-/// How long a writer parked on a socket whose shutdown raises no event
-/// waits before it tries again: from 5 ms, doubling up to 200 ms.
-struct Recheck(Duration);
+/// How long a parked call waits before it tries again without an edge:
+/// the next pause, doubled after each up to the longest.
+struct Recheck {
+    pause: Duration,
+    longest: Duration,
+}
 
 impl Recheck {
-    const FIRST: Recheck = Recheck(Duration::from_millis(5));
-    const LONGEST: Duration = Duration::from_millis(200);
+    /// A writer whose readiness may miss what ends its wait (a shutdown,
+    /// room in a queue it does not show): from 5 ms, doubling up to
+    /// 200 ms, as it also waits for the edge.
+    const HIDDEN: Recheck = Recheck {
+        pause: Duration::from_millis(5),
+        longest: Duration::from_millis(200),
+    };
+    /// A send refused while its socket reports room, which waits for
+    /// nothing but the timer: from 1 ms, doubling up to 32 ms (as a Unix
+    /// connect to a full backlog, `hooks::socket`), so that it goes
+    /// through at most that late after the receiver reads.
+    const REFUSED: Recheck = Recheck {
+        pause: Duration::from_millis(1),
+        longest: Duration::from_millis(32),
+    };
 
     /// When the next wait ends: the next recheck, or `deadline` if sooner.
     fn next(&mut self, deadline: Option<Instant>) -> Instant {
-        let at = Instant::now() + self.0;
-        self.0 = (self.0 * 2).min(Recheck::LONGEST);
+        let at = Instant::now() + self.pause;
+        self.pause = (self.pause * 2).min(self.longest);
         deadline.map_or(at, |deadline| deadline.min(at))
     }
 }

@@ -14,4 +14,4 @@ mod wait;
 pub(crate) use fd_table::dispatch;
 pub(crate) use poller::Poller;
 pub(crate) use timers::Timers;
-pub(crate) use wait::{sleep_until, wait_fd, wait_fds, FdWait, Outcome};
+pub(crate) use wait::{sleep_on_fd, sleep_until, wait_fd, wait_fds, FdWait, Outcome};

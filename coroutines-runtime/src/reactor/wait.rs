@@ -92,6 +92,18 @@ impl FdWait {
         }
     }
 
+    /// The same wait, with the edges seen by now: readiness that came
+    /// since `self` was made no longer ends it.
+    fn renewed(&self) -> FdWait {
+        FdWait {
+            fd: self.fd,
+            entry: self.entry,
+            interest: self.interest,
+            snapshot: self.entry.snapshot(self.interest),
+            generation: self.generation,
+        }
+    }
+
     fn add(&self, waker: Waker) {
         self.entry
             .add_waiter(self.interest, self.snapshot, self.generation, waker);
@@ -140,6 +152,27 @@ pub(crate) fn wait_fds(waits: &[FdWait], deadline: Option<Instant>) -> Outcome {
         WakeReason::Notified => Outcome::Ready,
         WakeReason::TimedOut => Outcome::TimedOut,
         WakeReason::Closed => Outcome::Closed,
+    }
+}
+
+/// Parks the current coroutine until `deadline`, or until `wait`'s file
+/// ends (closed, or its number given another file): readiness does not end
+/// the park. For a call whose readiness edges are no news (a send refused
+/// while its socket reports room, whose own attempt raised the edge),
+/// tried again at `deadline`.
+pub(crate) fn sleep_on_fd(wait: &FdWait, deadline: Instant) -> Outcome {
+    let mut wait = wait.renewed();
+    loop {
+        match wait_fd(&wait, Some(deadline)) {
+            // An edge (the refused attempt's own, or other traffic on the
+            // socket): parked again, counting from it.
+            Outcome::Ready
+                if Instant::now() < deadline && wait.entry.generation() == wait.generation =>
+            {
+                wait = wait.renewed();
+            }
+            outcome => return outcome,
+        }
     }
 }
 
