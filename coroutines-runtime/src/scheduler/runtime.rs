@@ -325,60 +325,71 @@ impl Drop for Runtime {
             worker.poller.notify();
         }
         self.shared.monitor.ring();
+        let threads = core::mem::take(&mut *self.threads.lock());
         let inside = switch::current().is_some_and(|task| Arc::ptr_eq(&task.shared, &self.shared))
             || worker::current_local(&self.shared).is_some();
         if !inside {
-            let mut threads = core::mem::take(&mut *self.threads.lock());
-            // The monitor starts no spare once it has seen the shutdown,
-            // which it has once it is joined (it is the first thread).
-            let spares = core::mem::take(&mut self.shared.spares.lock().threads);
-            threads.extend(spares);
-            for thread in threads {
-                let _ = thread.join();
-            }
-            // The workers' cached stacks have gone back.
-            crate::coroutine::Stacks::trim();
-            // Wakes from signal handlers that came after a worker's final
-            // drain.
-            self.shared
-                .workers
-                .iter()
-                .for_each(WorkerShared::abandon_woken);
+            return stop(&self.shared, threads);
         }
-        // Started coroutines that never finished, and new ones nobody took.
-        // Once the workers have stopped nothing runs them any more. From
-        // inside, the current coroutine goes on until it ends or parks; the
-        // others may still be running until they next switch, and are
-        // failed now all the same: a join handle keeps its task, so waiting
-        // for the task's drop to fail it would wait for ever.
-        let dropper = switch::current().map(core::ptr::from_ref);
-        for task in self.shared.registry.drain() {
-            if dropper != Some(Arc::as_ptr(&task)) {
-                task.abandon();
-            }
-        }
-        // Dropped from a coroutine too (of this runtime or another): a
-        // steal may back off with `thread::yield_now`.
-        while let Some(task) = switch::as_worker_thread(|| self.shared.injector.steal().success()) {
-            task.abandon();
-        }
-        self.shared.stack_waiters.drain().into_iter().for_each(drop);
-        // Parked coroutines are also held by what they wait on; letting go
-        // of them drops them, which fails their join handles.
-        crate::futex::release_runtime(&self.shared);
-        crate::reactor::fd_table::FD_TABLE.release_runtime(&self.shared);
-        crate::hooks::release_child_waits(&self.shared);
-        self.shared.blocking.close();
-        if !inside {
-            // Its threads have stopped. A suspended coroutine whose leaked
-            // stack holds a handle to a coroutine keeps `Shared`, but not
-            // its descriptors.
-            self.shared
-                .workers
-                .iter()
-                .for_each(|worker| worker.poller.close());
+        // This thread is one of those to wait for: it goes on with the
+        // current coroutine until that ends or suspends. Nothing else may be
+        // failed before (a coroutine still running on another worker may be
+        // a scope's, borrowing from a frame that its failure would let go).
+        let shared = self.shared.clone();
+        let stopper = std::thread::Builder::new()
+            .name("coroutines-stop".into())
+            .spawn(move || stop(&shared, threads));
+        if let Err(error) = stopper {
+            eprintln!(
+                "coroutines: could not start a thread to finish stopping a runtime dropped \
+                 from its own coroutine ({error}): the join handles of its unfinished \
+                 coroutines will not return"
+            );
         }
     }
+}
+
+/// Waits for a stopping runtime's `threads` (the monitor first), then fails
+/// the coroutines that will never run again and lets go of what holds them.
+fn stop(shared: &Shared, threads: Vec<JoinHandle<()>>) {
+    let mut threads = threads.into_iter();
+    // The monitor starts no spare once it has seen the shutdown, which it
+    // has once it is joined.
+    if let Some(monitor) = threads.next() {
+        let _ = monitor.join();
+    }
+    let spares = core::mem::take(&mut shared.spares.lock().threads);
+    for thread in threads.chain(spares) {
+        let _ = thread.join();
+    }
+    // The workers' cached stacks have gone back.
+    crate::coroutine::Stacks::trim();
+    // Wakes from signal handlers that came after a worker's final drain.
+    shared.workers.iter().for_each(WorkerShared::abandon_woken);
+    // Every coroutine left is suspended for good: started ones that never
+    // finished, and new ones nobody took. A join handle keeps its task, so
+    // they are failed here, not as they are dropped.
+    for task in shared.registry.drain() {
+        task.abandon();
+    }
+    // From a coroutine of another runtime, a steal may back off with
+    // `thread::yield_now`.
+    while let Some(task) = switch::as_worker_thread(|| shared.injector.steal().success()) {
+        task.abandon();
+    }
+    shared.stack_waiters.drain().into_iter().for_each(drop);
+    // Parked coroutines are also held by what they wait on; letting go of
+    // them drops them.
+    crate::futex::release_runtime(shared);
+    crate::reactor::fd_table::FD_TABLE.release_runtime(shared);
+    crate::hooks::release_child_waits(shared);
+    shared.blocking.close();
+    // A suspended coroutine whose leaked stack holds a handle to a
+    // coroutine keeps `Shared`, but not its descriptors.
+    shared
+        .workers
+        .iter()
+        .for_each(|worker| worker.poller.close());
 }
 
 /// "1 worker", "2 workers".
