@@ -242,15 +242,8 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
                 };
             }
         }
-        if call.interest == Interest::Write && (done > 0 || waited) && kind.sends_see_errors_late()
-        {
-            // Such a send checks the socket's error only once it is under
-            // way (each part first takes it), where a fresh one checks
-            // the shutdown first: continuing, take the error as it would.
-            let error = take_error(call.fd);
-            if error != 0 {
-                return progress(done, error);
-            }
+        if let Some(error) = continued_send_error(&call, kind, done > 0 || waited) {
+            return progress(done, error);
         }
         if (done > 0 || call.moved_before) && kind.is_socket() && error_pending(call.fd, kind) {
             // A blocking call returns what it moved and leaves the error
@@ -362,15 +355,17 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
             Outcome::Ready | Outcome::TimedOut => {
                 // What came without an edge (below a low-water mark, or
                 // behind a drained stream) is the kernel's answer at the
-                // timeout too.
+                // timeout too, and so is what came before the deadline
+                // but was seen after it (an end of file, an error): the
+                // thread's call ended with it.
                 let last = match call.nonblock {
                     Nonblock::Hold => -(libc::EAGAIN as isize),
-                    _ => attempt(at(true, done)),
+                    _ => continued_send_error(&call, kind, true)
+                        .unwrap_or_else(|| attempt(at(true, done))),
                 };
                 return match last {
-                    n if n > 0 && !call.peek => progress(done, n),
-                    n if n > 0 => n,
-                    _ => progress(done, -(libc::EAGAIN as isize)),
+                    n if n > 0 && call.peek => n,
+                    n => progress(done, n),
                 };
             }
             Outcome::Closed => return progress(done, -(libc::EBADF as isize)),
@@ -495,6 +490,17 @@ fn receives_errors(fd: c_int) -> bool {
 }
 
 /// Takes socket `fd`'s pending error (`SO_ERROR`): `-errno`, or 0 if none.
+/// The error a send that is `continuing` (it moved bytes or waited) takes
+/// first, if any. Such a send on a socket whose sends see errors late
+/// checks the socket's error only once it is under way (each part first
+/// takes it), where a fresh one checks the shutdown first.
+fn continued_send_error(call: &Call, kind: Kind, continuing: bool) -> Option<isize> {
+    if call.interest != Interest::Write || !continuing || !kind.sends_see_errors_late() {
+        return None;
+    }
+    Some(take_error(call.fd)).filter(|&error| error != 0)
+}
+
 fn take_error(fd: c_int) -> isize {
     match descriptor::int_option(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
         Ok(error) => -(error as isize),
