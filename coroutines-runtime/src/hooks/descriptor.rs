@@ -73,10 +73,16 @@ pub(crate) enum Kind {
     /// Unix datagram sockets: a send waits for room in the receiver's
     /// queue (see [`Kind::sends_wait_for_other_queues`]).
     UnixDatagram,
+    /// A [`Kind::Pipe`] on which `RWF_NOWAIT` does not work: a FIFO opened
+    /// by name, or a pipe end that was spliced (recent kernels, 6.18 here,
+    /// take the ability from a pipe file once `splice`, `tee` or
+    /// `vmsplice` used it). Reads and writes are made as a [`Kind::DeviceWaitFirst`]'s;
+    /// `splice` still keeps it from blocking with its per-call flag.
+    PipeWaitFirst,
 }
 
 impl Kind {
-    const ALL: [Kind; 12] = [
+    const ALL: [Kind; 13] = [
         Kind::File,
         Kind::Pipe,
         Kind::Tcp,
@@ -89,6 +95,7 @@ impl Kind {
         Kind::DeviceWaitFirst,
         Kind::Unpollable,
         Kind::UnixDatagram,
+        Kind::PipeWaitFirst,
     ];
 
     fn from_u32(value: u32) -> Option<Kind> {
@@ -105,8 +112,20 @@ impl Kind {
     pub(crate) fn is_stream(self) -> bool {
         matches!(
             self,
-            Kind::Pipe | Kind::Tcp | Kind::UnixStream | Kind::StreamSocket
+            Kind::Pipe | Kind::PipeWaitFirst | Kind::Tcp | Kind::UnixStream | Kind::StreamSocket
         )
+    }
+
+    /// A pipe or FIFO, whatever `RWF_NOWAIT` does on it.
+    pub(crate) fn is_pipe(self) -> bool {
+        matches!(self, Kind::Pipe | Kind::PipeWaitFirst)
+    }
+
+    /// No per-call flag keeps its reads and writes from blocking: they wait
+    /// for readiness, then are made as the user made them, on a helper
+    /// thread.
+    pub(crate) fn waits_first(self) -> bool {
+        matches!(self, Kind::DeviceWaitFirst | Kind::PipeWaitFirst)
     }
 
     /// A shutdown that ends a blocked write (the peer's `SHUT_RD`, or ours

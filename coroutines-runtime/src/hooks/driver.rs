@@ -250,10 +250,11 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
             // for the next call; trying again would take the error.
             return done as isize;
         }
-        if kind == Kind::DeviceWaitFirst {
-            // No per-call flag (ttys): the call as the user made it, on a
-            // helper thread, with the terminal's own rules (VMIN, VTIME,
-            // output flow) intact.
+        if kind.waits_first() {
+            // No per-call flag (ttys, FIFOs opened by name, pipe ends that
+            // were spliced): the call as the user made it, on a helper
+            // thread, with a terminal's own rules (VMIN, VTIME, output
+            // flow) intact.
             return progress(done, blocking::run_borrowed(|| attempt(at(false, done))));
         }
         let tcp_read = kind == Kind::Tcp && call.reads_buffer();
@@ -379,7 +380,7 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
 
 /// How long a parked call waits before it tries again without an edge:
 /// the next pause, doubled after each up to the longest.
-struct Recheck {
+pub(crate) struct Recheck {
     pause: Duration,
     longest: Duration,
 }
@@ -388,7 +389,7 @@ impl Recheck {
     /// A writer whose readiness may miss what ends its wait (a shutdown,
     /// room in a queue it does not show): from 5 ms, doubling up to
     /// 200 ms, as it also waits for the edge.
-    const HIDDEN: Recheck = Recheck {
+    pub(crate) const HIDDEN: Recheck = Recheck {
         pause: Duration::from_millis(5),
         longest: Duration::from_millis(200),
     };
@@ -402,7 +403,7 @@ impl Recheck {
     };
 
     /// When the next wait ends: the next recheck, or `deadline` if sooner.
-    fn next(&mut self, deadline: Option<Instant>) -> Instant {
+    pub(crate) fn next(&mut self, deadline: Option<Instant>) -> Instant {
         let at = Instant::now() + self.pause;
         self.pause = (self.pause * 2).min(self.longest);
         deadline.map_or(at, |deadline| deadline.min(at))
@@ -412,7 +413,7 @@ impl Recheck {
 /// A call's result after `done` bytes were already moved: those bytes, or
 /// the last attempt's outcome added to them. An error after some progress
 /// is left for the next call, as the kernel does.
-fn progress(done: usize, ret: isize) -> isize {
+pub(crate) fn progress(done: usize, ret: isize) -> isize {
     match (done, ret) {
         (0, ret) => ret,
         (done, ret) if ret > 0 => (done + ret as usize) as isize,
@@ -421,11 +422,13 @@ fn progress(done: usize, ret: isize) -> isize {
 }
 
 /// Records whether `RWF_NOWAIT` works on the file, from an attempt's
-/// result: EOPNOTSUPP says it does not (ttys, and FIFOs opened by name), a
+/// result: EOPNOTSUPP says it does not (ttys, FIFOs opened by name, pipe
+/// ends that were spliced), a
 /// device's first success or EAGAIN that it does. Returns whether the
 /// attempt must be made again another way.
 fn learn_nowait(entry: &FdEntry, generation: u32, kind: Kind, ret: isize) -> bool {
     let learned = match ret {
+        ret if ret == -(libc::EOPNOTSUPP as isize) && kind.is_pipe() => Kind::PipeWaitFirst,
         ret if ret == -(libc::EOPNOTSUPP as isize) => Kind::DeviceWaitFirst,
         ret if kind == Kind::Device && (ret >= 0 || ret == -(libc::EAGAIN as isize)) => {
             Kind::DeviceNowait
@@ -433,11 +436,11 @@ fn learn_nowait(entry: &FdEntry, generation: u32, kind: Kind, ret: isize) -> boo
         _ => return false,
     };
     descriptor::learn_kind(entry, generation, learned);
-    learned == Kind::DeviceWaitFirst
+    learned.waits_first()
 }
 
 /// The level state of `fd`, without taking anything from it.
-fn revents(fd: c_int, events: libc::c_short) -> libc::c_short {
+pub(crate) fn revents(fd: c_int, events: libc::c_short) -> libc::c_short {
     let mut pollfd = libc::pollfd {
         fd,
         events,

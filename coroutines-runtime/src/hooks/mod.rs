@@ -7,7 +7,10 @@
 //! load) it makes the system call exactly as libc would; inside one it goes
 //! through [`driver::blocking_io`], which tries the call without blocking
 //! and, if it would block, waits in the reactor before trying again, until
-//! the call is complete as the blocking call would complete it. What the
+//! the call is complete as the blocking call would complete it; the calls
+//! that move bytes through a pipe between two descriptors (`splice`,
+//! `tee`, and `vmsplice`) go through its counterpart [`relay::relay_io`].
+//! What the
 //! driver needs to know of a descriptor (its kind, the user's settings, the
 //! runtime's holds) comes from [`descriptor`]. The real operations are raw
 //! system calls: no loader lookups, no recursion, and they work in static
@@ -41,6 +44,7 @@ mod memory;
 mod on_helper;
 mod poll;
 mod process;
+mod relay;
 #[cfg(not(target_feature = "crt-static"))]
 mod resolve;
 mod signal;

@@ -1,21 +1,19 @@
 //! `splice`, `tee` and `sendfile` (what `io::copy` between pipes, sockets
-//! and files uses), and `vmsplice`. Their per-call non-blocking flag covers
-//! pipes only, so in a coroutine they run, as made, on a helper thread of
-//! the runtime (`crate::blocking`) while the coroutine parks.
+//! and files uses), and `vmsplice`.
+//!
+//! `splice`, `tee` and `vmsplice` go through [`relay_io`]: in a coroutine,
+//! a call that would block parks in the reactor on the end it waits for
+//! (see `hooks::relay` for which ends can, and the helper thread for the
+//! others). `sendfile` has no per-call non-blocking flag for its output,
+//! and a blocking one to a socket sends everything asked for, reading the
+//! file in between: in a coroutine it runs, as made, on a helper thread of
+//! the runtime (`crate::blocking`). Its input is a file, which never waits,
+//! so what it waits for is its reader.
 
 use libc::{c_int, c_uint, loff_t, off_t, size_t, ssize_t};
 
-use crate::blocking;
-use crate::coroutine::in_coroutine;
+use super::relay::{relay_io, relay_on_helper, Relay};
 use crate::sys::{c_result, syscall};
-
-/// `call` where it cannot block a worker.
-fn off_the_worker(call: impl FnOnce() -> isize) -> ssize_t {
-    c_result(match in_coroutine() {
-        true => blocking::run_borrowed(call),
-        false => call(),
-    })
-}
 
 /// Hooked: see the module docs.
 ///
@@ -30,7 +28,18 @@ pub unsafe extern "C" fn splice(
     len: size_t,
     flags: c_uint,
 ) -> ssize_t {
-    off_the_worker(|| syscall!(libc::SYS_splice, fd_in, off_in, fd_out, off_out, len, flags))
+    let relay = Relay::between(fd_in, fd_out, len, flags);
+    c_result(relay_io(relay, |pass| {
+        syscall!(
+            libc::SYS_splice,
+            fd_in,
+            off_in,
+            fd_out,
+            off_out,
+            pass.len,
+            pass.flags
+        )
+    }))
 }
 
 /// Hooked: see the module docs.
@@ -39,7 +48,10 @@ pub unsafe extern "C" fn splice(
 /// As `tee(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tee(fd_in: c_int, fd_out: c_int, len: size_t, flags: c_uint) -> ssize_t {
-    off_the_worker(|| syscall!(libc::SYS_tee, fd_in, fd_out, len, flags))
+    let relay = Relay::between(fd_in, fd_out, len, flags);
+    c_result(relay_io(relay, |pass| {
+        syscall!(libc::SYS_tee, fd_in, fd_out, pass.len, pass.flags)
+    }))
 }
 
 /// Hooked: see the module docs.
@@ -53,7 +65,10 @@ pub unsafe extern "C" fn vmsplice(
     count: size_t,
     flags: c_uint,
 ) -> ssize_t {
-    off_the_worker(|| syscall!(libc::SYS_vmsplice, fd, iov, count, flags))
+    let relay = Relay::memory(fd, count, flags);
+    c_result(relay_io(relay, |pass| {
+        syscall!(libc::SYS_vmsplice, fd, iov, pass.len, pass.flags)
+    }))
 }
 
 /// Hooked: see the module docs.
@@ -67,7 +82,10 @@ pub unsafe extern "C" fn sendfile(
     offset: *mut off_t,
     count: size_t,
 ) -> ssize_t {
-    off_the_worker(|| syscall!(libc::SYS_sendfile, fd_out, fd_in, offset, count))
+    let relay = Relay::between(fd_in, fd_out, count, 0);
+    c_result(relay_on_helper(relay, || {
+        syscall!(libc::SYS_sendfile, fd_out, fd_in, offset, count)
+    }))
 }
 
 /// Hooked: glibc's large-file name for `sendfile`.
