@@ -315,7 +315,10 @@ fn late_resumed_read_returns_eof_with_the_monitor_on() {
         case(Side::Coroutine)
     });
     assert_eq!(thread, Ok(0), "reference");
-    assert_eq!(coroutine, thread, "EOF 2 ms in, 10 ms timeout, default monitor");
+    assert_eq!(
+        coroutine, thread,
+        "EOF 2 ms in, 10 ms timeout, default monitor"
+    );
 }
 
 /// A TCP read with SO_RCVTIMEO; the peer resets the connection 15 ms in.
@@ -386,7 +389,10 @@ fn late_resumed_udp_recv_reports_refused() {
         first
     });
     assert_eq!(thread, Err(Errno(libc::ECONNREFUSED)), "reference");
-    assert_eq!(coroutine, thread, "ICMP error before the deadline, resumed late");
+    assert_eq!(
+        coroutine, thread,
+        "ICMP error before the deadline, resumed late"
+    );
 }
 
 /// A Unix stream write into a full buffer with SO_SNDTIMEO; the reader
@@ -413,7 +419,10 @@ fn late_resumed_write_reports_the_peer_close() {
         matches!(thread, Err(Errno(libc::EPIPE | libc::ECONNRESET))),
         "reference: {thread:?}"
     );
-    assert_eq!(coroutine, thread, "peer closed before the deadline, resumed late");
+    assert_eq!(
+        coroutine, thread,
+        "peer closed before the deadline, resumed late"
+    );
 }
 
 /// An unconnected Unix datagram sender with SO_SNDTIMEO, to a full
@@ -448,7 +457,10 @@ fn late_resumed_unix_datagram_send_reports_refused() {
         first
     });
     assert_eq!(thread, Err(Errno(libc::ECONNREFUSED)), "reference");
-    assert_eq!(coroutine, thread, "receiver closed before the deadline, resumed late");
+    assert_eq!(
+        coroutine, thread,
+        "receiver closed before the deadline, resumed late"
+    );
 }
 
 /// Control: data that came before the deadline is returned by a coroutine
@@ -575,7 +587,9 @@ fn runtime_dropped_under_late_wakes_touches_no_new_descriptor() {
         // SAFETY: an 8-byte buffer for an eventfd read.
         let got = unsafe { libc::read(efd, (&mut counter as *mut u64).cast(), 8) };
         if got != -1 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
-            problems.push(format!("round {round}: the new eventfd {efd} read {got} ({counter})"));
+            problems.push(format!(
+                "round {round}: the new eventfd {efd} read {got} ({counter})"
+            ));
         }
         let mut byte = [0u8; 8];
         // SAFETY: a live buffer.
@@ -714,7 +728,10 @@ fn queued_stays_small_under_a_signal_storm() {
         })
         .collect();
     let targets: Vec<Thread> = (0..4).map(|_| rx.recv().unwrap()).collect();
-    QUEUED_TARGET.store(Box::into_raw(Box::new(targets[0].clone())), Ordering::SeqCst);
+    QUEUED_TARGET.store(
+        Box::into_raw(Box::new(targets[0].clone())),
+        Ordering::SeqCst,
+    );
     let storm_stop = Arc::new(AtomicBool::new(false));
     let stormers: Vec<_> = (0..2)
         .map(|k| {
@@ -742,10 +759,16 @@ fn queued_stays_small_under_a_signal_storm() {
     stop.store(true, Ordering::SeqCst);
     targets.iter().for_each(Thread::unpark);
     for p in parkers {
-        assert!(matches!(join_within(p, Duration::from_secs(5)), Some(Ok(()))));
+        assert!(matches!(
+            join_within(p, Duration::from_secs(5)),
+            Some(Ok(()))
+        ));
     }
     let max = max.load(Ordering::Relaxed);
-    assert!(max <= 8, "WorkerStats::queued reached {max} with 4 coroutines");
+    assert!(
+        max <= 8,
+        "WorkerStats::queued reached {max} with 4 coroutines"
+    );
 }
 
 // ----------------------------------------- 12. the worker-count bound
@@ -756,7 +779,11 @@ fn queued_stays_small_under_a_signal_storm() {
 #[test]
 fn worker_count_bound() {
     let _serial = serial();
-    let err = Runtime::builder().workers(4097).build().err().map(|e| e.kind());
+    let err = Runtime::builder()
+        .workers(4097)
+        .build()
+        .err()
+        .map(|e| e.kind());
     assert_eq!(err, Some(io::ErrorKind::InvalidInput));
     let at = panic::catch_unwind(|| Runtime::builder().workers(4096).build().map(drop));
     match at {
