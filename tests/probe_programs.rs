@@ -8,29 +8,35 @@
 //! program, and that the kernel shows no `O_NONBLOCK` left on fds 0-2 or
 //! on a descriptor the program inherited.
 //!
-//! Run alone: `cargo test --test probe_programs -- --test-threads=1` (the
-//! descriptor counts are of the whole process).
+//! The tests of this file run one at a time (`serial`): descriptor counts
+//! and CPU times are the whole process's.
 
 mod support;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use support::child::{child_case, rerun};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Barrier, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::child::{child_case, rerun};
 
 use coroutines::Runtime;
 use support::differential::{on_plain_thread_within, Side};
 use support::{kernel_flags, watchdog_on, TempPath};
 
 // ------------------------------------------------------------ the harness
+
+/// Held by each test for its whole run: see the module docs.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A runtime configuration the coroutine side runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,12 +165,23 @@ fn hygienic<T>(program: impl FnOnce() -> T) -> (T, Hygiene) {
         thread::sleep(Duration::from_millis(10));
         fd_delta = open_fds() - before_fds;
     }
-    let std_nonblock = (0..3).filter(|&fd| nonblock(fd) && !before[fd as usize]).collect();
-    (value, Hygiene { fd_delta, std_nonblock })
+    let std_nonblock = (0..3)
+        .filter(|&fd| nonblock(fd) && !before[fd as usize])
+        .collect();
+    (
+        value,
+        Hygiene {
+            fd_delta,
+            std_nonblock,
+        },
+    )
 }
 
 fn clean() -> Hygiene {
-    Hygiene { fd_delta: 0, std_nonblock: vec![] }
+    Hygiene {
+        fd_delta: 0,
+        std_nonblock: vec![],
+    }
 }
 
 /// Runs `f` as `n` parties of `side` and joins them in order.
@@ -202,18 +219,23 @@ fn spawn_catching<T: Send + 'static>(
 
 /// A deterministic pattern of `len` bytes, and its checksum.
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) as u8
         })
         .collect()
 }
 
 fn checksum(data: &[u8]) -> u64 {
-    data.iter()
-        .fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn kind(e: &io::Error) -> String {
@@ -235,6 +257,7 @@ struct Pool {
 /// with `notify_all`, results through `mpsc`.
 #[test]
 fn worker_pool_with_condvar_and_mpsc_results() {
+    let _serial = serial();
     across("condvar pool, 200 workers, mpsc", IDENTITY, LONG, |side| {
         hygienic(|| {
             let shared = Arc::new((Mutex::new(Pool::default()), Condvar::new()));
@@ -298,6 +321,7 @@ fn worker_pool_with_condvar_and_mpsc_results() {
 /// the jobs must all be done soon after the last is pushed.
 #[test]
 fn worker_pool_with_wait_timeout_on_every_configuration() {
+    let _serial = serial();
     across("wait_timeout pool, 300 workers", ALL, LONG, |side| {
         hygienic(|| {
             let shared = Arc::new((Mutex::new(Pool::default()), Condvar::new()));
@@ -334,7 +358,8 @@ fn worker_pool_with_wait_timeout_on_every_configuration() {
             // notify_all: a lost wake-up leaves jobs to the 2 ms pollers,
             // so this only fails if the pollers were lost too.
             let start = Instant::now();
-            while !lock.lock().unwrap().queue.is_empty() && start.elapsed() < Duration::from_secs(5) {
+            while !lock.lock().unwrap().queue.is_empty() && start.elapsed() < Duration::from_secs(5)
+            {
                 thread::sleep(Duration::from_millis(5));
             }
             let drained = lock.lock().unwrap().queue.is_empty();
@@ -359,6 +384,7 @@ fn worker_pool_with_wait_timeout_on_every_configuration() {
 /// source's sends fail.
 #[test]
 fn mpsc_pipelines_with_a_stage_that_panics() {
+    let _serial = serial();
     across("mpsc pipelines, panicking stage", IDENTITY, LONG, |side| {
         let lines: Vec<_> = (0..40)
             .map(|p| {
@@ -382,13 +408,11 @@ fn mpsc_pipelines_with_a_stage_that_panics() {
                     false
                 });
                 let crash = spawn_catching(side, move || {
-                    let mut n = 0;
-                    for x in r1 {
+                    for (n, x) in r1.into_iter().enumerate() {
                         if n == 500 {
                             panic!("stage panics at item {n}");
                         }
                         s2.send(x + 1).unwrap();
-                        n += 1;
                     }
                 });
                 let sink = spawn_catching(side, move || {
@@ -416,39 +440,45 @@ fn mpsc_pipelines_with_a_stage_that_panics() {
 /// `sync_channel(0)` back.
 #[test]
 fn rendezvous_fan_in_from_2000_producers() {
-    across("sync_channel(0) fan-in, 2000 producers", IDENTITY, LONG, |side| {
-        hygienic(|| {
-            let (tx, rx) = mpsc::sync_channel::<(usize, u32, Option<mpsc::SyncSender<u64>>)>(0);
-            let producers: Vec<_> = (0..2000)
-                .map(|p| {
-                    let tx = tx.clone();
-                    side.spawn(move || {
-                        for i in 0..19 {
-                            tx.send((p, i, None)).unwrap();
-                        }
-                        let (back, answer) = mpsc::sync_channel(0);
-                        tx.send((p, 19, Some(back))).unwrap();
-                        answer.recv().unwrap()
+    let _serial = serial();
+    across(
+        "sync_channel(0) fan-in, 2000 producers",
+        IDENTITY,
+        LONG,
+        |side| {
+            hygienic(|| {
+                let (tx, rx) = mpsc::sync_channel::<(usize, u32, Option<mpsc::SyncSender<u64>>)>(0);
+                let producers: Vec<_> = (0..2000)
+                    .map(|p| {
+                        let tx = tx.clone();
+                        side.spawn(move || {
+                            for i in 0..19 {
+                                tx.send((p, i, None)).unwrap();
+                            }
+                            let (back, answer) = mpsc::sync_channel(0);
+                            tx.send((p, 19, Some(back))).unwrap();
+                            answer.recv().unwrap()
+                        })
                     })
-                })
-                .collect();
-            drop(tx);
-            let mut per = vec![0u64; 2000];
-            let mut n = 0;
-            for (p, i, back) in rx {
-                per[p] += i as u64;
-                n += 1;
-                if n % 5000 == 0 {
-                    thread::sleep(Duration::from_millis(2));
+                    .collect();
+                drop(tx);
+                let mut per = vec![0u64; 2000];
+                let mut n = 0;
+                for (p, i, back) in rx {
+                    per[p] += i as u64;
+                    n += 1;
+                    if n % 5000 == 0 {
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                    if let Some(back) = back {
+                        back.send(per[p] + p as u64).unwrap();
+                    }
                 }
-                if let Some(back) = back {
-                    back.send(per[p] + p as u64).unwrap();
-                }
-            }
-            let answers: u64 = producers.into_iter().map(|p| p.join()).sum();
-            (n, answers)
-        })
-    });
+                let answers: u64 = producers.into_iter().map(|p| p.join()).sum();
+                (n, answers)
+            })
+        },
+    );
 }
 
 // ------------------------------------------------------------- TCP server
@@ -460,6 +490,7 @@ fn rendezvous_fan_in_from_2000_producers() {
 /// with unread data (a reset). Counts of outcomes on both ends.
 #[test]
 fn tcp_server_with_200_clients_of_four_kinds() {
+    let _serial = serial();
     across("tcp server, 200 clients", ALL, LONG, |side| {
         hygienic(|| {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -473,8 +504,11 @@ fn tcp_server_with_200_clients_of_four_kinds() {
                         let (mut stream, _) = listener.accept().unwrap();
                         let log = log.clone();
                         handlers.push(side.spawn(move || {
-                            let note = |what: String| *log.lock().unwrap().entry(what).or_default() += 1;
-                            stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                            let note =
+                                |what: String| *log.lock().unwrap().entry(what).or_default() += 1;
+                            stream
+                                .set_read_timeout(Some(Duration::from_millis(300)))
+                                .unwrap();
                             let mut header = [0u8; 4];
                             if let Err(e) = stream.read_exact(&mut header) {
                                 note(format!("header {}", kind(&e)));
@@ -585,6 +619,7 @@ fn tcp_server_with_200_clients_of_four_kinds() {
 /// it must not be left non-blocking.
 #[test]
 fn cat_and_head_fed_8_mib_through_pipes() {
+    let _serial = serial();
     across("cat/head with 8 MiB", ALL, LONG, |side| {
         let (inherited_r, inherited_w) = io::pipe().unwrap();
         let got = hygienic(|| {
@@ -610,11 +645,19 @@ fn cat_and_head_fed_8_mib_through_pipes() {
                 child.stdout.take().unwrap().read_to_end(&mut got).unwrap();
                 let fed = feed.join();
                 let status = child.wait().unwrap();
-                out.push((fed, got.len(), checksum(&got) == checksum(&data[..got.len()]), status.code()));
+                out.push((
+                    fed,
+                    got.len(),
+                    checksum(&got) == checksum(&data[..got.len()]),
+                    status.code(),
+                ));
             }
             out
         });
-        let flags = (nonblock(inherited_r.as_raw_fd()), nonblock(inherited_w.as_raw_fd()));
+        let flags = (
+            nonblock(inherited_r.as_raw_fd()),
+            nonblock(inherited_w.as_raw_fd()),
+        );
         (got, flags)
     });
 }
@@ -624,6 +667,7 @@ fn cat_and_head_fed_8_mib_through_pipes() {
 /// child fed on stdin.
 #[test]
 fn output_of_children_writing_1_mib_to_both_streams() {
+    let _serial = serial();
     across("output() 1 MiB x2, 10 at once", ALL, LONG, |side| {
         hygienic(|| {
             let mut all = parties(side, 10, |i| {
@@ -634,7 +678,14 @@ fn output_of_children_writing_1_mib_to_both_streams() {
                     .unwrap();
                 let ok_out = out.stdout.iter().all(|&b| b == b'o');
                 let ok_err = out.stderr.iter().all(|&b| b == b'e');
-                (i, out.stdout.len(), out.stderr.len(), ok_out, ok_err, out.status.code())
+                (
+                    i,
+                    out.stdout.len(),
+                    out.stderr.len(),
+                    ok_out,
+                    ok_err,
+                    out.status.code(),
+                )
             });
             let mut child = Command::new("sh")
                 .arg("-c")
@@ -649,7 +700,10 @@ fn output_of_children_writing_1_mib_to_both_streams() {
             let out = child.wait_with_output().unwrap();
             all.push((
                 99,
-                String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap_or(0),
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse::<usize>()
+                    .unwrap_or(0),
                 out.stderr.len(),
                 feeder.join(),
                 true,
@@ -665,6 +719,7 @@ fn output_of_children_writing_1_mib_to_both_streams() {
 /// overlap (well under 100 x 0.3 s).
 #[test]
 fn a_hundred_sleeping_children_waited_in_parallel() {
+    let _serial = serial();
     across("100 x sleep 0.3 in parallel", ALL, LONG, |side| {
         hygienic(|| {
             let start = Instant::now();
@@ -673,7 +728,14 @@ fn a_hundred_sleeping_children_waited_in_parallel() {
                 cmd.arg("-c").arg(format!("sleep 0.3; exit {}", i % 7));
                 match i % 3 {
                     0 => cmd.status().unwrap().code(),
-                    1 => cmd.stdout(Stdio::piped()).spawn().unwrap().wait_with_output().unwrap().status.code(),
+                    1 => cmd
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .unwrap()
+                        .wait_with_output()
+                        .unwrap()
+                        .status
+                        .code(),
                     _ => {
                         let mut child = cmd.spawn().unwrap();
                         loop {
@@ -734,12 +796,19 @@ fn splice_chain(side: Side, n: usize, downstream_first: bool) -> (usize, bool, b
     reader.read_to_end(&mut got).unwrap();
     writer.join();
     let copied = relays.into_iter().all(|r| r.join() == data.len() as u64);
-    (got.len(), got == data && copied, start.elapsed() < Duration::from_secs(10))
+    (
+        got.len(),
+        got == data && copied,
+        start.elapsed() < Duration::from_secs(10),
+    )
 }
 
 #[test]
 fn io_copy_chain_of_64_pipes() {
-    across("io::copy chain of 64 pipes", ALL, LONG, |side| hygienic(|| splice_chain(side, 64, false)));
+    let _serial = serial();
+    across("io::copy chain of 64 pipes", ALL, LONG, |side| {
+        hygienic(|| splice_chain(side, 64, false))
+    });
 }
 
 /// More relays than the runtime's default helper threads (512), started
@@ -748,7 +817,10 @@ fn io_copy_chain_of_64_pipes() {
 /// their turn.
 #[test]
 fn io_copy_chain_of_600_pipes() {
-    across("io::copy chain of 600 pipes", &[One], LONG, |side| hygienic(|| splice_chain(side, 600, false)));
+    let _serial = serial();
+    across("io::copy chain of 600 pipes", &[One], LONG, |side| {
+        hygienic(|| splice_chain(side, 600, false))
+    });
 }
 
 /// The same 600 relays started downstream first: the first 512 `splice`
@@ -756,25 +828,37 @@ fn io_copy_chain_of_600_pipes() {
 /// that would bring them data are queued behind them.
 #[test]
 fn io_copy_chain_of_600_pipes_started_downstream_first() {
-    across("io::copy chain of 600 pipes, downstream first", &[One], Duration::from_secs(20), |side| {
-        splice_chain(side, 600, true)
-    });
+    let _serial = serial();
+    across(
+        "io::copy chain of 600 pipes, downstream first",
+        &[One],
+        Duration::from_secs(20),
+        |side| splice_chain(side, 600, true),
+    );
 }
 
 /// Reduced: 513 relays downstream first (one more than the helpers).
 #[test]
 fn io_copy_chain_of_513_pipes_started_downstream_first() {
-    across("io::copy chain of 513 pipes, downstream first", &[One], Duration::from_secs(20), |side| {
-        splice_chain(side, 513, true)
-    });
+    let _serial = serial();
+    across(
+        "io::copy chain of 513 pipes, downstream first",
+        &[One],
+        Duration::from_secs(20),
+        |side| splice_chain(side, 513, true),
+    );
 }
 
 /// Control: 511 relays downstream first (fewer than the helpers).
 #[test]
 fn io_copy_chain_of_511_pipes_started_downstream_first() {
-    across("io::copy chain of 511 pipes, downstream first", &[One], Duration::from_secs(20), |side| {
-        splice_chain(side, 511, true)
-    });
+    let _serial = serial();
+    across(
+        "io::copy chain of 511 pipes, downstream first",
+        &[One],
+        Duration::from_secs(20),
+        |side| splice_chain(side, 511, true),
+    );
 }
 
 /// A relay per connection, `io::copy` both ways between sockets (std's
@@ -782,6 +866,7 @@ fn io_copy_chain_of_511_pipes_started_downstream_first() {
 /// with `shutdown(Write)` passing the end along; 100 connections.
 #[test]
 fn proxies_with_io_copy_between_sockets_and_pipes() {
+    let _serial = serial();
     across("io::copy proxies", ALL, LONG, |side| {
         hygienic(|| {
             let backend = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -800,7 +885,10 @@ fn proxies_with_io_copy_between_sockets_and_pipes() {
                 // the client's bytes entering through a pipe.
                 let (client, proxy_end) = UnixStream::pair().unwrap();
                 let upstream = TcpStream::connect(backend_addr).unwrap();
-                let (mut down_r, mut up_w) = (proxy_end.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (mut down_r, mut up_w) = (
+                    proxy_end.try_clone().unwrap(),
+                    upstream.try_clone().unwrap(),
+                );
                 let up = coroutines_or_thread(move || {
                     let n = io::copy(&mut down_r, &mut up_w).unwrap();
                     up_w.shutdown(Shutdown::Write).unwrap();
@@ -835,8 +923,14 @@ fn proxies_with_io_copy_between_sockets_and_pipes() {
 }
 
 /// Spawns like the caller: a coroutine inside one, else a thread.
-fn coroutines_or_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> impl FnOnce() -> T {
-    let side = if coroutines::in_coroutine() { Side::Coroutine } else { Side::Thread };
+fn coroutines_or_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl FnOnce() -> T {
+    let side = if coroutines::in_coroutine() {
+        Side::Coroutine
+    } else {
+        Side::Thread
+    };
     let party = side.spawn(f);
     move || party.join()
 }
@@ -849,6 +943,7 @@ fn coroutines_or_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'stati
 /// round with bound client sockets and a read timeout for lost replies.
 #[test]
 fn unix_line_server_and_datagram_round() {
+    let _serial = serial();
     across("unix line server + datagrams", ALL, LONG, |side| {
         hygienic(|| {
             let dir = TempPath::unique();
@@ -892,7 +987,9 @@ fn unix_line_server_and_datagram_round() {
 
             let dpath = dir.join("dgram.sock");
             let dserver = UnixDatagram::bind(&dpath).unwrap();
-            dserver.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            dserver
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
             let dserver = side.spawn(move || {
                 let mut buf = [0u8; 64];
                 let mut served = 0;
@@ -900,8 +997,10 @@ fn unix_line_server_and_datagram_round() {
                     match dserver.recv_from(&mut buf) {
                         Ok((n, from)) => {
                             let i: usize = std::str::from_utf8(&buf[..n]).unwrap().parse().unwrap();
-                            if i % 5 != 0 {
-                                dserver.send_to(&buf[..n], from.as_pathname().unwrap()).unwrap();
+                            if !i.is_multiple_of(5) {
+                                dserver
+                                    .send_to(&buf[..n], from.as_pathname().unwrap())
+                                    .unwrap();
                             }
                             served += 1;
                         }
@@ -914,7 +1013,8 @@ fn unix_line_server_and_datagram_round() {
             for r in parties(side, 60, move |i| {
                 let me = UnixDatagram::bind(d.join(format!("c{i}.sock"))).unwrap();
                 me.connect(d.join("dgram.sock")).unwrap();
-                me.set_read_timeout(Some(Duration::from_millis(150))).unwrap();
+                me.set_read_timeout(Some(Duration::from_millis(150)))
+                    .unwrap();
                 me.send(i.to_string().as_bytes()).unwrap();
                 let mut buf = [0u8; 64];
                 match me.recv(&mut buf) {
@@ -937,44 +1037,59 @@ fn unix_line_server_and_datagram_round() {
 /// wait shows whether the coroutine spun.
 #[test]
 fn unconnected_unix_datagram_sender_waits_for_a_full_receiver() {
-    across("unconnected dgram send_to a full receiver", &[One, Two], LONG, |side| {
-        let dir = TempPath::unique();
-        std::fs::create_dir(&*dir).unwrap();
-        let rpath = dir.join("r.sock");
-        let receiver = UnixDatagram::bind(&rpath).unwrap();
-        let sender = UnixDatagram::unbound().unwrap();
-        let mut queued = 0;
-        sender.set_nonblocking(true).unwrap();
-        while sender.send_to(b"0123456789abcdef", &rpath).is_ok() {
-            queued += 1;
-        }
-        sender.set_nonblocking(false).unwrap();
-        let drainer = side.spawn(move || {
-            thread::sleep(Duration::from_millis(300));
-            let mut buf = [0u8; 64];
-            let mut n = 0;
-            receiver.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-            while receiver.recv(&mut buf).is_ok() {
-                n += 1;
+    let _serial = serial();
+    across(
+        "unconnected dgram send_to a full receiver",
+        &[One, Two],
+        LONG,
+        |side| {
+            let dir = TempPath::unique();
+            std::fs::create_dir(&*dir).unwrap();
+            let rpath = dir.join("r.sock");
+            let receiver = UnixDatagram::bind(&rpath).unwrap();
+            let sender = UnixDatagram::unbound().unwrap();
+            let mut queued = 0;
+            sender.set_nonblocking(true).unwrap();
+            while sender.send_to(b"0123456789abcdef", &rpath).is_ok() {
+                queued += 1;
             }
-            n
-        });
-        let cpu0 = cpu_time();
-        let start = Instant::now();
-        let sent = sender.send_to(b"the last one", &rpath).is_ok();
-        let waited = start.elapsed() > Duration::from_millis(200);
-        let cpu = cpu_time() - cpu0;
-        let drained = drainer.join();
-        std::fs::remove_dir_all(&*dir).unwrap();
-        (sent, waited, drained == queued + 1, cpu < Duration::from_millis(100))
-    });
+            sender.set_nonblocking(false).unwrap();
+            let drainer = side.spawn(move || {
+                thread::sleep(Duration::from_millis(300));
+                let mut buf = [0u8; 64];
+                let mut n = 0;
+                receiver
+                    .set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                while receiver.recv(&mut buf).is_ok() {
+                    n += 1;
+                }
+                n
+            });
+            let cpu0 = cpu_time();
+            let start = Instant::now();
+            let sent = sender.send_to(b"the last one", &rpath).is_ok();
+            let waited = start.elapsed() > Duration::from_millis(200);
+            let cpu = cpu_time() - cpu0;
+            let drained = drainer.join();
+            std::fs::remove_dir_all(&*dir).unwrap();
+            (
+                sent,
+                waited,
+                drained == queued + 1,
+                cpu < Duration::from_millis(100),
+            )
+        },
+    );
 }
 
 fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
@@ -985,11 +1100,14 @@ fn cpu_time() -> Duration {
 /// silence; a client connected to a closed port gets a refusal.
 #[test]
 fn udp_ping_pong_with_timeouts_and_refusals() {
+    let _serial = serial();
     across("udp ping-pong", ALL, LONG, |side| {
         hygienic(|| {
             let server = UdpSocket::bind("127.0.0.1:0").unwrap();
             let addr = server.local_addr().unwrap();
-            server.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            server
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
             let server = side.spawn(move || {
                 let mut buf = [0u8; 64];
                 let mut n = 0;
@@ -997,8 +1115,9 @@ fn udp_ping_pong_with_timeouts_and_refusals() {
                     match server.recv_from(&mut buf) {
                         Ok((len, from)) => {
                             n += 1;
-                            let i: usize = std::str::from_utf8(&buf[..len]).unwrap().parse().unwrap();
-                            if i % 10 != 0 {
+                            let i: usize =
+                                std::str::from_utf8(&buf[..len]).unwrap().parse().unwrap();
+                            if !i.is_multiple_of(10) {
                                 server.send_to(&buf[..len], from).unwrap();
                             }
                         }
@@ -1010,7 +1129,8 @@ fn udp_ping_pong_with_timeouts_and_refusals() {
             for o in parties(side, 100, move |i| {
                 let s = UdpSocket::bind("127.0.0.1:0").unwrap();
                 s.connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_millis(150))).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(150)))
+                    .unwrap();
                 s.send(i.to_string().as_bytes()).unwrap();
                 let mut buf = [0u8; 64];
                 match s.recv(&mut buf) {
@@ -1027,7 +1147,8 @@ fn udp_ping_pong_with_timeouts_and_refusals() {
             drop(closed);
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();
             s.connect(closed_addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
             s.send(b"anyone?").unwrap();
             let mut buf = [0u8; 8];
             let refused = match s.recv(&mut buf) {
@@ -1046,13 +1167,22 @@ fn udp_ping_pong_with_timeouts_and_refusals() {
 /// party's lines in order; `fs::copy` copies it exactly.
 #[test]
 fn a_thousand_appenders_to_one_file() {
+    let _serial = serial();
     across("1000 O_APPEND writers", ALL, LONG, |side| {
         hygienic(|| {
             let path = TempPath::unique();
-            let file = Arc::new(std::fs::OpenOptions::new().create(true).append(true).open(&*path).unwrap());
+            let file = Arc::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&*path)
+                    .unwrap(),
+            );
             parties(side, 1000, move |i| {
                 for j in 0..50 {
-                    (&*file).write_all(format!("{i}:{j}:{}\n", "y".repeat(i % 100)).as_bytes()).unwrap();
+                    (&*file)
+                        .write_all(format!("{i}:{j}:{}\n", "y".repeat(i % 100)).as_bytes())
+                        .unwrap();
                     if j % 10 == 0 {
                         thread::yield_now();
                     }
@@ -1085,6 +1215,7 @@ fn a_thousand_appenders_to_one_file() {
 /// `Condvar` count of arrivals per phase.
 #[test]
 fn barrier_rwlock_condvar_phases_with_500_parties() {
+    let _serial = serial();
     across("500 parties, 30 phases", ALL, LONG, |side| {
         hygienic(|| {
             const N: usize = 500;
@@ -1137,6 +1268,7 @@ fn barrier_rwlock_condvar_phases_with_500_parties() {
 /// done.
 #[test]
 fn scopes_borrowing_the_callers_data() {
+    let _serial = serial();
     across("scopes with borrowed data", ALL, LONG, |side| {
         let text = "the quick brown fox jumps over the lazy dog".repeat(10);
         let mut data = vec![0u64; 10_000];
@@ -1199,56 +1331,62 @@ fn scopes_borrowing_the_callers_data() {
 /// `set_read_timeout` and `set_nodelay`; a server handler per connection.
 #[test]
 fn tcp_echo_with_3000_connections() {
-    across("tcp echo, 3000 connections", &[One, TwoStealing, OneShared], LONG, |side| {
-        hygienic(|| {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let server = side.spawn(move || {
-                let mut handlers = Vec::new();
-                for _ in 0..3000 {
-                    let (mut s, _) = listener.accept().unwrap();
-                    handlers.push(coroutines_or_thread(move || {
-                        s.set_nodelay(true).unwrap();
-                        let mut buf = [0u8; 512];
-                        let mut total = 0;
-                        loop {
-                            match s.read(&mut buf) {
-                                Ok(0) => break total,
-                                Ok(n) => {
-                                    s.write_all(&buf[..n]).unwrap();
-                                    total += n;
+    let _serial = serial();
+    across(
+        "tcp echo, 3000 connections",
+        &[One, TwoStealing, OneShared],
+        LONG,
+        |side| {
+            hygienic(|| {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let server = side.spawn(move || {
+                    let mut handlers = Vec::new();
+                    for _ in 0..3000 {
+                        let (mut s, _) = listener.accept().unwrap();
+                        handlers.push(coroutines_or_thread(move || {
+                            s.set_nodelay(true).unwrap();
+                            let mut buf = [0u8; 512];
+                            let mut total = 0;
+                            loop {
+                                match s.read(&mut buf) {
+                                    Ok(0) => break total,
+                                    Ok(n) => {
+                                        s.write_all(&buf[..n]).unwrap();
+                                        total += n;
+                                    }
+                                    Err(e) => panic!("server read: {e}"),
                                 }
-                                Err(e) => panic!("server read: {e}"),
                             }
-                        }
-                    }));
-                }
-                handlers.into_iter().map(|h| h()).sum::<usize>()
-            });
-            let echoed: usize = parties(side, 3000, move |i| {
-                let mut s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                s.set_nodelay(true).unwrap();
-                let mut ok = 0;
-                for r in 0..3 {
-                    let msg = format!("{i}/{r}");
-                    s.write_all(msg.as_bytes()).unwrap();
-                    let mut buf = vec![0u8; msg.len()];
-                    s.read_exact(&mut buf).unwrap();
-                    ok += (buf == msg.as_bytes()) as usize;
-                }
-                ok
+                        }));
+                    }
+                    handlers.into_iter().map(|h| h()).sum::<usize>()
+                });
+                let echoed: usize = parties(side, 3000, move |i| {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    s.set_nodelay(true).unwrap();
+                    let mut ok = 0;
+                    for r in 0..3 {
+                        let msg = format!("{i}/{r}");
+                        s.write_all(msg.as_bytes()).unwrap();
+                        let mut buf = vec![0u8; msg.len()];
+                        s.read_exact(&mut buf).unwrap();
+                        ok += (buf == msg.as_bytes()) as usize;
+                    }
+                    ok
+                })
+                .into_iter()
+                .sum();
+                (echoed, server.join() > 0)
             })
-            .into_iter()
-            .sum();
-            (echoed, server.join() > 0)
-        })
-    });
+        },
+    );
 }
-
 
 #[test]
 fn the_harness_reference_is_clean() {
+    let _serial = serial();
     // The thread side of a trivial program leaves nothing behind.
     let (_, h) = hygienic(|| ());
     assert_eq!(h, clean());
@@ -1262,39 +1400,47 @@ fn the_harness_reference_is_clean() {
 /// sender `connect`ed to the receiver (the control: no spin).
 #[test]
 fn unix_datagram_send_to_a_full_receiver_cpu_minimal() {
-    let got = across("dgram send to a full receiver: CPU", &[One], LONG, |_side| {
-        let mut out = Vec::new();
-        for connected in [false, true] {
-            let dir = TempPath::unique();
-            std::fs::create_dir(&*dir).unwrap();
-            let rpath = dir.join("r.sock");
-            let receiver = UnixDatagram::bind(&rpath).unwrap();
-            let sender = UnixDatagram::unbound().unwrap();
-            if connected {
-                sender.connect(&rpath).unwrap();
+    let _serial = serial();
+    let got = across(
+        "dgram send to a full receiver: CPU",
+        &[One],
+        LONG,
+        |_side| {
+            let mut out = Vec::new();
+            for connected in [false, true] {
+                let dir = TempPath::unique();
+                std::fs::create_dir(&*dir).unwrap();
+                let rpath = dir.join("r.sock");
+                let receiver = UnixDatagram::bind(&rpath).unwrap();
+                let sender = UnixDatagram::unbound().unwrap();
+                if connected {
+                    sender.connect(&rpath).unwrap();
+                }
+                sender.set_nonblocking(true).unwrap();
+                while sender.send_to(b"x", &rpath).is_ok() {}
+                sender.set_nonblocking(false).unwrap();
+                let drainer = thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(300));
+                    let mut buf = [0u8; 8];
+                    receiver
+                        .set_read_timeout(Some(Duration::from_millis(100)))
+                        .unwrap();
+                    while receiver.recv(&mut buf).is_ok() {}
+                });
+                let cpu0 = cpu_time();
+                let sent = sender.send_to(b"y", &rpath).is_ok();
+                let cpu = cpu_time() - cpu0;
+                drainer.join().unwrap();
+                eprintln!(
+                    "connected={connected} in_coroutine={}: send_to waited with {} ms of CPU",
+                    coroutines::in_coroutine(),
+                    cpu.as_millis()
+                );
+                out.push((connected, sent, cpu < Duration::from_millis(60)));
             }
-            sender.set_nonblocking(true).unwrap();
-            while sender.send_to(b"x", &rpath).is_ok() {}
-            sender.set_nonblocking(false).unwrap();
-            let drainer = thread::spawn(move || {
-                thread::sleep(Duration::from_millis(300));
-                let mut buf = [0u8; 8];
-                receiver.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-                while receiver.recv(&mut buf).is_ok() {}
-            });
-            let cpu0 = cpu_time();
-            let sent = sender.send_to(b"y", &rpath).is_ok();
-            let cpu = cpu_time() - cpu0;
-            drainer.join().unwrap();
-            eprintln!(
-                "connected={connected} in_coroutine={}: send_to waited with {} ms of CPU",
-                coroutines::in_coroutine(),
-                cpu.as_millis()
-            );
-            out.push((connected, sent, cpu < Duration::from_millis(60)));
-        }
-        out
-    });
+            out
+        },
+    );
     assert_eq!(got, vec![(false, true, true), (true, true, true)]);
 }
 
@@ -1304,42 +1450,55 @@ fn unix_datagram_send_to_a_full_receiver_cpu_minimal() {
 /// difference.
 #[test]
 fn many_loggers_to_a_slow_datagram_collector() {
-    across("50 loggers, slow dgram collector", &[One, TwoStealing], LONG, |side| {
-        let dir = TempPath::unique();
-        std::fs::create_dir(&*dir).unwrap();
-        let rpath = dir.join("log.sock");
-        let collector = UnixDatagram::bind(&rpath).unwrap();
-        collector.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-        let collector = thread::spawn(move || {
-            let mut n = 0;
-            let mut buf = [0u8; 128];
-            while collector.recv(&mut buf).is_ok() {
-                n += 1;
-                thread::sleep(Duration::from_millis(2));
-            }
-            n
-        });
-        let cpu0 = cpu_time();
-        let start = Instant::now();
-        let p = rpath.clone();
-        let sent: usize = parties(side, 50, move |i| {
-            let s = UnixDatagram::unbound().unwrap();
-            (0..10).filter(|j| s.send_to(format!("party {i} line {j}").as_bytes(), &p).is_ok()).count()
-        })
-        .into_iter()
-        .sum();
-        let cpu = cpu_time() - cpu0;
-        let elapsed = start.elapsed();
-        let received = collector.join().unwrap();
-        eprintln!(
-            "loggers in_coroutine={}: {} ms elapsed, {} ms CPU",
-            coroutines::in_coroutine(),
-            elapsed.as_millis(),
-            cpu.as_millis()
-        );
-        // Threads sleep in the kernel: CPU well under half the time.
-        (sent, received, cpu * 2 < elapsed)
-    });
+    let _serial = serial();
+    across(
+        "50 loggers, slow dgram collector",
+        &[One, TwoStealing],
+        LONG,
+        |side| {
+            let dir = TempPath::unique();
+            std::fs::create_dir(&*dir).unwrap();
+            let rpath = dir.join("log.sock");
+            let collector = UnixDatagram::bind(&rpath).unwrap();
+            collector
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let collector = thread::spawn(move || {
+                let mut n = 0;
+                let mut buf = [0u8; 128];
+                while collector.recv(&mut buf).is_ok() {
+                    n += 1;
+                    thread::sleep(Duration::from_millis(2));
+                }
+                n
+            });
+            let cpu0 = cpu_time();
+            let start = Instant::now();
+            let p = rpath.clone();
+            let sent: usize = parties(side, 50, move |i| {
+                let s = UnixDatagram::unbound().unwrap();
+                (0..10)
+                    .filter(|j| {
+                        s.send_to(format!("party {i} line {j}").as_bytes(), &p)
+                            .is_ok()
+                    })
+                    .count()
+            })
+            .into_iter()
+            .sum();
+            let cpu = cpu_time() - cpu0;
+            let elapsed = start.elapsed();
+            let received = collector.join().unwrap();
+            eprintln!(
+                "loggers in_coroutine={}: {} ms elapsed, {} ms CPU",
+                coroutines::in_coroutine(),
+                elapsed.as_millis(),
+                cpu.as_millis()
+            );
+            // Threads sleep in the kernel: CPU well under half the time.
+            (sent, received, cpu * 2 < elapsed)
+        },
+    );
 }
 
 // ------------------------------------------------------ timeouts, timers
@@ -1350,6 +1509,7 @@ fn many_loggers_to_a_slow_datagram_collector() {
 /// returned before their time, per kind.
 #[test]
 fn timeouts_never_end_early() {
+    let _serial = serial();
     across("timeouts never early", ALL, LONG, |side| {
         let cv = Arc::new((Mutex::new(()), Condvar::new()));
         let condvar_early: usize = parties(side, 1000, move |i| {
@@ -1364,7 +1524,11 @@ fn timeouts_never_end_early() {
         .sum();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let held = thread::spawn(move || (0..200).map(|_| listener.accept().unwrap().0).collect::<Vec<_>>());
+        let held = thread::spawn(move || {
+            (0..200)
+                .map(|_| listener.accept().unwrap().0)
+                .collect::<Vec<_>>()
+        });
         let tcp_early: usize = parties(side, 200, move |i| {
             let mut s = TcpStream::connect(addr).unwrap();
             let timeout = Duration::from_micros(5000 + (i as u64 * 7919) % 40_000);
@@ -1402,16 +1566,22 @@ fn timeouts_never_end_early() {
 /// time (a lost timer would be seconds late, or never).
 #[test]
 fn five_thousand_sleepers_wake_on_time() {
-    across("5000 sleepers", &[One, TwoStealing, OneShared], LONG, |side| {
-        let late = parties(side, 5000, |i| {
-            let d = Duration::from_millis((i as u64 * 7919) % 500);
-            let start = Instant::now();
-            thread::sleep(d);
-            start.elapsed().saturating_sub(d)
-        });
-        let worst = late.into_iter().max().unwrap();
-        worst < Duration::from_millis(300)
-    });
+    let _serial = serial();
+    across(
+        "5000 sleepers",
+        &[One, TwoStealing, OneShared],
+        LONG,
+        |side| {
+            let late = parties(side, 5000, |i| {
+                let d = Duration::from_millis((i as u64 * 7919) % 500);
+                let start = Instant::now();
+                thread::sleep(d);
+                start.elapsed().saturating_sub(d)
+            });
+            let worst = late.into_iter().max().unwrap();
+            worst < Duration::from_millis(300)
+        },
+    );
 }
 
 // --------------------------------------------------- stdout to a slow pipe
@@ -1424,6 +1594,7 @@ fn five_thousand_sleepers_wake_on_time() {
 /// child with the coroutine child.
 #[test]
 fn println_flood_to_a_slow_pipe() {
+    let _serial = serial();
     if let Some(case) = child_case() {
         let program = move |side: Side| {
             let ticks = Arc::new(AtomicUsize::new(0));
@@ -1456,12 +1627,20 @@ fn println_flood_to_a_slow_pipe() {
             chatter.join();
             stop.store(true, Ordering::Relaxed);
             ticker.join();
-            eprintln!("RESULT ticks>=100:{} chatter_done_by_400ms:{}", counted >= 100, chatter_done);
+            eprintln!(
+                "RESULT ticks>=100:{} chatter_done_by_400ms:{}",
+                counted >= 100,
+                chatter_done
+            );
         };
         match case.as_str() {
             "thread" => program(Side::Thread),
             _ => {
-                let rt = Runtime::builder().workers(1).blocked_worker_warnings(false).build().unwrap();
+                let rt = Runtime::builder()
+                    .workers(1)
+                    .blocked_worker_warnings(false)
+                    .build()
+                    .unwrap();
                 rt.block_on(move || program(Side::Coroutine));
             }
         }
@@ -1477,14 +1656,29 @@ fn println_flood_to_a_slow_pipe() {
             v
         });
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         let out = reader.join().unwrap();
         child.wait().unwrap();
-        let result = err.lines().find(|l| l.starts_with("RESULT")).unwrap_or("no result").to_string();
-        let chatter_lines = String::from_utf8_lossy(&out).lines().filter(|l| l.starts_with("chatter")).count();
+        let result = err
+            .lines()
+            .find(|l| l.starts_with("RESULT"))
+            .unwrap_or("no result")
+            .to_string();
+        let chatter_lines = String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| l.starts_with("chatter"))
+            .count();
         (result, chatter_lines)
     };
     let thread_child = run("thread");
     let coroutine_child = run("coroutine");
-    assert_eq!(coroutine_child, thread_child, "coroutine child (left) vs thread child (right)");
+    assert_eq!(
+        coroutine_child, thread_child,
+        "coroutine child (left) vs thread child (right)"
+    );
 }
