@@ -22,14 +22,17 @@
 //! wait for, in the kernel's order: the input first, except that a call
 //! into a pipe from anything else waits for room in the pipe before it
 //! reads. The user's call waits there unless that end is non-blocking for
-//! it, as Linux decides: a pipe end is if SPLICE_F_NONBLOCK was passed or
-//! any pipe end of the call has the user's O_NONBLOCK (the kernel turns
-//! that into the flag; a socket's O_NONBLOCK does not count for the pipe);
-//! a socket end is if it has the user's O_NONBLOCK, or, for a Unix stream
-//! read, with that same flag (TCP reads ignore it). Then the call fails
-//! with EAGAIN, as the kernel's would; else the coroutine parks on that
-//! end (a socket's `SO_RCVTIMEO`/`SO_SNDTIMEO` bounding the call, from its
-//! first wait there) and tries again.
+//! it, as Linux decides: a pipe end is if SPLICE_F_NONBLOCK was passed or,
+//! in a splice or tee (not a vmsplice), if any pipe end of the call has
+//! the user's O_NONBLOCK (the kernel turns that into the flag; a socket's
+//! O_NONBLOCK does not count for the pipe); a socket end is if it has the
+//! user's O_NONBLOCK, or, for a Unix stream read, with that same flag (TCP
+//! reads ignore it). Then the call fails with EAGAIN, as the kernel's
+//! would; else the coroutine parks on that end (a socket's `SO_RCVTIMEO`
+//! or `SO_SNDTIMEO` bounding the wait, from its first wait there; a splice
+//! into a socket is a series of sends, each with a timeout of its own, and
+//! ends at one that sent nothing) and tries again. A TCP read at the
+//! urgent mark returns 0, as the kernel's blocking one does.
 //!
 //! # How much
 //! The blocking call returns once it moved something, and so does this,
@@ -233,6 +236,10 @@ fn coroutine_relay(relay: Relay, mut attempt: impl FnMut(Pass) -> isize) -> isiz
     // from the call's first wait there.
     let mut views: [Option<View>; 2] = [None; 2];
     let mut deadlines: [Option<Option<Instant>>; 2] = [None; 2];
+    // What was moved when the output's timeout started: the kernel's
+    // splice into a socket is a series of sends, each timed on its own,
+    // and ends at a send that timed out having sent nothing.
+    let mut done_at_send = 0;
     let mut recheck = Recheck::HIDDEN;
     loop {
         let waits = ends.map(|end| end.map(|e| FdWait::new(e.fd, e.entry, e.interest)));
@@ -302,6 +309,12 @@ fn coroutine_relay(relay: Relay, mut attempt: impl FnMut(Pass) -> isize) -> isiz
             if done > 0 {
                 return done as isize;
             }
+            if kinds[INPUT] == Some(Kind::Tcp) && at_urgent_mark(ends[INPUT]) {
+                // A TCP read stops at the urgent mark, where the blocking
+                // call returns 0 at once, though the socket is readable
+                // and a non-blocking one says EAGAIN.
+                return 0;
+            }
             // Both ends look ready, yet the attempt would block: what it
             // waits for changed meanwhile (the wait returns at once), or
             // raises no event; look again shortly either way.
@@ -317,13 +330,14 @@ fn coroutine_relay(relay: Relay, mut attempt: impl FnMut(Pass) -> isize) -> isiz
         }
         let kind = kinds[side].unwrap();
         // A pipe end is non-blocking for the user's call with the flag,
-        // which the kernel also sets for any pipe end's O_NONBLOCK; a
-        // socket end with its own O_NONBLOCK, and a Unix stream's read
-        // with the flag too.
+        // which the kernel also sets for any pipe end's O_NONBLOCK in a
+        // splice or tee (not in a vmsplice); a socket end with its own
+        // O_NONBLOCK, and a Unix stream's read with the flag too.
         let pipe_nonblocking = relay.flags & libc::SPLICE_F_NONBLOCK != 0
-            || [INPUT, OUTPUT]
-                .into_iter()
-                .any(|s| kinds[s].is_some_and(Kind::is_pipe) && view(s).unwrap().nonblocking);
+            || matches!(relay.ends, Ends::Pair { .. })
+                && [INPUT, OUTPUT]
+                    .into_iter()
+                    .any(|s| kinds[s].is_some_and(Kind::is_pipe) && view(s).unwrap().nonblocking);
         let user_nonblocking = match kind {
             _ if kind.is_pipe() => pipe_nonblocking,
             Kind::UnixStream if side == INPUT => {
@@ -347,6 +361,10 @@ fn coroutine_relay(relay: Relay, mut attempt: impl FnMut(Pass) -> isize) -> isiz
         match wait_fd(waits[side].as_ref().unwrap(), until) {
             Outcome::Ready => {}
             Outcome::TimedOut if until != deadline => {}
+            Outcome::TimedOut if side == OUTPUT && done > done_at_send => {
+                deadlines[OUTPUT] = None;
+                done_at_send = done;
+            }
             Outcome::TimedOut => return progress(done, -(libc::EAGAIN as isize)),
             Outcome::Closed => return progress(done, -(libc::EBADF as isize)),
             Outcome::NotPollable => return on_helper(relay, &mut attempt, done),
@@ -369,6 +387,20 @@ fn on_helper(relay: Relay, mut attempt: impl FnMut(Pass) -> isize, done: usize) 
         None => attempt(pass),
     };
     progress(done, blocking::run_borrowed(call))
+}
+
+/// Whether `end` (a TCP input) is at the urgent mark.
+fn at_urgent_mark(end: Option<End>) -> bool {
+    let mut at: c_int = 0;
+    end.is_some_and(|end| {
+        syscall!(
+            libc::SYS_ioctl,
+            end.fd,
+            crate::sys::SIOCATMARK,
+            &mut at as *mut c_int
+        ) == 0
+            && at != 0
+    })
 }
 
 /// Whether `end` (an input) has bytes to read, or its end of file.

@@ -259,6 +259,10 @@ pub(crate) const MADV_GUARD_INSTALL: libc::c_int = 102;
 /// The pidfd that names the calling process's own thread (Linux 6.15+).
 pub(crate) const PIDFD_SELF: libc::c_int = -10000;
 
+/// `ioctl` request: whether a TCP socket's next byte is the urgent mark
+/// (`<linux/sockios.h>`; the `libc` crate has it for Apple targets only).
+pub(crate) const SIOCATMARK: libc::c_ulong = 0x8905;
+
 /// A duration as a `timespec`.
 pub(crate) fn timespec(t: core::time::Duration) -> libc::timespec {
     libc::timespec {
