@@ -565,10 +565,13 @@ fn waiting_splices_take_no_helper_thread() {
                 let peer = after(WAIT, late);
                 let start = Instant::now();
                 let got = call();
-                peer.join().unwrap();
                 // Well under the 5 s the busy helper keeps its thread:
-                // a call made on it would wait that long.
-                (got, start.elapsed() < Duration::from_secs(3))
+                // a call made on it would wait that long. Timed before the
+                // join, which waits for the peer's thread on a helper if
+                // it has not ended yet.
+                let prompt = start.elapsed() < Duration::from_secs(3);
+                peer.join().unwrap();
+                (got, prompt)
             };
             let (r1, w1) = pipe(0);
             let (r2, w2) = pipe(0);
