@@ -238,6 +238,17 @@ fn checksum(data: &[u8]) -> u64 {
     })
 }
 
+/// A loopback listener whose backlog holds every client of a probe: with
+/// std's 128, a burst of connects overflows the accept queue, and the
+/// dropped handshakes complete on the kernel's SYN-ACK retransmissions,
+/// seconds later (on threads and coroutines alike).
+fn listener() -> TcpListener {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen on a bound socket this function owns.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 4096) }, 0);
+    listener
+}
+
 fn kind(e: &io::Error) -> String {
     format!("{:?}", e.kind())
 }
@@ -493,7 +504,7 @@ fn tcp_server_with_200_clients_of_four_kinds() {
     let _serial = serial();
     across("tcp server, 200 clients", ALL, LONG, |side| {
         hygienic(|| {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let listener = listener();
             let addr = listener.local_addr().unwrap();
             let server_log = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
             let server = {
@@ -869,7 +880,7 @@ fn proxies_with_io_copy_between_sockets_and_pipes() {
     let _serial = serial();
     across("io::copy proxies", ALL, LONG, |side| {
         hygienic(|| {
-            let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+            let backend = listener();
             let backend_addr = backend.local_addr().unwrap();
             // The backend: upper-cases what it gets until EOF.
             let backend = side.spawn(move || {
@@ -1338,7 +1349,7 @@ fn tcp_echo_with_3000_connections() {
         LONG,
         |side| {
             hygienic(|| {
-                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let listener = listener();
                 let addr = listener.local_addr().unwrap();
                 let server = side.spawn(move || {
                     let mut handlers = Vec::new();
@@ -1522,7 +1533,7 @@ fn timeouts_never_end_early() {
         })
         .into_iter()
         .sum();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = listener();
         let addr = listener.local_addr().unwrap();
         let held = thread::spawn(move || {
             (0..200)
