@@ -15,52 +15,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::differential::*;
-use support::raw::{close, recv_len, send_flags, unix_socketpair};
+use support::raw::{
+    close, close_all, pipe, read_len, recv_len, send_flags, splice, tee, unix_socketpair,
+    write_once,
+};
 use support::*;
 
 /// When a late peer acts.
 const WAIT: Duration = Duration::from_millis(100);
 /// A socket timeout the cases set.
 const TIMEOUT: Duration = Duration::from_millis(200);
-
-fn pipe(flags: i32) -> (RawFd, RawFd) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), flags | libc::O_CLOEXEC) };
-    assert_eq!(ret, 0, "pipe2: {}", io::Error::last_os_error());
-    (fds[0], fds[1])
-}
-
-fn close_all(fds: impl IntoIterator<Item = RawFd>) {
-    for fd in fds {
-        close(fd);
-    }
-}
-
-fn write_once(fd: RawFd, data: &[u8]) -> Result<i64, Errno> {
-    // SAFETY: a write from a live buffer.
-    c_outcome(unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) } as i64)
-}
-
-fn read_len(fd: RawFd, len: usize) -> Result<Bytes, Errno> {
-    let mut buf = vec![0u8; len.max(1)];
-    // SAFETY: `buf` is valid for `len` bytes.
-    let n = c_outcome(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) } as i64)?;
-    buf.truncate(n as usize);
-    Ok(Bytes(buf))
-}
-
-/// `splice` without offsets, as data.
-fn splice(from: RawFd, to: RawFd, len: usize, flags: u32) -> Result<i64, Errno> {
-    let (none_in, none_out) = (std::ptr::null_mut(), std::ptr::null_mut());
-    // SAFETY: no offsets; the kernel checks the descriptors.
-    c_outcome(unsafe { libc::splice(from, none_in, to, none_out, len, flags) } as i64)
-}
-
-fn tee(from: RawFd, to: RawFd, len: usize, flags: u32) -> Result<i64, Errno> {
-    // SAFETY: plain descriptors and a length.
-    c_outcome(unsafe { libc::tee(from, to, len, flags) } as i64)
-}
 
 /// Sets the user's O_NONBLOCK on `fd` (through the hook).
 fn set_nonblocking(fd: RawFd) {

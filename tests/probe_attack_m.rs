@@ -17,7 +17,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::differential::*;
-use support::raw::{close, counting_sigpipes, recv_len, send_flags, unix_socketpair};
+use support::raw::{
+    close, close_all, counting_sigpipes, pipe, read_len, recv_len, send_flags, splice, tee,
+    unix_socketpair, write_once,
+};
 use support::*;
 
 /// When a late peer acts.
@@ -31,47 +34,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn pipe(flags: i32) -> (RawFd, RawFd) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), flags | libc::O_CLOEXEC) };
-    assert_eq!(ret, 0, "pipe2: {}", io::Error::last_os_error());
-    (fds[0], fds[1])
-}
-
-fn close_all(fds: impl IntoIterator<Item = RawFd>) {
-    for fd in fds {
-        close(fd);
-    }
-}
-
-fn write_once(fd: RawFd, data: &[u8]) -> Result<i64, Errno> {
-    // SAFETY: a write from a live buffer.
-    c_outcome(unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) } as i64)
-}
-
-fn read_len(fd: RawFd, len: usize) -> Result<Bytes, Errno> {
-    let mut buf = vec![0u8; len.max(1)];
-    // SAFETY: `buf` is valid for `len` bytes.
-    let n = c_outcome(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) } as i64)?;
-    buf.truncate(n as usize);
-    Ok(Bytes(buf))
-}
-
-fn splice(from: RawFd, to: RawFd, len: usize, flags: u32) -> Result<i64, Errno> {
-    // SAFETY: no offsets; the kernel checks the descriptors.
-    c_outcome(unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            flags,
-        )
-    } as i64)
-}
-
 fn splice_off(
     from: RawFd,
     off_in: Option<&mut i64>,
@@ -83,11 +45,6 @@ fn splice_off(
     let off_out = off_out.map_or(std::ptr::null_mut(), |o| o as *mut i64);
     // SAFETY: the offsets are live or null.
     c_outcome(unsafe { libc::splice(from, off_in, to, off_out, len, 0) } as i64)
-}
-
-fn tee(from: RawFd, to: RawFd, len: usize, flags: u32) -> Result<i64, Errno> {
-    // SAFETY: plain descriptors and a length.
-    c_outcome(unsafe { libc::tee(from, to, len, flags) } as i64)
 }
 
 /// Bytes a vmsplice into a pipe hands over: never freed nor changed (the

@@ -1,7 +1,7 @@
 //! Raw descriptor and socket calls for differential probes: integer and
-//! timeout socket options, socket pairs, sends and receives with flags,
-//! closing, Unix-path connects, descriptors passed with `SCM_RIGHTS`, and
-//! counting SIGPIPEs. Each makes the libc call (so through the hooks) and
+//! timeout socket options, socket pairs, pipes, reads, writes, sends and
+//! receives with flags, `splice` and `tee`, closing, Unix-path connects,
+//! descriptors passed with `SCM_RIGHTS`, and counting SIGPIPEs. Each makes the libc call (so through the hooks) and
 //! gives its result as plain data ([`Errno`], [`Bytes`]) where a case
 //! compares it.
 
@@ -237,4 +237,48 @@ pub fn counting_sigpipes<T>(f: impl FnOnce() -> T) -> (T, i64) {
     // SAFETY: restores the disposition the Rust runtime set.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     (value, raised)
+}
+
+/// A pipe (`pipe2` with `flags`, close-on-exec): (read end, write end).
+pub fn pipe(flags: i32) -> (RawFd, RawFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), flags | libc::O_CLOEXEC) };
+    assert_eq!(ret, 0, "pipe2: {}", std::io::Error::last_os_error());
+    (fds[0], fds[1])
+}
+
+/// Closes raw descriptors this test owns.
+pub fn close_all(fds: impl IntoIterator<Item = RawFd>) {
+    for fd in fds {
+        close(fd);
+    }
+}
+
+/// One `write` of `data`, as data.
+pub fn write_once(fd: RawFd, data: &[u8]) -> Result<i64, Errno> {
+    // SAFETY: a write from a live buffer.
+    c_outcome(unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) } as i64)
+}
+
+/// One `read` of up to `len` bytes, as data.
+pub fn read_len(fd: RawFd, len: usize) -> Result<Bytes, Errno> {
+    let mut buf = vec![0u8; len.max(1)];
+    // SAFETY: `buf` is valid for `len` bytes.
+    let n = c_outcome(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) } as i64)?;
+    buf.truncate(n as usize);
+    Ok(Bytes(buf))
+}
+
+/// `splice` without offsets, as data.
+pub fn splice(from: RawFd, to: RawFd, len: usize, flags: u32) -> Result<i64, Errno> {
+    let (none_in, none_out) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: no offsets; the kernel checks the descriptors.
+    c_outcome(unsafe { libc::splice(from, none_in, to, none_out, len, flags) } as i64)
+}
+
+/// `tee`, as data.
+pub fn tee(from: RawFd, to: RawFd, len: usize, flags: u32) -> Result<i64, Errno> {
+    // SAFETY: plain descriptors and a length.
+    c_outcome(unsafe { libc::tee(from, to, len, flags) } as i64)
 }
