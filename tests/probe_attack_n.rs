@@ -103,7 +103,10 @@ fn take(slot: &Slot) -> Runtime {
         if let Some(rt) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return rt;
         }
-        assert!(start.elapsed() < Duration::from_secs(3), "the runtime never came to its slot");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the runtime never came to its slot"
+        );
         thread::sleep(Duration::from_millis(1));
     }
 }
@@ -264,15 +267,22 @@ fn inside_drop_while_a_neighbour_spawns_in_a_loop() {
     let n = handles.len();
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let ended = handles.into_iter().map(|h| h.join().is_ok()).filter(|ok| *ok).count();
+        let ended = handles
+            .into_iter()
+            .map(|h| h.join().is_ok())
+            .filter(|ok| *ok)
+            .count();
         let _ = tx.send(ended);
     });
-    let ok = rx
-        .recv_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|_| panic!("some of the {n} coroutines spawned around the drop never join"));
+    let ok = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
+        panic!("some of the {n} coroutines spawned around the drop never join")
+    });
     eprintln!("{n} spawned, {ok} ran");
     let (t, f) = settle(tasks0, fds0, 2, Duration::from_secs(3));
-    assert!(t <= tasks0 + 2 && f <= fds0 + 2, "threads {tasks0} -> {t}, fds {fds0} -> {f}");
+    assert!(
+        t <= tasks0 + 2 && f <= fds0 + 2,
+        "threads {tasks0} -> {t}, fds {fds0} -> {f}"
+    );
 }
 
 /// Neighbours parked in spawn_blocking, a child wait and a thread join
@@ -299,15 +309,24 @@ fn inside_drop_while_neighbours_wait_on_helpers_children_and_threads() {
         drop(take(&s));
     });
     *rt_slot.lock().unwrap() = Some(rt);
-    assert!(join_within(dropper, Duration::from_secs(5)).is_some(), "dropper hangs");
+    assert!(
+        join_within(dropper, Duration::from_secs(5)).is_some(),
+        "dropper hangs"
+    );
     for (what, h) in [("blocking", blocking), ("child", child), ("joiner", joiner)] {
-        assert!(join_within(h, Duration::from_secs(5)).is_some(), "{what}'s join hangs");
+        assert!(
+            join_within(h, Duration::from_secs(5)).is_some(),
+            "{what}'s join hangs"
+        );
     }
     // Reap the sleep child the abandoned coroutine left (documented).
     thread::sleep(Duration::from_millis(400));
     unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
     let (t, f) = settle(tasks0, fds0, 2, Duration::from_secs(3));
-    assert!(t <= tasks0 + 2 && f <= fds0 + 2, "threads {tasks0} -> {t}, fds {fds0} -> {f}");
+    assert!(
+        t <= tasks0 + 2 && f <= fds0 + 2,
+        "threads {tasks0} -> {t}, fds {fds0} -> {f}"
+    );
 }
 
 /// A dropper that panics right after dropping its runtime, and one that
@@ -333,7 +352,11 @@ fn dropper_that_panics_or_computes_after_the_drop() {
         match join_within(dropper, Duration::from_secs(5)) {
             None => panic!("the dropper's join hangs (panics: {panics})"),
             Some(Ok(v)) => assert!(!panics && v == 9, "panics: {panics}, got {v}"),
-            Some(Err(p)) => assert!(panics, "the computing dropper failed: {}", payload_text(&*p)),
+            Some(Err(p)) => assert!(
+                panics,
+                "the computing dropper failed: {}",
+                payload_text(&*p)
+            ),
         }
         expect_failed("the sleeper", sleeper);
     }
@@ -408,7 +431,10 @@ fn drop_from_a_thread_local_destructor_of_its_own_coroutine() {
     eprintln!("keeper: {:?}", res.map_err(|p| payload_text(&*p)));
     expect_failed("the sleeper", sleeper);
     let (t, f) = settle(tasks0, fds0, 2, Duration::from_secs(3));
-    assert!(t <= tasks0 + 2 && f <= fds0 + 2, "threads {tasks0} -> {t}, fds {fds0} -> {f}");
+    assert!(
+        t <= tasks0 + 2 && f <= fds0 + 2,
+        "threads {tasks0} -> {t}, fds {fds0} -> {f}"
+    );
 }
 
 /// A spawn_blocking job of the runtime drops the runtime (a helper thread
@@ -426,7 +452,10 @@ fn drop_from_a_helper_thread_of_its_own_pool() {
     let _ = join_within(job, Duration::from_secs(5)).expect("the job's join hangs");
     expect_failed("the sleeper", sleeper);
     let (t, f) = settle(tasks0, fds0, 2, Duration::from_secs(3));
-    assert!(t <= tasks0 + 2 && f <= fds0 + 2, "threads {tasks0} -> {t}, fds {fds0} -> {f}");
+    assert!(
+        t <= tasks0 + 2 && f <= fds0 + 2,
+        "threads {tasks0} -> {t}, fds {fds0} -> {f}"
+    );
 }
 
 /// Runtime A is dropped from inside while a coroutine of A that never
@@ -451,7 +480,10 @@ fn runtime_owned_by_a_closure_that_never_ran() {
     let _ = join_within(dropper, Duration::from_secs(5)).expect("the dropper's join hangs");
     expect_failed("B's sleeper", b_sleeper);
     let (t, f) = settle(tasks0, fds0, 2, Duration::from_secs(3));
-    assert!(t <= tasks0 + 2 && f <= fds0 + 2, "threads {tasks0} -> {t}, fds {fds0} -> {f}");
+    assert!(
+        t <= tasks0 + 2 && f <= fds0 + 2,
+        "threads {tasks0} -> {t}, fds {fds0} -> {f}"
+    );
 }
 
 // ---------------------------------- 10-11. many runtimes, user descriptors
@@ -477,7 +509,10 @@ fn a_hundred_runtimes_dropped_from_inside() {
         expect_failed(&format!("round {round}: the sleeper"), sleeper);
     }
     let (t, f) = settle(tasks0, fds0, 4, Duration::from_secs(5));
-    assert!(t <= tasks0 + 4 && f <= fds0 + 4, "threads {tasks0} -> {t}, fds {fds0} -> {f}");
+    assert!(
+        t <= tasks0 + 4 && f <= fds0 + 4,
+        "threads {tasks0} -> {t}, fds {fds0} -> {f}"
+    );
 }
 
 /// A pipe, its inode, and whether it still works: a byte written comes
@@ -498,7 +533,12 @@ impl UserPipe {
     fn open() -> UserPipe {
         let mut p = [0; 2];
         assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        let (r, w) = unsafe { (std::fs::File::from_raw_fd(p[0]), std::fs::File::from_raw_fd(p[1])) };
+        let (r, w) = unsafe {
+            (
+                std::fs::File::from_raw_fd(p[0]),
+                std::fs::File::from_raw_fd(p[1]),
+            )
+        };
         let inode = inode(r.as_raw_fd());
         UserPipe { r, w, inode }
     }
@@ -512,11 +552,18 @@ impl UserPipe {
         let mut buf = [0u8; 64];
         let n = unsafe { libc::read(rfd, buf.as_mut_ptr().cast(), buf.len()) };
         if n >= 0 {
-            return Err(format!("pipe {rfd}: {n} bytes nobody wrote: {:?}", &buf[..n as usize]));
+            return Err(format!(
+                "pipe {rfd}: {n} bytes nobody wrote: {:?}",
+                &buf[..n as usize]
+            ));
         }
-        self.w.write_all(b"x").map_err(|e| format!("write {wfd}: {e}"))?;
+        self.w
+            .write_all(b"x")
+            .map_err(|e| format!("write {wfd}: {e}"))?;
         let mut one = [0u8; 1];
-        self.r.read_exact(&mut one).map_err(|e| format!("read {rfd}: {e}"))?;
+        self.r
+            .read_exact(&mut one)
+            .map_err(|e| format!("read {rfd}: {e}"))?;
         Ok(())
     }
 }
@@ -615,7 +662,12 @@ fn process_exit_while_the_stop_thread_runs() {
     for mode in ["exit", "return", "exit", "return", "exit", "return"] {
         RUNS.fetch_add(1, Ordering::Relaxed);
         let mut child = Command::new(&exe)
-            .args(["--exact", "process_exit_while_the_stop_thread_runs", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "process_exit_while_the_stop_thread_runs",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_VAR, mode)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -635,6 +687,9 @@ fn process_exit_while_the_stop_thread_runs() {
         };
         let mut err = String::new();
         let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-        assert!(status.success(), "the child ({mode}) ended with {status}: {err}");
+        assert!(
+            status.success(),
+            "the child ({mode}) ended with {status}: {err}"
+        );
     }
 }

@@ -326,15 +326,19 @@ impl Drop for Runtime {
         }
         self.shared.monitor.ring();
         let threads = core::mem::take(&mut *self.threads.lock());
-        let inside = switch::current().is_some_and(|task| Arc::ptr_eq(&task.shared, &self.shared))
-            || worker::current_local(&self.shared).is_some();
-        if !inside {
+        let on_worker = worker::current_local(&self.shared).is_some();
+        if switch::current().is_none() && !on_worker {
             return stop(&self.shared, threads);
         }
-        // This thread is one of those to wait for: it goes on with the
-        // current coroutine until that ends or suspends. Nothing else may be
-        // failed before (a coroutine still running on another worker may be
-        // a scope's, borrowing from a frame that its failure would let go).
+        // A thread of its own waits for the threads and stops the runtime.
+        // From one of its coroutines (or its worker), this thread is one of
+        // those to wait for: it goes on with the current coroutine until
+        // that ends or suspends, and nothing else may be failed before (a
+        // coroutine still running on another worker may be a scope's,
+        // borrowing from a frame that its failure would let go). From a
+        // coroutine of another runtime, the joins would park that
+        // coroutine, whose own runtime may stop meanwhile and never resume
+        // it, leaving this one half stopped.
         let shared = self.shared.clone();
         let stopper = std::thread::Builder::new()
             .name("coroutines-stop".into())
@@ -342,7 +346,7 @@ impl Drop for Runtime {
         if let Err(error) = stopper {
             eprintln!(
                 "coroutines: could not start a thread to finish stopping a runtime dropped \
-                 from its own coroutine ({error}): the join handles of its unfinished \
+                 from a coroutine ({error}): the join handles of its unfinished \
                  coroutines will not return"
             );
         }
