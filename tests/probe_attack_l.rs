@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use coroutines::{JoinHandle, Runtime};
 use support::differential::{on_plain_thread_within, outcome, Errno, Side};
-use support::{after, compute, no_monitor, set_timeout_opt, watchdog_on};
+use support::{
+    after, compute, join_within, no_monitor, payload_text, set_timeout_opt, watchdog_on,
+};
 
 // ------------------------------------------------------------------ helpers
 
@@ -49,29 +51,6 @@ fn serial() -> MutexGuard<'static, ()> {
 
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-/// Joins `handle` from a plain thread; `None` if it does not return within
-/// `limit` (the joining thread is then left behind).
-fn join_within<T: Send + 'static>(
-    handle: JoinHandle<T>,
-    limit: Duration,
-) -> Option<thread::Result<T>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(handle.join());
-    });
-    rx.recv_timeout(limit).ok()
-}
-
-fn payload_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<other payload>".to_owned()
-    }
 }
 
 /// Spins (no hooked call, so the coroutine keeps its worker) until `flag`

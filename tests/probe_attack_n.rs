@@ -27,7 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coroutines::{JoinHandle, Runtime};
-use support::{compute, raw_sleep};
+use support::{compute, join_within, payload_text, raw_sleep};
 
 // ------------------------------------------------------------------ helpers
 
@@ -55,29 +55,6 @@ fn settle(tasks0: usize, fds0: usize, slack: usize, limit: Duration) -> (usize, 
             return (t, f);
         }
         thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Joins `handle` from a plain thread; `None` if it does not return within
-/// `limit` (the joining thread is then left behind).
-fn join_within<T: Send + 'static>(
-    handle: JoinHandle<T>,
-    limit: Duration,
-) -> Option<thread::Result<T>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(handle.join());
-    });
-    rx.recv_timeout(limit).ok()
-}
-
-fn payload_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<other payload>".to_owned()
     }
 }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use coroutines::{JoinHandle, Runtime};
 use support::child::{child_case, finish_child, rerun};
 use support::differential::{isolated, Ended, Side};
+use support::join_within;
 
 // ------------------------------------------------------------------ helpers
 
@@ -77,19 +78,6 @@ fn settle(fds0: usize, tasks0: usize, slack: usize, limit: Duration) -> (usize, 
         }
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Joins `handle` from a plain thread; `None` if it does not return within
-/// `limit` (the joining thread is then left behind).
-fn join_within<T: Send + 'static>(
-    handle: JoinHandle<T>,
-    limit: Duration,
-) -> Option<thread::Result<T>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(handle.join());
-    });
-    rx.recv_timeout(limit).ok()
 }
 
 /// Runs `f` on a plain thread; `None` if it does not finish within `limit`.

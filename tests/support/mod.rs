@@ -760,3 +760,27 @@ pub fn pin_to_cpu_0() {
     let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
     assert_eq!(ret, 0);
 }
+
+/// Joins `handle` from a plain thread; `None` if it does not return within
+/// `limit` (the joining thread is then left behind).
+pub fn join_within<T: Send + 'static>(
+    handle: JoinHandle<T>,
+    limit: Duration,
+) -> Option<thread::Result<T>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(handle.join());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// A panic payload's text: a `&str` or `String`, else a placeholder.
+pub fn payload_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<other payload>".to_owned()
+    }
+}
