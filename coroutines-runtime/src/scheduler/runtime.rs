@@ -376,11 +376,7 @@ fn stop(shared: &Shared, threads: Vec<JoinHandle<()>>) {
     for task in shared.registry.drain() {
         task.abandon();
     }
-    // From a coroutine of another runtime, a steal may back off with
-    // `thread::yield_now`.
-    while let Some(task) = switch::as_worker_thread(|| shared.injector.steal().success()) {
-        task.abandon();
-    }
+    worker::abandon_queued(&shared.injector);
     shared.stack_waiters.drain().into_iter().for_each(drop);
     // Parked coroutines are also held by what they wait on; letting go of
     // them drops them.

@@ -56,6 +56,18 @@ impl Queues {
     }
 }
 
+/// Fails the join handles of the coroutines in `queue`, which nothing will
+/// run any more.
+pub(crate) fn abandon_queued(queue: &Injector<Arc<Task>>) {
+    loop {
+        match queue.steal() {
+            Steal::Success(task) => task.abandon(),
+            Steal::Empty => break,
+            Steal::Retry => {}
+        }
+    }
+}
+
 /// The part of a worker that other threads see.
 pub(crate) struct WorkerShared {
     pub(crate) stealer: Stealer<Arc<Task>>,
@@ -129,13 +141,7 @@ impl WorkerShared {
     /// Fails the join handles of the coroutines woken for this worker, once
     /// it will never run them: it has stopped, or is stopping.
     pub(crate) fn abandon_woken(&self) {
-        loop {
-            match self.inbox.steal() {
-                Steal::Success(task) => task.abandon(),
-                Steal::Empty => break,
-                Steal::Retry => {}
-            }
-        }
+        abandon_queued(&self.inbox);
         self.mailbox.take_all().for_each(|task| task.abandon());
     }
 
