@@ -8,18 +8,13 @@
 
 mod support;
 
+use support::serial;
+
 use std::process::{Child, Command, ExitStatus};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use support::differential::{differential, outcome, Errno};
 use support::*;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// How long each child lives.
 const CHILD_LIFE: Duration = Duration::from_millis(300);

@@ -4,21 +4,17 @@
 //! arrives afterwards is still picked up promptly.
 //!
 //! The CPU time measured is the whole process's, so the tests in this file
-//! take turns (`SERIAL`) rather than run in parallel.
+//! take turns (`support::serial`) rather than run in parallel.
+
+mod support;
+
+use support::serial;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coroutines::Runtime;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// CPU time used so far by all threads of this process.
 fn process_cpu_time() -> Duration {

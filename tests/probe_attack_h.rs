@@ -16,15 +16,17 @@
 //!   coroutines: wakes that land in a mailbox after its worker's last
 //!   drain must still fail (or finish) every join handle, without a crash.
 //!
-//! Cases that install handlers run one at a time (`SERIAL`); signals go to
+//! Cases that install handlers run one at a time (`support::serial`); signals go to
 //! the plain thread that raises them, so the handler never interrupts the
 //! runtime's own code there.
 
 mod support;
 
+use support::serial;
+
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -32,12 +34,6 @@ use coroutines::Runtime;
 use support::child::{child_case, rerun, wait_bounded};
 use support::differential::{on_plain_thread_within, Side};
 use support::futex_table::{bucket_mates, private_wait, private_wake};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Raises `signal` on the calling thread (its handler runs here, before
 /// this returns).

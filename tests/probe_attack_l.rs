@@ -23,6 +23,8 @@
 
 mod support;
 
+use support::{fds, serial};
+
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
@@ -31,7 +33,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -42,16 +44,6 @@ use support::{
 };
 
 // ------------------------------------------------------------------ helpers
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
 
 /// Spins (no hooked call, so the coroutine keeps its worker) until `flag`
 /// is set; false after 3 s.

@@ -7,12 +7,14 @@
 
 mod support;
 
+use support::serial;
+
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,11 +30,6 @@ const LATE: Duration = Duration::from_millis(100);
 
 const NB: u32 = libc::SPLICE_F_NONBLOCK;
 const EAGAIN: Errno = Errno(libc::EAGAIN);
-
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn splice_off(
     from: RawFd,

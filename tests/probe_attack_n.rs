@@ -17,12 +17,14 @@
 
 mod support;
 
+use support::{fds, serial, tasks};
+
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,20 +32,6 @@ use coroutines::{JoinHandle, Runtime};
 use support::{compute, join_within, payload_text, raw_sleep};
 
 // ------------------------------------------------------------------ helpers
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn tasks() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
-}
 
 /// Waits up to `limit` for the thread and descriptor counts to come back to
 /// `(tasks0, fds0)` plus `slack`; returns the last counts.

@@ -21,31 +21,16 @@ use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use coroutines::{JoinHandle, Runtime};
 use support::child::{child_case, finish_child, rerun};
 use support::differential::{isolated, Ended, Side};
-use support::join_within;
+use support::{fds, join_within, payload_text, serial, tasks};
 
 // ------------------------------------------------------------------ helpers
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Probes that count process-wide resources run one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn tasks() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
-}
 
 /// Children of this process that have ended and not been reaped.
 fn zombies() -> usize {
@@ -91,16 +76,6 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
         Ok(Ok(v)) => Some(v),
         Ok(Err(p)) => panic::resume_unwind(p),
         Err(_) => None,
-    }
-}
-
-fn payload_text(p: &(dyn Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<other payload>".to_owned()
     }
 }
 

@@ -13,6 +13,8 @@
 
 mod support;
 
+use support::serial;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
@@ -21,7 +23,7 @@ use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Barrier, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::child::{child_case, rerun};
@@ -31,12 +33,6 @@ use support::differential::{on_plain_thread_within, Side};
 use support::{kernel_flags, watchdog_on, TempPath};
 
 // ------------------------------------------------------------ the harness
-
-/// Held by each test for its whole run: see the module docs.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// A runtime configuration the coroutine side runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,21 +7,17 @@
 
 mod support;
 
+use support::serial;
+
 use std::net::{Ipv4Addr, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use support::child::start;
 use support::differential::*;
 use support::glibc::__h_errno_location;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// `waitpid(pid, WNOHANG)`: the pid if it reaped the child, 0 if it still
 /// runs, or the errno (ECHILD: already reaped).

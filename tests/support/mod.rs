@@ -784,3 +784,23 @@ pub fn payload_text(p: &(dyn std::any::Any + Send)) -> String {
         "<other payload>".to_owned()
     }
 }
+
+/// Held by a test that counts or changes process-wide things (descriptors,
+/// threads, CPU time, signal handlers): such tests of one file run one at
+/// a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The process's open descriptors.
+pub fn fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The process's threads.
+pub fn tasks() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
