@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::differential::*;
 use support::raw::*;
@@ -298,19 +298,21 @@ fn tcp_send_continuing_leaves_an_icmp_error_for_the_next_call() {
             client.local_addr().unwrap().port(),
             server.local_addr().unwrap().port(),
         );
+        // Filled before the ICMP is armed: in a debug build the fill alone
+        // takes tens of milliseconds of its 100.
+        let big = vec![7u8; 8 << 20];
+        let armed = Instant::now();
         let icmp = after(WAIT, move || {
             let seq = client_isn
                 .wrapping_add(1)
                 .wrapping_add(bytes_acked(fd) as u32);
             inject_icmp_unreachable(local, remote, seq)
         });
-        let big = vec![7u8; 8 << 20];
-        let sent = timed_span(|| {
-            moved(
-                send_flags(fd, &big, libc::MSG_NOSIGNAL).unwrap_or(-1) as isize,
-                big.len(),
-            )
-        });
+        let outcome = moved(
+            send_flags(fd, &big, libc::MSG_NOSIGNAL).unwrap_or(-1) as isize,
+            big.len(),
+        );
+        let sent = (outcome, Span::since(armed));
         icmp.join().unwrap();
         let error_after = int_opt(fd, libc::SOL_SOCKET, libc::SO_ERROR);
         drop(server);
@@ -344,15 +346,15 @@ fn tcp_reset_ends_a_waitall_read_and_a_partial_send() {
         let (client, server) = tcp_pair();
         small_buffers(&client, &server);
         linger_zero(server.as_raw_fd());
+        let big = vec![7u8; 8 << 20];
+        let armed = Instant::now();
         let peer = after(WAIT, move || drop(server));
         let fd = client.as_raw_fd();
-        let big = vec![7u8; 8 << 20];
-        let sent = timed_span(|| {
-            moved(
-                send_flags(fd, &big, libc::MSG_NOSIGNAL).unwrap_or(-1) as isize,
-                big.len(),
-            )
-        });
+        let outcome = moved(
+            send_flags(fd, &big, libc::MSG_NOSIGNAL).unwrap_or(-1) as isize,
+            big.len(),
+        );
+        let sent = (outcome, Span::since(armed));
         peer.join().unwrap();
         let next_send = send_flags(fd, b"x", libc::MSG_NOSIGNAL);
         let third_send = send_flags(fd, b"x", libc::MSG_NOSIGNAL);

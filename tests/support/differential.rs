@@ -282,19 +282,27 @@ pub enum Span {
 /// The bound of [`Span::Woken`].
 pub const WOKEN_WITHIN: Duration = Duration::from_secs(1);
 
+impl Span {
+    /// How long it has been since `start`. A call whose peer acts a set
+    /// time after `start` is timed from there, so that a late start of the
+    /// call itself (a loaded machine) does not make a woken call look prompt.
+    pub fn since(start: Instant) -> Span {
+        let elapsed = start.elapsed();
+        if elapsed < PROMPT {
+            Span::AtOnce
+        } else if elapsed < WOKEN_WITHIN {
+            Span::Woken
+        } else {
+            Span::Long
+        }
+    }
+}
+
 /// Runs `f` and buckets how long it took as a [`Span`].
 pub fn timed_span<T>(f: impl FnOnce() -> T) -> (T, Span) {
     let start = Instant::now();
     let value = f();
-    let elapsed = start.elapsed();
-    let span = if elapsed < PROMPT {
-        Span::AtOnce
-    } else if elapsed < WOKEN_WITHIN {
-        Span::Woken
-    } else {
-        Span::Long
-    };
-    (value, span)
+    (value, Span::since(start))
 }
 
 /// How much of a request a transfer moved: how short a short transfer is
