@@ -271,3 +271,43 @@ fn spawning_into_the_process_wide_runtime_and_leaving_coroutines_parked() {
     // Detach it: `parked` stays parked until the process exits.
     drop(parked);
 }
+
+/// A runtime dropped on another runtime's worker thread, outside any
+/// coroutine (here: the detached result of a finished coroutine, which
+/// that worker drops), does not hold that worker up while its own busy
+/// worker finishes: the stop goes to a thread of its own.
+#[test]
+fn a_runtime_dropped_on_another_runtimes_worker_does_not_block_it() {
+    const BUSY: Duration = Duration::from_millis(800);
+    let busy_started = Arc::new(AtomicBool::new(false));
+    let b = Runtime::builder()
+        .workers(1)
+        .blocked_worker_warnings(false)
+        .build()
+        .unwrap();
+    let started = busy_started.clone();
+    // Never parks: B's worker can only stop once it has run its time.
+    let busy = b.spawn(move || {
+        started.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        while start.elapsed() < BUSY {
+            std::hint::spin_loop();
+        }
+    });
+    drop(busy);
+    while !busy_started.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let a = Runtime::builder().workers(1).build().unwrap();
+    drop(a.spawn(move || b));
+    // Queued behind the drop of B on A's only worker.
+    let start = Instant::now();
+    let next = a.spawn(Instant::now);
+    let ran_at = join_within(next, "the next coroutine of A").unwrap();
+    let held_up = ran_at.duration_since(start);
+    assert!(
+        held_up < BUSY / 2,
+        "A's worker was held up {held_up:?} by the drop of B"
+    );
+    drop_promptly(a);
+}

@@ -14,9 +14,9 @@ use crate::{Builder as CoroutineBuilder, JoinHandle, Stats, WorkerStats};
 /// shuts its workers down; coroutines still running are abandoned and their
 /// join handles return an error. Dropped from a plain thread, the drop
 /// returns once the workers have stopped; dropped from a coroutine (its own
-/// or another runtime's), it returns at once, and a thread of the runtime
-/// finishes the stop once the workers have let go of the coroutines they
-/// run.
+/// or another runtime's) or from a worker thread, it returns at once, and a
+/// thread of the runtime finishes the stop once the workers have let go of
+/// the coroutines they run.
 ///
 /// # Examples
 /// ```

@@ -326,8 +326,7 @@ impl Drop for Runtime {
         }
         self.shared.monitor.ring();
         let threads = core::mem::take(&mut *self.threads.lock());
-        let on_worker = worker::current_local(&self.shared).is_some();
-        if switch::current().is_none() && !on_worker {
+        if switch::current().is_none() && !worker::on_a_worker() {
             return stop(&self.shared, threads);
         }
         // A thread of its own waits for the threads and stops the runtime.
@@ -338,7 +337,8 @@ impl Drop for Runtime {
         // borrowing from a frame that its failure would let go). From a
         // coroutine of another runtime, the joins would park that
         // coroutine, whose own runtime may stop meanwhile and never resume
-        // it, leaving this one half stopped.
+        // it, leaving this one half stopped; from another runtime's worker,
+        // they would hold up every coroutine of that worker.
         let shared = self.shared.clone();
         let stopper = std::thread::Builder::new()
             .name("coroutines-stop".into())

@@ -208,6 +208,12 @@ pub(crate) fn current_local(shared: &Arc<Shared>) -> Option<&Local> {
     ptr::eq(local.shared, Arc::as_ptr(shared)).then_some(local)
 }
 
+/// Whether this thread is a worker of any runtime, running its scheduler
+/// code (outside coroutines).
+pub(crate) fn on_a_worker() -> bool {
+    !WORKER.with(Cell::get).is_null()
+}
+
 /// Counters a worker keeps about itself. Each has one writer, so an
 /// increment is a plain load and store, not a locked instruction.
 #[derive(Default)]
