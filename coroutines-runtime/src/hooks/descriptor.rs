@@ -22,9 +22,12 @@
 //! and inode). Meanwhile `F_GETFL` hides the flag, `F_SETFL` and `FIONBIO`
 //! change what will be put back, closing or replacing the number waits for
 //! the attempt, and a plain thread's `accept` that an attempt made fail
-//! with EAGAIN waits and tries again. Other processes sharing the
-//! description can see it non-blocking for the microseconds an attempt
-//! takes.
+//! with EAGAIN waits and tries again. A release clears only the flag, so
+//! that changes made meanwhile by calls no hook sees (FIOASYNC, a raw
+//! F_SETFL) stay. Other processes sharing the description can see it
+//! non-blocking for the microseconds an attempt takes. Only listeners and
+//! connecting sockets are ever held: on a connected socket, every thread
+//! reading or writing it meanwhile would see the flag too.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -472,9 +475,9 @@ struct Held {
     id: (u64, u64),
     /// Attempts in flight.
     holds: u32,
-    /// The status flags the user wants: put back at the last release
-    /// unless they include O_NONBLOCK, and shown by `F_GETFL` meanwhile.
-    user_flags: c_int,
+    /// The user's O_NONBLOCK: cleared at the last release unless set, and
+    /// shown by `F_GETFL` meanwhile. The other flags stay the kernel's.
+    user_nonblocking: c_int,
 }
 
 static HELD: SpinLock<Vec<Held>> = SpinLock::new(Vec::new());
@@ -546,15 +549,18 @@ pub(crate) fn held(
             Some(record) => record.holds += 1,
             None => {
                 let current = flags(fd);
-                let user_flags = if current < 0 { 0 } else { current as c_int };
+                let user_nonblocking = match current < 0 {
+                    true => 0,
+                    false => current as c_int & libc::O_NONBLOCK,
+                };
                 held.push(Held {
                     id,
                     holds: 1,
-                    user_flags,
+                    user_nonblocking,
                 });
                 HELD_COUNT.store(held.len(), Ordering::SeqCst);
-                if current >= 0 && user_flags & libc::O_NONBLOCK == 0 {
-                    set_flags(fd, user_flags | libc::O_NONBLOCK);
+                if current >= 0 && user_nonblocking == 0 {
+                    set_flags(fd, current as c_int | libc::O_NONBLOCK);
                 }
             }
         }
@@ -570,8 +576,14 @@ pub(crate) fn held(
                 // `fd` still names the description, except when a signal
                 // handler closed it under this very attempt.
                 let same = entry.generation() == generation;
-                if same && last.user_flags & libc::O_NONBLOCK == 0 {
-                    set_flags(fd, last.user_flags);
+                if same && last.user_nonblocking == 0 {
+                    // Only the hold's flag goes: the others may have been
+                    // changed meanwhile by calls no hook sees (FIOASYNC, a
+                    // raw F_SETFL).
+                    let now = flags(fd);
+                    if now >= 0 {
+                        set_flags(fd, now as c_int & !libc::O_NONBLOCK);
+                    }
                 }
                 HELD_COUNT.store(held.len(), Ordering::SeqCst);
             }
@@ -629,15 +641,16 @@ fn user_flags(fd: c_int, id: Option<(u64, u64)>) -> Option<c_int> {
         let current = flags(fd);
         return (current >= 0).then_some(current as c_int);
     };
-    if !held.is_empty() {
+    let current = flags(fd);
+    if current >= 0 && !held.is_empty() {
         if let Some(record) = id
             .or_else(|| identity_of(fd))
             .and_then(|id| held.iter().find(|h| h.id == id))
         {
-            return Some(record.user_flags);
+            // The kernel's flags, but for the hold's own.
+            return Some(current as c_int & !libc::O_NONBLOCK | record.user_nonblocking);
         }
     }
-    let current = flags(fd);
     (current >= 0).then_some(current as c_int)
 }
 
@@ -673,8 +686,8 @@ fn record_of(held: &mut [Held], fd: c_int) -> Option<&mut Held> {
 }
 
 /// `F_SETFL` with the user's `wanted` flags. While the runtime holds the
-/// description, the kernel keeps O_NONBLOCK and the flags the user now has
-/// are the ones put back at the release.
+/// description, the kernel keeps O_NONBLOCK, and the user's choice of it
+/// is the one made at the release.
 pub(crate) fn set_user_flags(fd: c_int, wanted: c_int) -> isize {
     let ret = match held_lock() {
         None => set_flags(fd, wanted),
@@ -682,12 +695,8 @@ pub(crate) fn set_user_flags(fd: c_int, wanted: c_int) -> isize {
             None => set_flags(fd, wanted),
             Some(record) => {
                 let ret = set_flags(fd, wanted | libc::O_NONBLOCK);
-                let now = flags(fd);
-                if ret >= 0 && now >= 0 {
-                    // What the kernel made of `wanted` (some flags cannot
-                    // change), with the user's non-blocking mode.
-                    record.user_flags =
-                        (now as c_int & !libc::O_NONBLOCK) | (wanted & libc::O_NONBLOCK);
+                if ret >= 0 {
+                    record.user_nonblocking = wanted & libc::O_NONBLOCK;
                 }
                 ret
             }
@@ -697,23 +706,28 @@ pub(crate) fn set_user_flags(fd: c_int, wanted: c_int) -> isize {
     ret
 }
 
-/// `FIONBIO` as the user made it, by `call`: the kernel reads the caller's
-/// argument and sets the mode. While the runtime holds the description,
-/// that mode is the one put back at the release, and the kernel keeps
-/// O_NONBLOCK meanwhile.
-pub(crate) fn set_user_mode(fd: c_int, call: impl FnOnce() -> isize) -> isize {
+/// `FIONBIO` with the caller's `arg`, as the user made it by `call`. While
+/// the runtime holds the description, the mode it asks for is the one put
+/// back at the release, and the kernel is not asked: its call would clear
+/// O_NONBLOCK under an attempt about to start, which would then block.
+pub(crate) fn set_user_mode(fd: c_int, arg: *const c_int, call: impl FnOnce() -> isize) -> isize {
     let ret = match held_lock() {
         None => call(),
         Some(mut held) => match record_of(&mut held, fd) {
             None => call(),
             Some(record) => {
-                let ret = call();
-                let now = flags(fd);
-                if ret >= 0 && now >= 0 {
-                    record.user_flags = now as c_int;
-                    set_flags(fd, now as c_int | libc::O_NONBLOCK);
+                // Read as the kernel reads it: EFAULT for a bad pointer.
+                let mut on = [0u8; 4];
+                match sys::read_user_bytes(arg.cast(), &mut on) {
+                    Ok(()) => {
+                        record.user_nonblocking = match c_int::from_ne_bytes(on) {
+                            0 => 0,
+                            _ => libc::O_NONBLOCK,
+                        };
+                        0
+                    }
+                    Err(errno) => -(errno as isize),
                 }
-                ret
             }
         },
     };
@@ -726,6 +740,10 @@ pub(crate) fn set_user_mode(fd: c_int, call: impl FnOnce() -> isize) -> isize {
 /// and the user wants it blocking, waits for `interest` and tries again, up
 /// to the user's timeout, as the kernel would have blocked in the call.
 pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() -> isize) -> isize {
+    // The user's timeout runs from the call's start: a hold anywhere in the
+    // process makes an EAGAIN suspect, even one the kernel gave at the
+    // timeout, which must then end the call, not start another.
+    let start = Instant::now();
     let mut deadline: Option<Option<Instant>> = None;
     loop {
         let quiet = Quiet::before();
@@ -741,7 +759,7 @@ pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() 
                 Interest::Read => libc::SO_RCVTIMEO,
                 Interest::Write => libc::SO_SNDTIMEO,
             };
-            socket_timeout(fd, name).and_then(|t| Instant::now().checked_add(t))
+            socket_timeout(fd, name).and_then(|t| start.checked_add(t))
         });
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if remaining.is_some_and(|r| r.is_zero())

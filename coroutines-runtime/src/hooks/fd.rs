@@ -175,7 +175,7 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
     let call = || syscall!(libc::SYS_ioctl, fd, request, arg);
     let ret = match request == libc::FIONBIO as c_ulong && !in_forked_child() {
-        true => descriptor::set_user_mode(fd, call),
+        true => descriptor::set_user_mode(fd, arg as *const c_int, call),
         false => call(),
     };
     c_result(ret) as c_int
