@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use libc::c_int;
 
-use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use super::fd_table::FD_TABLE;
 use crate::sys;
@@ -177,22 +177,7 @@ impl Poller {
         mut on_event: impl FnMut(u64, u32),
     ) -> bool {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
-        let timeout_ms: c_int = match timeout {
-            None => -1,
-            // Round up so a timer is never woken for early.
-            Some(t) => t.as_nanos().div_ceil(1_000_000).min(c_int::MAX as u128) as c_int,
-        };
-        let n = sys::raw(
-            libc::SYS_epoll_pwait,
-            [
-                self.epoll.load(Ordering::Relaxed) as usize,
-                events.as_mut_ptr() as usize,
-                EVENTS_PER_WAIT,
-                timeout_ms as usize,
-                0,
-                8,
-            ],
-        );
+        let n = epoll_wait(self.epoll.load(Ordering::Relaxed), &mut events, timeout);
         let n = n.max(0) as usize;
         let mut notified = false;
         for event in &events[..n] {
@@ -204,6 +189,36 @@ impl Poller {
         }
         notified
     }
+}
+
+/// Set once the kernel has refused `epoll_pwait2` (before Linux 5.11).
+static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
+
+/// Waits in `epoll` up to `timeout` (for ever if `None`), to the
+/// nanosecond where the kernel allows (`epoll_pwait2`): a sleep of 100 us
+/// takes about that, not a millisecond. Returns the raw result.
+fn epoll_wait(epoll: c_int, events: &mut [libc::epoll_event], timeout: Option<Duration>) -> isize {
+    let (epoll, list, max) = (epoll as usize, events.as_mut_ptr() as usize, events.len());
+    if !NO_PWAIT2.load(Ordering::Relaxed) {
+        let ts = timeout.map(sys::timespec);
+        let ts = ts
+            .as_ref()
+            .map_or(0, |t| t as *const libc::timespec as usize);
+        let n = sys::raw(libc::SYS_epoll_pwait2, [epoll, list, max, ts, 0, 8]);
+        if n != -(libc::ENOSYS as isize) {
+            return n;
+        }
+        NO_PWAIT2.store(true, Ordering::Relaxed);
+    }
+    let timeout_ms: c_int = match timeout {
+        None => -1,
+        // Round up so a timer is never woken for early.
+        Some(t) => t.as_nanos().div_ceil(1_000_000).min(c_int::MAX as u128) as c_int,
+    };
+    sys::raw(
+        libc::SYS_epoll_pwait,
+        [epoll, list, max, timeout_ms as usize, 0, 8],
+    )
 }
 
 impl Poller {
