@@ -393,6 +393,13 @@ impl Recheck {
         pause: Duration::from_millis(5),
         longest: Duration::from_millis(200),
     };
+    /// A wait on descriptors the reactor cannot watch (files, an epoll
+    /// instance nested too deep for another): from 1 ms, doubling up to
+    /// 50 ms.
+    pub(crate) const UNWATCHED: Recheck = Recheck {
+        pause: Duration::from_millis(1),
+        longest: Duration::from_millis(50),
+    };
     /// A send refused while its socket reports room, which waits for
     /// nothing but the timer: from 1 ms, doubling up to 32 ms (as a Unix
     /// connect to a full backlog, `hooks::socket`), so that it goes

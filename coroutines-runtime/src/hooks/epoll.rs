@@ -12,24 +12,21 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, epoll_event, sigset_t, timespec};
 
-use crate::coroutine::in_coroutine;
+use super::driver::Recheck;
+use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fd, FdWait, Outcome};
 use crate::sys::{self, c_result, read_timespec, syscall, SIGSET_BYTES};
 
 /// `epoll_pwait` with a zero timeout and the caller's signal mask (null:
-/// the thread's): what is ready now; the raw result.
-fn epoll_now(epfd: c_int, events: *mut epoll_event, max: c_int, sigmask: *const sigset_t) -> isize {
-    if !sigmask.is_null() {
-        // With a zero timeout `epoll_pwait` returns before it looks for
-        // signals, where a blocking one is interrupted by a pending signal
-        // that the mask unblocks; `ppoll` looks (and runs the handler).
-        let interrupted =
-            sys::ppoll_masked(core::ptr::null_mut(), 0, Some(Duration::ZERO), sigmask);
-        if interrupted < 0 {
-            return interrupted;
-        }
-    }
+/// the thread's), as a timed-out call ends: events, an error, or 0,
+/// without looking for signals. The raw result.
+fn epoll_ready(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    sigmask: *const sigset_t,
+) -> isize {
     syscall!(
         libc::SYS_epoll_pwait,
         epfd,
@@ -39,6 +36,23 @@ fn epoll_now(epfd: c_int, events: *mut epoll_event, max: c_int, sigmask: *const 
         sigmask,
         SIGSET_BYTES
     )
+}
+
+/// What a blocking `epoll_pwait` with the caller's signal mask (null: the
+/// thread's) returns without sleeping: its events, its error, or EINTR;
+/// else 0. The raw result.
+fn epoll_now(epfd: c_int, events: *mut epoll_event, max: c_int, sigmask: *const sigset_t) -> isize {
+    let ready = epoll_ready(epfd, events, max, sigmask);
+    if ready != 0 || sigmask.is_null() {
+        return ready;
+    }
+    // Nothing ready: the blocking call would now look for signals, and a
+    // pending one that the mask unblocks interrupts it, where one with a
+    // zero timeout has returned. `ppoll` looks (and runs the handler).
+    match sys::ppoll_masked(core::ptr::null_mut(), 0, Some(Duration::ZERO), sigmask) {
+        interrupted if interrupted < 0 => interrupted,
+        _ => 0,
+    }
 }
 
 /// An epoll wait for the hooks, up to `timeout` (`None`: no limit);
@@ -52,16 +66,17 @@ fn epoll_waited(
     sigmask: *const sigset_t,
     call: impl FnOnce() -> isize,
 ) -> isize {
-    if !in_coroutine() {
+    if !in_coroutine() || timeout == Some(Duration::ZERO) {
         return call();
     }
     // The kernel validates everything first; events or an error return at
     // once.
     let now = epoll_now(epfd, events, max, sigmask);
-    if now != 0 || timeout == Some(Duration::ZERO) {
+    if now != 0 {
         return now;
     }
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut recheck = Recheck::UNWATCHED;
     loop {
         let Some(wait) = FdWait::lookup(epfd, Interest::Read) else {
             return call();
@@ -72,24 +87,14 @@ fn epoll_waited(
         }
         match wait_fd(&wait, deadline) {
             Outcome::Ready => {}
-            Outcome::TimedOut | Outcome::Closed => return epoll_now(epfd, events, max, sigmask),
+            Outcome::TimedOut | Outcome::Closed => return epoll_ready(epfd, events, max, sigmask),
             Outcome::NotPollable => {
-                // Not an epoll instance epoll can watch: block, for what
-                // is left of the timeout.
-                let left =
-                    deadline.map(|d| sys::timespec(d.saturating_duration_since(Instant::now())));
-                let left = left
-                    .as_ref()
-                    .map_or(core::ptr::null(), |t| t as *const timespec);
-                return syscall!(
-                    libc::SYS_epoll_pwait2,
-                    epfd,
-                    events,
-                    max,
-                    left,
-                    sigmask,
-                    SIGSET_BYTES
-                );
+                // An epoll instance nested too deep for the worker's to
+                // watch: asked again now and then.
+                coroutine::park(Some(recheck.next(deadline)), Wait::Fds, drop);
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return epoll_ready(epfd, events, max, sigmask);
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, fd_set, nfds_t, pollfd, sigset_t, timeval};
 
+use super::driver::Recheck;
 use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fds, FdWait, Outcome};
@@ -38,6 +39,7 @@ fn parked_until(
     deadline: Option<Instant>,
     mut ready: impl FnMut() -> isize,
 ) -> isize {
+    let mut recheck = Recheck::UNWATCHED;
     loop {
         let waits: Vec<FdWait> = watches
             .iter()
@@ -63,10 +65,11 @@ fn parked_until(
             Outcome::Ready | Outcome::Closed => {}
             Outcome::TimedOut => return ready(),
             Outcome::NotPollable => {
-                // Only descriptors epoll refuses (files), which report
-                // nothing of what was asked (events 0, or exceptions):
-                // nothing will change, as for the kernel.
-                coroutine::park(deadline, Wait::Fds, drop);
+                // Only descriptors epoll refuses: files, which report
+                // nothing of what was asked (events 0, or exceptions), but
+                // also epoll instances nested too deep to watch, which
+                // will: asked again now and then.
+                coroutine::park(Some(recheck.next(deadline)), Wait::Fds, drop);
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return ready();
                 }
@@ -191,17 +194,19 @@ impl Sets {
     }
 }
 
-/// A `timeval` as `select` takes it, as glibc reads it: negative parts are
-/// EINVAL, microseconds past a second carry into the seconds.
+/// A `timeval` as `select` takes it, as glibc reads it: the microseconds
+/// as a 32-bit `int`, negative parts EINVAL, microseconds past a second
+/// carried into the seconds.
 fn select_timeout(timeout: *mut timeval) -> Result<Option<Duration>, c_int> {
     // SAFETY: the caller passes a valid or null timeval (select's contract).
     let Some(tv) = (unsafe { timeout.as_ref() }) else {
         return Ok(None);
     };
-    if tv.tv_sec < 0 || tv.tv_usec < 0 {
+    let micros = tv.tv_usec as i32;
+    if tv.tv_sec < 0 || micros < 0 {
         return Err(libc::EINVAL);
     }
-    let micros = tv.tv_usec as u64;
+    let micros = micros as u64;
     let secs = (tv.tv_sec as u64).saturating_add(micros / 1_000_000);
     Ok(Some(Duration::new(
         secs,
@@ -309,20 +314,30 @@ fn selected(
     }
     let start = Instant::now();
     let deadline = limit.and_then(|t| start.checked_add(t));
+    let ret = select_parked(nfds, user, deadline, sigmask);
+    // As Linux, whatever the result.
+    // SAFETY: the caller passes a valid or null timeval.
+    if let (Some(tv), Some(limit)) = (unsafe { timeout.as_mut() }, limit) {
+        let left = limit.saturating_sub(start.elapsed());
+        tv.tv_sec = left.as_secs() as libc::time_t;
+        tv.tv_usec = left.subsec_micros() as libc::suseconds_t;
+    }
+    ret
+}
+
+/// [`selected`]'s wait in a coroutine, the sets written back on success.
+fn select_parked(
+    nfds: c_int,
+    user: [*mut fd_set; 3],
+    deadline: Option<Instant>,
+    sigmask: *const sigset_t,
+) -> isize {
     let asked = match Sets::copy(user, nfds) {
         Ok(asked) => asked,
         Err(error) => return -(error as isize),
     };
-    let watches: Vec<Watch> = (0..nfds)
-        .map(|fd| Watch {
-            fd,
-            read: asked.has(0, fd) || asked.has(2, fd),
-            write: asked.has(1, fd),
-        })
-        .filter(|w| w.read || w.write)
-        .collect();
     let mut answer = asked.clone();
-    let ret = parked_until(&watches, deadline, || {
+    let mut ready = || {
         answer = asked.clone();
         let sets = [answer.ptr(0), answer.ptr(1), answer.ptr(2)];
         pselect6(
@@ -332,15 +347,33 @@ fn selected(
             sigmask,
             core::ptr::null_mut(),
         )
-    });
+    };
+    let now = ready();
+    if now != 0 {
+        if now > 0 {
+            answer.write_back(user);
+        }
+        return now;
+    }
+    // The kernel found every asked descriptor open, or past the end of its
+    // descriptor table, which it ignores; a wait on one of those would end
+    // at once, for ever. The table has at least 64 slots.
+    let watches: Vec<Watch> = (0..nfds)
+        .map(|fd| Watch {
+            fd,
+            read: asked.has(0, fd) || asked.has(2, fd),
+            write: asked.has(1, fd),
+        })
+        .filter(|w| (w.read || w.write) && (w.fd < 64 || is_open(w.fd)))
+        .collect();
+    let ret = parked_until(&watches, deadline, ready);
     if ret >= 0 {
         answer.write_back(user);
-        // SAFETY: the caller passes a valid or null timeval.
-        if let (Some(tv), Some(limit)) = (unsafe { timeout.as_mut() }, limit) {
-            let left = limit.saturating_sub(start.elapsed());
-            tv.tv_sec = left.as_secs() as libc::time_t;
-            tv.tv_usec = left.subsec_micros() as libc::suseconds_t;
-        }
     }
     ret
+}
+
+/// Whether `fd` is an open descriptor.
+fn is_open(fd: c_int) -> bool {
+    syscall!(libc::SYS_fcntl, fd, libc::F_GETFD) >= 0
 }
