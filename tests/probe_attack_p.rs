@@ -1331,7 +1331,7 @@ fn select_and_poll_on_a_descriptor_closed_meanwhile() {
 /// worker is blocked").
 #[test]
 fn a_neighbours_timeout_ends_on_time_while_the_worker_is_blocked() {
-    let got = differential("neighbour's timeouts, blocked worker", |side| {
+    let got = differential_monitored(1, "neighbour's timeouts, blocked worker", |side| {
         let mut out = Vec::new();
         for kind in ["sleep", "condvar", "pipe read"] {
             let (r, w) = pipe(0);

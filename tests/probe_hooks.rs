@@ -21,11 +21,12 @@ fn open(path: &std::ffi::CStr, flags: libc::c_int) -> RawFd {
 /// and writes. On threads the reader's open returns once the writer opens.
 /// In a coroutine `open` is a plain system call that blocks the worker, and
 /// the neighbour's sleep is a timer of that same worker, which nobody
-/// fires: without the rescue (a plain thread that opens the FIFO for
-/// writing after 500 ms) the two never meet.
+/// fires, but for the blocked-worker monitor: without it or the rescue (a
+/// plain thread that opens the FIFO for writing after 500 ms) the two never
+/// meet.
 #[test]
 fn fifo_open_meets_a_writer_that_sleeps_first() {
-    let got = differential("FIFO open hand-shake", |side| {
+    let got = differential_monitored(1, "FIFO open hand-shake", |side| {
         let path = TempPath::fifo();
         let c_path = path.c_path();
         let writer = {

@@ -18,7 +18,7 @@ use support::differential::*;
 /// the monitor moves only *queued* coroutines.
 #[test]
 fn sleeper_on_a_busy_worker_wakes_on_time() {
-    let got = differential_on(2, "sleep beside a computing spawner", |side| {
+    let got = differential_monitored(2, "sleep beside a computing spawner", |side| {
         let sleeper = side.spawn(|| timed_span(|| std::thread::sleep(Duration::from_millis(50))).1);
         // Lets the sleeper start and park (a coroutine sleeps here too).
         std::thread::sleep(Duration::from_millis(10));
@@ -33,7 +33,7 @@ fn sleeper_on_a_busy_worker_wakes_on_time() {
 #[test]
 fn reader_on_a_busy_worker_wakes_when_data_arrives() {
     use std::io::{Read, Write};
-    let got = differential_on(2, "read beside a computing spawner", |side| {
+    let got = differential_monitored(2, "read beside a computing spawner", |side| {
         let (mut reader, mut writer) = std::io::pipe().unwrap();
         let reader = side.spawn(move || {
             timed_span(|| {

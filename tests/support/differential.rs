@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::child::wait_bounded;
-use super::{alone, watchdog, FD_NUMBERS, PROMPT};
+use super::{alone, watchdog_on, FD_NUMBERS, PROMPT};
 
 /// How long either side of a case may take: every case here is designed to
 /// finish well within a second, and a side that hangs fails the test this
@@ -99,7 +99,19 @@ where
     F: Fn(Side) -> T + Send + Sync + 'static,
 {
     let _shared = FD_NUMBERS.read().unwrap_or_else(|e| e.into_inner());
-    compare(what, workers, case)
+    compare(what, coroutine_side(workers), case)
+}
+
+/// As [`differential_on`], with the blocked-worker monitor of a default
+/// runtime: for cases about what the monitor rescues.
+#[track_caller]
+pub fn differential_monitored<T, F>(workers: usize, what: &str, case: F) -> T
+where
+    T: PartialEq + Debug + Send + 'static,
+    F: Fn(Side) -> T + Send + Sync + 'static,
+{
+    let _shared = FD_NUMBERS.read().unwrap_or_else(|e| e.into_inner());
+    compare(what, coroutines::Runtime::builder().workers(workers), case)
 }
 
 /// As [`differential`], with no other test of the binary running meanwhile
@@ -111,11 +123,19 @@ where
     T: PartialEq + Debug + Send + 'static,
     F: Fn(Side) -> T + Send + Sync + 'static,
 {
-    alone(|| compare(what, 1, case))
+    alone(|| compare(what, coroutine_side(1), case))
+}
+
+/// The coroutine side's runtime: without the blocked-worker monitor, which
+/// would move a companion off a blocked worker and so hide the block.
+fn coroutine_side(workers: usize) -> coroutines::runtime::Builder {
+    coroutines::Runtime::builder()
+        .workers(workers)
+        .blocked_worker_threshold(Duration::MAX)
 }
 
 #[track_caller]
-fn compare<T, F>(what: &str, workers: usize, case: F) -> T
+fn compare<T, F>(what: &str, runtime: coroutines::runtime::Builder, case: F) -> T
 where
     T: PartialEq + Debug + Send + 'static,
     F: Fn(Side) -> T + Send + Sync + 'static,
@@ -125,7 +145,7 @@ where
         let case = case.clone();
         move || case(Side::Thread)
     });
-    let coroutine = watchdog(what, LIMIT, workers, move || case(Side::Coroutine));
+    let coroutine = watchdog_on(what, LIMIT, runtime, move || case(Side::Coroutine));
     assert_eq!(
         coroutine, reference,
         "{what}: the coroutine (left) differs from the plain thread (right)"
@@ -200,7 +220,9 @@ where
             "thread" => on_plain_thread(&test, move || case(Side::Thread)),
             _ => {
                 let _shared = FD_NUMBERS.read().unwrap_or_else(|e| e.into_inner());
-                watchdog(&test, LIMIT, 1, move || case(Side::Coroutine))
+                watchdog_on(&test, LIMIT, coroutine_side(1), move || {
+                    case(Side::Coroutine)
+                })
             }
         };
         // On a line of its own: the harness has started one already.
