@@ -47,6 +47,8 @@ mod process;
 mod relay;
 #[cfg(not(target_feature = "crt-static"))]
 mod resolve;
+#[cfg(not(target_feature = "crt-static"))]
+mod semaphore;
 mod signal;
 mod socket;
 mod splice;
