@@ -7,19 +7,15 @@
 //!
 //! # One attempt
 //! An attempt is made with SPLICE_F_NONBLOCK, which keeps the pipe ends
-//! and a Unix stream read from blocking. A pipe end stays one when Linux
-//! refuses it `RWF_NOWAIT` (`Kind::PipeWaitFirst`, as it does once a pipe
-//! file was spliced): the flag still works on it. Regular files never
-//! wait. TCP reads and every socket write follow only the socket's own
-//! O_NONBLOCK, which the runtime must not set: every thread using the
-//! socket meanwhile would see it. With such an end, the attempt is made
-//! once a zero-timeout poll finds both ends ready, on a helper thread,
-//! where it can only block as briefly as the thread's call would (a send
-//! waiting for room, a reader that took the bytes first). Ends of any
-//! other kind (ttys, devices, datagram sockets), ends the runtime does not
-//! track, and a socket read that a low-water mark would hold back make the
-//! call as made on a helper thread (`crate::blocking`); so does `sendfile`
-//! ([`relay_on_helper`]).
+//! from blocking, and with a socket end held non-blocking for that one
+//! system call (`descriptor::held`, as `accept` does): TCP reads and every
+//! socket write follow only the socket's O_NONBLOCK. A pipe end stays one
+//! when Linux refuses it `RWF_NOWAIT` (`Kind::PipeWaitFirst`, as it does
+//! once a pipe file was spliced): the flag still works on it. Regular files
+//! never wait. Ends of any other kind (ttys, devices, datagram sockets),
+//! ends the runtime does not track, and a socket read that a low-water
+//! mark would hold back make the call as made on a helper thread
+//! (`crate::blocking`); so does `sendfile` ([`relay_on_helper`]).
 //!
 //! # Which end, and whether to wait
 //! On EAGAIN, a zero-timeout poll finds the end the blocking call would
@@ -173,25 +169,22 @@ pub(crate) fn relay_on_helper(relay: Relay, mut call: impl FnMut() -> isize) -> 
 /// How one end of a call is kept from blocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Way {
-    /// A pipe, or a Unix stream read: SPLICE_F_NONBLOCK.
+    /// A pipe: SPLICE_F_NONBLOCK.
     Flag,
     /// A regular file or block device: it never waits.
     Never,
-    /// A TCP read or a stream socket write, which follow only the socket's
-    /// own O_NONBLOCK: attempted on a helper thread, once both ends are
-    /// ready.
-    Ready,
+    /// A TCP or Unix stream socket: held non-blocking for the attempt.
+    Hold,
     /// Anything else: the call runs on a helper thread.
     Helper,
 }
 
 impl Way {
-    fn of(kind: Kind, side: usize) -> Way {
+    fn of(kind: Kind) -> Way {
         match kind {
             Kind::Pipe | Kind::PipeWaitFirst => Way::Flag,
-            Kind::UnixStream if side == INPUT => Way::Flag,
             Kind::File => Way::Never,
-            Kind::Tcp | Kind::UnixStream => Way::Ready,
+            Kind::Tcp | Kind::UnixStream => Way::Hold,
             _ => Way::Helper,
         }
     }
@@ -261,7 +254,7 @@ fn coroutine_relay(relay: Relay, mut attempt: impl FnMut(Pass) -> isize) -> isiz
                 None => return as_made(&mut attempt, done),
             }
         }
-        let ways = [INPUT, OUTPUT].map(|side| kinds[side].map(|kind| Way::of(kind, side)));
+        let ways = kinds.map(|kind| kind.map(Way::of));
         let mut view = |side: usize| {
             let (end, kind, wait) = (ends[side]?, kinds[side]?, waits[side].as_ref()?);
             Some(*views[side].get_or_insert_with(|| {
@@ -283,16 +276,22 @@ fn coroutine_relay(relay: Relay, mut attempt: impl FnMut(Pass) -> isize) -> isiz
             flags: relay.flags | libc::SPLICE_F_NONBLOCK,
             len: relay.len - done,
         };
-        // Holding the socket non-blocking instead would show the flag to
-        // every other thread using it meanwhile.
-        let ret = match ways.contains(&Some(Way::Ready)) {
-            // A listener never becomes ready, and the call fails on it at
-            // once.
-            true if blocked(&ends, &kinds).is_some_and(|side| !listening(ends[side])) => {
-                -(libc::EAGAIN as isize)
+        let held = [INPUT, OUTPUT]
+            .into_iter()
+            .find(|&s| ways[s] == Some(Way::Hold));
+        let ret = match held {
+            Some(side) => {
+                let (end, generation) = (ends[side].unwrap(), waits[side].as_ref().unwrap());
+                match descriptor::held(end.fd, end.entry, generation.generation(), || {
+                    attempt(nonblocking)
+                }) {
+                    Some(ret) => ret,
+                    // The number changed files: the kernel has its say on
+                    // the next round.
+                    None => continue,
+                }
             }
-            true => blocking::run_borrowed(|| attempt(nonblocking)),
-            false => attempt(nonblocking),
+            None => attempt(nonblocking),
         };
         let into_socket = kinds[OUTPUT].is_some_and(Kind::is_socket);
         match ret {
@@ -401,23 +400,6 @@ fn at_urgent_mark(end: Option<End>) -> bool {
             &mut at as *mut c_int
         ) == 0
             && at != 0
-    })
-}
-
-/// Whether `end` is a listening socket.
-fn listening(end: Option<End>) -> bool {
-    let mut on: c_int = 0;
-    let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
-    end.is_some_and(|end| {
-        syscall!(
-            libc::SYS_getsockopt,
-            end.fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            &mut on as *mut c_int,
-            &mut len as *mut libc::socklen_t
-        ) == 0
-            && on != 0
     })
 }
 
