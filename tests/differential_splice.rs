@@ -513,10 +513,8 @@ fn a_chain_of_513_io_copy_relays_started_downstream_first_flows() {
 /// The waits park in the reactor, not on a helper thread: with the
 /// runtime's only helper thread busy for the whole test, splices between
 /// pipes (ends that earlier splices and writes used: Linux then refuses
-/// `RWF_NOWAIT` on them), a tee, and a splice from a Unix stream socket
-/// each wait for a late peer and return its bytes. (A splice from TCP or
-/// into a socket makes its attempt on a helper thread once both ends are
-/// ready: see the next test.)
+/// `RWF_NOWAIT` on them), a tee, and splices between a pipe and a Unix
+/// stream or TCP socket each wait for a late peer and return its bytes.
 #[test]
 fn waiting_splices_take_no_helper_thread() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -578,6 +576,13 @@ fn waiting_splices_take_no_helper_thread() {
             close_all([r3, w3]);
             let _ = read_len(r2, 64);
             let (a, b) = unix_socketpair(libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
+            let into_unix = timed_late(
+                Box::new(move || {
+                    let _ = write_once(w1, b"unix");
+                }),
+                &|| splice(r1, a, 64, 0),
+            );
+            let _ = recv_len(b, 64, 0);
             let from_unix = timed_late(
                 Box::new(move || {
                     let _ = send_flags(b, b"back", 0);
@@ -585,53 +590,29 @@ fn waiting_splices_take_no_helper_thread() {
                 &|| splice(a, w2, 64, 0),
             );
             let _ = read_len(r2, 64);
+            let (client, server) = tcp_pair();
+            let s = server.as_raw_fd();
+            let from_tcp = timed_late(
+                Box::new(move || {
+                    let _ = send_flags(s, b"tcp", 0);
+                }),
+                &|| splice(client.as_raw_fd(), w2, 64, 0),
+            );
             release.store(true, Ordering::SeqCst);
             busy.join().unwrap();
             close_all([r1, w1, r2, w2, a, b]);
-            (pipes, teed, from_unix)
+            drop((client, server));
+            (pipes, teed, into_unix, from_unix, from_tcp)
         })
     });
-    assert_eq!(spans, ((Ok(4), true), (Ok(3), true), (Ok(4), true)));
-}
-
-/// A splice from TCP and one into a full Unix stream socket wait in the
-/// reactor, and take a helper thread only for an attempt once their ends
-/// are ready: with one helper thread, the splice from TCP waits first, and
-/// its peer sends only after the splice into the socket has returned. A
-/// wait held on the helper would deadlock.
-#[test]
-fn waiting_socket_splices_hold_no_helper_thread() {
-    let builder = coroutines::Runtime::builder()
-        .workers(1)
-        .blocking_threads(1);
-    let got = among_others(|| {
-        watchdog_on("socket splices", Duration::from_secs(20), builder, || {
-            let (client, server) = tcp_pair();
-            let (from_tcp_r, from_tcp_w) = pipe(0);
-            let tcp = client.as_raw_fd();
-            let from_tcp = coroutines::spawn(move || splice(tcp, from_tcp_w, 64, 0));
-            let (a, b) = unix_socketpair(libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
-            set_int_opt(a, libc::SOL_SOCKET, libc::SO_SNDBUF, 4096);
-            while send_flags(a, &[0u8; 4096], libc::MSG_DONTWAIT).is_ok() {}
-            let (into_unix_r, into_unix_w) = pipe(0);
-            write_once(into_unix_w, b"unix").unwrap();
-            let into_unix = coroutines::spawn(move || splice(into_unix_r, a, 64, 0));
-            // Both wait now; the Unix reader makes room first.
-            thread::sleep(Duration::from_millis(50));
-            let mut drained = 0;
-            while drained < 64 << 10 {
-                match recv_len(b, 64 << 10, libc::MSG_DONTWAIT) {
-                    Ok(bytes) if !bytes.0.is_empty() => drained += bytes.0.len(),
-                    _ => break,
-                }
-            }
-            let into_unix = into_unix.join().unwrap();
-            (&server).write_all(b"tcp").unwrap();
-            let from_tcp = from_tcp.join().unwrap();
-            let piped = read_len(from_tcp_r, 64);
-            close_all([from_tcp_r, from_tcp_w, into_unix_r, into_unix_w, a, b]);
-            (from_tcp, piped, into_unix)
-        })
-    });
-    assert_eq!(got, (Ok(3), Ok(bytes(b"tcp")), Ok(4)));
+    assert_eq!(
+        spans,
+        (
+            (Ok(4), true),
+            (Ok(3), true),
+            (Ok(4), true),
+            (Ok(4), true),
+            (Ok(3), true)
+        )
+    );
 }
