@@ -13,21 +13,19 @@
 //! is seen after the next such change here.
 //!
 //! # Holds
-//! `accept` and `connect` have no per-call non-blocking flag. For one
-//! attempt, the runtime sets O_NONBLOCK on the description itself, makes the
-//! call, and puts the user's flags back: the description is non-blocking
-//! only while the runtime is inside a system call on it, never while a
-//! coroutine waits. Concurrent attempts on one description (through clones,
+//! `accept`, `connect`, and `splice` on a socket have no per-call
+//! non-blocking flag. For one attempt, the runtime sets O_NONBLOCK on the
+//! description itself, makes the call, and puts the user's flags back: the
+//! description is non-blocking only while the runtime is inside a system
+//! call on it, never while a coroutine waits. Concurrent attempts on one description (through clones,
 //! from several workers) share one hold, counted per description (device
 //! and inode). Meanwhile `F_GETFL` hides the flag, `F_SETFL` and `FIONBIO`
 //! change what will be put back, closing or replacing the number waits for
 //! the attempt, and a plain thread's `accept` that an attempt made fail
 //! with EAGAIN waits and tries again. A release clears only the flag, so
-//! that changes made meanwhile by calls no hook sees (FIOASYNC, a raw
-//! F_SETFL) stay. Other processes sharing the description can see it
-//! non-blocking for the microseconds an attempt takes. Only listeners and
-//! connecting sockets are ever held: on a connected socket, every thread
-//! reading or writing it meanwhile would see the flag too.
+//! that changes made meanwhile by calls no hook sees (a raw F_SETFL) stay. Other processes sharing the description can see it
+//! non-blocking for the microseconds an attempt takes, and so can a plain
+//! thread's call on a socket that a coroutine splices (see `hooks::relay`).
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -704,6 +702,15 @@ pub(crate) fn set_user_flags(fd: c_int, wanted: c_int) -> isize {
     };
     settings_changed();
     ret
+}
+
+/// A call that changes a descriptor's status flags the kernel's way
+/// (`FIOASYNC`), made under the holds' lock: a hold reads and writes the
+/// flags in two calls as it starts and as it ends, and a change made in
+/// between would be lost.
+pub(crate) fn change_flags(call: impl FnOnce() -> isize) -> isize {
+    let _held = held_lock();
+    call()
 }
 
 /// `FIONBIO` with the caller's `arg`, as the user made it by `call`. While

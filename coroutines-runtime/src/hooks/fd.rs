@@ -166,17 +166,23 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     unsafe { fcntl(fd, cmd, arg) }
 }
 
+/// The `ioctl` requests that change status flags, as `request` is typed.
+const FIONBIO: c_ulong = libc::FIONBIO as c_ulong;
+const FIOASYNC: c_ulong = libc::FIOASYNC as c_ulong;
+
 /// Hooked (variadic in C, register-compatible on x86-64): `FIONBIO`, which
-/// `set_nonblocking` uses, sets the user's mode as `F_SETFL` does.
+/// `set_nonblocking` uses, sets the user's mode as `F_SETFL` does; the
+/// holds wait for a `FIOASYNC`.
 ///
 /// # Safety
 /// As `ioctl(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
     let call = || syscall!(libc::SYS_ioctl, fd, request, arg);
-    let ret = match request == libc::FIONBIO as c_ulong && !in_forked_child() {
-        true => descriptor::set_user_mode(fd, arg as *const c_int, call),
-        false => call(),
+    let ret = match request {
+        FIONBIO if !in_forked_child() => descriptor::set_user_mode(fd, arg as *const c_int, call),
+        FIOASYNC if !in_forked_child() => descriptor::change_flags(call),
+        _ => call(),
     };
     c_result(ret) as c_int
 }
