@@ -20,7 +20,7 @@
 
 use core::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::switch;
 use super::task::{Suspend, Task};
@@ -122,6 +122,7 @@ impl core::fmt::Debug for Waker {
 /// Outside a coroutine.
 pub fn park(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker)) -> WakeReason {
     let task = switch::current().expect("park called outside a coroutine");
+    let deadline = deadline.map(with_slack);
     task.waiting.note(what, deadline);
     let mut register = Some(register);
     let mut call = |waker: Waker| {
@@ -141,6 +142,22 @@ pub fn park(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker))
         task.count_timeout(what == Wait::Sleep);
     }
     reason
+}
+
+/// The least a timed park lasts: a thread's timed wait lasts at least its
+/// timer slack (Linux's default, 50 us) past its deadline. Without it a
+/// loop of 1 us sleeps spins its worker: each deadline has passed by the
+/// time the worker would sleep.
+const TIMER_SLACK: Duration = Duration::from_micros(50);
+
+/// `deadline`, or the timer slack from now if that is later; a deadline
+/// already past stays (the wait ends at once, as the kernel's does).
+fn with_slack(deadline: Instant) -> Instant {
+    let now = Instant::now();
+    match deadline > now {
+        true => deadline.max(now + TIMER_SLACK),
+        false => deadline,
+    }
 }
 
 /// Called by the worker right after a coroutine parked: starts a new park
