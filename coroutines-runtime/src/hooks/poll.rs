@@ -314,7 +314,12 @@ fn selected(
     }
     let start = Instant::now();
     let deadline = limit.and_then(|t| start.checked_add(t));
-    let ret = select_parked(nfds, user, deadline, sigmask);
+    // The kernel reads and writes the bits of at most as many descriptors
+    // as its table holds when the call starts, whatever `nfds` says (a set
+    // sized to `FD_SETSIZE` with `nfds` from `getdtablesize()`).
+    let table = (nfds > MIN_TABLE).then(descriptor_table_size).flatten();
+    let nfds = table.map_or(nfds, |size| nfds.min(size));
+    let ret = select_parked(nfds, user, deadline, sigmask, table.is_some());
     // As Linux, whatever the result.
     // SAFETY: the caller passes a valid or null timeval.
     if let (Some(tv), Some(limit)) = (unsafe { timeout.as_mut() }, limit) {
@@ -326,11 +331,13 @@ fn selected(
 }
 
 /// [`selected`]'s wait in a coroutine, the sets written back on success.
+/// `within_table`: `nfds` is no more than the kernel's table holds.
 fn select_parked(
     nfds: c_int,
     user: [*mut fd_set; 3],
     deadline: Option<Instant>,
     sigmask: *const sigset_t,
+    within_table: bool,
 ) -> isize {
     let asked = match Sets::copy(user, nfds) {
         Ok(asked) => asked,
@@ -355,22 +362,43 @@ fn select_parked(
         }
         return now;
     }
-    // The kernel found every asked descriptor open, or past the end of its
-    // descriptor table, which it ignores; a wait on one of those would end
-    // at once, for ever. The table has at least 64 slots.
+    // The kernel found every asked descriptor open, or (if the table's
+    // size is unknown) past the end of its table, which it ignores: a wait
+    // on one of those would end at once, for ever.
     let watches: Vec<Watch> = (0..nfds)
         .map(|fd| Watch {
             fd,
             read: asked.has(0, fd) || asked.has(2, fd),
             write: asked.has(1, fd),
         })
-        .filter(|w| (w.read || w.write) && (w.fd < 64 || is_open(w.fd)))
+        .filter(|w| (w.read || w.write) && (within_table || w.fd < MIN_TABLE || is_open(w.fd)))
         .collect();
     let ret = parked_until(&watches, deadline, ready);
     if ret >= 0 {
         answer.write_back(user);
     }
     ret
+}
+
+/// The fewest descriptors a process's table holds (`NR_OPEN_DEFAULT`).
+const MIN_TABLE: c_int = 64;
+
+/// How many descriptors this process's table holds now (`FDSize` in
+/// `/proc/self/status`), read with raw system calls; `None` if it cannot
+/// be read.
+fn descriptor_table_size() -> Option<c_int> {
+    let path = c"/proc/self/status";
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC;
+    let fd = syscall!(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags);
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 4096];
+    let n = syscall!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
+    crate::sys::close(fd as c_int);
+    let text = core::str::from_utf8(&buf[..n.max(0) as usize]).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("FDSize:"))?;
+    line.trim().parse().ok()
 }
 
 /// Whether `fd` is an open descriptor.
