@@ -132,3 +132,64 @@ fn a_read_on_a_file_received_during_a_lingering_close_gets_its_data() {
     });
     assert_eq!(got, (0, (true, Ok(b'z'))));
 }
+
+/// Sets `SO_LINGER` on `fd` for `seconds`.
+fn set_linger(fd: RawFd, seconds: i32) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: seconds,
+    };
+    // SAFETY: a live socket and a live option value.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
+    assert_eq!(ret, 0);
+}
+
+/// The party's own close of a socket that lingers (2 s) with unsent data
+/// waits until a neighbour, reading 100 ms in, has taken the data: a
+/// thread's close returns then, and in a coroutine the neighbour on the
+/// same worker must be able to run meanwhile (a close on the worker would
+/// wait out the whole linger time). Also for a socket accepted from a
+/// listener that lingers (Linux copies the option).
+#[test]
+fn a_lingering_close_waits_without_blocking_the_worker() {
+    let got = differential("lingering close", |side| {
+        let mut results = Vec::new();
+        for inherited in [false, true] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            if inherited {
+                set_linger(listener.as_raw_fd(), 2);
+            }
+            let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (lingering, _) = listener.accept().unwrap();
+            if !inherited {
+                set_linger(lingering.as_raw_fd(), 2);
+            }
+            small_buffers(&lingering, &peer);
+            fill_send_buffer(&lingering);
+            let reader = side.spawn(move || {
+                thread::sleep(Duration::from_millis(100));
+                let mut sink = vec![0u8; 64 * 1024];
+                let mut total = 0;
+                while let Ok(n @ 1..) = peer.read(&mut sink) {
+                    total += n;
+                }
+                total > 0
+            });
+            let number = lingering.into_raw_fd();
+            // SAFETY: the case owns `number` and closes it once.
+            let closed = timed_span(|| unsafe { libc::close(number) });
+            results.push((closed, reader.join()));
+        }
+        results
+    });
+    let drained = ((0, Span::Woken), true);
+    assert_eq!(got, vec![drained, drained]);
+}

@@ -308,6 +308,29 @@ pub(crate) struct Facts {
     /// A negative receive or send timeout was set (in the generation),
     /// which the kernel reads back as none.
     zero_timeout: Option<(u32, [bool; 2])>,
+    /// The generation in which the user set `SO_LINGER` with a time: its
+    /// last close waits for unsent data to go.
+    lingers: Option<u32>,
+}
+
+/// Records whether the user made socket `fd` linger on close (`SO_LINGER`
+/// on, with a time).
+pub(crate) fn set_lingers(fd: c_int, lingers: bool) {
+    let Some(entry) = crate::reactor::fd_table::FD_TABLE.get(fd) else {
+        return;
+    };
+    let generation = entry.generation();
+    entry.lock().facts.lingers = lingers.then_some(generation);
+}
+
+/// Whether the user made socket `fd` linger on close, through the hooks
+/// (or its listener, which accepted it).
+pub(crate) fn lingers(fd: c_int) -> bool {
+    let Some(entry) = crate::reactor::fd_table::FD_TABLE.peek(fd) else {
+        return false;
+    };
+    let generation = entry.generation();
+    entry.lock().facts.lingers == Some(generation)
 }
 
 /// Records that the user set a negative (`zero`) timeout for `interest`
@@ -413,15 +436,16 @@ pub(crate) fn learn_accepted(fd: c_int, listener: c_int, flags: c_int) {
     }
     let epoch = SETTINGS_EPOCH.load(Ordering::Acquire) as u32 as u64;
     let current = (u64::from(from.generation()) << 32) | epoch;
-    let (view, zero_timeout) = {
+    let (view, zero_timeout, lingers) = {
         let state = from.lock();
         let listener_generation = from.generation();
         let zero = state
             .facts
             .zero_timeout
             .filter(|(learned, _)| *learned == listener_generation);
+        let lingers = state.facts.lingers == Some(listener_generation);
         match state.facts.view {
-            Some((key, view)) if key == current => (view, zero),
+            Some((key, view)) if key == current => (view, zero, lingers),
             _ => return,
         }
     };
@@ -433,6 +457,7 @@ pub(crate) fn learn_accepted(fd: c_int, listener: c_int, flags: c_int) {
     let mut state = entry.lock();
     state.facts.view = Some(((u64::from(generation) << 32) | epoch, view));
     state.facts.zero_timeout = zero_timeout.map(|(_, zero)| (generation, zero));
+    state.facts.lingers = lingers.then_some(generation);
 }
 
 /// `SO_RCVTIMEO` or `SO_SNDTIMEO` of socket `fd`, if set.

@@ -77,8 +77,13 @@ pub(crate) fn close_owned(fd: c_int) {
 /// As `close(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    c_result(replacing(fd, Ended::Closed, || {
-        syscall!(libc::SYS_close, fd)
+    let close = || syscall!(libc::SYS_close, fd);
+    // Learned before the record moves on to the number's next file.
+    let lingers = crate::coroutine::in_coroutine() && descriptor::lingers(fd);
+    c_result(replacing(fd, Ended::Closed, || match lingers {
+        // Waits for the socket's unsent data to go, up to its linger time.
+        true => crate::blocking::run_borrowed(close),
+        false => close(),
     })) as c_int
 }
 

@@ -466,6 +466,11 @@ pub unsafe extern "C" fn setsockopt(
         // After the change; see `descriptor::settings_changed`.
         descriptor::settings_changed();
     }
+    if level == libc::SOL_SOCKET && name == libc::SO_LINGER && ret == 0 {
+        // SAFETY: the kernel has just read a `linger` there.
+        let linger = unsafe { *(value as *const libc::linger) };
+        descriptor::set_lingers(fd, linger.l_onoff != 0 && linger.l_linger > 0);
+    }
     c_result(ret) as c_int
 }
 
