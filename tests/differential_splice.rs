@@ -616,3 +616,44 @@ fn waiting_splices_take_no_helper_thread() {
         )
     );
 }
+
+/// A splice from TCP and one into a full Unix stream socket wait in the
+/// reactor: with one helper thread, the splice from TCP waits first, and
+/// its peer sends only after the splice into the socket has returned. A
+/// wait held on the helper would deadlock.
+#[test]
+fn waiting_socket_splices_hold_no_helper_thread() {
+    let builder = coroutines::Runtime::builder()
+        .workers(1)
+        .blocking_threads(1);
+    let got = among_others(|| {
+        watchdog_on("socket splices", Duration::from_secs(20), builder, || {
+            let (client, server) = tcp_pair();
+            let (from_tcp_r, from_tcp_w) = pipe(0);
+            let tcp = client.as_raw_fd();
+            let from_tcp = coroutines::spawn(move || splice(tcp, from_tcp_w, 64, 0));
+            let (a, b) = unix_socketpair(libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
+            set_int_opt(a, libc::SOL_SOCKET, libc::SO_SNDBUF, 4096);
+            while send_flags(a, &[0u8; 4096], libc::MSG_DONTWAIT).is_ok() {}
+            let (into_unix_r, into_unix_w) = pipe(0);
+            write_once(into_unix_w, b"unix").unwrap();
+            let into_unix = coroutines::spawn(move || splice(into_unix_r, a, 64, 0));
+            // Both wait now; the Unix reader makes room first.
+            thread::sleep(Duration::from_millis(50));
+            let mut drained = 0;
+            while drained < 64 << 10 {
+                match recv_len(b, 64 << 10, libc::MSG_DONTWAIT) {
+                    Ok(bytes) if !bytes.0.is_empty() => drained += bytes.0.len(),
+                    _ => break,
+                }
+            }
+            let into_unix = into_unix.join().unwrap();
+            (&server).write_all(b"tcp").unwrap();
+            let from_tcp = from_tcp.join().unwrap();
+            let piped = read_len(from_tcp_r, 64);
+            close_all([from_tcp_r, from_tcp_w, into_unix_r, into_unix_w, a, b]);
+            (from_tcp, piped, into_unix)
+        })
+    });
+    assert_eq!(got, (Ok(3), Ok(bytes(b"tcp")), Ok(4)));
+}
