@@ -16,6 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use support::differential::*;
+use support::raw::set_linger;
 use support::{fill_send_buffer, send_with_fd, small_buffers, tcp_pair};
 
 /// Receives a descriptor sent with [`send_with_fd`] on `from`.
@@ -58,23 +59,7 @@ fn a_read_on_a_file_received_during_a_lingering_close_gets_its_data() {
         let (lingering, mut peer) = tcp_pair();
         small_buffers(&lingering, &peer);
         fill_send_buffer(&lingering);
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 5,
-        };
-        // SAFETY: a live socket and a live option value.
-        assert_eq!(
-            unsafe {
-                libc::setsockopt(
-                    lingering.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as u32,
-                )
-            },
-            0
-        );
+        set_linger(lingering.as_raw_fd(), 5);
         let (sender, receiver) = UnixStream::pair().unwrap();
         let (passed, mut passed_peer) = UnixStream::pair().unwrap();
         let number = lingering.into_raw_fd();
@@ -131,25 +116,6 @@ fn a_read_on_a_file_received_during_a_lingering_close_gets_its_data() {
         (closed, got)
     });
     assert_eq!(got, (0, (true, Ok(b'z'))));
-}
-
-/// Sets `SO_LINGER` on `fd` for `seconds`.
-fn set_linger(fd: RawFd, seconds: i32) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: seconds,
-    };
-    // SAFETY: a live socket and a live option value.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as u32,
-        )
-    };
-    assert_eq!(ret, 0);
 }
 
 /// The party's own close of a socket that lingers (2 s) with unsent data

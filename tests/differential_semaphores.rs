@@ -9,6 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use support::differential::*;
+use support::glibc::sem_clockwait;
 use support::*;
 
 /// A semaphore for one case, with `value`, at a fixed address (boxed).
@@ -145,12 +146,4 @@ fn timed_waits_and_their_errors() {
             1
         )
     );
-}
-
-unsafe extern "C" {
-    fn sem_clockwait(
-        sem: *mut libc::sem_t,
-        clock: libc::clockid_t,
-        at: *const libc::timespec,
-    ) -> libc::c_int;
 }

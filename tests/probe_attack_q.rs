@@ -23,16 +23,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::differential::*;
+use support::glibc::sem_clockwait;
 use support::raw::{close, close_all, pipe, unix_socketpair, write_once};
 use support::*;
-
-unsafe extern "C" {
-    fn sem_clockwait(
-        sem: *mut libc::sem_t,
-        clock: libc::clockid_t,
-        at: *const libc::timespec,
-    ) -> libc::c_int;
-}
 
 fn shut(fd: RawFd, how: i32) {
     // SAFETY: shutdown of a live socket.

@@ -32,21 +32,7 @@ fn fill(fd: RawFd) {
 
 /// Sets `SO_LINGER` {on, 0}: the next close resets the connection.
 fn linger_zero(fd: RawFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a live linger of the given size.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(ret, 0);
+    set_linger(fd, 0);
 }
 
 /// How many entries the error queue of `fd` holds (each taken).

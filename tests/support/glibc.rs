@@ -5,6 +5,12 @@
 unsafe extern "C" {
     /// The calling thread's `h_errno`.
     pub fn __h_errno_location() -> *mut libc::c_int;
+    /// A semaphore wait on a chosen clock (glibc 2.30 and later).
+    pub fn sem_clockwait(
+        sem: *mut libc::sem_t,
+        clock: libc::clockid_t,
+        at: *const libc::timespec,
+    ) -> libc::c_int;
     /// C11's sleep (glibc 2.28 and later).
     pub fn thrd_sleep(
         duration: *const libc::timespec,

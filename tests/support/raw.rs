@@ -282,3 +282,23 @@ pub fn tee(from: RawFd, to: RawFd, len: usize, flags: u32) -> Result<i64, Errno>
     // SAFETY: plain descriptors and a length.
     c_outcome(unsafe { libc::tee(from, to, len, flags) } as i64)
 }
+
+/// Sets `SO_LINGER` on socket `fd`: on, for `seconds` (0: a close resets
+/// the connection).
+pub fn set_linger(fd: RawFd, seconds: i32) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: seconds,
+    };
+    // SAFETY: a live linger of the given size.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
