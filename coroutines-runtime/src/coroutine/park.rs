@@ -122,7 +122,10 @@ impl core::fmt::Debug for Waker {
 /// Outside a coroutine.
 pub fn park(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker)) -> WakeReason {
     let task = switch::current().expect("park called outside a coroutine");
-    let deadline = deadline.map(with_slack);
+    let deadline = match what {
+        Wait::Sleep => deadline.map(with_slack),
+        _ => deadline,
+    };
     task.waiting.note(what, deadline);
     let mut register = Some(register);
     let mut call = |waker: Waker| {
@@ -144,10 +147,10 @@ pub fn park(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker))
     reason
 }
 
-/// The least a timed park lasts: a thread's timed wait lasts at least its
-/// timer slack (Linux's default, 50 us) past its deadline. Without it a
-/// loop of 1 us sleeps spins its worker: each deadline has passed by the
-/// time the worker would sleep.
+/// The least a sleep lasts: a thread's lasts at least its timer slack
+/// (Linux's default, 50 us) past its deadline. Without it a loop of 1 us
+/// sleeps spins its worker: each deadline has passed by the time the worker
+/// would sleep.
 const TIMER_SLACK: Duration = Duration::from_micros(50);
 
 /// `deadline`, or the timer slack from now if that is later; a deadline
