@@ -842,6 +842,11 @@ fn after_a_hold(
         {
             return super::driver::progress(done, -(libc::EAGAIN as isize));
         }
+        // A part, then an error (a reset): the blocking call returns the
+        // part and leaves the error for the next call.
+        if done > 0 && kind_of(fd).is_some_and(|kind| super::driver::error_pending(fd, kind)) {
+            return done as isize;
+        }
         let quiet = Quiet::before();
         ret = attempt(done);
         if ret == -(libc::EAGAIN as isize) && quiet.still() {

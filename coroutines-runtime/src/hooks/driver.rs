@@ -493,7 +493,7 @@ pub(crate) fn revents(fd: c_int, events: libc::c_short) -> libc::c_short {
 /// pending unless `IP_RECVERR` lets ICMP errors set one, so there POLLERR
 /// is the queue's; elsewhere it ends the call, leaving the error and the
 /// queue as they are.
-fn error_pending(fd: c_int, kind: Kind) -> bool {
+pub(crate) fn error_pending(fd: c_int, kind: Kind) -> bool {
     if revents(fd, 0) & libc::POLLERR == 0 {
         return false;
     }
