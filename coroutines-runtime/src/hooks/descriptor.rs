@@ -17,16 +17,15 @@
 //! non-blocking flag. For one attempt, the runtime sets O_NONBLOCK on the
 //! description itself, makes the call, and puts the user's flags back: the
 //! description is non-blocking only while the runtime is inside a system
-//! call on it, never while a coroutine waits. Concurrent attempts on one
-//! description (through clones, from several workers) share one hold,
-//! counted per description (device and inode). Meanwhile `F_GETFL` hides
-//! the flag, `F_SETFL` and `FIONBIO` change what will be put back, closing
-//! or replacing the number waits for the attempt, and a plain thread's call
-//! that an attempt made fail with EAGAIN, or stop short, waits and goes on
-//! ([`thread_call`]). A release clears only the flag, so that changes made
-//! meanwhile by calls no hook sees (a raw F_SETFL) stay. Other processes
-//! sharing the description can see it non-blocking for the microseconds an
-//! attempt takes.
+//! call on it, never while a coroutine waits. Concurrent attempts on one description (through clones,
+//! from several workers) share one hold, counted per description (device
+//! and inode). Meanwhile `F_GETFL` hides the flag, `F_SETFL` and `FIONBIO`
+//! change what will be put back, closing or replacing the number waits for
+//! the attempt, and a plain thread's `accept` that an attempt made fail
+//! with EAGAIN waits and tries again. A release clears only the flag, so
+//! that changes made meanwhile by calls no hook sees (a raw F_SETFL) stay. Other processes sharing the description can see it
+//! non-blocking for the microseconds an attempt takes, and so can a plain
+//! thread's call on a socket that a coroutine splices (see `hooks::relay`).
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -768,98 +767,39 @@ pub(crate) fn set_user_mode(fd: c_int, arg: *const c_int, call: impl FnOnce() ->
     ret
 }
 
-/// A plain thread's call on `fd`: `attempt(done)` makes it (for what is
-/// left after `done` bytes). A coroutine's hold on the same description (an
-/// accept, a splice) may make it non-blocking during the call. If it then
-/// failed with EAGAIN, or moved less than the blocking call would have
-/// (`goes_on(done)`: a stream write or a `MSG_WAITALL` read that is
-/// short), while the user wants the description blocking, this waits for
-/// `interest` and goes on, up to the user's timeout, as the kernel would
-/// have blocked in the call. Otherwise the kernel's answer is returned.
-#[inline(always)]
-pub(crate) fn thread_call(
-    fd: c_int,
-    interest: Interest,
-    goes_on: impl Fn(usize) -> bool,
-    mut attempt: impl FnMut(usize) -> isize,
-) -> isize {
-    let quiet = Quiet::before();
-    // Only while a hold runs: the user's timeout runs from the call's start.
-    let start = (!quiet.idle).then(Instant::now);
-    let ret = attempt(0);
-    if quiet.still() || !(ret == -(libc::EAGAIN as isize) || ret > 0 && goes_on(ret as usize)) {
-        return ret;
-    }
-    after_a_hold(fd, interest, start, ret, goes_on, attempt)
-}
-
-/// [`thread_call`] once a hold may have changed its first attempt's
-/// result, `first`.
-#[inline(never)]
-fn after_a_hold(
-    fd: c_int,
-    interest: Interest,
-    start: Option<Instant>,
-    first: isize,
-    goes_on: impl Fn(usize) -> bool,
-    mut attempt: impl FnMut(usize) -> isize,
-) -> isize {
-    if user_flags(fd, None).is_none_or(|flags| flags & libc::O_NONBLOCK != 0) {
-        return first;
-    }
-    let name = match interest {
-        Interest::Read => libc::SO_RCVTIMEO,
-        Interest::Write => libc::SO_SNDTIMEO,
-    };
-    let timeout = socket_timeout(fd, name);
-    // A hold anywhere in the process makes a result suspect, even the
-    // kernel's own at the timeout, which must then end the call: the
-    // timeout runs from the call's start. Without a hold running at the
-    // start, only one that began in the instant before the kernel read the
-    // flags could have made the call non-blocking; with a timeout, the
-    // result is taken for the kernel's.
-    let start = match (start, timeout) {
-        (Some(start), _) => start,
-        (None, Some(_)) => return first,
-        (None, None) => Instant::now(),
-    };
-    let deadline = timeout.and_then(|t| start.checked_add(t));
-    let (mut done, mut ret) = (0, first);
+/// A plain thread's `call` on `fd`, which has no per-call flag (accept):
+/// if a coroutine's hold made the description non-blocking during the call
+/// and the user wants it blocking, waits for `interest` and tries again, up
+/// to the user's timeout, as the kernel would have blocked in the call.
+pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() -> isize) -> isize {
+    // The user's timeout runs from the call's start: a hold anywhere in the
+    // process makes an EAGAIN suspect, even one the kernel gave at the
+    // timeout, which must then end the call, not start another.
+    let start = Instant::now();
+    let mut deadline: Option<Option<Instant>> = None;
     loop {
-        match ret {
-            ret if ret == -(libc::EAGAIN as isize) => {}
-            ret if ret > 0 => {
-                done += ret as usize;
-                if !goes_on(done) {
-                    return done as isize;
-                }
-            }
-            ret => return super::driver::progress(done, ret),
+        let quiet = Quiet::before();
+        let ret = call();
+        if ret != -(libc::EAGAIN as isize) || quiet.still() {
+            return ret;
         }
+        if user_flags(fd, None).is_none_or(|flags| flags & libc::O_NONBLOCK != 0) {
+            return ret;
+        }
+        let deadline = *deadline.get_or_insert_with(|| {
+            let name = match interest {
+                Interest::Read => libc::SO_RCVTIMEO,
+                Interest::Write => libc::SO_SNDTIMEO,
+            };
+            socket_timeout(fd, name).and_then(|t| start.checked_add(t))
+        });
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if remaining.is_some_and(|r| r.is_zero())
             || super::driver::poll_one(fd, interest, remaining) < 0
         {
-            return super::driver::progress(done, -(libc::EAGAIN as isize));
-        }
-        // A part, then an error (a reset): the blocking call returns the
-        // part and leaves the error for the next call.
-        if done > 0 && kind_of(fd).is_some_and(|kind| super::driver::error_pending(fd, kind)) {
-            return done as isize;
-        }
-        let quiet = Quiet::before();
-        ret = attempt(done);
-        if ret == -(libc::EAGAIN as isize) && quiet.still() {
-            // The kernel's own: the timeout.
-            return super::driver::progress(done, ret);
+            return ret;
         }
     }
-}
-
-/// The kind of `fd`, asking the kernel if it is not known yet.
-pub(crate) fn kind_of(fd: c_int) -> Option<Kind> {
-    let entry = crate::reactor::fd_table::FD_TABLE.get(fd)?;
-    kind(fd, entry, entry.generation())
 }
 
 /// The kind of `fd` if it is already known, without asking the kernel.

@@ -73,15 +73,6 @@ impl Attempt {
         done: 0,
         quiet: false,
     };
-
-    /// The call as the user made it, for what is left after `done` bytes.
-    fn after(done: usize) -> Attempt {
-        Attempt {
-            done,
-            quiet: done > 0,
-            ..Attempt::AS_MADE
-        }
-    }
 }
 
 /// How many bytes a call transfers. Read from the caller's memory only
@@ -116,18 +107,6 @@ impl Len {
 }
 
 impl Call {
-    /// Whether `done` bytes (some moved) fall short of what the blocking
-    /// call moves before it returns: all of them, for a write on a stream
-    /// socket or a `MSG_WAITALL` read of one.
-    fn goes_on(&self, done: usize) -> bool {
-        let collects = self.interest == Interest::Write || self.wait_all && !self.peek;
-        collects
-            && descriptor::kind_of(self.fd).is_some_and(|kind| kind.is_socket() && kind.is_stream())
-            // SAFETY: an attempt with the call's buffers moved bytes: the
-            // kernel has read them.
-            && done < unsafe { self.len.bytes() }
-    }
-
     /// A call that is not a transfer (accept, connect).
     pub(crate) fn other(fd: c_int, interest: Interest, nonblock: Nonblock) -> Call {
         Call {
@@ -191,12 +170,12 @@ impl Call {
 #[inline(always)]
 pub(crate) fn blocking_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize {
     if !in_coroutine() {
-        return descriptor::thread_call(
-            call.fd,
-            call.interest,
-            |done| call.goes_on(done),
-            |done| attempt(Attempt::after(done)),
-        );
+        return match call.nonblock {
+            Nonblock::Hold if !in_forked_child() => {
+                descriptor::thread_call(call.fd, call.interest, || attempt(Attempt::AS_MADE))
+            }
+            _ => attempt(Attempt::AS_MADE),
+        };
     }
     coroutine_io(call, attempt)
 }
@@ -255,14 +234,10 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
                 // settings are the call's), so nothing was read yet.
                 return match view.nonblocking {
                     true => attempt(Attempt::AS_MADE),
-                    // Never continued in parts, for the same reason.
                     false => blocking::run_borrowed(|| {
-                        descriptor::thread_call(
-                            call.fd,
-                            call.interest,
-                            |_| false,
-                            |_| attempt(Attempt::AS_MADE),
-                        )
+                        descriptor::thread_call(call.fd, call.interest, || {
+                            attempt(Attempt::AS_MADE)
+                        })
                     }),
                 };
             }
@@ -493,7 +468,7 @@ pub(crate) fn revents(fd: c_int, events: libc::c_short) -> libc::c_short {
 /// pending unless `IP_RECVERR` lets ICMP errors set one, so there POLLERR
 /// is the queue's; elsewhere it ends the call, leaving the error and the
 /// queue as they are.
-pub(crate) fn error_pending(fd: c_int, kind: Kind) -> bool {
+fn error_pending(fd: c_int, kind: Kind) -> bool {
     if revents(fd, 0) & libc::POLLERR == 0 {
         return false;
     }

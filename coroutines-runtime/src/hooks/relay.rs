@@ -383,7 +383,7 @@ fn on_helper(relay: Relay, mut attempt: impl FnMut(Pass) -> isize, done: usize) 
         ..relay.as_made()
     };
     let call = || match relay.known_socket() {
-        Some((fd, interest)) => descriptor::thread_call(fd, interest, |_| false, |_| attempt(pass)),
+        Some((fd, interest)) => descriptor::thread_call(fd, interest, || attempt(pass)),
         None => attempt(pass),
     };
     progress(done, blocking::run_borrowed(call))
