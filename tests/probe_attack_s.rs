@@ -1,33 +1,25 @@
-//! Round S probes: a plain thread's hooked blocking calls now go through
-//! `descriptor::thread_call`, which, while a coroutine's hold runs anywhere
-//! in the process, takes an EAGAIN or a short stream write / MSG_WAITALL
-//! read for the work of a hold and goes on with the rest. The kernel gives
-//! short results for other reasons too (signals, resets, urgent data,
-//! passed descriptors, its own timeout): each probe makes the same call
-//! with the kernel's system call (`kernel_syscall`, no hook) and with the
-//! hook, both beside a coroutine that accepts in a loop (holds all the
-//! time), and compares.
+//! Round S probes: a plain thread's hooked blocking calls give the
+//! kernel's results while coroutines hold other sockets non-blocking (an
+//! accept loop), as short results the kernel gives on purpose (signals,
+//! resets, urgent data, passed descriptors, its own timeout) must not be
+//! taken for the work of a hold. Each probe makes the same call with the
+//! kernel's system call (`kernel_syscall`, no hook) and with the hook, both
+//! beside a coroutine that accepts in a loop, and compares. (They were
+//! written against a change that went on after such results; it was
+//! reverted.)
 
 mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use support::differential::Errno;
 use support::raw::{close, pipe, send_fds, set_linger, unix_socketpair};
 use support::*;
-
-/// The probes change process-wide signal handlers and measure times: one
-/// at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A coroutine that accepts in a loop on a blocking listener (each attempt
 /// a hold), fed by a plain thread that connects every 200 us.
@@ -150,7 +142,14 @@ fn send(via: Via, fd: RawFd, buf: &[u8], flags: i32) -> Result<isize, Errno> {
         Via::Kernel => kret(unsafe {
             kernel_syscall(
                 libc::SYS_sendto,
-                [fd as usize, buf.as_ptr() as usize, buf.len(), flags as usize, 0, 0],
+                [
+                    fd as usize,
+                    buf.as_ptr() as usize,
+                    buf.len(),
+                    flags as usize,
+                    0,
+                    0,
+                ],
             )
         }),
     }
@@ -166,7 +165,14 @@ fn recv(via: Via, fd: RawFd, buf: &mut [u8], flags: i32) -> Result<isize, Errno>
         Via::Kernel => kret(unsafe {
             kernel_syscall(
                 libc::SYS_recvfrom,
-                [fd as usize, buf.as_mut_ptr() as usize, buf.len(), flags as usize, 0, 0],
+                [
+                    fd as usize,
+                    buf.as_mut_ptr() as usize,
+                    buf.len(),
+                    flags as usize,
+                    0,
+                    0,
+                ],
             )
         }),
     }
@@ -178,7 +184,10 @@ fn writev(via: Via, fd: RawFd, iov: &[libc::iovec]) -> Result<isize, Errno> {
         Via::Hook => ret_errno(unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as i32) }),
         // SAFETY: as above.
         Via::Kernel => kret(unsafe {
-            kernel_syscall(libc::SYS_writev, [fd as usize, iov.as_ptr() as usize, iov.len(), 0, 0, 0])
+            kernel_syscall(
+                libc::SYS_writev,
+                [fd as usize, iov.as_ptr() as usize, iov.len(), 0, 0, 0],
+            )
         }),
     }
 }
@@ -191,7 +200,14 @@ fn drain(fd: RawFd) -> u64 {
         let n = unsafe {
             kernel_syscall(
                 libc::SYS_recvfrom,
-                [fd as usize, buf.as_mut_ptr() as usize, buf.len(), libc::MSG_DONTWAIT as usize, 0, 0],
+                [
+                    fd as usize,
+                    buf.as_mut_ptr() as usize,
+                    buf.len(),
+                    libc::MSG_DONTWAIT as usize,
+                    0,
+                    0,
+                ],
             )
         };
         if n <= 0 {
@@ -232,8 +248,16 @@ enum WriteOp {
 /// A plain thread writes 4 MiB to a Unix stream socket nobody reads; a
 /// signal (`restart`: SA_RESTART) interrupts it at 100 ms; the peer starts
 /// reading at 1000 ms. The kernel returns the partial count at ~100 ms.
-fn interrupted_write(via: Via, op: WriteOp, restart: bool) -> (Seen<Result<isize, Errno>>, u64, usize) {
-    let signal = if restart { libc::SIGUSR2 } else { libc::SIGUSR1 };
+fn interrupted_write(
+    via: Via,
+    op: WriteOp,
+    restart: bool,
+) -> (Seen<Result<isize, Errno>>, u64, usize) {
+    let signal = if restart {
+        libc::SIGUSR2
+    } else {
+        libc::SIGUSR1
+    };
     handler(signal, restart);
     let (a, b) = unix_socketpair(libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
     let (pr, pw) = pipe(0);
@@ -298,7 +322,14 @@ fn drain_counting_fds(fd: RawFd, fds: &mut usize) -> u64 {
         let n = unsafe {
             kernel_syscall(
                 libc::SYS_recvmsg,
-                [fd as usize, &mut msg as *mut _ as usize, libc::MSG_DONTWAIT as usize, 0, 0, 0],
+                [
+                    fd as usize,
+                    &mut msg as *mut _ as usize,
+                    libc::MSG_DONTWAIT as usize,
+                    0,
+                    0,
+                    0,
+                ],
             )
         };
         if n <= 0 {
@@ -331,7 +362,9 @@ fn sendmsg_rights(via: Via, fd: RawFd, data: &[u8], passed: RawFd) -> Result<isi
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
-        libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(passed);
+        libc::CMSG_DATA(cmsg)
+            .cast::<RawFd>()
+            .write_unaligned(passed);
         match via {
             Via::Hook => ret_errno(libc::sendmsg(fd, &msg, 0)),
             Via::Kernel => kret(kernel_syscall(
@@ -458,7 +491,10 @@ fn s06_waitall_recv_then_reset_keeps_econnreset_for_next_call() {
     let kernel = waitall_then_reset(Via::Kernel);
     let hook = waitall_then_reset(Via::Hook);
     eprintln!("kernel: {kernel:?}\nhook:   {hook:?}");
-    assert_eq!(hook, kernel, "recv(MSG_WAITALL) cut short by a reset, then recv");
+    assert_eq!(
+        hook, kernel,
+        "recv(MSG_WAITALL) cut short by a reset, then recv"
+    );
 }
 
 /// TCP: a plain thread sends 8 MiB (flags 0) to a peer that reads nothing
@@ -470,7 +506,8 @@ fn send_then_reset(via: Via) -> (Vec<Result<isize, Errno>>, i64) {
     let writer = thread::spawn(move || {
         support::raw::counting_sigpipes(|| {
             let data = vec![3u8; 8 << 20];
-            let first = send(via, c, &data, 0).map(|n| (n > 0 && (n as usize) < data.len()) as isize);
+            let first =
+                send(via, c, &data, 0).map(|n| (n > 0 && (n as usize) < data.len()) as isize);
             let second = send(via, c, &data[..100], 0);
             let third = send(via, c, &data[..100], 0);
             vec![first, second, third]
@@ -517,7 +554,11 @@ fn waitall_rights(via: Via) -> Vec<(isize, usize)> {
             msg.msg_iovlen = 1;
             msg.msg_control = control.as_mut_ptr().cast();
             msg.msg_controllen = std::mem::size_of_val(&control);
-            let flags = if i == 0 { libc::MSG_WAITALL } else { libc::MSG_DONTWAIT };
+            let flags = if i == 0 {
+                libc::MSG_WAITALL
+            } else {
+                libc::MSG_DONTWAIT
+            };
             // SAFETY: as above.
             let n = unsafe {
                 match via {
@@ -527,7 +568,14 @@ fn waitall_rights(via: Via) -> Vec<(isize, usize)> {
                     },
                     Via::Kernel => kernel_syscall(
                         libc::SYS_recvmsg,
-                        [a as usize, &mut msg as *mut _ as usize, flags as usize, 0, 0, 0],
+                        [
+                            a as usize,
+                            &mut msg as *mut _ as usize,
+                            flags as usize,
+                            0,
+                            0,
+                            0,
+                        ],
                     ),
                 }
             };
@@ -560,7 +608,10 @@ fn s08_waitall_recvmsg_stops_at_passed_descriptors() {
     let kernel = waitall_rights(Via::Kernel);
     let hook = waitall_rights(Via::Hook);
     eprintln!("kernel: {kernel:?}\nhook:   {hook:?}");
-    assert_eq!(hook, kernel, "[(bytes, descriptors)] of recvmsg(WAITALL) then recvmsg(DONTWAIT)");
+    assert_eq!(
+        hook, kernel,
+        "[(bytes, descriptors)] of recvmsg(WAITALL) then recvmsg(DONTWAIT)"
+    );
 }
 
 /// TCP: a plain thread's `recv(MSG_WAITALL)` of 21 bytes; the peer sends
@@ -710,7 +761,12 @@ fn s11_sndtimeo_partial_send_on_time() {
         let hook = sndtimeo_partial(Via::Hook);
         eprintln!("kernel: {kernel:?}\nhook:   {hook:?}");
         assert_eq!(hook.0, kernel.0);
-        assert!(hook.1 < 230, "send with SO_SNDTIMEO 150 ms took {} ms (kernel {} ms)", hook.1, kernel.1);
+        assert!(
+            hook.1 < 230,
+            "send with SO_SNDTIMEO 150 ms took {} ms (kernel {} ms)",
+            hook.1,
+            kernel.1
+        );
     }
 }
 
@@ -754,6 +810,7 @@ fn s12_waitall_recv_eof_and_shutdown() {
 /// while a plain thread reads the same socket with blocking recv: every
 /// byte is read once.
 #[test]
+#[ignore = "known limit (coroutines/docs/troubleshooting.md): a coroutine's splice holds the socket non-blocking for each attempt, which a plain thread's call on it at that instant sees"]
 fn s13_thread_recv_and_coroutine_splice_share_a_stream() {
     let _serial = serial();
     const TOTAL: u64 = 4 << 20;
@@ -911,7 +968,10 @@ fn libc_rw() -> (Rw, Rw) {
         let w = libc::dlsym(libc::RTLD_NEXT, c"write".as_ptr());
         let r = libc::dlsym(libc::RTLD_NEXT, c"read".as_ptr());
         assert!(!w.is_null() && !r.is_null());
-        (std::mem::transmute::<*mut libc::c_void, Rw>(w), std::mem::transmute::<*mut libc::c_void, Rw>(r))
+        (
+            std::mem::transmute::<*mut libc::c_void, Rw>(w),
+            std::mem::transmute::<*mut libc::c_void, Rw>(r),
+        )
     }
 }
 
@@ -942,8 +1002,14 @@ fn pair_cost(via: Cost, rounds: u32) -> f64 {
                     lr(b, buf.as_mut_ptr().cast(), 1);
                 }
                 Cost::Kernel => {
-                    kernel_syscall(libc::SYS_write, [a as usize, buf.as_ptr() as usize, 1, 0, 0, 0]);
-                    kernel_syscall(libc::SYS_read, [b as usize, buf.as_mut_ptr() as usize, 1, 0, 0, 0]);
+                    kernel_syscall(
+                        libc::SYS_write,
+                        [a as usize, buf.as_ptr() as usize, 1, 0, 0, 0],
+                    );
+                    kernel_syscall(
+                        libc::SYS_read,
+                        [b as usize, buf.as_mut_ptr() as usize, 1, 0, 0, 0],
+                    );
                 }
             }
         }
@@ -1004,7 +1070,10 @@ fn s17_pass_through_cost_beside_holds() {
     // Unoptimized builds only report: their closures are not inlined.
     let slack = if cfg!(debug_assertions) { 2.0 } else { 1.15 };
     assert!(h < l * slack + 60.0, "hook {h:.0} ns vs glibc {l:.0} ns");
-    assert!(hh < lh * slack + 120.0, "beside holds: hook {hh:.0} ns vs glibc {lh:.0} ns");
+    assert!(
+        hh < lh * slack + 120.0,
+        "beside holds: hook {hh:.0} ns vs glibc {lh:.0} ns"
+    );
 }
 
 static ALARMS: AtomicI64 = AtomicI64::new(0);
@@ -1029,9 +1098,18 @@ fn forked_waitall_child() -> ! {
         let mut sv = [0; 2];
         libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr());
         let ten = [1u8; 10];
-        kernel_syscall(libc::SYS_write, [sv[1] as usize, ten.as_ptr() as usize, 10, 0, 0, 0]);
-        let every = libc::timeval { tv_sec: 0, tv_usec: 20_000 };
-        let timer = libc::itimerval { it_interval: every, it_value: every };
+        kernel_syscall(
+            libc::SYS_write,
+            [sv[1] as usize, ten.as_ptr() as usize, 10, 0, 0, 0],
+        );
+        let every = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 20_000,
+        };
+        let timer = libc::itimerval {
+            it_interval: every,
+            it_value: every,
+        };
         libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut());
         let mut buf = [0u8; 100];
         let n = libc::recv(sv[0], buf.as_mut_ptr().cast(), 100, libc::MSG_WAITALL);
@@ -1105,10 +1183,26 @@ fn s18_forked_child_waitall_interrupted_returns_partial() {
         while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
             if t.elapsed() > Duration::from_secs(2) {
                 let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                let sys = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-                let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-                let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("?").to_owned();
-                let utime = stat.rsplit(')').next().unwrap_or("").split_whitespace().nth(11).unwrap_or("?").to_owned();
+                let sys =
+                    std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+                let wchan =
+                    std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("?")
+                    .to_owned();
+                let utime = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .nth(11)
+                    .unwrap_or("?")
+                    .to_owned();
                 eprintln!("hung child {pid}: state {state} utime {utime} ticks, syscall [{}] wchan {wchan}", sys.trim());
                 if std::env::var_os("S18_GDB").is_some() {
                     let out = std::process::Command::new("gdb")
@@ -1127,7 +1221,11 @@ fn s18_forked_child_waitall_interrupted_returns_partial() {
             }
             thread::sleep(Duration::from_millis(1));
         }
-        codes.push(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -libc::WTERMSIG(status) });
+        codes.push(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -libc::WTERMSIG(status)
+        });
     }
     stop.store(true, Ordering::SeqCst);
     feeder.join().unwrap();
@@ -1138,5 +1236,9 @@ fn s18_forked_child_waitall_interrupted_returns_partial() {
     close(s);
     let odd: Vec<i32> = codes.iter().copied().filter(|&c| c != 1).collect();
     eprintln!("spliced {spliced}; child exits {codes:?}");
-    assert!(odd.is_empty(), "{} of 40 forked children did not get the 10 bytes at the first alarm: {odd:?}", odd.len());
+    assert!(
+        odd.is_empty(),
+        "{} of 40 forked children did not get the 10 bytes at the first alarm: {odd:?}",
+        odd.len()
+    );
 }
