@@ -17,15 +17,17 @@
 //! non-blocking flag. For one attempt, the runtime sets O_NONBLOCK on the
 //! description itself, makes the call, and puts the user's flags back: the
 //! description is non-blocking only while the runtime is inside a system
-//! call on it, never while a coroutine waits. Concurrent attempts on one description (through clones,
-//! from several workers) share one hold, counted per description (device
-//! and inode). Meanwhile `F_GETFL` hides the flag, `F_SETFL` and `FIONBIO`
-//! change what will be put back, closing or replacing the number waits for
-//! the attempt, and a plain thread's `accept` that an attempt made fail
-//! with EAGAIN waits and tries again. A release clears only the flag, so
-//! that changes made meanwhile by calls no hook sees (a raw F_SETFL) stay. Other processes sharing the description can see it
-//! non-blocking for the microseconds an attempt takes, and so can a plain
-//! thread's call on a socket that a coroutine splices (see `hooks::relay`).
+//! call on it, never while a coroutine waits. Concurrent attempts on one
+//! description (through clones, from several workers) share one hold,
+//! counted per description (device and inode). Meanwhile `F_GETFL` hides
+//! the flag, `F_SETFL` and `FIONBIO` change what will be put back, a
+//! `FIOASYNC` waits for the holds' lock, closing or replacing the number
+//! waits for the attempt, and a plain thread's `accept` that an attempt
+//! made fail with EAGAIN waits and tries again. A release clears only the
+//! flag, so that a raw F_SETFL made meanwhile stays. Other processes
+//! sharing the description can see it non-blocking for the microseconds
+//! an attempt takes, and so can a plain thread's call on a socket that a
+//! coroutine splices (see `hooks::relay`).
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -601,8 +603,7 @@ pub(crate) fn held(
                 let same = entry.generation() == generation;
                 if same && last.user_nonblocking == 0 {
                     // Only the hold's flag goes: the others may have been
-                    // changed meanwhile by calls no hook sees (FIOASYNC, a
-                    // raw F_SETFL).
+                    // changed meanwhile by a raw F_SETFL.
                     let now = flags(fd);
                     if now >= 0 {
                         set_flags(fd, now as c_int & !libc::O_NONBLOCK);
