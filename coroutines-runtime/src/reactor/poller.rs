@@ -191,7 +191,8 @@ impl Poller {
     }
 }
 
-/// Set once the kernel has refused `epoll_pwait2` (before Linux 5.11).
+/// Set once the kernel has refused `epoll_pwait2`: before Linux 5.11
+/// (ENOSYS), or under a seccomp filter that does not know it (EPERM).
 static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
 
 /// Waits in `epoll` up to `timeout` (for ever if `None`), to the
@@ -205,7 +206,7 @@ fn epoll_wait(epoll: c_int, events: &mut [libc::epoll_event], timeout: Option<Du
             .as_ref()
             .map_or(0, |t| t as *const libc::timespec as usize);
         let n = sys::raw(libc::SYS_epoll_pwait2, [epoll, list, max, ts, 0, 8]);
-        if n != -(libc::ENOSYS as isize) {
+        if n != -(libc::ENOSYS as isize) && n != -(libc::EPERM as isize) {
             return n;
         }
         NO_PWAIT2.store(true, Ordering::Relaxed);
