@@ -20,7 +20,7 @@
 
 use core::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::switch;
 use super::task::{Suspend, Task};
@@ -122,10 +122,6 @@ impl core::fmt::Debug for Waker {
 /// Outside a coroutine.
 pub fn park(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker)) -> WakeReason {
     let task = switch::current().expect("park called outside a coroutine");
-    let deadline = match what {
-        Wait::Sleep => deadline.map(with_slack),
-        _ => deadline,
-    };
     task.waiting.note(what, deadline);
     let mut register = Some(register);
     let mut call = |waker: Waker| {
@@ -145,22 +141,6 @@ pub fn park(deadline: Option<Instant>, what: Wait, register: impl FnOnce(Waker))
         task.count_timeout(what == Wait::Sleep);
     }
     reason
-}
-
-/// The least a sleep lasts: a thread's lasts at least its timer slack
-/// (Linux's default, 50 us) past its deadline. Without it a loop of 1 us
-/// sleeps spins its worker: each deadline has passed by the time the worker
-/// would sleep.
-const TIMER_SLACK: Duration = Duration::from_micros(50);
-
-/// `deadline`, or the timer slack from now if that is later; a deadline
-/// already past stays (the wait ends at once, as the kernel's does).
-fn with_slack(deadline: Instant) -> Instant {
-    let now = Instant::now();
-    match deadline > now {
-        true => deadline.max(now + TIMER_SLACK),
-        false => deadline,
-    }
 }
 
 /// Called by the worker right after a coroutine parked: starts a new park

@@ -5,14 +5,20 @@ use std::time::{Duration, Instant};
 use libc::{c_int, c_uint, clockid_t, timespec, useconds_t};
 
 use crate::blocking;
-use crate::coroutine::may_switch;
+use crate::coroutine::{may_switch, switch};
 use crate::reactor::sleep_until;
 use crate::sys::{self, syscall};
 
-/// Sleeps the coroutine for `duration`; an overflowing deadline sleeps
-/// forever, as the kernel would in practice.
+/// The least a relative sleep lasts: a thread's lasts its timer slack
+/// (Linux's default, 50 us) past its end, even a sleep of 0. Without it a
+/// loop of short sleeps spins its worker and never lets a neighbour run:
+/// each deadline has passed by the time the worker would sleep.
+const TIMER_SLACK: Duration = Duration::from_micros(50);
+
+/// Sleeps the coroutine for `duration`, at least [`TIMER_SLACK`]; an
+/// overflowing deadline sleeps forever, as the kernel would in practice.
 fn sleep_for(duration: Duration) {
-    match Instant::now().checked_add(duration) {
+    match Instant::now().checked_add(duration.max(TIMER_SLACK)) {
         Some(deadline) => sleep_until(deadline),
         None => loop {
             sleep_until(Instant::now() + Duration::from_secs(86_400 * 365));
@@ -81,8 +87,11 @@ pub unsafe extern "C" fn clock_nanosleep(
         return sys::errno();
     }
     let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
-    if let Some(remaining) = req.checked_sub(now) {
-        sleep_for(remaining);
+    match req.checked_sub(now) {
+        Some(remaining) => sleep_for(remaining),
+        // Past: the kernel's call returns at once; a loop of them must
+        // still let the worker's other coroutines run now and then.
+        None => switch::spend_budget(),
     }
     0
 }
