@@ -77,14 +77,34 @@ pub(crate) fn close_owned(fd: c_int) {
 /// As `close(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    let close = || syscall!(libc::SYS_close, fd);
+    c_result(closing(fd, Ended::Closed, || syscall!(libc::SYS_close, fd))) as c_int
+}
+
+/// [`replacing`], for a call that lets go of `fd`'s file (a close, a dup
+/// onto its number). In a coroutine it runs on a helper thread if the file
+/// is a socket made to linger: its last close waits for the unsent data to
+/// go, up to the linger time.
+fn closing(fd: c_int, ended: Ended, call: impl FnOnce() -> isize) -> isize {
     // Learned before the record moves on to the number's next file.
     let lingers = crate::coroutine::in_coroutine() && descriptor::lingers(fd);
-    c_result(replacing(fd, Ended::Closed, || match lingers {
-        // Waits for the socket's unsent data to go, up to its linger time.
-        true => crate::blocking::run_borrowed(close),
-        false => close(),
-    })) as c_int
+    replacing(fd, ended, || match lingers {
+        true => crate::blocking::run_borrowed(call),
+        false => call(),
+    })
+}
+
+/// The number `new` was just made a duplicate of `old` (`created`: a new
+/// number, else one replaced): what is known of the file, and whether it
+/// lingers (a socket's setting, which duplicates share).
+fn duplicated(old: c_int, new: c_int, created: bool) {
+    let kind = descriptor::known_kind(old);
+    match created {
+        true => on_created(new, kind),
+        false => on_replaced(new, kind),
+    }
+    if descriptor::lingers(old) {
+        descriptor::set_lingers(new, true);
+    }
 }
 
 /// Hooked: the new number starts with a clean record.
@@ -95,7 +115,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 pub unsafe extern "C" fn dup(old: c_int) -> c_int {
     let ret = syscall!(libc::SYS_dup, old);
     if ret >= 0 {
-        on_created(ret as c_int, descriptor::known_kind(old));
+        duplicated(old, ret as c_int, true);
     }
     c_result(ret) as c_int
 }
@@ -110,12 +130,11 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
         // EINVAL, and nothing changes.
         return c_result(syscall!(libc::SYS_dup3, old, new, flags)) as c_int;
     }
-    let kind = descriptor::known_kind(old);
-    let ret = replacing(new, Ended::Replaced, || {
+    let ret = closing(new, Ended::Replaced, || {
         syscall!(libc::SYS_dup3, old, new, flags)
     });
     if ret >= 0 {
-        on_replaced(new, kind);
+        duplicated(old, new, false);
     }
     c_result(ret) as c_int
 }
@@ -152,7 +171,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
             let ret = syscall!(libc::SYS_fcntl, fd, cmd, arg);
             if ret >= 0 {
-                on_created(ret as c_int, descriptor::known_kind(fd));
+                duplicated(fd, ret as c_int, true);
             }
             ret
         }

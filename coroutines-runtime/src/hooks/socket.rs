@@ -469,7 +469,8 @@ pub unsafe extern "C" fn setsockopt(
     if level == libc::SOL_SOCKET && name == libc::SO_LINGER && ret == 0 {
         // SAFETY: the kernel has just read a `linger` there.
         let linger = unsafe { *(value as *const libc::linger) };
-        descriptor::set_lingers(fd, linger.l_onoff != 0 && linger.l_linger > 0);
+        // A negative time is a huge one to Linux (unsigned), not none.
+        descriptor::set_lingers(fd, linger.l_onoff != 0 && linger.l_linger != 0);
     }
     c_result(ret) as c_int
 }
