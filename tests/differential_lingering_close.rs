@@ -16,32 +16,8 @@ use std::thread;
 use std::time::Duration;
 
 use support::differential::*;
-use support::raw::set_linger;
+use support::raw::{recv_fd, set_linger};
 use support::{fill_send_buffer, send_with_fd, small_buffers, tcp_pair};
-
-/// Receives a descriptor sent with [`send_with_fd`] on `from`.
-fn recv_fd(from: RawFd) -> RawFd {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: as in `send_fd`.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: as in `send_fd`.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        assert_eq!(libc::recvmsg(from, &mut msg, 0), 1, "recvmsg");
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        assert!(!cmsg.is_null(), "no descriptor came");
-        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd)
-    }
-}
 
 /// Whether `fd` names no open file (a raw fcntl, no hook).
 fn is_free(fd: RawFd) -> bool {

@@ -9,7 +9,6 @@ mod support;
 
 use support::serial;
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
@@ -72,21 +71,6 @@ fn vmsplice_out(fd: RawFd, len: usize, flags: u32) -> Result<Bytes, Errno> {
 fn set_nonblocking(fd: RawFd) {
     // SAFETY: F_GETFL/F_SETFL on a live descriptor.
     unsafe { libc::fcntl(fd, libc::F_SETFL, flags(fd) | libc::O_NONBLOCK) };
-}
-
-fn temp_file(contents: &[u8]) -> File {
-    let path = TempPath::unique();
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&*path)
-        .unwrap();
-    file.write_all(contents).unwrap();
-    // SAFETY: lseek on a live descriptor.
-    unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_SET) };
-    file
 }
 
 fn position(fd: RawFd) -> i64 {

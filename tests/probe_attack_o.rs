@@ -1058,15 +1058,7 @@ fn std_copy_and_read_exact_on_a_plain_thread_beside_a_splicer() {
         let mut mine = client.try_clone().unwrap();
         let errors = thread::spawn(move || {
             let client = &mut mine;
-            let path = TempPath::unique();
-            let mut file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&*path)
-                .unwrap();
-            file.write_all(&vec![b'f'; 32 * 1024]).unwrap();
+            let mut file = temp_file(&vec![b'f'; 32 * 1024]);
             let mut errors = Vec::new();
             let mut back = vec![0u8; 32 * 1024];
             for _ in 0..150 {

@@ -21,6 +21,7 @@ use std::thread;
 use std::time::Duration;
 
 use support::differential::*;
+use support::raw::recv_fd;
 use support::*;
 
 // ---------------------------------------------------------------- helpers
@@ -95,18 +96,6 @@ fn fdinfo_flags(fd: RawFd) -> Option<i64> {
 /// Whether the F_GETFL-style `flags` have O_NONBLOCK.
 fn nonblock(flags: Result<i64, Errno>) -> Result<bool, Errno> {
     flags.map(|f| f & libc::O_NONBLOCK as i64 != 0)
-}
-
-/// Receives one byte and one passed descriptor on `stream`: the new
-/// descriptor's number. The kernel installs it without any hook seeing it.
-fn recv_fd(stream: RawFd) -> RawFd {
-    let mut byte = [0u8; 1];
-    let mut control = [0u64; 4];
-    let (n, msg) = support::raw::recvmsg_into(stream, &mut byte, &mut control, 0);
-    assert_eq!(n, 1, "recvmsg: {}", std::io::Error::last_os_error());
-    // SAFETY: the header `recvmsg` filled; `control` is live.
-    let fds = unsafe { support::raw::passed_fds(&msg) };
-    *fds.first().expect("no descriptor came")
 }
 
 /// Forks a child that runs `child` (async-signal-safe calls only) and

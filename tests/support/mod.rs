@@ -804,3 +804,20 @@ pub fn fds() -> usize {
 pub fn tasks() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
+
+/// A new file, read and write, holding `contents`, its offset at the start
+/// (already unlinked: only the descriptor names it).
+pub fn temp_file(contents: &[u8]) -> std::fs::File {
+    let path = TempPath::unique();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&*path)
+        .unwrap();
+    file.write_all(contents).unwrap();
+    // SAFETY: lseek on a live descriptor.
+    unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_SET) };
+    file
+}

@@ -302,3 +302,15 @@ pub fn set_linger(fd: RawFd, seconds: i32) {
     };
     assert_eq!(ret, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
 }
+
+/// Receives one byte and one passed descriptor on `stream`: the new
+/// descriptor's number. The kernel installs it without any hook seeing it.
+pub fn recv_fd(stream: RawFd) -> RawFd {
+    let mut byte = [0u8; 1];
+    let mut control = [0u64; 4];
+    let (n, msg) = recvmsg_into(stream, &mut byte, &mut control, 0);
+    assert_eq!(n, 1, "recvmsg: {}", std::io::Error::last_os_error());
+    // SAFETY: the header `recvmsg` filled; `control` is live.
+    let fds = unsafe { passed_fds(&msg) };
+    *fds.first().expect("no descriptor came")
+}
