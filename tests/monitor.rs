@@ -235,3 +235,94 @@ fn a_worker_waiting_for_its_cpu_is_no_incident() {
     });
     assert_eq!(stats.blocked_workers, 0, "{stats:?}");
 }
+
+/// A coroutine that wakes another and then blocks its worker waiting for
+/// it, in a call the hooks cannot see, is rescued: the woken coroutine has
+/// started, sits in the blocked worker's own ready queue, and the monitor
+/// moves it to a spare worker, which lets it answer.
+#[test]
+fn a_coroutine_woken_by_the_blocked_one_moves_too() {
+    let (answered, stats) = among_others(|| {
+        watchdog_on(
+            "woken just before the block",
+            Duration::from_secs(20),
+            Builder::default().workers(1).blocked_worker_warnings(false),
+            || {
+                let (read, write) = raw::pipe(0);
+                let (wake, woken) = std::sync::mpsc::channel::<()>();
+                let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let helper = {
+                    let started = started.clone();
+                    coroutines::spawn(move || {
+                        started.store(true, std::sync::atomic::Ordering::SeqCst);
+                        woken.recv().unwrap();
+                        raw::write_once(write, b"!").unwrap();
+                    })
+                };
+                yield_until(|| started.load(std::sync::atomic::Ordering::SeqCst));
+                coroutines::yield_now();
+                wake.send(()).unwrap();
+                let start = Instant::now();
+                let mut byte = 0u8;
+                // SAFETY: a one-byte read into `byte` from a pipe this test
+                // owns, made past the hooks so that it blocks the worker.
+                let n = unsafe {
+                    kernel_syscall(
+                        libc::SYS_read,
+                        [read as usize, &mut byte as *mut u8 as usize, 1, 0, 0, 0],
+                    )
+                };
+                assert_eq!((n, byte), (1, b'!'));
+                let answered = start.elapsed();
+                helper.join().unwrap();
+                raw::close_all([read, write]);
+                (answered, coroutines::stats())
+            },
+        )
+    });
+    println!("answered after {answered:?}, {stats:?}");
+    assert!(answered < Duration::from_secs(5), "{answered:?} {stats:?}");
+    assert!(stats.moved_off_blocked >= 1, "{stats:?}");
+}
+
+/// A coroutine that computes and wakes coroutines of its own worker all
+/// the while, as the monitor takes them off it, loses none: each woken one
+/// runs once, with its message.
+#[test]
+fn wakes_made_while_the_monitor_takes_the_queue_are_kept() {
+    const WOKEN: usize = 2_000;
+    let (sum, stats) = among_others(|| {
+        watchdog_on(
+            "waking while computing",
+            Duration::from_secs(30),
+            Builder::default().workers(1).blocked_worker_warnings(false),
+            || {
+                let mut senders = Vec::new();
+                let waiters: Vec<_> = (0..WOKEN)
+                    .map(|_| {
+                        let (send, receive) = std::sync::mpsc::channel::<usize>();
+                        senders.push(send);
+                        coroutines::spawn(move || receive.recv().unwrap())
+                    })
+                    .collect();
+                // Every waiter starts and parks.
+                std::thread::sleep(Duration::from_millis(50));
+                let start = Instant::now();
+                for (i, send) in senders.iter().enumerate() {
+                    // Computes between wakes, without a switch, so that the
+                    // worker is blocked while it wakes.
+                    let until = start + CRUNCH * (i as u32 + 1) / WOKEN as u32;
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    send.send(i).unwrap();
+                }
+                let sum: usize = waiters.into_iter().map(|w| w.join().unwrap()).sum();
+                (sum, coroutines::stats())
+            },
+        )
+    });
+    println!("{stats:?}");
+    assert_eq!(sum, WOKEN * (WOKEN - 1) / 2);
+    assert!(stats.moved_off_blocked >= 1, "{stats:?}");
+}

@@ -5,9 +5,9 @@ use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use super::membarrier;
 use super::queue::Queue;
 use crate::coroutine::switch;
+use crate::sync::membarrier;
 use crate::sync::{SpinGuard, SpinLock};
 
 /// Buckets in the table. Fixed (the table must work before `main` and from

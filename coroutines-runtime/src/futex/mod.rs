@@ -28,7 +28,6 @@
 //! [`SpinLock`]: crate::sync::SpinLock
 
 mod bucket;
-mod membarrier;
 mod queue;
 mod shutdown;
 #[cfg(test)]

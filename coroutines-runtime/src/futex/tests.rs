@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bucket::{Bucket, DISARM_AFTER};
-use super::membarrier;
+use crate::sync::membarrier;
 use crate::test_support::{join, runtime, spawn, Done};
 use crate::SpawnOptions;
 

@@ -14,6 +14,7 @@ mod dump;
 mod fork;
 mod mailbox;
 mod monitor;
+mod ready;
 mod registry;
 mod runtime;
 mod stats;
@@ -29,6 +30,7 @@ pub(crate) use config::{Resolved, STACK_POOL_CAPACITY};
 pub use dump::{CoroutineDump, CoroutineState, Dump, DUMP_SIGNAL_ENV};
 pub(crate) use fork::in_forked_child;
 pub(crate) use mailbox::Mailbox;
+pub(crate) use ready::ReadyQueue;
 pub(crate) use registry::Registry;
 pub use runtime::{
     current_dump, current_stats, current_task, current_worker_stats, default_runtime,

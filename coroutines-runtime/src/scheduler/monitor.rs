@@ -11,10 +11,10 @@
 //! - does the worker's reactor work: wakes the coroutines parked on it
 //!   whose deadlines passed or whose descriptors became ready;
 //! - moves the coroutines of its queues that never ran to the runtime's
-//!   injector, where other workers take them; started ones woken by
-//!   anything else than the blocked worker too (its inbox), where moving
-//!   them is sound (each coroutine has its own thread identity, or the
-//!   runtime steals work);
+//!   injector, where other workers take them; started ones too (woken by
+//!   other threads, or by the blocked worker before it blocked), where
+//!   moving them is sound (each coroutine has its own thread identity, or
+//!   the runtime steals work);
 //! - if every worker is blocked, wakes a spare worker (one per configured
 //!   worker at most, started on first need) to run them, and lets it rest
 //!   again once no worker is blocked: Go's hand-off of a blocked thread's
@@ -236,6 +236,10 @@ fn move_queued(shared: &Shared, worker: &worker::WorkerShared) -> u64 {
             }
         }
         for task in worker.mailbox.take_all() {
+            shared.injector.push(task);
+            moved += 1;
+        }
+        for task in worker.ready.seize() {
             shared.injector.push(task);
             moved += 1;
         }

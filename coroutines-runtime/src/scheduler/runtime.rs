@@ -305,7 +305,7 @@ fn worker_stats_of(shared: &Shared) -> Vec<WorkerStats> {
                 index,
                 spare: index >= shared.config.workers,
                 queued: worker.stealer.len()
-                    + worker.ready_len.load(Ordering::Relaxed)
+                    + worker.ready.len()
                     + worker.inbox.len()
                     + worker.mailbox.len(),
                 parked: parked[index],

@@ -2,17 +2,14 @@
 
 use core::cell::{Cell, RefCell};
 use core::ptr;
-use core::sync::atomic::{
-    fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
-};
-use std::collections::VecDeque;
+use core::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
-use super::{admission, Mailbox, Shared};
+use super::{admission, Mailbox, ReadyQueue, Shared};
 use crate::coroutine::{self, switch, Gen, Identity, Lifecycle, StackPool, Suspend, Task};
 use crate::identity::{Layout, ThreadBlock};
 use crate::reactor::{self, Poller, Timers};
@@ -71,10 +68,10 @@ pub(crate) fn abandon_queued(queue: &Injector<Arc<Task>>) {
 /// The part of a worker that other threads see.
 pub(crate) struct WorkerShared {
     pub(crate) stealer: Stealer<Arc<Task>>,
-    /// The length of the worker's own ready queue, for the monitor and
-    /// statistics (the queue itself is the worker's alone: see
-    /// `Local::ready`).
-    pub(crate) ready_len: AtomicUsize,
+    /// Started coroutines pinned to this worker, in run order: yielded, or
+    /// woken by the coroutines running here. The worker's, but the monitor
+    /// takes them off a blocked worker (see `ready.rs`).
+    pub(crate) ready: ReadyQueue,
     /// Started coroutines woken by other threads.
     pub(crate) inbox: Injector<Arc<Task>>,
     /// Coroutines woken by signal handlers, and by wakes that re-entered
@@ -123,7 +120,7 @@ impl WorkerShared {
     pub(crate) fn new(queues: &Queues, poller: Poller, active: bool) -> WorkerShared {
         WorkerShared {
             stealer: queues.queue.stealer(),
-            ready_len: AtomicUsize::new(0),
+            ready: ReadyQueue::new(),
             inbox: Injector::new(),
             mailbox: Mailbox::new(),
             running: AtomicU64::new(0),
@@ -153,9 +150,7 @@ impl WorkerShared {
     /// Whether it has started coroutines queued, which no other worker
     /// takes by itself.
     pub(crate) fn has_pinned(&self) -> bool {
-        self.ready_len.load(Ordering::Relaxed) != 0
-            || !self.inbox.is_empty()
-            || !self.mailbox.is_empty()
+        self.ready.len() != 0 || !self.inbox.is_empty() || !self.mailbox.is_empty()
     }
 
     /// Wakes the worker if it sleeps and nobody has notified it yet. The
@@ -250,13 +245,6 @@ pub(crate) struct Local {
     shared: *const Shared,
     /// Runnable coroutines any worker may take.
     pub(crate) queue: Worker<Arc<Task>>,
-    /// Started coroutines pinned to this worker, in run order: yielded, or
-    /// woken by the coroutines running here. Plain memory, as a switch
-    /// takes one and puts one back: a queue other threads could steal from
-    /// costs a locked instruction per switch. So the monitor cannot move
-    /// these off a blocked worker; it moves those woken by anyone else,
-    /// which wait in the inbox.
-    ready: RefCell<VecDeque<Arc<Task>>>,
     stacks: RefCell<StackPool>,
     tick: Cell<u32>,
     /// How many times the next idle spin looks for work (see `idle`).
@@ -293,9 +281,8 @@ impl Local {
             // the push runs may park.
             self.busy(|| switch::as_worker_thread(|| self.queue.push(task)));
         } else {
-            let mut ready = self.ready.borrow_mut();
-            ready.push_back(task);
-            self.me().ready_len.store(ready.len(), Ordering::Relaxed);
+            // SAFETY: on this worker's thread; `push_back` calls nothing out.
+            unsafe { self.me().ready.with(|ready| ready.push_back(task)) };
         }
     }
 
@@ -303,7 +290,8 @@ impl Local {
     /// busy. Inside, a full queue's resize (or a pop's shrink, or a steal
     /// into it) pins crossbeam's epoch, whose collection runs other crates'
     /// deferred drops: they may wake a coroutine of this worker, which must
-    /// not re-enter the queue. (The `ready` queue calls nothing out.)
+    /// not re-enter the queue. (The ready queue's operations call nothing
+    /// out.)
     #[inline(always)]
     fn busy<T>(&self, f: impl FnOnce() -> T) -> T {
         struct Restore<'a>(&'a Cell<bool>, bool);
@@ -320,16 +308,20 @@ impl Local {
     /// after it will read first, in steps: the one right after runs next,
     /// by which time its misses are done.
     fn pop_ready(&self) -> Option<Arc<Task>> {
-        let mut ready = self.ready.borrow_mut();
-        let task = ready.pop_front()?;
-        self.me().ready_len.store(ready.len(), Ordering::Relaxed);
-        if let Some(next) = ready.front() {
-            next.prefetch_resume(self.tp_hot());
+        let tp_hot = self.tp_hot();
+        // SAFETY: on this worker's thread; prefetches call nothing out.
+        unsafe {
+            self.me().ready.with(|ready| {
+                let task = ready.pop_front()?;
+                if let Some(next) = ready.front() {
+                    next.prefetch_resume(tp_hot);
+                }
+                if let Some(after) = ready.get(1) {
+                    after.prefetch_hint();
+                }
+                Some(task)
+            })
         }
-        if let Some(after) = ready.get(1) {
-            after.prefetch_hint();
-        }
-        Some(task)
     }
 
     /// The hot offsets of thread blocks, where coroutines have them.
@@ -348,7 +340,6 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, queues: Queues) {
         index,
         shared: Arc::as_ptr(&shared),
         queue: queues.queue,
-        ready: RefCell::new(VecDeque::new()),
         stacks: RefCell::new(StackPool::new(
             shared.config.stack_size,
             shared.config.identity.is_some_and(Layout::fits_floor),
@@ -471,7 +462,7 @@ impl Local {
     fn has_work(&self, shared: &Shared) -> bool {
         let me = &shared.workers[self.index];
         if !self.queue.is_empty()
-            || !self.ready.borrow().is_empty()
+            || me.ready.len() != 0
             || !me.inbox.is_empty()
             || !me.mailbox.is_empty()
         {

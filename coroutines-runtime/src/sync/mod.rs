@@ -5,6 +5,7 @@
 //! it, and taken inside the scheduler it would recurse into the scheduler.
 
 mod latch;
+pub(crate) mod membarrier;
 mod spin_lock;
 
 pub use latch::Latch;

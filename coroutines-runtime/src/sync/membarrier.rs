@@ -1,24 +1,30 @@
 //! The heavy side of an asymmetric fence: `membarrier(2)`.
 //!
-//! A waker stores to the futex word and then looks for parked coroutines;
-//! a waiter counts itself in and then reads the word. Each side needs a
-//! full fence between its store and its load, or both can miss the other
-//! (`bucket.rs`). Wakes are far more common than first waiters: every
-//! private `FUTEX_WAKE` of the process passes through the hook, most with
-//! no coroutine to find. `MEMBARRIER_CMD_PRIVATE_EXPEDITED` lets the rare
-//! side pay for both: it returns only after every running thread of the
-//! process has executed a full barrier (a thread that is not running is
-//! past one already). So a waker that reads a bucket's `armed` flag as
-//! false, with only a compiler fence after its store, read it before that
-//! barrier on its CPU, and its store is visible to the waiter once the
-//! call returns.
+//! Two threads that each store and then load what the other stored need a
+//! full fence each between the two, or both can miss the other. Where one
+//! side runs all the time and the other rarely, the rare side can pay for
+//! both: `MEMBARRIER_CMD_PRIVATE_EXPEDITED` returns only after every
+//! running thread of the process has executed a full barrier (a thread
+//! that is not running is past one already). So a frequent side that read
+//! the rare side's flag as clear, with only a compiler fence after its own
+//! store, read it before that barrier on its CPU, and its store is visible
+//! to the rare side once the call returns.
+//!
+//! Two users:
+//! - futex wakes (`futex/bucket.rs`): a waker stores to the futex word and
+//!   then looks for parked coroutines; a waiter counts itself in and then
+//!   reads the word. Every private `FUTEX_WAKE` of the process passes
+//!   through the hook, most with no coroutine to find, so the first waiter
+//!   of a bucket pays;
+//! - a worker's ready queue (`scheduler/ready.rs`), which the worker
+//!   touches on every switch and the blocked-worker monitor seizes.
 //!
 //! The command needs a registration per process, which is cheap while the
 //! process has one thread and takes milliseconds (an RCU grace period)
 //! once it has more. It is made from a constructor, before `main`. Where
-//! the kernel lacks the command or refuses it (seccomp), buckets stay armed
-//! and wakers fence as before; if it is refused later, buckets stop being
-//! disarmed from then on.
+//! the kernel lacks the command or refuses it (seccomp), futex buckets stay
+//! armed and wakers fence as before, and the monitor leaves ready queues
+//! alone; if it is refused later, the same holds from then on.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -47,7 +53,7 @@ extern "C" fn register() {
 
 /// Whether [`all_threads`] works in this process: registered at load, and
 /// never refused since.
-pub(super) fn available() -> bool {
+pub(crate) fn available() -> bool {
     REGISTERED.load(Ordering::Relaxed)
 }
 
@@ -57,8 +63,8 @@ pub(super) fn available() -> bool {
 /// A registered process's call fails only if the kernel refuses it later:
 /// a seccomp filter installed at run time, or no memory for its CPU mask.
 /// Then it is never made again (buckets stop disarming), and the caller
-/// must make up for the barrier itself (see `wait.rs`).
-pub(super) fn all_threads() -> bool {
+/// must make up for the barrier itself (see `futex/wait.rs`).
+pub(crate) fn all_threads() -> bool {
     let done = call(libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
     if !done {
         REGISTERED.store(false, Ordering::Relaxed);
