@@ -153,17 +153,17 @@ fn work_after_idleness_is_picked_up_promptly() {
     assert!(waiter.join().unwrap());
 }
 
-/// How many of this process's threads are named `coroutines-*` (workers,
-/// the monitor, helper threads), and their context switches so far, from
-/// `/proc`.
-fn runtime_thread_switches() -> (usize, u64) {
+/// How many of this process's threads have names starting with `prefix`
+/// (`coroutines-` for workers, the monitor, helper threads), and their
+/// context switches so far, from `/proc`.
+fn thread_switches(prefix: &str) -> (usize, u64) {
     let (mut threads, mut total) = (0, 0);
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
         let path = task.unwrap().path();
         let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
             continue; // the thread has exited
         };
-        if !name.starts_with("coroutines-") {
+        if !name.starts_with(prefix) {
             continue;
         }
         let Ok(status) = std::fs::read_to_string(path.join("status")) else {
@@ -191,11 +191,11 @@ fn idle_runtime_threads_are_not_woken_periodically() {
         .unwrap();
     warm_up(&runtime);
     std::thread::sleep(Duration::from_millis(100));
-    let (threads, before) = runtime_thread_switches();
+    let (threads, before) = thread_switches("coroutines-");
     // Two workers and the monitor, at least: else this measures nothing.
     assert!(threads >= 3, "found {threads} runtime threads");
     std::thread::sleep(Duration::from_secs(1));
-    let woken = runtime_thread_switches().1 - before;
+    let woken = thread_switches("coroutines-").1 - before;
     println!("{threads} runtime threads switched {woken} times in an idle second");
     // A monitor looking every few milliseconds would switch hundreds of
     // times a second; a helper thread's idle timeout is 10 s.
@@ -204,4 +204,34 @@ fn idle_runtime_threads_are_not_woken_periodically() {
         "the idle runtime's threads switched {woken} times in 1 s"
     );
     assert_eq!(runtime.block_on(|| 7), 7);
+}
+
+/// A worker that sleeps and wakes again and again (a server between
+/// requests) does not wake the blocked-worker monitor each time: the
+/// monitor looks every few milliseconds while the runtime is busy, and
+/// parks only after it has been idle for a while. Woken per worker
+/// wake-up, it would cost a system call and a switch per request.
+#[test]
+fn a_worker_waking_often_does_not_wake_the_monitor_each_time() {
+    const SLEEPS: u64 = 1000;
+    let _serial = serial();
+    let runtime = Runtime::builder().workers(1).build().unwrap();
+    warm_up(&runtime);
+    let (monitors, before) = thread_switches("coroutines-moni");
+    assert!(monitors >= 1, "found no monitor thread");
+    let start = Instant::now();
+    runtime.block_on(|| {
+        for _ in 0..SLEEPS {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    let took = start.elapsed();
+    let woken = thread_switches("coroutines-moni").1 - before;
+    println!("the monitor switched {woken} times over {SLEEPS} worker wake-ups in {took:?}");
+    // A look every 5 ms makes about one switch per 20 sleeps; a monitor
+    // woken by worker wake-ups switched about once per 4.
+    assert!(
+        woken < SLEEPS / 7,
+        "the monitor switched {woken} times over {SLEEPS} worker wake-ups ({took:?})"
+    );
 }

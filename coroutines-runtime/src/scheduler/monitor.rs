@@ -3,8 +3,8 @@
 //! program going.
 //!
 //! A thread per runtime looks at every worker each `TICK` while any worker
-//! is awake, and sleeps (on a futex, no periodic wake-ups) while all of
-//! them sleep. A worker that has run the same coroutine, without
+//! is awake, and sleeps (on a futex, no periodic wake-ups) once all of them
+//! have slept for `PARK_AFTER` looks in a row. A worker that has run the same coroutine, without
 //! switching, for the threshold (20 ms by default) while coroutines are
 //! queued behind it is *blocked*: it computes, or a call the hooks cannot
 //! see blocks it. Then the monitor
@@ -25,7 +25,7 @@
 //!   the worker's thread mostly waits for a CPU (an overloaded machine),
 //!   which is not the coroutine's doing.
 
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,19 +38,32 @@ use crate::sys;
 /// How often the monitor looks while workers are awake.
 const TICK: Duration = Duration::from_millis(5);
 
+/// Looks that find every worker asleep before the monitor parks. A parked
+/// monitor must be woken by the next worker that wakes, with a system call
+/// and a switch: a server whose workers sleep between requests would pay
+/// for both on every request. A lingering monitor costs one look per
+/// `TICK`, and none once the runtime has idled this long.
+const PARK_AFTER: u32 = 10;
+
 /// What the workers tell the monitor.
 #[derive(Default)]
 pub(crate) struct Monitor {
-    /// Workers not asleep in their poller; the monitor sleeps while none is.
+    /// Workers not asleep in their poller; the monitor parks while none is.
     awake: AtomicUsize,
-    /// The monitor sleeps on this word; waking it bumps it first.
+    /// The monitor is parked, or about to park, on `bell`: the next worker
+    /// to wake rings it.
+    parked: AtomicBool,
+    /// The monitor parks on this word; waking it bumps it first.
     bell: AtomicU32,
 }
 
 impl Monitor {
     /// A worker comes out of its sleep.
     pub(crate) fn worker_wakes(&self) {
-        if self.awake.fetch_add(1, Ordering::SeqCst) == 0 {
+        // Pairs with `park`: either this load sees `parked`, or the
+        // monitor's check sees this worker awake.
+        self.awake.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
             self.ring();
         }
     }
@@ -64,6 +77,17 @@ impl Monitor {
     pub(crate) fn ring(&self) {
         self.bell.fetch_add(1, Ordering::SeqCst);
         sys::futex_wake(&self.bell, 1);
+    }
+
+    /// Sleeps until a worker wakes or the monitor is rung; at once if a
+    /// worker is awake.
+    fn park(&self) {
+        let bell = self.bell.load(Ordering::SeqCst);
+        self.parked.store(true, Ordering::SeqCst);
+        if self.awake.load(Ordering::SeqCst) == 0 {
+            sys::futex_wait(&self.bell, bell);
+        }
+        self.parked.store(false, Ordering::SeqCst);
     }
 }
 
@@ -105,10 +129,15 @@ pub(crate) fn run(shared: Arc<Shared>) {
         shared.workers.len()
     ];
     let monitor = &shared.monitor;
+    let mut idle_looks = 0;
     while !shared.shutdown.load(Ordering::Acquire) {
-        let bell = monitor.bell.load(Ordering::SeqCst);
-        if monitor.awake.load(Ordering::SeqCst) == 0 {
-            sys::futex_wait(&monitor.bell, bell);
+        match monitor.awake.load(Ordering::SeqCst) {
+            0 => idle_looks += 1,
+            _ => idle_looks = 0,
+        }
+        if idle_looks > PARK_AFTER {
+            monitor.park();
+            idle_looks = 0;
             continue;
         }
         std::thread::sleep(TICK);
