@@ -23,8 +23,9 @@
 //! the flag, `F_SETFL` and `FIONBIO` change what will be put back, a
 //! `FIOASYNC` waits for the holds' lock, closing or replacing the number
 //! waits for the attempt, and a plain thread's `accept` that an attempt
-//! made fail with EAGAIN waits and tries again. A release clears only the
-//! flag, so that a raw F_SETFL made meanwhile stays. Other processes
+//! made fail with EAGAIN waits and tries again. A hold sets and a release
+//! clears only the flag (`FIONBIO`), so that a raw F_SETFL made meanwhile
+//! stays. Other processes
 //! sharing the description can see it non-blocking for the microseconds
 //! an attempt takes, and so can a plain thread's call on a socket that a
 //! coroutine splices (see `hooks::relay`).
@@ -521,6 +522,14 @@ fn set_flags(fd: c_int, flags: c_int) -> isize {
     syscall!(libc::SYS_fcntl, fd, libc::F_SETFL, flags)
 }
 
+/// Sets or clears O_NONBLOCK alone (`FIONBIO`): one system call, which
+/// leaves every other flag as it is at that instant, where `F_SETFL` would
+/// write back a copy read earlier.
+fn set_nonblocking(fd: c_int, on: bool) -> isize {
+    let on = c_int::from(on);
+    syscall!(libc::SYS_ioctl, fd, libc::FIONBIO, &on as *const c_int)
+}
+
 /// Whether any hold could have overlapped a system call made between
 /// [`Quiet::before`] and [`Quiet::still`].
 struct Quiet {
@@ -585,7 +594,7 @@ pub(crate) fn held(
                 });
                 HELD_COUNT.store(held.len(), Ordering::SeqCst);
                 if current >= 0 && user_nonblocking == 0 {
-                    set_flags(fd, current as c_int | libc::O_NONBLOCK);
+                    set_nonblocking(fd, true);
                 }
             }
         }
@@ -604,10 +613,7 @@ pub(crate) fn held(
                 if same && last.user_nonblocking == 0 {
                     // Only the hold's flag goes: the others may have been
                     // changed meanwhile by a raw F_SETFL.
-                    let now = flags(fd);
-                    if now >= 0 {
-                        set_flags(fd, now as c_int & !libc::O_NONBLOCK);
-                    }
+                    set_nonblocking(fd, false);
                 }
                 HELD_COUNT.store(held.len(), Ordering::SeqCst);
             }
