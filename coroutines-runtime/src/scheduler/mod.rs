@@ -72,28 +72,28 @@ pub(crate) struct Spares {
     pub(crate) threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Starts spare worker `index` of `shared` if it has not started; returns
-/// whether it started now.
-pub(crate) fn start_spare(shared: &Arc<Shared>, index: usize) -> bool {
+/// Starts spare worker `index` of `shared`, or wakes it if it has started.
+pub(crate) fn start_spare(shared: &Arc<Shared>, index: usize) {
     let mut spares = shared.spares.lock();
     let Some(queues) = spares.queues[index - shared.config.workers].take() else {
         shared.workers[index].try_notify();
-        return false;
+        return;
     };
     let worker_shared = shared.clone();
+    // Counted before the spare runs anything: what it runs may read the
+    // statistics.
+    let started = &shared.counters.spares_started;
+    started.fetch_add(1, Ordering::Relaxed);
     let thread = std::thread::Builder::new()
         .name(format!("coroutines-spare-{index}"))
         .spawn(move || worker::run(worker_shared, index, queues));
     match thread {
-        Ok(thread) => {
-            spares.threads.push(thread);
-            true
-        }
+        Ok(thread) => spares.threads.push(thread),
         // The workers that are blocked stay so; the monitor tries again
         // at its next look, and the warning has said what is wrong.
         Err(_) => {
+            started.fetch_sub(1, Ordering::Relaxed);
             shared.workers[index].active.store(false, Ordering::Relaxed);
-            false
         }
     }
 }

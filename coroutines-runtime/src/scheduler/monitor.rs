@@ -201,6 +201,9 @@ fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
         } else {
             0
         };
+        // Counted before anything runs them: a moved coroutine may read
+        // the statistics.
+        shared.counters.moved.fetch_add(here, Ordering::Relaxed);
         moved += here;
         if seen.reported || seen.spawning {
             continue;
@@ -227,7 +230,6 @@ fn look(shared: &Arc<Shared>, seen: &mut [Seen]) {
     if all_blocked {
         wake_spare(shared);
     }
-    shared.counters.moved.fetch_add(moved, Ordering::Relaxed);
     shared.notify_idle();
 }
 
@@ -301,12 +303,7 @@ fn wake_spare(shared: &Arc<Shared>) {
                 .position(|w| core::ptr::eq(w, spare))
                 .expect("found among the spares");
         spare.active.store(true, Ordering::SeqCst);
-        if super::start_spare(shared, index) {
-            shared
-                .counters
-                .spares_started
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        super::start_spare(shared, index);
     }
 }
 

@@ -15,17 +15,26 @@
 //!   waits for `busy` to clear before it takes the queue.
 //!
 //! After the barrier, either the worker's check saw `seized` set, or its
-//! `busy` is visible to the monitor: never both sides inside. Where the
-//! barrier is not available the monitor leaves the queue alone, as it did
-//! before it could take from it.
+//! `busy` is visible to the monitor: never both sides inside. An operation
+//! is a few instructions, but a push that grows the queue calls the
+//! allocator, which may block the worker's thread; the monitor waits for
+//! `busy` only briefly, and otherwise leaves the queue for its next look.
+//! Where the barrier is not available the monitor leaves the queue alone,
+//! as it did before it could take from it.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{compiler_fence, AtomicBool, AtomicUsize, Ordering};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::coroutine::Task;
 use crate::sync::membarrier;
+
+/// How long the monitor waits for the worker to leave an operation on its
+/// queue: far longer than one takes, unless the worker's thread was
+/// descheduled in it or blocks in the allocator.
+const PATIENCE: Duration = Duration::from_micros(50);
 
 pub(crate) struct ReadyQueue {
     tasks: UnsafeCell<VecDeque<Arc<Task>>>,
@@ -86,20 +95,17 @@ impl ReadyQueue {
     }
 
     /// Takes every queued coroutine, in order, from another thread than
-    /// the worker's; none if the barrier is not available. One caller at a
-    /// time (the runtime's monitor).
+    /// the worker's; none if the barrier is not available, or if the
+    /// worker stays inside an operation for more than [`PATIENCE`]. One
+    /// caller at a time (the runtime's monitor).
     pub(crate) fn seize(&self) -> VecDeque<Arc<Task>> {
         if self.len() == 0 || !membarrier::available() {
             return VecDeque::new();
         }
         self.seized.store(true, Ordering::SeqCst);
-        if !membarrier::all_threads() {
+        if !membarrier::all_threads() || !self.worker_leaves() {
             self.seized.store(false, Ordering::Release);
             return VecDeque::new();
-        }
-        // An operation under way is a few instructions (or a reallocation).
-        while self.busy.load(Ordering::Acquire) {
-            core::hint::spin_loop();
         }
         // SAFETY: the worker is out of `with` and stays out while `seized`
         // is set.
@@ -107,5 +113,19 @@ impl ReadyQueue {
         self.len.store(0, Ordering::Relaxed);
         self.seized.store(false, Ordering::Release);
         tasks
+    }
+
+    /// Waits up to [`PATIENCE`] for the worker to leave the operation it
+    /// may be inside; whether it did.
+    fn worker_leaves(&self) -> bool {
+        let mut since = None;
+        while self.busy.load(Ordering::Acquire) {
+            let start = *since.get_or_insert_with(Instant::now);
+            if start.elapsed() > PATIENCE {
+                return false;
+            }
+            core::hint::spin_loop();
+        }
+        true
     }
 }

@@ -281,8 +281,15 @@ impl Local {
             // the push runs may park.
             self.busy(|| switch::as_worker_thread(|| self.queue.push(task)));
         } else {
-            // SAFETY: on this worker's thread; `push_back` calls nothing out.
-            unsafe { self.me().ready.with(|ready| ready.push_back(task)) };
+            // A growing `push_back` calls the allocator, which may be any
+            // code: marked busy and as the worker thread, as above.
+            self.busy(|| {
+                switch::as_worker_thread(|| {
+                    // SAFETY: on this worker's thread, and not re-entered:
+                    // `push` leaves a wake made inside in the mailbox.
+                    unsafe { self.me().ready.with(|ready| ready.push_back(task)) }
+                })
+            });
         }
     }
 
@@ -290,8 +297,8 @@ impl Local {
     /// busy. Inside, a full queue's resize (or a pop's shrink, or a steal
     /// into it) pins crossbeam's epoch, whose collection runs other crates'
     /// deferred drops: they may wake a coroutine of this worker, which must
-    /// not re-enter the queue. (The ready queue's operations call nothing
-    /// out.)
+    /// not re-enter the queue. The ready queue's pushes are marked too: a
+    /// push that grows it calls the allocator.
     #[inline(always)]
     fn busy<T>(&self, f: impl FnOnce() -> T) -> T {
         struct Restore<'a>(&'a Cell<bool>, bool);
@@ -309,7 +316,8 @@ impl Local {
     /// by which time its misses are done.
     fn pop_ready(&self) -> Option<Arc<Task>> {
         let tp_hot = self.tp_hot();
-        // SAFETY: on this worker's thread; prefetches call nothing out.
+        // SAFETY: on this worker's thread, and not re-entered: a pop
+        // neither allocates nor frees, and prefetches call nothing out.
         unsafe {
             self.me().ready.with(|ready| {
                 let task = ready.pop_front()?;
