@@ -16,7 +16,7 @@ use super::driver::Recheck;
 use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fd, FdWait, Outcome};
-use crate::sys::{self, c_result, read_timespec, syscall, SIGSET_BYTES};
+use crate::sys::{self, c_result, syscall, SIGSET_BYTES};
 
 /// `epoll_pwait` with a zero timeout and the caller's signal mask (null:
 /// the thread's), as a timed-out call ends: events, an error, or 0,
@@ -180,7 +180,7 @@ pub unsafe extern "C" fn epoll_pwait2(
     if !in_coroutine() {
         return c_result(call()) as c_int;
     }
-    let ret = match read_timespec(timeout) {
+    let ret = match super::timespec::read(timeout) {
         Ok(limit) => epoll_waited(epfd, events, max, limit, sigmask, call),
         Err(error) => -(error as isize),
     };

@@ -204,7 +204,7 @@ fn fail(error: c_int) -> c_long {
 /// The timeout at `timeout`, or `None` for null; `EFAULT` if unreadable,
 /// `EINVAL` if malformed, checked before the word like the kernel does.
 fn read_timeout(timeout: usize) -> Result<Option<Duration>, c_int> {
-    sys::read_timespec(timeout as *const timespec)
+    super::timespec::read(timeout as *const timespec)
 }
 
 /// `FUTEX_WAIT`'s timeout is relative to now. A deadline past `Instant`'s

@@ -56,6 +56,7 @@ mod thread;
 #[cfg(not(target_feature = "crt-static"))]
 mod thread_exit;
 mod time;
+mod timespec;
 
 pub(crate) use descriptor::Facts;
 pub(crate) use process::release_runtime as release_child_waits;

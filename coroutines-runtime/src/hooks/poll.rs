@@ -13,9 +13,7 @@ use super::driver::Recheck;
 use crate::coroutine::{self, in_coroutine, Wait};
 use crate::reactor::fd_table::Interest;
 use crate::reactor::{wait_fds, FdWait, Outcome};
-use crate::sys::{
-    c_result, ppoll_masked, read_timespec, read_user_bytes, syscall, timespec, SIGSET_BYTES,
-};
+use crate::sys::{c_result, ppoll_masked, read_user_bytes, syscall, timespec, SIGSET_BYTES};
 
 /// `poll` events that readability edges report, and writability edges.
 const READS: libc::c_short =
@@ -100,7 +98,7 @@ pub unsafe extern "C" fn ppoll(
     timeout: *const libc::timespec,
     sigmask: *const sigset_t,
 ) -> c_int {
-    let ret = match read_timespec(timeout) {
+    let ret = match super::timespec::read(timeout) {
         Ok(timeout) => polled(fds, nfds, timeout, sigmask),
         Err(error) => -(error as isize),
     };
@@ -287,7 +285,7 @@ pub unsafe extern "C" fn pselect(
     timeout: *const libc::timespec,
     sigmask: *const sigset_t,
 ) -> c_int {
-    let ret = match read_timespec(timeout) {
+    let ret = match super::timespec::read(timeout) {
         Ok(limit) => selected(
             nfds,
             [read, write, except],

@@ -30,7 +30,7 @@ fn sleep_for(duration: Duration) {
 /// (EFAULT for null or unreadable, EINVAL out of range), read only once the
 /// kernel has validated it.
 fn duration(req: *const timespec) -> Result<Duration, c_int> {
-    sys::read_timespec(req)?.ok_or(libc::EFAULT)
+    super::timespec::read(req)?.ok_or(libc::EFAULT)
 }
 
 /// Hooked: `std::thread::sleep` calls it with `CLOCK_MONOTONIC`. Returns an

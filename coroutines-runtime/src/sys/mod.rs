@@ -331,17 +331,24 @@ pub(crate) fn read_timespec(
         ],
     );
     match check(ret) {
-        Err(libc::EAGAIN) => {
-            // SAFETY: the kernel has just read it, and found it valid.
-            let ts = unsafe { *ts };
-            Ok(Some(core::time::Duration::new(
-                ts.tv_sec as u64,
-                ts.tv_nsec as u32,
-            )))
-        }
+        // SAFETY: the kernel has just read it, and found it valid.
+        Err(libc::EAGAIN) => timespec_duration(unsafe { *ts }).map(Some),
         Err(error) => Err(error),
         Ok(_) => Err(libc::EINVAL),
     }
+}
+
+/// The duration a `timespec` argument gives, or `EINVAL` where the kernel
+/// finds it malformed (`timespec64_valid`: a negative second, or a
+/// nanosecond outside `0..1e9`).
+pub(crate) fn timespec_duration(ts: libc::timespec) -> Result<core::time::Duration, c_int> {
+    if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+        return Err(libc::EINVAL);
+    }
+    Ok(core::time::Duration::new(
+        ts.tv_sec as u64,
+        ts.tv_nsec as u32,
+    ))
 }
 
 /// The calling thread's kernel id.
