@@ -4,10 +4,10 @@
 //!
 //! A thread per runtime looks at every worker each `TICK` while any worker
 //! is awake, and sleeps (on a futex, no periodic wake-ups) once all of them
-//! have slept for `PARK_AFTER` looks in a row. A worker that has run the same coroutine, without
-//! switching, for the threshold (20 ms by default) while coroutines are
-//! queued behind it is *blocked*: it computes, or a call the hooks cannot
-//! see blocks it. Then the monitor
+//! have slept for `PARK_AFTER` looks in a row. A worker that has run the
+//! same coroutine, without switching, for the threshold (20 ms by default)
+//! while coroutines are queued behind it is *blocked*: it computes, or a
+//! call the hooks cannot see blocks it. Then the monitor
 //! - does the worker's reactor work: wakes the coroutines parked on it
 //!   whose deadlines passed or whose descriptors became ready;
 //! - moves the coroutines of its queues that never ran to the runtime's
