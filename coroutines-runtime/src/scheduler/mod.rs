@@ -84,15 +84,23 @@ pub(crate) fn start_spare(shared: &Arc<Shared>, index: usize) {
     // statistics.
     let started = &shared.counters.spares_started;
     started.fetch_add(1, Ordering::Relaxed);
+    // The thread takes the queues from here: a spawn that fails drops its
+    // closure, and the queues must outlive it for the next attempt.
+    let slot = Arc::new(SpinLock::new(Some(queues)));
+    let handed = slot.clone();
     let thread = std::thread::Builder::new()
         .name(format!("coroutines-spare-{index}"))
-        .spawn(move || worker::run(worker_shared, index, queues));
+        .spawn(move || {
+            let queues = handed.lock().take().expect("the spare's queues");
+            worker::run(worker_shared, index, queues)
+        });
     match thread {
         Ok(thread) => spares.threads.push(thread),
         // The workers that are blocked stay so; the monitor tries again
         // at its next look, and the warning has said what is wrong.
         Err(_) => {
             started.fetch_sub(1, Ordering::Relaxed);
+            spares.queues[index - shared.config.workers] = slot.lock().take();
             shared.workers[index].active.store(false, Ordering::Relaxed);
         }
     }
