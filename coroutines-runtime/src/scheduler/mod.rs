@@ -70,6 +70,8 @@ pub(crate) struct Shared {
 pub(crate) struct Spares {
     pub(crate) queues: Vec<Option<Queues>>,
     pub(crate) threads: Vec<std::thread::JoinHandle<()>>,
+    /// The last attempt to start one failed (and said so once).
+    pub(crate) refused: bool,
 }
 
 /// Starts spare worker `index` of `shared`, or wakes it if it has started.
@@ -95,10 +97,20 @@ pub(crate) fn start_spare(shared: &Arc<Shared>, index: usize) {
             worker::run(worker_shared, index, queues)
         });
     match thread {
-        Ok(thread) => spares.threads.push(thread),
+        Ok(thread) => {
+            spares.threads.push(thread);
+            spares.refused = false;
+        }
         // The workers that are blocked stay so; the monitor tries again
-        // at its next look, and the warning has said what is wrong.
-        Err(_) => {
+        // at its next look.
+        Err(error) => {
+            if !core::mem::replace(&mut spares.refused, true) && shared.config.blocked_warnings {
+                eprintln!(
+                    "coroutines: could not start a spare worker thread ({error}); coroutines \
+                     queued behind blocked workers wait until a worker is free. (Silence this \
+                     with Runtime::builder().blocked_worker_warnings(false).)"
+                );
+            }
             started.fetch_sub(1, Ordering::Relaxed);
             spares.queues[index - shared.config.workers] = slot.lock().take();
             shared.workers[index].active.store(false, Ordering::Relaxed);

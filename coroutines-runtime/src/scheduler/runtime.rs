@@ -95,6 +95,7 @@ impl Runtime {
             spares: SpinLock::new(super::Spares {
                 queues: spares,
                 threads: Vec::new(),
+                refused: false,
             }),
         });
         super::dump::register(&shared);
