@@ -331,8 +331,9 @@ pub(crate) fn read_timespec(
         ],
     );
     match check(ret) {
-        // SAFETY: the kernel has just read it, and found it valid.
-        Err(libc::EAGAIN) => timespec_duration(unsafe { *ts }).map(Some),
+        // SAFETY: the kernel has just read it, and found it valid; it may
+        // be at any address.
+        Err(libc::EAGAIN) => timespec_duration(unsafe { ts.read_unaligned() }).map(Some),
         Err(error) => Err(error),
         Ok(_) => Err(libc::EINVAL),
     }
