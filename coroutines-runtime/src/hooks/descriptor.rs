@@ -525,9 +525,18 @@ fn set_flags(fd: c_int, flags: c_int) -> isize {
 /// Sets or clears O_NONBLOCK alone (`FIONBIO`): one system call, which
 /// leaves every other flag as it is at that instant, where `F_SETFL` would
 /// write back a copy read earlier.
+/// A sandbox may refuse `FIONBIO` and allow `fcntl`: then `F_SETFL`.
 fn set_nonblocking(fd: c_int, on: bool) -> isize {
-    let on = c_int::from(on);
-    syscall!(libc::SYS_ioctl, fd, libc::FIONBIO, &on as *const c_int)
+    let value = c_int::from(on);
+    let ret = syscall!(libc::SYS_ioctl, fd, libc::FIONBIO, &value as *const c_int);
+    if ret >= 0 || ret == -(libc::EBADF as isize) {
+        return ret;
+    }
+    match flags(fd) {
+        now if now < 0 => now,
+        now if on => set_flags(fd, now as c_int | libc::O_NONBLOCK),
+        now => set_flags(fd, now as c_int & !libc::O_NONBLOCK),
+    }
 }
 
 /// Whether any hold could have overlapped a system call made between
