@@ -3,8 +3,9 @@
 //! program going.
 //!
 //! A thread per runtime looks at every worker each `TICK` while any worker
-//! is awake, and sleeps (on a futex, no periodic wake-ups) once all of them
-//! have slept for `PARK_AFTER` looks in a row. A worker that has run the
+//! is awake, and sleeps (on a futex, no periodic wake-ups) while all of
+//! them sleep, after lingering a few looks where workers wake up more often
+//! than it looks (`PARK_AFTER`). A worker that has run the
 //! same coroutine, without switching, for the threshold (20 ms by default)
 //! while coroutines are queued behind it is *blocked*: it computes, or a
 //! call the hooks cannot see blocks it. Then the monitor
@@ -38,11 +39,12 @@ use crate::sys;
 /// How often the monitor looks while workers are awake.
 const TICK: Duration = Duration::from_millis(5);
 
-/// Looks that find every worker asleep before the monitor parks. A parked
-/// monitor must be woken by the next worker that wakes, with a system call
-/// and a switch: a server whose workers sleep between requests would pay
-/// for both on every request. A lingering monitor costs one look per
-/// `TICK`, and none once the runtime has idled this long.
+/// Looks that find every worker asleep before the monitor parks, where
+/// its last park was shorter than a `TICK`. A parked monitor must be woken
+/// by the next worker that wakes, with a system call and a switch: a server
+/// whose workers sleep between requests would pay for both on every
+/// request, more often than the looks a lingering monitor makes. Where
+/// workers wake less often than it looks, it parks at once.
 const PARK_AFTER: u32 = 10;
 
 /// What the workers tell the monitor.
@@ -80,14 +82,18 @@ impl Monitor {
     }
 
     /// Sleeps until a worker wakes or the monitor is rung; at once if a
-    /// worker is awake.
-    fn park(&self) {
+    /// worker is awake or `shutdown` is set. Returns how long it slept.
+    fn park(&self, shutdown: &AtomicBool) -> Duration {
         let bell = self.bell.load(Ordering::SeqCst);
         self.parked.store(true, Ordering::SeqCst);
-        if self.awake.load(Ordering::SeqCst) == 0 {
+        // A shutdown that rang before the load above is seen here: it set
+        // the flag before it rang.
+        let start = Instant::now();
+        if self.awake.load(Ordering::SeqCst) == 0 && !shutdown.load(Ordering::SeqCst) {
             sys::futex_wait(&self.bell, bell);
         }
         self.parked.store(false, Ordering::SeqCst);
+        start.elapsed()
     }
 }
 
@@ -129,14 +135,18 @@ pub(crate) fn run(shared: Arc<Shared>) {
         shared.workers.len()
     ];
     let monitor = &shared.monitor;
-    let mut idle_looks = 0;
+    let (mut idle_looks, mut linger) = (0, 0);
     while !shared.shutdown.load(Ordering::Acquire) {
         match monitor.awake.load(Ordering::SeqCst) {
             0 => idle_looks += 1,
             _ => idle_looks = 0,
         }
-        if idle_looks > PARK_AFTER {
-            monitor.park();
+        if idle_looks > linger {
+            let parked = monitor.park(&shared.shutdown);
+            linger = match parked < TICK {
+                true => PARK_AFTER,
+                false => 0,
+            };
             idle_looks = 0;
             continue;
         }
