@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::serial;
+use support::{serial, thread_switches};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -151,32 +151,6 @@ fn work_after_idleness_is_picked_up_promptly() {
         start.elapsed()
     );
     assert!(waiter.join().unwrap());
-}
-
-/// How many of this process's threads have names starting with `prefix`
-/// (`coroutines-` for workers, the monitor, helper threads), and their
-/// context switches so far, from `/proc`.
-fn thread_switches(prefix: &str) -> (usize, u64) {
-    let (mut threads, mut total) = (0, 0);
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
-            continue; // the thread has exited
-        };
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
-            continue;
-        };
-        threads += 1;
-        total += status
-            .lines()
-            .filter(|l| l.contains("ctxt_switches:"))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-            .sum::<u64>();
-    }
-    (threads, total)
 }
 
 /// The runtime's threads, the blocked-worker monitor among them, sleep

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use coroutines::runtime::Builder;
 use support::child::*;
 use support::futex_table::{private_wait, private_wake};
+use support::seccomp::{self, Refused, Threads};
 use support::*;
 
 const SC: Ordering = Ordering::SeqCst;
@@ -1527,54 +1528,6 @@ fn u19_a_stale_deadline_on_the_old_worker_does_not_cut_a_later_wait() {
 
 // ---------------------------------------------------------------------------
 
-/// Makes every later `membarrier` of this process fail with `EPERM` (a
-/// seccomp filter on all threads, as a sandbox installs at run time).
-fn refuse_membarrier() -> bool {
-    let filter = [
-        // A = seccomp_data.nr
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: libc::SYS_membarrier as u32,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut _,
-    };
-    // SAFETY: a valid filter program; no new privileges first, as required.
-    unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return false;
-        }
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_TSYNC,
-            &prog as *const libc::sock_fprog,
-        ) == 0
-    }
-}
-
 /// `membarrier` refused at run time (seccomp): the monitor must fall back
 /// to leaving ready queues alone, without crashing, without leaving a
 /// worker spinning on `seized`, and futex wakes between workers (the
@@ -1587,7 +1540,14 @@ fn u20_membarrier_refused_at_run_time() {
         let early = watchdog_on("u20 early", Duration::from_secs(20), quiet(1), || {
             coroutines::stats()
         });
-        assert!(refuse_membarrier(), "seccomp");
+        assert!(
+            seccomp::refuse(
+                Refused::Syscall(libc::SYS_membarrier),
+                libc::EPERM,
+                Threads::All
+            ),
+            "seccomp"
+        );
         // SAFETY: a query; the filter answers EPERM.
         let r = unsafe { libc::syscall(libc::SYS_membarrier, 0, 0, 0) };
         println!(

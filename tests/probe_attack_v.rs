@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use coroutines::Runtime;
 use support::child::*;
 use support::differential::*;
+use support::seccomp::{self, Refused, Threads};
 use support::*;
 
 const SC: Ordering = Ordering::SeqCst;
@@ -804,30 +805,6 @@ fn v12_drop_while_the_monitor_lingers_or_parks() {
     }
 }
 
-/// How many times the threads named `prefix*` switched so far.
-fn thread_switches(prefix: &str) -> (usize, u64) {
-    let (mut threads, mut total) = (0, 0);
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
-            continue;
-        };
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
-            continue;
-        };
-        threads += 1;
-        total += status
-            .lines()
-            .filter(|l| l.contains("ctxt_switches:"))
-            .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
-            .sum::<u64>();
-    }
-    (threads, total)
-}
-
 /// After a rescue that started a spare, once everything ended, the
 /// runtime idles: the monitor parks (the spare's rest must not keep it
 /// looking) and its threads are quiet.
@@ -1216,68 +1193,6 @@ fn v23_holds_under_concurrent_flag_readers_writers_and_thread_acceptors() {
     }
 }
 
-/// Makes every later ioctl(FIONBIO) of this process fail with `errno` (a
-/// seccomp filter on all threads, as a sandbox that allows fcntl but
-/// restricts ioctl requests installs).
-fn refuse_fionbio(errno: i32) -> bool {
-    let filter = [
-        // A = seccomp_data.nr
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 3,
-            k: libc::SYS_ioctl as u32,
-        },
-        // A = low half of args[1]
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: 24,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: libc::FIONBIO as u32,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ERRNO | errno as u32,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut _,
-    };
-    // SAFETY: a valid filter program; no new privileges first, as required.
-    unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return false;
-        }
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_TSYNC,
-            &prog as *const libc::sock_fprog,
-        ) == 0
-    }
-}
-
 /// In a process whose sandbox refuses ioctl(FIONBIO) but allows fcntl
 /// (as before 38bd417 the holds used), a coroutine's accept on a blocking
 /// listener still parks: a neighbour coroutine on the one worker keeps
@@ -1286,7 +1201,10 @@ fn refuse_fionbio(errno: i32) -> bool {
 #[test]
 fn v24_accept_parks_when_the_sandbox_refuses_fionbio() {
     if child_case().is_some() {
-        assert!(refuse_fionbio(libc::EPERM), "seccomp");
+        assert!(
+            seccomp::refuse(Refused::Ioctl(libc::FIONBIO), libc::EPERM, Threads::All),
+            "seccomp"
+        );
         let (ticks, after_flags, user) =
             watchdog_on("v24", Duration::from_secs(20), no_monitor(), || {
                 let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -20,6 +20,7 @@ use coroutines::runtime::Builder;
 use coroutines::Runtime;
 use support::child::{child_case, rerun, run_child, wait_bounded};
 use support::futex_table::{bucket_of, noise_beside, noise_per_bucket, IDLE};
+use support::seccomp::{self, Refused, Threads};
 use support::watchdog_on;
 
 /// `FUTEX_WAKE_PRIVATE` through libc's `syscall` (the hooked symbol).
@@ -520,69 +521,6 @@ fn std_sync_handoffs_after_every_bucket_is_disarmed() {
     }
 }
 
-/// A seccomp filter on the calling thread (and the threads it starts, and
-/// across exec) that fails `membarrier` with `errno`.
-fn deny_membarrier(errno: u32) {
-    #[repr(C)]
-    struct SockFilter {
-        code: u16,
-        jt: u8,
-        jf: u8,
-        k: u32,
-    }
-    #[repr(C)]
-    struct SockFprog {
-        len: u16,
-        filter: *const SockFilter,
-    }
-    const LD_W_ABS: u16 = 0x20;
-    const JEQ_K: u16 = 0x15;
-    const RET_K: u16 = 0x06;
-    const RET_ERRNO: u32 = 0x0005_0000;
-    const RET_ALLOW: u32 = 0x7fff_0000;
-    let filter = [
-        // seccomp_data.nr
-        SockFilter {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        SockFilter {
-            code: JEQ_K,
-            jt: 0,
-            jf: 1,
-            k: libc::SYS_membarrier as u32,
-        },
-        SockFilter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: RET_ERRNO | errno,
-        },
-        SockFilter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: RET_ALLOW,
-        },
-    ];
-    let prog = SockFprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr(),
-    };
-    // SAFETY: plain prctl calls with a valid filter program.
-    unsafe {
-        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-        assert_eq!(
-            libc::prctl(libc::PR_SET_SECCOMP, 2, &prog as *const SockFprog),
-            0,
-            "seccomp: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 /// `membarrier(PRIVATE_EXPEDITED)` as the crate calls it: 0, or -errno.
 fn membarrier_expedited() -> i64 {
     // SAFETY: a command without pointers.
@@ -635,7 +573,7 @@ fn race_in_child(rounds: u32) {
 fn membarrier_refused_at_load_keeps_buckets_armed() {
     match child_case().as_deref() {
         Some("deny-then-exec") => {
-            deny_membarrier(libc::ENOSYS as u32);
+            deny_membarrier(libc::ENOSYS);
             let out = rerun("denied-at-load").output().unwrap();
             assert!(
                 out.status.success(),
@@ -672,7 +610,7 @@ fn membarrier_refused_at_load_keeps_buckets_armed() {
 fn membarrier_refused_after_start_does_not_abort() {
     match child_case().as_deref() {
         Some("denied-after-start") => {
-            deny_membarrier(libc::EPERM as u32);
+            deny_membarrier(libc::EPERM);
             assert_eq!(
                 membarrier_expedited(),
                 -i64::from(libc::EPERM),
@@ -725,4 +663,18 @@ fn a_child_forked_before_any_runtime_runs_its_own() {
             run_child("fork first", rerun("fork-first"), Duration::from_secs(40));
         }
     }
+}
+
+/// A seccomp filter on the calling thread (and the threads it starts, and
+/// across exec) that fails `membarrier` with `errno`.
+fn deny_membarrier(errno: i32) {
+    assert!(
+        seccomp::refuse(
+            Refused::Syscall(libc::SYS_membarrier),
+            errno,
+            Threads::Calling
+        ),
+        "seccomp: {}",
+        std::io::Error::last_os_error()
+    );
 }

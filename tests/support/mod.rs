@@ -15,6 +15,7 @@ pub mod identity;
 pub mod library;
 pub mod memory;
 pub mod raw;
+pub mod seccomp;
 
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
@@ -820,4 +821,30 @@ pub fn temp_file(contents: &[u8]) -> std::fs::File {
     // SAFETY: lseek on a live descriptor.
     unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_SET) };
     file
+}
+
+/// How many of this process's threads have names starting with `prefix`
+/// (`coroutines-` for workers, the monitor, helper threads), and their
+/// context switches so far, from `/proc`.
+pub fn thread_switches(prefix: &str) -> (usize, u64) {
+    let (mut threads, mut total) = (0, 0);
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue; // the thread has exited
+        };
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        threads += 1;
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    (threads, total)
 }
