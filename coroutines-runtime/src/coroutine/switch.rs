@@ -88,23 +88,6 @@ pub(crate) fn current() -> Option<&'static Task> {
     unsafe { task.as_ref() }
 }
 
-/// Whether `[addr, addr + len)` lies in the running coroutine's stack,
-/// between the caller's frame and the stack's top: memory in use, so
-/// mapped and readable. False where the caller does not run on that stack
-/// (a stack of the user's own, `makecontext`'s, or a signal stack): from
-/// there, the addresses up to the coroutine's stack may be anything.
-#[inline]
-pub(crate) fn in_own_stack(addr: usize, len: usize) -> bool {
-    let Some(task) = current() else {
-        return false;
-    };
-    let here = ptr::addr_of!(task) as usize;
-    let top = task.stack_top();
-    top.saturating_sub(task.stack_bytes) <= here
-        && here <= addr
-        && addr.checked_add(len).is_some_and(|end| end <= top)
-}
-
 /// Address of `CURRENT` in the calling thread's TLS.
 pub(crate) fn current_addr() -> usize {
     CURRENT.with(|current| current.as_ptr() as usize)

@@ -203,13 +203,6 @@ impl Task {
         self.resume_hint.set([generator, thread_pointer]);
     }
 
-    /// The top of the coroutine's stack, 0 before its first run: the
-    /// generator object sits at the top of its stack's mapping (see
-    /// `StackBounds::of_generator`).
-    pub(crate) fn stack_top(&self) -> usize {
-        self.resume_hint.get()[0].next_multiple_of(crate::memory::PAGE)
-    }
-
     /// Starts loading what switching to the parked coroutine reads first:
     /// its generator's saved registers and, with `tp_hot` (the thread
     /// block's hot offsets), its thread block. A coroutine that waited
