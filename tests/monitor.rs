@@ -327,48 +327,6 @@ fn wakes_made_while_the_monitor_takes_the_queue_are_kept() {
     assert!(stats.moved_off_blocked >= 1, "{stats:?}");
 }
 
-/// Blocks the calling thread for `d` in a sleep no hook sees.
-fn raw_sleep(d: Duration) {
-    let ts = libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: nanosleep with a live timespec and no remainder.
-    unsafe {
-        kernel_syscall(
-            libc::SYS_nanosleep,
-            [&ts as *const _ as usize, 0, 0, 0, 0, 0],
-        )
-    };
-}
-
-/// Lowers the soft address-space limit to what the process maps now plus
-/// 1 MiB, so that a new thread's stack cannot be mapped; or puts back
-/// `restore`.
-fn limit_address_space(restore: Option<libc::rlimit>) -> libc::rlimit {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills a live struct.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) }, 0);
-    let wanted = restore.unwrap_or_else(|| {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmSize:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        libc::rlimit {
-            rlim_cur: (kib + 1024) * 1024,
-            rlim_max: limit.rlim_max,
-        }
-    });
-    // SAFETY: setrlimit reads a live struct.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &wanted) }, 0);
-    limit
-}
-
 /// A spare worker whose thread the system refused to start starts at the
 /// next need: the monitor keeps what it needs for another attempt. The
 /// refusal is said once on stderr, not at every look.
@@ -389,12 +347,12 @@ fn a_spare_that_could_not_start_starts_at_the_next_need() {
     let (refused, started, stats) = runtime.block_on(|| {
         let follower = coroutines::spawn(Instant::now);
         let before = limit_address_space(None);
-        raw_sleep(BLOCK);
+        sleep_past_hooks(BLOCK);
         let unblocked = Instant::now();
         limit_address_space(Some(before));
         let refused = follower.join().unwrap() >= unblocked;
         let follower = coroutines::spawn(Instant::now);
-        raw_sleep(BLOCK);
+        sleep_past_hooks(BLOCK);
         let unblocked = Instant::now();
         let started = follower.join().unwrap() < unblocked;
         (refused, started, coroutines::stats())

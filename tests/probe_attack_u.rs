@@ -36,59 +36,6 @@ fn ktid() -> i32 {
     unsafe { kernel_syscall(libc::SYS_gettid, [0; 6]) as i32 }
 }
 
-/// A one-byte read past the hooks: blocks the worker until a byte comes.
-fn raw_read_byte(fd: RawFd) -> u8 {
-    let mut byte = 0u8;
-    loop {
-        // SAFETY: a one-byte read into `byte` from a descriptor the probe owns.
-        let n = unsafe {
-            kernel_syscall(
-                libc::SYS_read,
-                [fd as usize, &mut byte as *mut u8 as usize, 1, 0, 0, 0],
-            )
-        };
-        if n == -(libc::EINTR as isize) {
-            continue;
-        }
-        assert_eq!(n, 1, "raw read");
-        return byte;
-    }
-}
-
-/// A sleep past the hooks: blocks the worker for `d`.
-fn raw_sleep(d: Duration) {
-    let ts = libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    };
-    let mut rem = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    let mut ts = ts;
-    loop {
-        // SAFETY: valid timespec pointers.
-        let n = unsafe {
-            kernel_syscall(
-                libc::SYS_nanosleep,
-                [
-                    &ts as *const _ as usize,
-                    &mut rem as *mut _ as usize,
-                    0,
-                    0,
-                    0,
-                    0,
-                ],
-            )
-        };
-        if n == -(libc::EINTR as isize) {
-            ts = rem;
-            continue;
-        }
-        return;
-    }
-}
-
 fn quiet(workers: usize) -> Builder {
     Builder::default()
         .workers(workers)
@@ -186,7 +133,7 @@ fn u01_each_woken_runs_exactly_once_off_the_blocked_worker() {
                 for tx in &senders {
                     tx.send(()).unwrap();
                 }
-                assert_eq!(raw_read_byte(read), b'!');
+                assert_eq!(read_byte_past_hooks(read), b'!');
                 for h in handles {
                     h.join().unwrap();
                 }
@@ -302,7 +249,7 @@ fn u02_moved_coroutine_keeps_its_thread_locals_errno_and_thread_id() {
                 yield_until(|| ready.load(SC) == K);
                 // They all yielded at least once; now block the worker
                 // until every one of them saw itself moved.
-                assert_eq!(raw_read_byte(read), b'!');
+                assert_eq!(read_byte_past_hooks(read), b'!');
                 for h in handles {
                     h.join().unwrap();
                 }
@@ -357,7 +304,7 @@ fn yield_storm(workers: usize, stealing: bool, identity: bool) -> coroutines::St
                     coroutines::spawn(move || {
                         let mut blocks = 0;
                         while !stop.load(SC) && blocks < 12 {
-                            raw_sleep(Duration::from_millis(40));
+                            sleep_past_hooks(Duration::from_millis(40));
                             blocks += 1;
                             coroutines::yield_now();
                         }
@@ -481,7 +428,7 @@ fn u04_wake_storm_while_the_monitor_seizes_every_look() {
                             std::hint::spin_loop();
                         }
                     }
-                    assert_eq!(raw_read_byte(read), b'!');
+                    assert_eq!(read_byte_past_hooks(read), b'!');
                     for h in handles {
                         h.join().unwrap();
                     }
@@ -592,7 +539,7 @@ fn u05_signal_handler_wakes_beside_ready_queue_seizures() {
                     std::hint::spin_loop();
                 }
             }
-            assert_eq!(raw_read_byte(read), b'!');
+            assert_eq!(read_byte_past_hooks(read), b'!');
             stop.store(true, SC);
             signaller.join().unwrap();
             for h in handles {
@@ -651,7 +598,7 @@ fn u06_drop_while_the_monitor_moves_the_ready_queue() {
                 for tx in &senders {
                     tx.send(()).unwrap();
                 }
-                raw_read_byte(read);
+                read_byte_past_hooks(read);
                 handles
             })
         };
@@ -737,7 +684,7 @@ fn u07_fork_in_a_coroutine_moved_off_a_blocked_worker() {
                 yield_until(|| started.load(SC));
                 coroutines::yield_now();
                 tx.send(()).unwrap();
-                raw_read_byte(read);
+                read_byte_past_hooks(read);
                 codes.push(forker.join().unwrap());
                 noise.into_iter().for_each(|n| n.join().unwrap());
                 raw::close_all([read, write]);
@@ -800,7 +747,7 @@ fn u08_two_runtimes_rescue_at_once() {
             };
             wake.send(()).unwrap();
             sender.send(()).unwrap();
-            let mut got = vec![raw_read_byte(read), raw_read_byte(read)];
+            let mut got = vec![read_byte_past_hooks(read), read_byte_past_hooks(read)];
             got.sort();
             assert_eq!(got, b"ab");
             helper.join().unwrap();
@@ -846,7 +793,7 @@ fn u09_chain_of_blocks_uses_at_most_one_spare_per_worker() {
                         started.fetch_add(1, SC);
                         rx.recv().unwrap();
                         if c < 3 {
-                            raw_read_byte(my_read);
+                            read_byte_past_hooks(my_read);
                         }
                         raw::write_once(up_write, b"!").unwrap();
                     }));
@@ -856,7 +803,7 @@ fn u09_chain_of_blocks_uses_at_most_one_spare_per_worker() {
                 for tx in &senders {
                     tx.send(()).unwrap();
                 }
-                raw_read_byte(pipes[0].0);
+                read_byte_past_hooks(pipes[0].0);
                 handles.into_iter().for_each(|h| h.join().unwrap());
                 raw::close_all(pipes.iter().flat_map(|&(r, w)| [r, w]));
                 coroutines::stats()
@@ -897,7 +844,7 @@ fn u10_moved_coroutine_that_blocks_too_one_spare_only() {
                                 std::thread::sleep(Duration::from_millis(300));
                                 raw::write_once(c_write, b"!").unwrap();
                             });
-                            raw_read_byte(c_read);
+                            read_byte_past_hooks(c_read);
                             answer.join().unwrap();
                             raw::write_once(root_write, b"!").unwrap();
                         }
@@ -908,7 +855,7 @@ fn u10_moved_coroutine_that_blocks_too_one_spare_only() {
                 for tx in &senders {
                     tx.send(()).unwrap();
                 }
-                raw_read_byte(root_read);
+                read_byte_past_hooks(root_read);
                 handles.into_iter().for_each(|h| h.join().unwrap());
                 raw::close_all([root_read, root_write, c_read, c_write]);
                 (coroutines::stats(), book.runs())
@@ -960,7 +907,7 @@ fn u11_shared_identity_keeps_started_coroutines_but_moves_new_ones() {
                         std::thread::sleep(Duration::from_millis(300));
                         raw::write_once(write, b"!").unwrap();
                     });
-                    raw_read_byte(read);
+                    read_byte_past_hooks(read);
                     released.store(true, SC);
                     releaser.join().unwrap();
                     let (on, after) = woken.join().unwrap();
@@ -1015,7 +962,7 @@ fn u12_rescue_with_work_stealing() {
                         coroutines::yield_now();
                         flag.set();
                         let t = Instant::now();
-                        raw_read_byte(read);
+                        read_byte_past_hooks(read);
                         let answered = t.elapsed();
                         helper.join().unwrap();
                         raw::close_all([read, write]);
@@ -1095,7 +1042,7 @@ fn u13_spawns_wakes_and_yields_move_together_and_queued_is_right() {
                     handles.push(coroutines::spawn(finish));
                 }
                 let queued_before = coroutines::worker_stats()[0].queued;
-                raw_read_byte(read);
+                read_byte_past_hooks(read);
                 handles.into_iter().for_each(|h| h.join().unwrap());
                 raw::close_all([read, write]);
                 (queued_before, queued_after.load(SC), coroutines::stats())
@@ -1146,7 +1093,7 @@ fn u14_moved_off_blocked_is_exact() {
                 for tx in &senders {
                     tx.send(()).unwrap();
                 }
-                raw_read_byte(read);
+                read_byte_past_hooks(read);
                 handles.into_iter().for_each(|h| h.join().unwrap());
                 raw::close_all([read, write]);
                 let mut s = coroutines::stats();
@@ -1231,7 +1178,7 @@ fn u16_the_root_coroutine_moves_and_block_on_returns() {
                 let me = ktid();
                 let (read, write) = raw::pipe(0);
                 let blocker = coroutines::spawn(move || {
-                    raw_read_byte(read);
+                    read_byte_past_hooks(read);
                     raw::close(read);
                 });
                 let mut moved = false;
@@ -1299,7 +1246,7 @@ unsafe impl std::alloc::GlobalAlloc for ParkingAllocator {
         {
             PARKED_IN_ALLOC.fetch_add(1, SC);
             if BLOCK_MODE.load(SC) {
-                raw_sleep(Duration::from_millis(800));
+                sleep_past_hooks(Duration::from_millis(800));
             } else if WAKE_MODE.load(SC) {
                 // Moves the block (as any realloc may), then reports.
                 let new_layout = unsafe {
@@ -1453,7 +1400,7 @@ fn u18_stats_count_the_move_before_the_moved_coroutine_answers() {
                 yield_until(|| started.load(SC));
                 coroutines::yield_now();
                 wake.send(()).unwrap();
-                raw_read_byte(read);
+                read_byte_past_hooks(read);
                 let stats = coroutines::stats();
                 helper.join().unwrap();
                 raw::close_all([read, write]);
@@ -1508,7 +1455,7 @@ fn u19_a_stale_deadline_on_the_old_worker_does_not_cut_a_later_wait() {
                 word.store(1, SC);
                 private_wake(&word, 1);
                 // Blocks until the waiter, moved, ran.
-                raw_read_byte(read);
+                read_byte_past_hooks(read);
                 let result = waiter.join().unwrap();
                 raw::close_all([read, write]);
                 result
@@ -1577,7 +1524,7 @@ fn u20_membarrier_refused_at_run_time() {
                     std::thread::sleep(Duration::from_millis(600));
                     raw::write_once(write, b"!").unwrap();
                 });
-                raw_read_byte(read);
+                read_byte_past_hooks(read);
                 released.store(true, SC);
                 releaser.join().unwrap();
                 let before = helper.join().unwrap();
@@ -1600,7 +1547,7 @@ fn u20_membarrier_refused_at_run_time() {
                 })
                 .collect();
             let t = Instant::now();
-            raw_read_byte(read);
+            read_byte_past_hooks(read);
             let took = t.elapsed();
             handles.into_iter().for_each(|h| h.join().unwrap());
             raw::close_all([read, write]);
@@ -1699,7 +1646,7 @@ fn u21_moved_coroutines_end_with_their_own_thread_local_destructors_and_panics()
             for tx in &senders {
                 tx.send(()).unwrap();
             }
-            raw_read_byte(read);
+            read_byte_past_hooks(read);
             let results: Vec<Result<usize, String>> = handles
                 .into_iter()
                 .map(|h| h.join().map_err(|e| format!("{e:?}")))
@@ -1920,7 +1867,7 @@ fn u24_stats_race_with_the_monitor_on_a_busy_cpu() {
                 yield_until(|| started.load(SC));
                 coroutines::yield_now();
                 wake.send(()).unwrap();
-                raw_read_byte(read);
+                read_byte_past_hooks(read);
                 let stats = coroutines::stats();
                 let seen = helper.join().unwrap();
                 raw::close_all([read, write]);
@@ -1999,7 +1946,7 @@ fn u25_a_worker_blocked_inside_a_ready_queue_push_holds_up_the_monitor() {
                         })
                         .collect();
                     let t = Instant::now();
-                    raw_read_byte(p2_read);
+                    read_byte_past_hooks(p2_read);
                     let waited = t.elapsed();
                     fresh.into_iter().for_each(|f| f.join().unwrap());
                     Some(waited)

@@ -26,6 +26,7 @@ use coroutines::Runtime;
 use support::child::*;
 use support::differential::*;
 use support::seccomp::{self, Refused, Threads};
+use support::timed::{self, c_ret, e_ret, Timed};
 use support::*;
 
 const SC: Ordering = Ordering::SeqCst;
@@ -33,79 +34,6 @@ const SC: Ordering = Ordering::SeqCst;
 // ---------------------------------------------------------------------------
 // Timespecs (ee46b0d)
 // ---------------------------------------------------------------------------
-
-/// The result of a C call returning -1 and errno: `Ok(ret)` or `Err(errno)`.
-fn c_ret(ret: i64) -> Result<i64, i32> {
-    if ret < 0 {
-        Err(errno())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// A call that returns an error number (clock_nanosleep, pthread_*).
-fn e_ret(ret: i32) -> Result<i64, i32> {
-    if ret != 0 {
-        Err(ret)
-    } else {
-        Ok(0)
-    }
-}
-
-/// Which timed call a foreign-stack case makes.
-#[derive(Clone, Copy, Debug)]
-enum Timed {
-    Nanosleep,
-    ClockNanosleep,
-    FutexWait,
-    Ppoll,
-    Pselect,
-    Usleepish,
-}
-
-/// Makes `which` with timespec pointer `ts` (`FutexWait` waits on a word
-/// holding its expected value, so only the timeout decides).
-fn timed_call(which: Timed, ts: *const libc::timespec) -> Result<i64, i32> {
-    static WORD: AtomicU32 = AtomicU32::new(7);
-    // SAFETY: every pointer but `ts` is valid or null where allowed; `ts`
-    // is the case's (possibly bad) pointer, which the kernel would reject
-    // with EFAULT.
-    unsafe {
-        match which {
-            Timed::Nanosleep => c_ret(libc::nanosleep(ts, std::ptr::null_mut()) as i64),
-            Timed::ClockNanosleep => e_ret(libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                0,
-                ts,
-                std::ptr::null_mut(),
-            )),
-            Timed::FutexWait => c_ret(libc::syscall(
-                libc::SYS_futex,
-                WORD.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                7,
-                ts,
-            )),
-            Timed::Ppoll => {
-                c_ret(libc::ppoll(std::ptr::null_mut(), 0, ts, std::ptr::null()) as i64)
-            }
-            Timed::Pselect => c_ret(libc::pselect(
-                0,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                ts,
-                std::ptr::null(),
-            ) as i64),
-            Timed::Usleepish => e_ret(libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                ts,
-                std::ptr::null_mut(),
-            )),
-        }
-    }
-}
 
 /// A mapping of `stack` read-write bytes with one `PROT_NONE` page right
 /// above it, placed below `below` (an address in the caller's stack): the
@@ -193,7 +121,7 @@ fn foreign_stack_bad_pointer(which: Timed) -> Result<i64, i32> {
     let stack_len = 256 << 10;
     let (low, guard) = map_below(here, stack_len);
     let result = on_foreign_stack(low, stack_len, move || {
-        timed_call(which, (guard + 64) as *const libc::timespec)
+        timed::call(which, (guard + 64) as *const libc::timespec)
     });
     // SAFETY: the mapping made above, no longer used.
     unsafe { libc::munmap(low as *mut libc::c_void, stack_len + 4096) };
@@ -265,7 +193,7 @@ fn v02_timed_waits_on_a_foreign_stack_work() {
                 Timed::Pselect,
             ] {
                 let start = Instant::now();
-                let r = timed_call(which, &ts);
+                let r = timed::call(which, &ts);
                 let took = start.elapsed();
                 out.push((format!("{which:?}"), r, took >= Duration::from_millis(29)));
             }
@@ -311,14 +239,14 @@ fn v03_malformed_timespecs_in_own_stack() {
                     Timed::FutexWait,
                     Timed::Ppoll,
                     Timed::Pselect,
-                    Timed::Usleepish,
+                    Timed::ClockNanosleepUntil,
                 ] {
                     out.push((
                         offset,
                         sec,
                         nsec,
                         format!("{which:?}"),
-                        timed_call(which, p),
+                        timed::call(which, p),
                     ));
                 }
             }
@@ -338,7 +266,7 @@ fn kernel_timed_call(which: Timed, ts: *const libc::timespec) -> Result<i64, i32
             libc::SYS_clock_nanosleep,
             [libc::CLOCK_MONOTONIC as usize, 0, t, 0, 0, 0],
         ),
-        Timed::Usleepish => (
+        Timed::ClockNanosleepUntil => (
             libc::SYS_clock_nanosleep,
             [
                 libc::CLOCK_MONOTONIC as usize,
@@ -362,6 +290,17 @@ fn kernel_timed_call(which: Timed, ts: *const libc::timespec) -> Result<i64, i32
         ),
         Timed::Ppoll => (libc::SYS_ppoll, [0, 0, t, 0, 8, 0]),
         Timed::Pselect => (libc::SYS_pselect6, [0, 0, 0, 0, t, 0]),
+        Timed::EpollPwait2 => {
+            // SAFETY: a new epoll instance, closed below.
+            let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            assert!(ep >= 0);
+            let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+            let args = [ep as usize, events.as_mut_ptr() as usize, 2, t, 0, 8];
+            // SAFETY: valid arguments but for `ts`, which the kernel checks.
+            let r = unsafe { kernel_syscall(libc::SYS_epoll_pwait2, args) };
+            raw::close(ep);
+            return if r < 0 { Err(-r as i32) } else { Ok(r as i64) };
+        }
     };
     // SAFETY: valid arguments but for `ts`, which the kernel checks.
     let r = unsafe { kernel_syscall(nr, args) };
@@ -388,7 +327,7 @@ fn unaligned_case(which: Timed) -> Vec<(usize, i64, i64, Result<i64, i32>)> {
                 p.write_unaligned(ts(sec, nsec));
                 p as *const libc::timespec
             };
-            out.push((offset, sec, nsec, timed_call(which, p)));
+            out.push((offset, sec, nsec, timed::call(which, p)));
         }
     }
     out
@@ -467,7 +406,7 @@ fn v03f_unaligned_timespec_on_the_heap_in_a_coroutine() {
     if child_case().is_some() {
         let got = watchdog_on("v03f", Duration::from_secs(20), no_monitor(), move || {
             let mut heap = vec![0u8; 64];
-            kinds.map(|which| case(&mut heap, which, timed_call))
+            kinds.map(|which| case(&mut heap, which, timed::call))
         });
         println!("\nv03f: {got:?}");
         return;
@@ -551,13 +490,13 @@ fn v05_timespecs_near_the_top_of_small_and_big_stacks() {
             .thread_identity(identity);
         let got = watchdog_on("v05", Duration::from_secs(30), builder, move || {
             let t = ts(0, 2_000_000);
-            let a = timed_call(Timed::Nanosleep, &t);
-            let b = timed_call(Timed::Ppoll, &ts(0, -1));
+            let a = timed::call(Timed::Nanosleep, &t);
+            let b = timed::call(Timed::Ppoll, &ts(0, -1));
             let h = coroutines::spawn(|| {
                 let t = ts(0, 1_000_000);
                 (
-                    timed_call(Timed::ClockNanosleep, &t),
-                    timed_call(Timed::FutexWait, &ts(-1, 0)),
+                    timed::call(Timed::ClockNanosleep, &t),
+                    timed::call(Timed::FutexWait, &ts(-1, 0)),
                 )
             });
             (a, b, h.join().unwrap())
@@ -599,7 +538,7 @@ fn v06_timespec_in_another_coroutines_stack() {
                 Timed::Ppoll,
                 Timed::Pselect,
             ] {
-                out.push((timed_call(which, good), timed_call(which, bad)));
+                out.push((timed::call(which, good), timed::call(which, bad)));
             }
             done_tx.send(()).unwrap();
             owner.join().unwrap();
@@ -615,25 +554,6 @@ fn v06_timespec_in_another_coroutines_stack() {
 // ---------------------------------------------------------------------------
 // The monitor's lingering park (2f4f1f8)
 // ---------------------------------------------------------------------------
-
-/// A one-byte read past the hooks: blocks the worker until a byte comes.
-fn raw_read_byte(fd: RawFd) -> u8 {
-    let mut byte = 0u8;
-    loop {
-        // SAFETY: a one-byte read into `byte` from a descriptor the probe owns.
-        let n = unsafe {
-            kernel_syscall(
-                libc::SYS_read,
-                [fd as usize, &mut byte as *mut u8 as usize, 1, 0, 0, 0],
-            )
-        };
-        if n == -(libc::EINTR as isize) {
-            continue;
-        }
-        assert_eq!(n, 1, "raw read");
-        return byte;
-    }
-}
 
 fn raw_write_byte(fd: RawFd) {
     let byte = 1u8;
@@ -688,7 +608,7 @@ fn rescue_after_idle(runtime: &Runtime, gap: Duration, how: u32, limit: Duration
         }
         let start = Instant::now();
         let neighbour = coroutines::spawn(move || raw_write_byte(write));
-        raw_read_byte(read);
+        read_byte_past_hooks(read);
         let took = start.elapsed();
         neighbour.join().unwrap();
         took
@@ -749,14 +669,14 @@ fn v11_both_workers_blocked_after_the_monitor_parked() {
         std::thread::scope(|s| {
             s.spawn(move || {
                 rt.block_on(move || {
-                    let other = coroutines::spawn(move || raw_read_byte(read2));
+                    let other = coroutines::spawn(move || read_byte_past_hooks(read2));
                     // Both workers block; a third coroutine answers both.
                     let helper = coroutines::spawn(move || {
                         std::thread::sleep(Duration::from_millis(30));
                         raw_write_byte(write);
                         raw_write_byte(write2);
                     });
-                    raw_read_byte(read);
+                    read_byte_past_hooks(read);
                     other.join().unwrap();
                     helper.join().unwrap();
                 });

@@ -18,14 +18,14 @@
 
 mod support;
 
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coroutines::Runtime;
 use support::child::*;
 use support::differential::*;
+use support::timed::{self, Timed};
 use support::*;
 
 const PAGE: usize = 4096;
@@ -43,32 +43,6 @@ fn ts(sec: i64, nsec: i64) -> libc::timespec {
     }
 }
 
-/// The result of a C call returning -1 and errno: `Ok(ret)` or `Err(errno)`.
-fn c_ret(ret: i64) -> Result<i64, i32> {
-    match ret {
-        -1 => Err(std::io::Error::last_os_error().raw_os_error().unwrap()),
-        r => Ok(r),
-    }
-}
-
-/// A call that returns an error number.
-fn e_ret(ret: i32) -> Result<i64, i32> {
-    match ret {
-        0 => Ok(0),
-        e => Err(e),
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Timed {
-    Nanosleep,
-    ClockNanosleep,
-    FutexWait,
-    Ppoll,
-    Pselect,
-    EpollPwait2,
-}
-
 const ALL: [Timed; 6] = [
     Timed::Nanosleep,
     Timed::ClockNanosleep,
@@ -77,53 +51,6 @@ const ALL: [Timed; 6] = [
     Timed::Pselect,
     Timed::EpollPwait2,
 ];
-
-/// Makes `which` with timespec pointer `ts` (possibly bad).
-fn timed_call(which: Timed, ts: *const libc::timespec) -> Result<i64, i32> {
-    static WORD: AtomicU32 = AtomicU32::new(7);
-    // SAFETY: every pointer but `ts` is valid or null where allowed; `ts`
-    // is the case's (possibly bad) pointer, which the kernel rejects with
-    // EFAULT.
-    unsafe {
-        match which {
-            Timed::Nanosleep => c_ret(libc::nanosleep(ts, std::ptr::null_mut()) as i64),
-            Timed::ClockNanosleep => e_ret(libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                0,
-                ts,
-                std::ptr::null_mut(),
-            )),
-            Timed::FutexWait => c_ret(libc::syscall(
-                libc::SYS_futex,
-                WORD.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                7,
-                ts,
-            )),
-            Timed::Ppoll => {
-                c_ret(libc::ppoll(std::ptr::null_mut(), 0, ts, std::ptr::null()) as i64)
-            }
-            Timed::Pselect => c_ret(libc::pselect(
-                0,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                ts,
-                std::ptr::null(),
-            ) as i64),
-            Timed::EpollPwait2 => {
-                let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-                assert!(ep >= 0);
-                let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
-                let r = c_ret(
-                    libc::epoll_pwait2(ep, events.as_mut_ptr(), 2, ts, std::ptr::null()) as i64,
-                );
-                libc::close(ep);
-                r
-            }
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Guard {
@@ -172,7 +99,7 @@ fn own_frame_guarded(which: Timed, how: Guard, straddle: bool) -> Result<Result<
         ));
     }
     let at = if straddle { page - 8 } else { page + 64 };
-    let r = timed_call(which, at as *const libc::timespec);
+    let r = timed::call(which, at as *const libc::timespec);
     assert_eq!(guard(page, how, false), 0, "unguard");
     std::hint::black_box(&mut buf);
     Ok(r)
@@ -192,7 +119,7 @@ fn w00_control_protected_page_in_frame_valid_timespec_elsewhere() {
         let valid = Box::new(ts(0, 1_000_000));
         let out = ALL
             .iter()
-            .map(|&which| timed_call(which, &*valid))
+            .map(|&which| timed::call(which, &*valid))
             .collect();
         assert_eq!(guard(page, Guard::Protect, false), 0);
         std::hint::black_box(&mut buf);
@@ -320,81 +247,6 @@ fn w02_protected_own_frame_across_stack_configurations() {
 // The spare worker that could not start (a21ced4, fd565b3)
 // ---------------------------------------------------------------------------
 
-/// A sleep past the hooks: blocks the worker for `d`.
-fn raw_sleep(d: Duration) {
-    let t = ts(d.as_secs() as i64, d.subsec_nanos() as i64);
-    // SAFETY: nanosleep with a live timespec and no remainder.
-    unsafe {
-        kernel_syscall(
-            libc::SYS_nanosleep,
-            [&t as *const _ as usize, 0, 0, 0, 0, 0],
-        )
-    };
-}
-
-/// A one-byte read past the hooks: blocks the worker until a byte comes.
-fn raw_read_byte(fd: RawFd) -> isize {
-    let mut byte = 0u8;
-    // SAFETY: a one-byte read into a live local.
-    unsafe {
-        kernel_syscall(
-            libc::SYS_read,
-            [fd as usize, &mut byte as *mut u8 as usize, 1, 0, 0, 0],
-        )
-    }
-}
-
-/// Lowers the soft address-space limit to what the process maps now plus
-/// 1 MiB, so that a new thread's stack cannot be mapped; or puts back
-/// `restore`.
-fn limit_address_space(restore: Option<libc::rlimit>) -> libc::rlimit {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills a live struct.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) }, 0);
-    let wanted = restore.unwrap_or_else(|| {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmSize:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        libc::rlimit {
-            rlim_cur: (kib + 1024) * 1024,
-            rlim_max: limit.rlim_max,
-        }
-    });
-    // SAFETY: setrlimit reads a live struct.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &wanted) }, 0);
-    limit
-}
-
-/// How many times the threads named `prefix*` switched so far.
-fn thread_switches(prefix: &str) -> (usize, u64) {
-    let (mut threads, mut total) = (0, 0);
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
-            continue;
-        };
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
-            continue;
-        };
-        threads += 1;
-        total += status
-            .lines()
-            .filter(|l| l.contains("ctxt_switches:"))
-            .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
-            .sum::<u64>();
-    }
-    (threads, total)
-}
-
 /// With `blocked_worker_warnings(false)`, a spare the system refused to
 /// start says nothing on stderr; the follower waits out the block, and
 /// the spare starts at the next block.
@@ -424,12 +276,12 @@ fn w10_refused_spare_is_silent_without_warnings() {
     let (refused, started, stats) = runtime.block_on(|| {
         let follower = coroutines::spawn(Instant::now);
         let before = limit_address_space(None);
-        raw_sleep(BLOCK);
+        sleep_past_hooks(BLOCK);
         let unblocked = Instant::now();
         limit_address_space(Some(before));
         let refused = follower.join().unwrap() >= unblocked;
         let follower = coroutines::spawn(Instant::now);
-        raw_sleep(BLOCK);
+        sleep_past_hooks(BLOCK);
         let unblocked = Instant::now();
         let started = follower.join().unwrap() < unblocked;
         (refused, started, coroutines::stats())
@@ -481,7 +333,7 @@ fn w11_two_workers_refused_then_allowed_then_quiet() {
                         std::hint::spin_loop();
                     }
                     began.lock().unwrap().get_or_insert_with(Instant::now);
-                    raw_sleep(BLOCK);
+                    sleep_past_hooks(BLOCK);
                 })
             })
             .collect();
@@ -625,7 +477,7 @@ fn w12_signals_at_the_parked_monitor() {
             unsafe { libc::write(w, b"y".as_ptr() as *const _, 1) };
         });
         drop(stop);
-        raw_read_byte(r);
+        read_byte_past_hooks(r);
         neighbour.join().unwrap();
         start.elapsed()
     });
@@ -675,7 +527,7 @@ fn w13_rescue_after_fast_heartbeats() {
                                 unsafe { libc::write(w, b"y".as_ptr() as *const _, 1) };
                             }
                         });
-                        raw_read_byte(r);
+                        read_byte_past_hooks(r);
                         rescued.store(1, Ordering::SeqCst);
                         let took = start.elapsed();
                         neighbour.join().unwrap();

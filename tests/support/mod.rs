@@ -16,6 +16,7 @@ pub mod library;
 pub mod memory;
 pub mod raw;
 pub mod seccomp;
+pub mod timed;
 
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
@@ -847,4 +848,86 @@ pub fn thread_switches(prefix: &str) -> (usize, u64) {
             .sum::<u64>();
     }
     (threads, total)
+}
+
+/// One byte read from `fd` by a system call no hook sees, retried on
+/// EINTR: in a coroutine it blocks the worker until a byte comes.
+pub fn read_byte_past_hooks(fd: RawFd) -> u8 {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: a one-byte read into `byte` from a descriptor the probe owns.
+        let n = unsafe {
+            kernel_syscall(
+                libc::SYS_read,
+                [fd as usize, &mut byte as *mut u8 as usize, 1, 0, 0, 0],
+            )
+        };
+        if n == -(libc::EINTR as isize) {
+            continue;
+        }
+        assert_eq!(n, 1, "raw read");
+        return byte;
+    }
+}
+
+/// Sleeps `d` by a system call no hook sees, resumed after EINTR: in a
+/// coroutine it blocks the worker.
+pub fn sleep_past_hooks(d: Duration) {
+    let ts = libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    };
+    let mut rem = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mut ts = ts;
+    loop {
+        // SAFETY: valid timespec pointers.
+        let n = unsafe {
+            kernel_syscall(
+                libc::SYS_nanosleep,
+                [
+                    &ts as *const _ as usize,
+                    &mut rem as *mut _ as usize,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        };
+        if n == -(libc::EINTR as isize) {
+            ts = rem;
+            continue;
+        }
+        return;
+    }
+}
+
+/// Lowers the soft address-space limit to what the process maps now plus
+/// 1 MiB, so that a new thread's stack cannot be mapped; or puts back
+/// `restore`.
+pub fn limit_address_space(restore: Option<libc::rlimit>) -> libc::rlimit {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a live struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) }, 0);
+    let wanted = restore.unwrap_or_else(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmSize:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        libc::rlimit {
+            rlim_cur: (kib + 1024) * 1024,
+            rlim_max: limit.rlim_max,
+        }
+    });
+    // SAFETY: setrlimit reads a live struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &wanted) }, 0);
+    limit
 }
