@@ -329,21 +329,29 @@ fn wakes_made_while_the_monitor_takes_the_queue_are_kept() {
 
 /// A spare worker whose thread the system refused to start starts at the
 /// next need: the monitor keeps what it needs for another attempt. The
-/// refusal is said once on stderr, not at every look.
+/// refusal is said once on stderr, not at every look, and not at all with
+/// `blocked_worker_warnings(false)`.
 #[test]
 fn a_spare_that_could_not_start_starts_at_the_next_need() {
     if child_case().is_none() {
-        let output = run_child("spare", rerun("spare"), Duration::from_secs(60));
-        println!("{}", String::from_utf8_lossy(&output.stdout));
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let said = stderr
-            .matches("could not start a spare worker thread")
-            .count();
-        assert_eq!(said, 1, "stderr:\n{stderr}");
+        for (case, expected) in [("warnings", 1), ("quiet", 0)] {
+            let output = run_child(case, rerun(case), Duration::from_secs(60));
+            println!("{}", String::from_utf8_lossy(&output.stdout));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let said = stderr
+                .matches("could not start a spare worker thread")
+                .count();
+            assert_eq!(said, expected, "{case}: stderr:\n{stderr}");
+        }
         return;
     }
     const BLOCK: Duration = Duration::from_millis(300);
-    let runtime = Builder::default().workers(1).build().unwrap();
+    let warnings = child_case().as_deref() == Some("warnings");
+    let runtime = Builder::default()
+        .workers(1)
+        .blocked_worker_warnings(warnings)
+        .build()
+        .unwrap();
     let (refused, started, stats) = runtime.block_on(|| {
         let follower = coroutines::spawn(Instant::now);
         let before = limit_address_space(None);
