@@ -25,10 +25,9 @@
 //! waits for the attempt, and a plain thread's `accept` that an attempt
 //! made fail with EAGAIN waits and tries again. A hold sets and a release
 //! clears only the flag (`FIONBIO`), so that a raw F_SETFL made meanwhile
-//! stays. Other processes
-//! sharing the description can see it non-blocking for the microseconds
-//! an attempt takes, and so can a plain thread's call on a socket that a
-//! coroutine splices (see `hooks::relay`).
+//! stays. Other processes sharing the description can see it non-blocking
+//! for the microseconds an attempt takes, and so can a plain thread's call
+//! on a socket that a coroutine splices (see `hooks::relay`).
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -524,8 +523,8 @@ fn set_flags(fd: c_int, flags: c_int) -> isize {
 
 /// Sets or clears O_NONBLOCK alone (`FIONBIO`): one system call, which
 /// leaves every other flag as it is at that instant, where `F_SETFL` would
-/// write back a copy read earlier.
-/// A sandbox may refuse `FIONBIO` and allow `fcntl`: then `F_SETFL`.
+/// write back a copy read earlier. Where a sandbox refuses `FIONBIO` and
+/// allows `fcntl`, `F_SETFL`.
 fn set_nonblocking(fd: c_int, on: bool) -> isize {
     let value = c_int::from(on);
     let ret = syscall!(libc::SYS_ioctl, fd, libc::FIONBIO, &value as *const c_int);
