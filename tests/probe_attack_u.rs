@@ -1577,20 +1577,7 @@ fn u20_membarrier_refused_at_run_time() {
         return;
     }
     let output = finish_child("u20", rerun("seccomp"), Duration::from_secs(90));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(
-        output.status.success() && stdout.contains("\nok"),
-        "child {}:\n--- stdout\n{stdout}\n--- stderr\n{}",
-        output.status,
-        stderr
-            .lines()
-            .filter(|l| !l.starts_with("   "))
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_said_ok(&output);
 }
 
 // ---------------------------------------------------------------------------

@@ -1163,17 +1163,5 @@ fn v24_accept_parks_when_the_sandbox_refuses_fionbio() {
         return;
     }
     let output = finish_child("v24", rerun("seccomp"), Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("\nok"),
-        "child {}:\n--- stdout\n{stdout}\n--- stderr\n{}",
-        output.status,
-        stderr
-            .lines()
-            .filter(|l| !l.starts_with("   "))
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_said_ok(&output);
 }

@@ -101,6 +101,27 @@ pub fn finish_child(what: &str, mut command: Command, limit: Duration) -> Output
     output
 }
 
+/// Asserts that a finished child exited 0 and printed a line `ok`; else
+/// fails with its stdout and the first 30 lines of its stderr, backtrace
+/// frames left out. Its stdout is printed either way.
+#[track_caller]
+pub fn assert_said_ok(output: &Output) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success() && stdout.contains("\nok"),
+        "child {}:\n--- stdout\n{stdout}\n--- stderr\n{}",
+        output.status,
+        stderr
+            .lines()
+            .filter(|l| !l.starts_with("   "))
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// As [`finish_child`], and asserts that the child succeeded.
 #[track_caller]
 pub fn run_child(what: &str, command: Command, limit: Duration) -> Output {

@@ -104,16 +104,18 @@ pub(crate) fn start_spare(shared: &Arc<Shared>, index: usize) {
         // The workers that are blocked stay so; the monitor tries again
         // at its next look.
         Err(error) => {
-            if !core::mem::replace(&mut spares.refused, true) && shared.config.blocked_warnings {
+            let first = !core::mem::replace(&mut spares.refused, true);
+            started.fetch_sub(1, Ordering::Relaxed);
+            spares.queues[index - shared.config.workers] = slot.lock().take();
+            shared.workers[index].active.store(false, Ordering::Relaxed);
+            drop(spares);
+            if first && shared.config.blocked_warnings {
                 eprintln!(
                     "coroutines: could not start a spare worker thread ({error}); coroutines \
                      queued behind blocked workers wait until a worker is free. (Silence this \
                      with Runtime::builder().blocked_worker_warnings(false).)"
                 );
             }
-            started.fetch_sub(1, Ordering::Relaxed);
-            spares.queues[index - shared.config.workers] = slot.lock().take();
-            shared.workers[index].active.store(false, Ordering::Relaxed);
         }
     }
 }
