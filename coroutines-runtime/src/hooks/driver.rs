@@ -23,8 +23,9 @@ pub(crate) enum Nonblock {
     /// `RWF_NOWAIT` (`preadv2`/`pwritev2`), which some devices refuse
     /// (ttys): those are waited on first, then called as the user called.
     Rwf,
-    /// No per-call flag (accept, connect): the description is held
-    /// non-blocking for the attempt (see `descriptor`).
+    /// No per-call flag (accept): the listener is held non-blocking for
+    /// the attempt, and after it while no other process can reach it (see
+    /// `descriptor`).
     Hold,
 }
 
@@ -261,7 +262,10 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
         let ret = if tcp_read && entry.drained(generation, wait.snapshot()) {
             None
         } else if call.nonblock == Nonblock::Hold {
-            match descriptor::held(call.fd, entry, generation, || attempt(at(true, done))) {
+            let release = descriptor::Release::WhenShared;
+            match descriptor::held(call.fd, entry, generation, release, || {
+                attempt(at(true, done))
+            }) {
                 Some(ret) => Some(ret),
                 None => continue,
             }
