@@ -286,3 +286,33 @@ fn closing_the_kept_number_puts_its_clones_back() {
         assert!(!nonblocking(flags(clone.as_raw_fd())), "{how}");
     }
 }
+
+/// A plain thread's blocking accept on a kept listener is the kernel's own
+/// blocking call: a signal whose handler has `SA_RESTART` restarts it, and
+/// it returns the connection that comes later.
+#[test]
+fn a_plain_threads_accept_on_a_kept_listener_restarts_after_a_signal() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    support::install_handler(libc::SIGUSR2, ignore);
+    let runtime = coroutines::Runtime::builder().workers(1).build().unwrap();
+    let listener = kept_listener(&runtime);
+    let address = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let (tell, thread_id) = std::sync::mpsc::channel();
+    let acceptor = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tell.send(unsafe { libc::pthread_self() }).unwrap();
+        // SAFETY: null address arguments are allowed.
+        let accepted = unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) };
+        (accepted, std::io::Error::last_os_error())
+    });
+    let thread = thread_id.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: the acceptor thread is alive until it accepts, below.
+    unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+    std::thread::sleep(Duration::from_millis(100));
+    let _client = TcpStream::connect(address).unwrap();
+    let (accepted, error) = acceptor.join().unwrap();
+    assert!(accepted >= 0, "accept after a restarting signal: {error}");
+    drop(listener);
+}

@@ -739,6 +739,31 @@ fn let_go(held: &mut Vec<Held>, index: usize) {
     keeper.entry.holding.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// Lets go for good of a hold kept on `fd`'s description, for a call about
+/// to be made as the user made it (a blocking accept on a listener shut
+/// down, or a plain thread's, which a signal may interrupt): it needs the
+/// user's mode, not the runtime's. Whether one was kept.
+pub(crate) fn stop_keeping(fd: c_int) -> bool {
+    if KEPT.load(Ordering::SeqCst) == 0 {
+        return false;
+    }
+    let Some(id) = identity_of(fd) else {
+        return false;
+    };
+    let Some(mut held) = held_lock() else {
+        return false;
+    };
+    let kept = |h: &Held| h.id == id && h.kept.is_some();
+    let Some(index) = held.iter().position(kept) else {
+        return false;
+    };
+    if let Some(keeper) = &held[index].kept {
+        keeper.entry.lock().facts.local = None;
+    }
+    let_go(&mut held, index);
+    true
+}
+
 /// A socket `fd` was made close-on-exec: its description is the process's
 /// own if no sharing began since `shares` (see "Kept holds").
 pub(crate) fn learn_own(fd: c_int, shares: Option<u64>) {
@@ -993,7 +1018,8 @@ pub(crate) fn set_user_mode(fd: c_int, arg: *const c_int, call: impl FnOnce() ->
 /// A plain thread's `call` on `fd`, which has no per-call flag (accept):
 /// if a coroutine's hold made the description non-blocking during the call
 /// and the user wants it blocking, waits for `interest` and tries again, up
-/// to the user's timeout, as the kernel would have blocked in the call.
+/// to the user's timeout, as the kernel would have blocked in the call. A
+/// kept hold is let go for good instead, and the call made again.
 pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() -> isize) -> isize {
     // The user's timeout runs from the call's start: a hold anywhere in the
     // process makes an EAGAIN suspect, even one the kernel gave at the
@@ -1008,6 +1034,11 @@ pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() 
         }
         if user_flags(fd, || identity_of(fd)).is_none_or(|flags| flags & libc::O_NONBLOCK != 0) {
             return ret;
+        }
+        if stop_keeping(fd) {
+            // Made again as the user made it: a blocking call, which
+            // signals interrupt and restart as the kernel decides.
+            continue;
         }
         let deadline = *deadline.get_or_insert_with(|| {
             let name = match interest {

@@ -313,6 +313,9 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
         if call.interest == Interest::Read && entry.hung_up() && hung_up(call.fd) {
             // Shut down for reading: the blocking call returns at once
             // (0, or EINVAL for a listener) where an attempt says EAGAIN.
+            if call.nonblock == Nonblock::Hold {
+                descriptor::stop_keeping(call.fd);
+            }
             return progress(done, attempt(at(false, done)));
         }
         let view = view();
