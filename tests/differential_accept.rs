@@ -57,7 +57,7 @@ fn accept_late_connection(listener: &TcpListener, addr: SocketAddr) -> (Result<(
 }
 
 /// Whether `fd`'s description is non-blocking: as `F_GETFL` shows it to
-/// the user, and as the kernel has it for every process it is shared with.
+/// the user, and as the kernel has it for every other holder.
 #[derive(Debug, PartialEq)]
 struct Mode {
     shown: bool,
@@ -68,7 +68,7 @@ fn mode(fd: RawFd) -> Mode {
     let nonblock = |flags: i32| flags & libc::O_NONBLOCK != 0;
     Mode {
         shown: nonblock(flags(fd)),
-        kernel: nonblock(shared_flags(fd)),
+        kernel: nonblock(kernel_flags(fd)),
     }
 }
 
@@ -419,7 +419,7 @@ fn blocking_mode_set_during_accepts(set_blocking: fn(RawFd)) -> AtRest {
         stop.store(true, Ordering::SeqCst);
         setters.into_iter().for_each(|s| s.join().unwrap());
         drop(client.join().unwrap());
-        if shared_flags(fd) & libc::O_NONBLOCK != 0 {
+        if kernel_flags(fd) & libc::O_NONBLOCK != 0 {
             return AtRest { nonblocking: true };
         }
     }
@@ -699,7 +699,7 @@ fn acceptors_on_two_workers_and_threads_share_a_blocking_listener() {
             thread_errors: thread_errors.load(Ordering::Relaxed),
             party_errors: party_errors.load(Ordering::Relaxed),
             thread_saw_nonblock: watcher.join().unwrap(),
-            left_nonblocking: shared_flags(listener.as_raw_fd()) & libc::O_NONBLOCK != 0,
+            left_nonblocking: kernel_flags(listener.as_raw_fd()) & libc::O_NONBLOCK != 0,
         }
     });
     assert_eq!(

@@ -521,19 +521,6 @@ pub fn kernel_flags(fd: RawFd) -> i32 {
     flags as i32
 }
 
-/// The `F_GETFL` flags of `fd` as a process it is shared with sees them:
-/// a number without close-on-exec shares the description, which lets go
-/// of an O_NONBLOCK the runtime kept on a listener only this process could
-/// reach (see `hooks::descriptor`'s "Kept holds"); then the kernel's.
-pub fn shared_flags(fd: RawFd) -> i32 {
-    // SAFETY: dup takes any number; the copy is closed at once.
-    let copy = unsafe { libc::dup(fd) };
-    assert!(copy >= 0, "dup({fd}): {}", io::Error::last_os_error());
-    // SAFETY: the copy is this function's own.
-    unsafe { libc::close(copy) };
-    kernel_flags(fd)
-}
-
 /// Whether `F_GETFL` shows `O_NONBLOCK` on `fd`.
 pub fn shows_nonblock(fd: RawFd) -> bool {
     flags(fd) & libc::O_NONBLOCK != 0

@@ -28,20 +28,6 @@
 //! stays. Other processes sharing the description can see it non-blocking
 //! for the microseconds an attempt takes, and so can a plain thread's call
 //! on a socket that a coroutine splices (see `hooks::relay`).
-//!
-//! # Kept holds
-//! A listener that no other process can reach keeps its hold after an
-//! accept, so that the next accepts make no system call but their own.
-//! Only the process's own hooks can then see the flag, and they hide it as
-//! during any hold. No other process can reach a socket that this process
-//! made close-on-exec through the hooks and has not shared since: every
-//! way to share it that the hooks see counts (a fork, a number without
-//! close-on-exec, a spawned child's `dup2` action, a message on a Unix
-//! socket that may carry descriptors), and lets the kept holds go at once,
-//! for ever for the descriptions that exist then. Closing or replacing the
-//! listener's number lets its hold go too. What the hooks cannot see (raw
-//! system calls, another process's `pidfd_getfd`) can hand the listener
-//! out while kept.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -319,9 +305,6 @@ pub(crate) fn int_option(fd: c_int, level: c_int, name: c_int) -> Result<c_int, 
 pub(crate) struct Facts {
     /// The description's device and inode, and the generation.
     identity: Option<(u32, (u64, u64))>,
-    /// The generation of a socket this process made close-on-exec, and the
-    /// share count before it was made (see "Kept holds").
-    local: Option<(u32, u64)>,
     /// The user's settings, and the generation and settings epoch.
     view: Option<(u64, View)>,
     /// A negative receive or send timeout was set (in the generation),
@@ -501,28 +484,15 @@ fn socket_timeout(fd: c_int, name: c_int) -> Option<Duration> {
 /// The description behind `fd` (device and inode), cached per generation:
 /// accept asks for every attempt.
 fn identity(fd: c_int, entry: &FdEntry, generation: u32) -> Option<(u64, u64)> {
-    Some(described(fd, entry, generation)?.0)
-}
-
-/// [`identity`], and the share count before the description was made if
-/// it may be kept (see "Kept holds").
-fn described(fd: c_int, entry: &FdEntry, generation: u32) -> Option<((u64, u64), Option<u64>)> {
-    let local = {
-        let state = entry.lock();
-        let local = (state.facts.local)
-            .filter(|(learned, _)| *learned == generation)
-            .map(|(_, shares)| shares);
-        if let Some((learned, id)) = state.facts.identity {
-            if learned == generation {
-                return Some((id, local));
-            }
+    if let Some((learned, id)) = entry.lock().facts.identity {
+        if learned == generation {
+            return Some(id);
         }
-        local
-    };
+    }
     let stat = stat(fd)?;
     let id = (stat.st_dev, stat.st_ino);
     entry.lock().facts.identity = Some((generation, id));
-    Some((id, local))
+    Some(id)
 }
 
 /// A description the runtime holds in O_NONBLOCK.
@@ -533,43 +503,15 @@ struct Held {
     /// The user's O_NONBLOCK: cleared at the last release unless set, and
     /// shown by `F_GETFL` meanwhile. The other flags stay the kernel's.
     user_nonblocking: c_int,
-    /// Kept after its attempts, through this number (see "Kept holds").
-    kept: Option<Keeper>,
-}
-
-/// The number a kept hold is let go through: its entry counts the hold in
-/// `holding`, so that closing or replacing it lets the hold go first.
-struct Keeper {
-    fd: c_int,
-    entry: &'static FdEntry,
-}
-
-/// When a hold ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Release {
-    /// After its attempt: a connecting or splicing socket carries data,
-    /// which a plain thread's calls would find non-blocking.
-    AfterAttempt,
-    /// Once the description may be shared (see "Kept holds"): a listener,
-    /// whose only call that the flag changes is `accept`.
-    WhenShared,
 }
 
 static HELD: SpinLock<Vec<Held>> = SpinLock::new(Vec::new());
 /// `HELD.len()`, readable without the lock: the common case is 0. Raised
 /// before a hold sets the flag, lowered after it is put back.
 static HELD_COUNT: AtomicUsize = AtomicUsize::new(0);
-/// Holds started and ended, for [`Quiet`]. A kept hold ends when it is let
-/// go.
+/// Holds started and ended, for [`Quiet`].
 static HOLD_STARTS: AtomicU64 = AtomicU64::new(0);
 static HOLD_ENDS: AtomicU64 = AtomicU64::new(0);
-/// Kept holds.
-static KEPT: AtomicUsize = AtomicUsize::new(0);
-/// Ways of sharing descriptions begun and ended, and those under way (see
-/// "Kept holds"): a socket made while one is under way, or before one
-/// began, is not the process's own.
-static SHARES: AtomicU64 = AtomicU64::new(0);
-static SHARING: AtomicUsize = AtomicUsize::new(0);
 
 fn flags(fd: c_int) -> isize {
     syscall!(libc::SYS_fcntl, fd, libc::F_GETFL)
@@ -623,17 +565,15 @@ impl Quiet {
 }
 
 /// Makes `attempt` with `fd`'s description held in O_NONBLOCK, and puts the
-/// user's flags back after it, or when `release` says. `None` if the number
-/// changed files since `generation` (the caller tries again and the kernel
-/// has its say).
+/// user's flags back after it. `None` if the number changed files since
+/// `generation` (the caller tries again and the kernel has its say).
 pub(crate) fn held(
     fd: c_int,
-    entry: &'static FdEntry,
+    entry: &FdEntry,
     generation: u32,
-    release: Release,
     attempt: impl FnOnce() -> isize,
 ) -> Option<isize> {
-    let Some((id, local)) = described(fd, entry, generation) else {
+    let Some(id) = identity(fd, entry, generation) else {
         // Not open: the call fails by itself.
         return Some(attempt());
     };
@@ -659,7 +599,6 @@ pub(crate) fn held(
                     id,
                     holds: 1,
                     user_nonblocking,
-                    kept: None,
                 });
                 HELD_COUNT.store(held.len(), Ordering::SeqCst);
                 if current >= 0 && user_nonblocking == 0 {
@@ -671,215 +610,38 @@ pub(crate) fn held(
     let ret = attempt();
     {
         let mut held = HELD.lock();
-        let mut ended = true;
         if let Some(index) = held.iter().position(|h| h.id == id) {
             held[index].holds -= 1;
-            if held[index].holds == 0 && held[index].kept.is_none() {
-                // A close or replacement under way started a generation.
-                let same = entry.generation() == generation;
-                if same && release == Release::WhenShared && own(local) {
-                    // This attempt's start is the kept hold's.
-                    ended = false;
-                    entry.holding.fetch_add(1, Ordering::SeqCst);
-                    KEPT.fetch_add(1, Ordering::SeqCst);
-                    held[index].kept = Some(Keeper { fd, entry });
-                } else {
-                    let last = held.swap_remove(index);
-                    // Closing and replacing the number wait for `holding`,
-                    // so `fd` still names the description, except when a
-                    // signal handler closed it under this very attempt.
-                    put_back(fd, &last, same);
-                    HELD_COUNT.store(held.len(), Ordering::SeqCst);
+            if held[index].holds == 0 {
+                let last = held.swap_remove(index);
+                // Closing and replacing the number wait for `holding`, so
+                // `fd` still names the description, except when a signal
+                // handler closed it under this very attempt. A close waits
+                // after starting its generation: asked of the kernel then.
+                let same = entry.generation() == generation || identity_of(fd) == Some(id);
+                if same && last.user_nonblocking == 0 {
+                    // Only the hold's flag goes: the others may have been
+                    // changed meanwhile by a raw F_SETFL.
+                    set_nonblocking(fd, false);
                 }
+                HELD_COUNT.store(held.len(), Ordering::SeqCst);
             }
         }
-        if ended {
-            HOLD_ENDS.fetch_add(1, Ordering::SeqCst);
-        }
+        HOLD_ENDS.fetch_add(1, Ordering::SeqCst);
     }
     entry.holding.fetch_sub(1, Ordering::SeqCst);
     Some(ret)
 }
 
-/// Clears the hold's O_NONBLOCK through `fd` if the user wants it clear
-/// and `fd` still names the description (`known`, or as the kernel says).
-fn put_back(fd: c_int, record: &Held, known: bool) {
-    if record.user_nonblocking == 0 && (known || identity_of(fd) == Some(record.id)) {
-        // Only the hold's flag goes: the others may have been changed
-        // meanwhile by a raw F_SETFL.
-        set_nonblocking(fd, false);
-    }
-}
-
-/// Whether a description made after `local` shares (`None`: not made by
-/// this process, close-on-exec) is still the process's own. Read under the
-/// holds' lock, which [`sharing_begins`] takes after counting. Never in a
-/// static build, which has no loader to find the `dup2` actions of spawned
-/// children through.
-fn own(local: Option<u64>) -> bool {
-    cfg!(not(target_feature = "crt-static"))
-        && local.is_some_and(|shares| {
-            SHARING.load(Ordering::SeqCst) == 0 && SHARES.load(Ordering::SeqCst) == shares
-        })
-}
-
-/// Lets the kept hold of the record at `index` go: through its number, and
-/// now if no attempt is in flight, else at the last one's end.
-fn let_go(held: &mut Vec<Held>, index: usize) {
-    let Some(keeper) = held[index].kept.take() else {
-        return;
-    };
-    if held[index].holds == 0 {
-        let last = held.swap_remove(index);
-        put_back(keeper.fd, &last, false);
-        HELD_COUNT.store(held.len(), Ordering::SeqCst);
-    }
-    KEPT.fetch_sub(1, Ordering::SeqCst);
-    HOLD_ENDS.fetch_add(1, Ordering::SeqCst);
-    keeper.entry.holding.fetch_sub(1, Ordering::SeqCst);
-}
-
-/// Lets go for good of a hold kept on `fd`'s description, for a call about
-/// to be made as the user made it (a blocking accept on a listener shut
-/// down, or a plain thread's, which a signal may interrupt): it needs the
-/// user's mode, not the runtime's. Whether one was kept.
-pub(crate) fn stop_keeping(fd: c_int) -> bool {
-    if KEPT.load(Ordering::SeqCst) == 0 {
-        return false;
-    }
-    let Some(id) = identity_of(fd) else {
-        return false;
-    };
-    let Some(mut held) = held_lock() else {
-        return false;
-    };
-    let kept = |h: &Held| h.id == id && h.kept.is_some();
-    let Some(index) = held.iter().position(kept) else {
-        return false;
-    };
-    if let Some(keeper) = &held[index].kept {
-        keeper.entry.lock().facts.local = None;
-    }
-    let_go(&mut held, index);
-    true
-}
-
-/// A socket `fd` was made close-on-exec: its description is the process's
-/// own if no sharing began since `shares` (see "Kept holds").
-pub(crate) fn learn_own(fd: c_int, shares: Option<u64>) {
-    let (Some(shares), Some(entry)) = (shares, crate::reactor::fd_table::FD_TABLE.get(fd)) else {
-        return;
-    };
-    watch_forks();
-    let generation = entry.generation();
-    entry.lock().facts.local = Some((generation, shares));
-}
-
-/// Makes every fork a sharing, from before any description may be kept.
-fn watch_forks() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    extern "C" fn prepare() {
-        sharing_begins();
-    }
-    extern "C" fn parent() {
-        sharing_ends();
-    }
-    ONCE.call_once(|| {
-        // SAFETY: registers handlers without preconditions; they run in the
-        // forking thread, around the fork.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), None) };
-    });
-}
-
-/// Before a socket is made: the share count a description made now may be
-/// kept under, `None` while a sharing is under way.
-pub(crate) fn shares_before() -> Option<u64> {
-    let shares = SHARES.load(Ordering::SeqCst);
-    (SHARING.load(Ordering::SeqCst) == 0).then_some(shares)
-}
-
-/// Before the process may let another reach its descriptions: lets every
-/// kept hold go, and no description made before [`sharing_ends`] may be
-/// kept. A signal handler lets them go only if the holds' lock is free.
-pub(crate) fn sharing_begins() {
-    SHARING.fetch_add(1, Ordering::SeqCst);
-    SHARES.fetch_add(1, Ordering::SeqCst);
-    if KEPT.load(Ordering::SeqCst) == 0 {
-        return;
-    }
-    if let Some(mut held) = held_lock() {
-        while let Some(index) = held.iter().position(|h| h.kept.is_some()) {
-            let_go(&mut held, index);
-        }
-    }
-}
-
-/// After a sharing that [`sharing_begins`] announced.
-pub(crate) fn sharing_ends() {
-    SHARES.fetch_add(1, Ordering::SeqCst);
-    SHARING.fetch_sub(1, Ordering::SeqCst);
-}
-
-/// A way of sharing descriptions, under way while this lives.
-pub(crate) struct Sharing(());
-
-impl Sharing {
-    pub(crate) fn begin() -> Sharing {
-        sharing_begins();
-        Sharing(())
-    }
-
-    /// A new way for other processes to reach `fd`'s description (a number
-    /// without close-on-exec): a sharing, unless `fd` is known to name no
-    /// socket that could listen.
-    pub(crate) fn of(fd: c_int) -> Option<Sharing> {
-        match known_kind(fd) {
-            Some(kind) if !kind.accepts() => None,
-            _ => Some(Sharing::begin()),
-        }
-    }
-
-    /// A message sent on `fd`, which may carry descriptors: a sharing,
-    /// unless `fd` is known to be no Unix socket.
-    pub(crate) fn by_message(fd: c_int) -> Option<Sharing> {
-        match known_kind(fd) {
-            Some(Kind::UnixStream | Kind::UnixDatagram | Kind::SeqPacket) | None => {
-                Some(Sharing::begin())
-            }
-            Some(_) => None,
-        }
-    }
-}
-
-impl Drop for Sharing {
-    fn drop(&mut self) {
-        sharing_ends();
-    }
-}
-
-/// Before the number of `entry` is closed or replaced: lets a hold kept
-/// through it go, and waits for attempts holding its description, so that
-/// they put the user's flags back through it. They are single non-blocking
-/// system calls. A signal handler does not wait: the attempt may be the
-/// code it interrupted.
+/// Before the number of `entry` is closed or replaced: waits for attempts
+/// holding its description, so that they put the user's flags back through
+/// it. They are single non-blocking system calls. A signal handler does not
+/// wait: the attempt may be the code it interrupted.
 pub(crate) fn wait_for_holds(entry: &FdEntry) {
-    loop {
-        if entry.holding.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        if let Some(mut held) = held_lock() {
-            let keeper = |h: &Held| {
-                h.kept
-                    .as_ref()
-                    .is_some_and(|k| core::ptr::eq(k.entry, entry))
-            };
-            if let Some(index) = held.iter().position(keeper) {
-                let_go(&mut held, index);
-            }
-        }
-        if switch::in_signal_handler() {
-            return;
-        }
+    if switch::in_signal_handler() {
+        return;
+    }
+    while entry.holding.load(Ordering::SeqCst) != 0 {
         sys::sched_yield();
     }
 }
@@ -1018,8 +780,7 @@ pub(crate) fn set_user_mode(fd: c_int, arg: *const c_int, call: impl FnOnce() ->
 /// A plain thread's `call` on `fd`, which has no per-call flag (accept):
 /// if a coroutine's hold made the description non-blocking during the call
 /// and the user wants it blocking, waits for `interest` and tries again, up
-/// to the user's timeout, as the kernel would have blocked in the call. A
-/// kept hold is let go for good instead, and the call made again.
+/// to the user's timeout, as the kernel would have blocked in the call.
 pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() -> isize) -> isize {
     // The user's timeout runs from the call's start: a hold anywhere in the
     // process makes an EAGAIN suspect, even one the kernel gave at the
@@ -1034,11 +795,6 @@ pub(crate) fn thread_call(fd: c_int, interest: Interest, mut call: impl FnMut() 
         }
         if user_flags(fd, || identity_of(fd)).is_none_or(|flags| flags & libc::O_NONBLOCK != 0) {
             return ret;
-        }
-        if stop_keeping(fd) {
-            // Made again as the user made it: a blocking call, which
-            // signals interrupt and restart as the kernel decides.
-            continue;
         }
         let deadline = *deadline.get_or_insert_with(|| {
             let name = match interest {

@@ -23,9 +23,8 @@ pub(crate) enum Nonblock {
     /// `RWF_NOWAIT` (`preadv2`/`pwritev2`), which some devices refuse
     /// (ttys): those are waited on first, then called as the user called.
     Rwf,
-    /// No per-call flag (accept): the listener is held non-blocking for
-    /// the attempt, and after it while no other process can reach it (see
-    /// `descriptor`).
+    /// No per-call flag (accept, connect): the description is held
+    /// non-blocking for the attempt (see `descriptor`).
     Hold,
 }
 
@@ -262,10 +261,7 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
         let ret = if tcp_read && entry.drained(generation, wait.snapshot()) {
             None
         } else if call.nonblock == Nonblock::Hold {
-            let release = descriptor::Release::WhenShared;
-            match descriptor::held(call.fd, entry, generation, release, || {
-                attempt(at(true, done))
-            }) {
+            match descriptor::held(call.fd, entry, generation, || attempt(at(true, done))) {
                 Some(ret) => Some(ret),
                 None => continue,
             }
@@ -313,9 +309,6 @@ fn coroutine_io(call: Call, mut attempt: impl FnMut(Attempt) -> isize) -> isize 
         if call.interest == Interest::Read && entry.hung_up() && hung_up(call.fd) {
             // Shut down for reading: the blocking call returns at once
             // (0, or EINVAL for a listener) where an attempt says EAGAIN.
-            if call.nonblock == Nonblock::Hold {
-                descriptor::stop_keeping(call.fd);
-            }
             return progress(done, attempt(at(false, done)));
         }
         let view = view();

@@ -7,7 +7,7 @@ use core::sync::atomic::AtomicUsize;
 
 use libc::{c_char, c_int, c_uint, c_ulong, c_void};
 
-use super::descriptor::{self, Kind, Sharing};
+use super::descriptor::{self, Kind};
 use super::driver::{on_created, on_replaced};
 #[cfg(not(target_feature = "crt-static"))]
 use super::on_helper;
@@ -113,7 +113,6 @@ fn duplicated(old: c_int, new: c_int, created: bool) {
 /// As `dup(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup(old: c_int) -> c_int {
-    let _sharing = Sharing::of(old);
     let ret = syscall!(libc::SYS_dup, old);
     if ret >= 0 {
         duplicated(old, ret as c_int, true);
@@ -131,10 +130,6 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
         // EINVAL, and nothing changes.
         return c_result(syscall!(libc::SYS_dup3, old, new, flags)) as c_int;
     }
-    let _sharing = match flags & libc::O_CLOEXEC {
-        0 => Sharing::of(old),
-        _ => None,
-    };
     let ret = closing(new, Ended::Replaced, || {
         syscall!(libc::SYS_dup3, old, new, flags)
     });
@@ -161,10 +156,8 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// Hooked (`fcntl` is variadic in C; on x86-64 a fixed third argument is
 /// passed in the same register): `F_GETFL` never shows an O_NONBLOCK the
 /// runtime holds, `F_SETFL` is what the runtime puts back after a hold,
-/// `F_DUPFD*` give the new number a clean record, a number without
-/// close-on-exec (`F_DUPFD`, `F_SETFD`) shares its description (see
-/// `descriptor`'s "Kept holds"), and the waiting lock commands wait as
-/// `lock` says.
+/// `F_DUPFD*` give the new number a clean record, and the waiting lock
+/// commands wait as `lock` says.
 ///
 /// # Safety
 /// As `fcntl(2)`.
@@ -176,19 +169,11 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
         libc::F_SETFL => descriptor::set_user_flags(fd, arg as c_int),
         libc::F_SETLKW | libc::F_OFD_SETLKW => super::lock::record_lock(fd, cmd, arg),
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
-            let _sharing = match cmd {
-                libc::F_DUPFD => Sharing::of(fd),
-                _ => None,
-            };
             let ret = syscall!(libc::SYS_fcntl, fd, cmd, arg);
             if ret >= 0 {
                 duplicated(fd, ret as c_int, true);
             }
             ret
-        }
-        libc::F_SETFD if arg as c_int & libc::FD_CLOEXEC == 0 => {
-            let _sharing = Sharing::of(fd);
-            syscall!(libc::SYS_fcntl, fd, cmd, arg)
         }
         _ => syscall!(libc::SYS_fcntl, fd, cmd, arg),
     };
@@ -208,14 +193,10 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 /// The `ioctl` requests that change status flags, as `request` is typed.
 const FIONBIO: c_ulong = libc::FIONBIO as c_ulong;
 const FIOASYNC: c_ulong = libc::FIOASYNC as c_ulong;
-/// And the one that clears close-on-exec, which shares the description
-/// with children that `exec` (see `descriptor`'s "Kept holds").
-const FIONCLEX: c_ulong = libc::FIONCLEX as c_ulong;
 
 /// Hooked (variadic in C, register-compatible on x86-64): `FIONBIO`, which
 /// `set_nonblocking` uses, sets the user's mode as `F_SETFL` does; the
-/// holds wait for a `FIOASYNC`; `FIONCLEX` shares the description as
-/// `F_SETFD` does.
+/// holds wait for a `FIOASYNC`.
 ///
 /// # Safety
 /// As `ioctl(2)`.
@@ -225,10 +206,6 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
     let ret = match request {
         FIONBIO if !in_forked_child() => descriptor::set_user_mode(fd, arg as *const c_int, call),
         FIOASYNC if !in_forked_child() => descriptor::change_flags(call),
-        FIONCLEX => {
-            let _sharing = Sharing::of(fd);
-            call()
-        }
         _ => call(),
     };
     c_result(ret) as c_int

@@ -16,13 +16,13 @@
 //! `wait3` and `system` are hooked too (and `pclose`, in `fd`): glibc's
 //! wait through internal calls no other hook sees.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libc::{c_int, id_t, idtype_t, pid_t, rusage, siginfo_t};
 
-use super::descriptor::{get_flags, Kind, Sharing};
+use super::descriptor::{get_flags, Kind};
 use super::driver::on_created;
 use super::fd::close_owned;
 #[cfg(not(target_feature = "crt-static"))]
@@ -64,33 +64,6 @@ pub unsafe extern "C" fn fork() -> pid_t {
 pub unsafe extern "C" fn vfork() -> pid_t {
     // SAFETY: same contract, as `fork`.
     unsafe { fork() }
-}
-
-/// Hooked: a child that `posix_spawn` makes with this action keeps `fd`
-/// past `exec`, which shares its description (see `descriptor`'s "Kept
-/// holds"). Not in static builds, which never keep holds.
-///
-/// # Safety
-/// As `posix_spawn_file_actions_adddup2(3)`.
-#[cfg(not(target_feature = "crt-static"))]
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn posix_spawn_file_actions_adddup2(
-    actions: *mut libc::posix_spawn_file_actions_t,
-    fd: c_int,
-    new: c_int,
-) -> c_int {
-    static REAL: AtomicUsize = AtomicUsize::new(usize::MAX);
-    let address = super::on_helper::real(&REAL, c"posix_spawn_file_actions_adddup2");
-    if address == 0 {
-        return libc::ENOSYS;
-    }
-    let _sharing = Sharing::of(fd);
-    type AddDup2 =
-        unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, c_int, c_int) -> c_int;
-    // SAFETY: dlsym found glibc's function of this name and type.
-    let real: AddDup2 = unsafe { core::mem::transmute(address) };
-    // SAFETY: the caller's arguments, as the caller passed them.
-    unsafe { real(actions, fd, new) }
 }
 
 /// Options under which a pidfd says nothing: only exits make it readable.

@@ -47,7 +47,7 @@ use std::time::Instant;
 
 use libc::{c_int, c_uint};
 
-use super::descriptor::{self, Kind, Release, View};
+use super::descriptor::{self, Kind, View};
 use super::driver::{progress, revents, Recheck};
 use crate::blocking;
 use crate::coroutine::{in_coroutine, switch};
@@ -282,13 +282,9 @@ fn coroutine_relay(relay: Relay, mut attempt: impl FnMut(Pass) -> isize) -> isiz
         let ret = match held {
             Some(side) => {
                 let (end, generation) = (ends[side].unwrap(), waits[side].as_ref().unwrap());
-                match descriptor::held(
-                    end.fd,
-                    end.entry,
-                    generation.generation(),
-                    Release::AfterAttempt,
-                    || attempt(nonblocking),
-                ) {
+                match descriptor::held(end.fd, end.entry, generation.generation(), || {
+                    attempt(nonblocking)
+                }) {
                     Some(ret) => ret,
                     // The number changed files: the kernel has its say on
                     // the next round.

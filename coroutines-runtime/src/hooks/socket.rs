@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-use super::descriptor::{self, Kind, Release, Sharing};
+use super::descriptor::{self, Kind};
 use super::driver::{blocking_io, on_created, poll_one, Call, Len, Nonblock};
 use super::iov;
 use crate::blocking;
@@ -273,7 +273,6 @@ pub unsafe extern "C" fn sendto(
 /// As `sendmsg(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let _sharing = Sharing::by_message(fd);
     transfer(
         fd,
         Interest::Write,
@@ -373,8 +372,7 @@ fn connect_parked(fd: c_int, call: impl Fn() -> isize) -> isize {
                 )
             }
         };
-        let Some(ret) = descriptor::held(fd, entry, generation, Release::AfterAttempt, &call)
-        else {
+        let Some(ret) = descriptor::held(fd, entry, generation, &call) else {
             continue;
         };
         match ret {
@@ -424,7 +422,7 @@ fn connected(
             }
         }
         wait = FdWait::new(fd, entry, Interest::Write);
-        match descriptor::held(fd, entry, wait.generation(), Release::AfterAttempt, &call) {
+        match descriptor::held(fd, entry, wait.generation(), &call) {
             // Still connecting (the wake-up was not the end).
             Some(ret) if ret == -(libc::EALREADY as isize) => {}
             // Another call ended the wait first and saw it connected; the
@@ -500,18 +498,9 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
 /// As `socket(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
-    let made = Kind::of_socket(domain, kind, protocol);
-    // Counted before the socket exists: a fork under way may copy it.
-    let shares = match made.accepts() && kind & libc::SOCK_CLOEXEC != 0 {
-        true => descriptor::shares_before(),
-        false => None,
-    };
     let ret = syscall!(libc::SYS_socket, domain, kind, protocol);
     if ret >= 0 {
-        on_created(ret as c_int, Some(made));
-        if !in_forked_child() {
-            descriptor::learn_own(ret as c_int, shares);
-        }
+        on_created(ret as c_int, Some(Kind::of_socket(domain, kind, protocol)));
     }
     c_result(ret) as c_int
 }
@@ -622,7 +611,6 @@ pub unsafe extern "C" fn sendmmsg(
     count: c_uint,
     flags: c_int,
 ) -> c_int {
-    let _sharing = Sharing::by_message(fd);
     // The kernel sends at most UIO_MAXIOV messages per call.
     let count = count.min(UIO_MAXIOV);
     let ret = match in_coroutine() && flags & libc::MSG_DONTWAIT == 0 && count > 0 {
