@@ -10,8 +10,9 @@
 //! Each case delivers SIGUSR1 with `pthread_kill` to the thread the case
 //! runs on (in a coroutine: its worker) while the case spins or is parked.
 //! To see whether other code ran on that thread during the handler, the
-//! case's party bumps a thread-local counter: beside a thread it is another
-//! thread with its own counter, beside a coroutine it shares the worker's.
+//! case's party counts its ticks made on the case's kernel thread: beside
+//! a thread it is another thread and makes none, beside a coroutine it
+//! shares the worker. (Not a thread-local: a coroutine has its own.)
 //! Handlers are process-wide, so the tests of this file run one at a time
 //! (which also keeps the numbers of the descriptors they close from being
 //! taken by another test).
@@ -21,10 +22,9 @@
 
 mod support;
 
-use std::cell::Cell;
 use std::io::Write;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,10 +42,9 @@ const IN_HANDLER: Duration = Duration::from_millis(20);
 const SIGNAL_AT: Duration = Duration::from_millis(50);
 const CASE_LENGTH: Duration = Duration::from_millis(200);
 
-thread_local! {
-    /// Bumped by the case's party on its own thread.
-    static PARTY_TICKS: Cell<u64> = const { Cell::new(0) };
-}
+/// The kernel thread the case runs on, and the party's ticks made there.
+static CASE_THREAD: AtomicI32 = AtomicI32::new(0);
+static PARTY_TICKS_THERE: AtomicU64 = AtomicU64::new(0);
 
 /// What the last handler saw; set by the handler, read by the case.
 static HANDLED: AtomicBool = AtomicBool::new(false);
@@ -85,10 +84,11 @@ fn install_for(signal: i32, handler: extern "C" fn(libc::c_int)) {
 /// Runs `call` in a handler and records whether the party ran on this
 /// thread meanwhile and whether the call did what it should.
 fn in_handler(call: impl FnOnce() -> bool) {
-    let before = PARTY_TICKS.with(Cell::get);
+    let before = PARTY_TICKS_THERE.load(Ordering::SeqCst);
     let ok = call();
     CALL_OK.store(ok, Ordering::SeqCst);
-    PARTY_RAN_MEANWHILE.store(PARTY_TICKS.with(Cell::get) != before, Ordering::SeqCst);
+    let after = PARTY_TICKS_THERE.load(Ordering::SeqCst);
+    PARTY_RAN_MEANWHILE.store(after != before, Ordering::SeqCst);
     HANDLED.store(true, Ordering::SeqCst);
 }
 
@@ -149,12 +149,17 @@ enum Busy {
 /// The shape of the handler cases: a party ticks beside the case; the
 /// case's own thread gets SIGUSR1 at [`SIGNAL_AT`] while it is `busy`.
 fn signalled_while(side: Side, busy: Busy) -> Handled {
+    // SAFETY: gettid has no preconditions.
+    CASE_THREAD.store(unsafe { libc::gettid() }, Ordering::SeqCst);
     let stop = Arc::new(AtomicBool::new(false));
     let party = {
         let stop = stop.clone();
         side.spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                PARTY_TICKS.with(|ticks| ticks.set(ticks.get() + 1));
+                // SAFETY: gettid has no preconditions.
+                if unsafe { libc::gettid() } == CASE_THREAD.load(Ordering::SeqCst) {
+                    PARTY_TICKS_THERE.fetch_add(1, Ordering::SeqCst);
+                }
                 thread::sleep(Duration::from_millis(1));
             }
         })
@@ -189,6 +194,43 @@ fn sleep_in_a_handler_interrupting_a_running_coroutine_blocks_the_thread() {
         signalled_while(side, Busy::Spinning)
     });
     assert_eq!(got, HANDLED_ALONE);
+}
+
+unsafe extern "C" {
+    fn sigset(signal: libc::c_int, handler: libc::sighandler_t) -> libc::sighandler_t;
+    fn sysv_signal(signal: libc::c_int, handler: libc::sighandler_t) -> libc::sighandler_t;
+    fn bsd_signal(signal: libc::c_int, handler: libc::sighandler_t) -> libc::sighandler_t;
+}
+
+/// glibc's other ways to install a handler, which it implements with its
+/// own `sigaction`, out of the hooks' sight: the handler still runs
+/// outside the coroutine it interrupts.
+#[test]
+fn sleep_in_a_handler_installed_by_any_installer_blocks_the_thread() {
+    type Installer = unsafe extern "C" fn(libc::c_int, libc::sighandler_t) -> libc::sighandler_t;
+    let installers: [(&str, Installer); 4] = [
+        ("signal", libc::signal),
+        ("bsd_signal", bsd_signal),
+        ("sysv_signal", sysv_signal),
+        ("sigset", sigset),
+    ];
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for (name, installer) in installers {
+        let got = differential(name, move |side| {
+            install(sleeping_handler);
+            // SAFETY: installs a handler that only sleeps and stores
+            // atomics and a thread-local without destructor.
+            let old = unsafe {
+                installer(
+                    libc::SIGUSR1,
+                    sleeping_handler as *const () as libc::sighandler_t,
+                )
+            };
+            assert_ne!(old, libc::SIG_ERR, "{name}");
+            signalled_while(side, Busy::Spinning)
+        });
+        assert_eq!(got, HANDLED_ALONE, "{name}");
+    }
 }
 
 /// Passes today: with every coroutine parked, the worker is in the

@@ -1,5 +1,6 @@
-//! Signal handlers: `sigaction` and `signal` install the user's handler
-//! behind a trampoline that runs it outside the coroutine it interrupts.
+//! Signal handlers: `sigaction` and glibc's one-call installers (`signal`,
+//! `sysv_signal`, `sigset`) install the user's handler behind a trampoline
+//! that runs it outside the coroutine it interrupts.
 //!
 //! A handler runs on whatever stack the signal found; if that is a
 //! coroutine's, a hooked call in the handler would otherwise park the
@@ -147,21 +148,28 @@ fn report(user: usize, old: &mut SigAction) {
     }
 }
 
-/// Hooked: glibc's `signal` (BSD semantics: `SA_RESTART`, the signal
-/// blocked during its handler) through the hooked `sigaction`.
-///
-/// # Safety
-/// As `signal(2)`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn signal(signal: c_int, handler: sighandler_t) -> sighandler_t {
-    // SAFETY: an all-zero sigaction is valid; the set functions get a
-    // valid set.
+/// glibc's `SIG_HOLD` disposition of `sigset`: block the signal.
+const SIG_HOLD: sighandler_t = 2;
+/// glibc's obsolete `SA_INTERRUPT`, which its `sysv_signal` passes on.
+const SA_INTERRUPT: c_int = 0x2000_0000;
+
+/// Installs `handler` for `signal` through the hooked `sigaction` with
+/// `flags`, the signal blocked during the handler if `blocked`, as glibc's
+/// one-call installers do (which call glibc's `sigaction` where no hook
+/// sees it); returns the old handler, or `SIG_ERR`.
+fn install(signal: c_int, handler: sighandler_t, flags: c_int, blocked: bool) -> sighandler_t {
+    if handler == libc::SIG_ERR || !(1..SIGNALS as c_int).contains(&signal) {
+        crate::sys::set_errno(libc::EINVAL);
+        return libc::SIG_ERR;
+    }
+    // SAFETY: an all-zero sigaction is valid; `signal` is in range for
+    // the set.
     let mut act: SigAction = unsafe { core::mem::zeroed() };
     act.sa_sigaction = handler;
-    act.sa_flags = libc::SA_RESTART;
-    // SAFETY: as above.
-    if unsafe { libc::sigaddset(&mut act.sa_mask, signal) } != 0 {
-        return libc::SIG_ERR;
+    act.sa_flags = flags;
+    if blocked {
+        // SAFETY: as above.
+        unsafe { libc::sigaddset(&mut act.sa_mask, signal) };
     }
     // SAFETY: as above.
     let mut old: SigAction = unsafe { core::mem::zeroed() };
@@ -172,6 +180,16 @@ pub unsafe extern "C" fn signal(signal: c_int, handler: sighandler_t) -> sighand
     }
 }
 
+/// Hooked: glibc's `signal` (BSD semantics: `SA_RESTART`, the signal
+/// blocked during its handler).
+///
+/// # Safety
+/// As `signal(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn signal(signal: c_int, handler: sighandler_t) -> sighandler_t {
+    install(signal, handler, libc::SA_RESTART, true)
+}
+
 /// Hooked: glibc's other name for `signal`.
 ///
 /// # Safety
@@ -180,4 +198,69 @@ pub unsafe extern "C" fn signal(signal: c_int, handler: sighandler_t) -> sighand
 pub unsafe extern "C" fn bsd_signal(signal: c_int, handler: sighandler_t) -> sighandler_t {
     // SAFETY: same contract.
     unsafe { self::signal(signal, handler) }
+}
+
+/// Hooked: System V semantics: the handler is reset to the default as it
+/// runs, and the signal is not blocked during it.
+///
+/// # Safety
+/// As `sysv_signal(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sysv_signal(signal: c_int, handler: sighandler_t) -> sighandler_t {
+    let flags = libc::SA_RESETHAND | libc::SA_NODEFER | SA_INTERRUPT;
+    install(signal, handler, flags, false)
+}
+
+/// Hooked: glibc's internal name for `sysv_signal`.
+///
+/// # Safety
+/// As `sysv_signal(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __sysv_signal(signal: c_int, handler: sighandler_t) -> sighandler_t {
+    // SAFETY: same contract.
+    unsafe { sysv_signal(signal, handler) }
+}
+
+/// Hooked: `sigset` installs a handler (and unblocks the signal) or, with
+/// `SIG_HOLD`, blocks the signal; it returns `SIG_HOLD` if the signal was
+/// blocked, else the old handler.
+///
+/// # Safety
+/// As `sigset(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigset(signal: c_int, disposition: sighandler_t) -> sighandler_t {
+    if disposition == libc::SIG_ERR || !(1..SIGNALS as c_int).contains(&signal) {
+        crate::sys::set_errno(libc::EINVAL);
+        return libc::SIG_ERR;
+    }
+    // SAFETY: all-zero signal sets are valid, and `signal` is in range.
+    let (mut set, mut was) = unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
+    // SAFETY: as above.
+    unsafe { libc::sigaddset(&mut set, signal) };
+    let how = match disposition {
+        SIG_HOLD => libc::SIG_BLOCK,
+        _ => libc::SIG_UNBLOCK,
+    };
+    let old = match disposition {
+        SIG_HOLD => libc::SIG_DFL,
+        _ => install(signal, disposition, 0, false),
+    };
+    // SAFETY: valid sets.
+    if old == libc::SIG_ERR || unsafe { libc::sigprocmask(how, &set, &mut was) } < 0 {
+        return libc::SIG_ERR;
+    }
+    // SAFETY: a valid set.
+    if unsafe { libc::sigismember(&was, signal) } == 1 {
+        return SIG_HOLD;
+    }
+    if disposition != SIG_HOLD {
+        return old;
+    }
+    // SAFETY: an all-zero sigaction is valid; a query.
+    let mut now: SigAction = unsafe { core::mem::zeroed() };
+    // SAFETY: a query into a valid sigaction.
+    match unsafe { sigaction(signal, core::ptr::null(), &mut now) } {
+        0 => now.sa_sigaction,
+        _ => libc::SIG_ERR,
+    }
 }
