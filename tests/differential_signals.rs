@@ -207,7 +207,6 @@ unsafe extern "C" {
 /// outside the coroutine it interrupts.
 #[test]
 fn sleep_in_a_handler_installed_by_any_installer_blocks_the_thread() {
-    type Installer = unsafe extern "C" fn(libc::c_int, libc::sighandler_t) -> libc::sighandler_t;
     let installers: [(&str, Installer); 4] = [
         ("signal", libc::signal),
         ("bsd_signal", bsd_signal),
@@ -549,4 +548,66 @@ fn tcp_write_cut_by_own_shutdown_raises_no_sigpipe() {
         })
     });
     assert_eq!(got, (Ok(Moved::Part), 0));
+}
+
+type Installer = unsafe extern "C" fn(libc::c_int, libc::sighandler_t) -> libc::sighandler_t;
+
+/// What a sequence of `sigset` calls through `sigset` answered, and the
+/// mask and handler each left.
+fn sigset_sequence(sigset: Installer) -> (Vec<(bool, bool)>, (bool, libc::c_int)) {
+    extern "C" fn quiet(_: libc::c_int) {}
+    let hold: libc::sighandler_t = 2;
+    let handler = quiet as *const () as libc::sighandler_t;
+    let blocked = || {
+        // SAFETY: queries the calling thread's mask into a valid set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut set);
+            libc::sigismember(&set, libc::SIGUSR2) == 1
+        }
+    };
+    let mut seen = Vec::new();
+    // SAFETY: sigset with valid dispositions; the handler does nothing.
+    unsafe {
+        seen.push((
+            sigset(libc::SIGUSR2, libc::SIG_IGN) == libc::SIG_ERR,
+            blocked(),
+        ));
+        seen.push((sigset(libc::SIGUSR2, hold) == libc::SIG_IGN, blocked()));
+        seen.push((sigset(libc::SIGUSR2, hold) == hold, blocked()));
+        seen.push((sigset(libc::SIGUSR2, handler) == hold, blocked()));
+        seen.push((sigset(libc::SIGUSR2, libc::SIG_IGN) == handler, blocked()));
+        seen.push((sigset(0, handler) == libc::SIG_ERR, errno() == libc::EINVAL));
+        sigset(libc::SIGUSR2, handler);
+    }
+    // SAFETY: a query into a valid sigaction.
+    let shown = unsafe {
+        let mut now: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGUSR2, std::ptr::null(), &mut now);
+        (now.sa_sigaction == handler, now.sa_flags & libc::SA_SIGINFO)
+    };
+    // SAFETY: puts the default back.
+    unsafe { sigset(libc::SIGUSR2, libc::SIG_DFL) };
+    (seen, shown)
+}
+
+/// `sigset`'s answers and its effect on the mask and the handler, which
+/// the hook rebuilds from `sigaction` and `sigprocmask`: as glibc's own
+/// `sigset` gives them on a plain thread.
+#[test]
+fn sigset_reports_and_blocks_as_glibc_does() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds glibc's
+    // `sigset`, of this type, past the hook in this executable.
+    let glibc: Installer = unsafe {
+        let address = libc::dlsym(libc::RTLD_NEXT, c"sigset".as_ptr());
+        assert!(!address.is_null(), "glibc's sigset");
+        std::mem::transmute(address)
+    };
+    let reference = thread::spawn(move || sigset_sequence(glibc))
+        .join()
+        .unwrap();
+    let got = differential("sigset", |_| sigset_sequence(sigset));
+    assert_eq!(got, reference);
+    assert_eq!(reference.0[1], (true, true), "SIG_HOLD blocks");
 }
