@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use libc::c_int;
 
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use super::fd_table::FD_TABLE;
@@ -176,11 +177,15 @@ impl Poller {
         timeout: Option<Duration>,
         mut on_event: impl FnMut(u64, u32),
     ) -> bool {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
+        // Not zeroed (3 KiB, on every wait): only what the kernel wrote is read.
+        let mut events = [const { MaybeUninit::<libc::epoll_event>::uninit() }; EVENTS_PER_WAIT];
         let n = epoll_wait(self.epoll.load(Ordering::Relaxed), &mut events, timeout);
-        let n = n.max(0) as usize;
+        let n = (n.max(0) as usize).min(EVENTS_PER_WAIT);
+        // SAFETY: the kernel wrote the first `n`.
+        let events =
+            unsafe { &*(&events[..n] as *const [MaybeUninit<_>] as *const [libc::epoll_event]) };
         let mut notified = false;
-        for event in &events[..n] {
+        for event in events {
             match event.u64 {
                 NOTIFY_TOKEN => notified = true,
                 KICK_TOKEN => FD_TABLE.finish_deferred_resets(),
@@ -198,7 +203,11 @@ static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
 /// Waits in `epoll` up to `timeout` (for ever if `None`), to the
 /// nanosecond where the kernel allows (`epoll_pwait2`): a sleep of 100 us
 /// takes about that, not a millisecond. Returns the raw result.
-fn epoll_wait(epoll: c_int, events: &mut [libc::epoll_event], timeout: Option<Duration>) -> isize {
+fn epoll_wait(
+    epoll: c_int,
+    events: &mut [MaybeUninit<libc::epoll_event>],
+    timeout: Option<Duration>,
+) -> isize {
     let (epoll, list, max) = (epoll as usize, events.as_mut_ptr() as usize, events.len());
     if !NO_PWAIT2.load(Ordering::Relaxed) {
         let ts = timeout.map(sys::timespec);
