@@ -602,7 +602,7 @@ fn sigset_reports_and_blocks_as_glibc_does() {
     let glibc: Installer = unsafe {
         let address = libc::dlsym(libc::RTLD_NEXT, c"sigset".as_ptr());
         assert!(!address.is_null(), "glibc's sigset");
-        std::mem::transmute(address)
+        std::mem::transmute::<*mut libc::c_void, Installer>(address)
     };
     let reference = thread::spawn(move || sigset_sequence(glibc))
         .join()
@@ -610,4 +610,71 @@ fn sigset_reports_and_blocks_as_glibc_does() {
     let got = differential("sigset", |_| sigset_sequence(sigset));
     assert_eq!(got, reference);
     assert_eq!(reference.0[1], (true, true), "SIG_HOLD blocks");
+}
+
+type Interrupter = unsafe extern "C" fn(libc::c_int, libc::c_int) -> libc::c_int;
+
+/// Whether handlers that `signal` installs after `siginterrupt` calls
+/// restart interrupted calls, through these functions.
+fn restarts_after_siginterrupt(signal: Installer, siginterrupt: Interrupter) -> Vec<bool> {
+    extern "C" fn quiet(_: libc::c_int) {}
+    let handler = quiet as *const () as libc::sighandler_t;
+    let restarts = || {
+        // SAFETY: a query into a valid sigaction.
+        unsafe {
+            let mut now: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGUSR2, std::ptr::null(), &mut now);
+            now.sa_flags & libc::SA_RESTART != 0
+        }
+    };
+    let mut seen = Vec::new();
+    // SAFETY: installs a handler that does nothing, then the default.
+    unsafe {
+        signal(libc::SIGUSR2, handler);
+        seen.push(restarts());
+        siginterrupt(libc::SIGUSR2, 1);
+        seen.push(restarts());
+        signal(libc::SIGUSR2, handler);
+        seen.push(restarts());
+        siginterrupt(libc::SIGUSR2, 0);
+        seen.push(restarts());
+        signal(libc::SIGUSR2, handler);
+        seen.push(restarts());
+        seen.push(siginterrupt(0, 1) == -1 && errno() == libc::EINVAL);
+        signal(libc::SIGUSR2, libc::SIG_DFL);
+    }
+    seen
+}
+
+/// `siginterrupt` makes later `signal` calls install handlers that
+/// interrupt calls, as glibc's pair does on a plain thread.
+#[test]
+fn signal_after_siginterrupt_as_glibc() {
+    unsafe extern "C" {
+        fn siginterrupt(signal: libc::c_int, interrupt: libc::c_int) -> libc::c_int;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: dlsym with NUL-terminated names; RTLD_NEXT finds glibc's
+    // functions of these types past the hooks in this executable.
+    let (glibc_signal, glibc_siginterrupt): (Installer, Interrupter) = unsafe {
+        let signal = libc::dlsym(libc::RTLD_NEXT, c"signal".as_ptr());
+        let siginterrupt = libc::dlsym(libc::RTLD_NEXT, c"siginterrupt".as_ptr());
+        assert!(!signal.is_null() && !siginterrupt.is_null());
+        (
+            std::mem::transmute::<*mut libc::c_void, Installer>(signal),
+            std::mem::transmute::<*mut libc::c_void, Interrupter>(siginterrupt),
+        )
+    };
+    let reference =
+        thread::spawn(move || restarts_after_siginterrupt(glibc_signal, glibc_siginterrupt))
+            .join()
+            .unwrap();
+    // glibc's own set is left as the reference left it: clear it.
+    // SAFETY: as above.
+    unsafe { glibc_siginterrupt(libc::SIGUSR2, 0) };
+    let got = differential("siginterrupt", |_| {
+        restarts_after_siginterrupt(libc::signal, siginterrupt)
+    });
+    assert_eq!(got, reference);
+    assert_eq!(reference, [true, false, false, true, true, true]);
 }

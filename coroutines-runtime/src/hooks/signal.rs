@@ -19,7 +19,7 @@
 //! `sigaction` refuses to touch, are wrapped the same way
 //! (`glibc_signals.rs`).
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use libc::{c_int, c_void, sigaction as SigAction, sighandler_t, siginfo_t};
 
@@ -180,14 +180,54 @@ fn install(signal: c_int, handler: sighandler_t, flags: c_int, blocked: bool) ->
     }
 }
 
-/// Hooked: glibc's `signal` (BSD semantics: `SA_RESTART`, the signal
-/// blocked during its handler).
+/// The signals `siginterrupt` made interrupt calls: `signal` installs
+/// their handlers without `SA_RESTART`, as glibc's does.
+static INTERRUPTING: AtomicU64 = AtomicU64::new(0);
+
+/// Hooked: glibc's `signal` (BSD semantics: `SA_RESTART` unless
+/// `siginterrupt` said otherwise, the signal blocked during its handler).
 ///
 /// # Safety
 /// As `signal(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn signal(signal: c_int, handler: sighandler_t) -> sighandler_t {
-    install(signal, handler, libc::SA_RESTART, true)
+    let interrupts = (1..SIGNALS as c_int).contains(&signal)
+        && INTERRUPTING.load(Ordering::Acquire) & (1 << (signal - 1)) != 0;
+    let flags = match interrupts {
+        true => 0,
+        false => libc::SA_RESTART,
+    };
+    install(signal, handler, flags, true)
+}
+
+/// Hooked: sets or clears `SA_RESTART` of the installed handler, and
+/// remembers it for later `signal` calls (glibc keeps that in a set its
+/// `signal` reads, which the hooked `signal` cannot).
+///
+/// # Safety
+/// As `siginterrupt(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn siginterrupt(signal: c_int, interrupt: c_int) -> c_int {
+    // SAFETY: an all-zero sigaction is valid.
+    let mut action: SigAction = unsafe { core::mem::zeroed() };
+    // SAFETY: a query into a valid sigaction; it fails for a bad signal.
+    if unsafe { sigaction(signal, core::ptr::null(), &mut action) } < 0 {
+        return -1;
+    }
+    // Signals 1 to 64: the query refused any other.
+    let bit = 1u64 << (signal - 1);
+    if interrupt != 0 {
+        INTERRUPTING.fetch_or(bit, Ordering::AcqRel);
+        action.sa_flags &= !libc::SA_RESTART;
+    } else {
+        INTERRUPTING.fetch_and(!bit, Ordering::AcqRel);
+        action.sa_flags |= libc::SA_RESTART;
+    }
+    // SAFETY: the action just reported, with one flag changed.
+    match unsafe { sigaction(signal, &action, core::ptr::null_mut()) } {
+        0 => 0,
+        _ => -1,
+    }
 }
 
 /// Hooked: glibc's other name for `signal`.
