@@ -577,11 +577,12 @@ pub(crate) fn held(
         // Not open: the call fails by itself.
         return Some(attempt());
     };
-    // Pairs with `wait_for_holds`: either the closer sees this count and
-    // waits, or this sees its new generation and backs off.
+    // Pairs with `exclude_holds`: either the closer sees this count and
+    // waits, or this sees the replacement under way and backs off.
     entry.holding.fetch_add(1, Ordering::SeqCst);
-    if entry.generation() != generation {
+    if entry.generation() != generation || entry.replacing.load(Ordering::SeqCst) != 0 {
         entry.holding.fetch_sub(1, Ordering::SeqCst);
+        wait_for_replacement(fd, entry);
         return None;
     }
     {
@@ -633,16 +634,41 @@ pub(crate) fn held(
     Some(ret)
 }
 
-/// Before the number of `entry` is closed or replaced: waits for attempts
-/// holding its description, so that they put the user's flags back through
-/// it. They are single non-blocking system calls. A signal handler does not
-/// wait: the attempt may be the code it interrupted.
-pub(crate) fn wait_for_holds(entry: &FdEntry) {
-    if switch::in_signal_handler() {
-        return;
+/// Before the number of `entry` is closed or replaced: keeps holds from
+/// starting through it until the returned guard drops (after the system
+/// call), and waits for those in flight, so that they put the user's flags
+/// back through it. They are single non-blocking system calls. A signal
+/// handler does not wait: the attempt may be the code it interrupted.
+pub(crate) fn exclude_holds(entry: &FdEntry) -> HoldsExcluded<'_> {
+    entry.replacing.fetch_add(1, Ordering::SeqCst);
+    if !switch::in_signal_handler() {
+        while entry.holding.load(Ordering::SeqCst) != 0 {
+            sys::sched_yield();
+        }
     }
-    while entry.holding.load(Ordering::SeqCst) != 0 {
-        sys::sched_yield();
+    HoldsExcluded(entry)
+}
+
+/// Holds kept off a number while it is closed or replaced.
+pub(crate) struct HoldsExcluded<'a>(&'a FdEntry);
+
+impl Drop for HoldsExcluded<'_> {
+    fn drop(&mut self) {
+        self.0.replacing.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Parks the calling coroutine until the close or replacement of `fd`
+/// under way ends (a lingering close takes up to its linger time): the
+/// caller then tries again, on what the number names then.
+fn wait_for_replacement(fd: c_int, entry: &FdEntry) {
+    const FIRST: Duration = Duration::from_micros(50);
+    const LONGEST: Duration = Duration::from_millis(32);
+    let mut pause = FIRST;
+    while entry.replacing.load(Ordering::SeqCst) != 0 {
+        let what = crate::coroutine::Wait::Fd { fd, write: false };
+        crate::coroutine::park(Some(Instant::now() + pause), what, drop);
+        pause = (pause * 2).min(LONGEST);
     }
 }
 

@@ -59,9 +59,10 @@ fn replacing(fd: c_int, ended: Ended, replace: impl FnOnce() -> isize) -> isize 
         return replace();
     };
     let generation = entry.reset(ended);
-    descriptor::wait_for_holds(entry);
+    let excluded = descriptor::exclude_holds(entry);
     let ret = replace();
     entry.reset_if(generation);
+    drop(excluded);
     ret
 }
 
@@ -295,13 +296,15 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         return c_result(call()) as c_int;
     }
     let ended = FD_TABLE.reset_range(first, last, Ended::Closed);
-    for (entry, _) in &ended {
-        descriptor::wait_for_holds(entry);
-    }
+    let excluded: Vec<_> = ended
+        .iter()
+        .map(|(entry, _)| descriptor::exclude_holds(entry))
+        .collect();
     let ret = call();
-    for (entry, generation) in ended {
-        entry.reset_if(generation);
+    for (entry, generation) in &ended {
+        entry.reset_if(*generation);
     }
+    drop(excluded);
     c_result(ret) as c_int
 }
 

@@ -84,6 +84,10 @@ pub(crate) struct FdEntry {
     /// number (see `hooks::descriptor`): closing or replacing the number
     /// waits for them, so that they can put the user's flags back.
     pub(crate) holding: AtomicU32,
+    /// Closes and replacements of the number under way: no hold starts
+    /// meanwhile (see `hooks::descriptor`), as its number may be gone before
+    /// it ends.
+    pub(crate) replacing: AtomicU32,
     /// The entry may have waiters or locked state; see [`FdEntry::reset`].
     /// Never false while a waiter is queued.
     watched: AtomicBool,
@@ -193,6 +197,7 @@ impl FdEntry {
             read_closed: AtomicBool::new(false),
             urgent: AtomicBool::new(false),
             holding: AtomicU32::new(0),
+            replacing: AtomicU32::new(0),
             watched: AtomicBool::new(false),
             reset_pending: AtomicBool::new(false),
             closed: AtomicU32::new(u32::MAX),
