@@ -156,9 +156,20 @@ const SA_INTERRUPT: c_int = 0x2000_0000;
 /// Installs `handler` for `signal` through the hooked `sigaction` with
 /// `flags`, the signal blocked during the handler if `blocked`, as glibc's
 /// one-call installers do (which call glibc's `sigaction` where no hook
-/// sees it); returns the old handler, or `SIG_ERR`.
+/// sees it); returns the old handler, or `SIG_ERR`. `SIG_ERR` itself is
+/// refused with EINVAL, as `signal` and `sysv_signal` refuse it (`sigset`
+/// installs it).
 fn install(signal: c_int, handler: sighandler_t, flags: c_int, blocked: bool) -> sighandler_t {
-    if handler == libc::SIG_ERR || !(1..SIGNALS as c_int).contains(&signal) {
+    if handler == libc::SIG_ERR {
+        crate::sys::set_errno(libc::EINVAL);
+        return libc::SIG_ERR;
+    }
+    install_any(signal, handler, flags, blocked)
+}
+
+/// [`install`], `SIG_ERR` included.
+fn install_any(signal: c_int, handler: sighandler_t, flags: c_int, blocked: bool) -> sighandler_t {
+    if !(1..SIGNALS as c_int).contains(&signal) {
         crate::sys::set_errno(libc::EINVAL);
         return libc::SIG_ERR;
     }
@@ -269,7 +280,7 @@ pub unsafe extern "C" fn __sysv_signal(signal: c_int, handler: sighandler_t) -> 
 /// As `sigset(3)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sigset(signal: c_int, disposition: sighandler_t) -> sighandler_t {
-    if disposition == libc::SIG_ERR || !(1..SIGNALS as c_int).contains(&signal) {
+    if !(1..SIGNALS as c_int).contains(&signal) {
         crate::sys::set_errno(libc::EINVAL);
         return libc::SIG_ERR;
     }
@@ -283,7 +294,7 @@ pub unsafe extern "C" fn sigset(signal: c_int, disposition: sighandler_t) -> sig
     };
     let old = match disposition {
         SIG_HOLD => libc::SIG_DFL,
-        _ => install(signal, disposition, 0, false),
+        _ => install_any(signal, disposition, 0, false),
     };
     // SAFETY: valid sets.
     if old == libc::SIG_ERR || unsafe { libc::sigprocmask(how, &set, &mut was) } < 0 {
