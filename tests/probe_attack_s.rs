@@ -536,12 +536,17 @@ fn s07_send_then_reset_keeps_econnreset_and_no_extra_sigpipe() {
 /// Unix stream: a plain thread's `recvmsg(MSG_WAITALL)` of 20 bytes with
 /// room for descriptors; the peer sends two 10-byte messages, each with a
 /// descriptor. The kernel stops after the first message's descriptors.
+/// The second read, made once both are sent, finds the second message.
 fn waitall_rights(via: Via) -> Vec<(isize, usize)> {
     let (a, b) = unix_socketpair(libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
     let (pr, pw) = pipe(0);
+    let (sent, both_sent) = mpsc::channel::<()>();
     let reader = thread::spawn(move || {
         let mut out = Vec::new();
         for i in 0..2 {
+            if i == 1 {
+                both_sent.recv().unwrap();
+            }
             let mut buf = [0u8; 20];
             let mut control = [0u64; 16];
             let mut iov = libc::iovec {
@@ -594,6 +599,7 @@ fn waitall_rights(via: Via) -> Vec<(isize, usize)> {
     thread::sleep(Duration::from_millis(100));
     send_fds(b, b"0123456789", &[pr]);
     send_fds(b, b"abcdefghij", &[pw]);
+    sent.send(()).unwrap();
     let out = reader.join().unwrap();
     for fd in [a, b, pr, pw] {
         close(fd);
