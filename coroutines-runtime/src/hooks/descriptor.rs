@@ -578,11 +578,14 @@ pub(crate) fn held(
         return Some(attempt());
     };
     // Pairs with `exclude_holds`: either the closer sees this count and
-    // waits, or this sees the replacement under way and backs off.
+    // waits, or this sees the close under way and backs off.
     entry.holding.fetch_add(1, Ordering::SeqCst);
-    if entry.generation() != generation || entry.replacing.load(Ordering::SeqCst) != 0 {
+    let closing = entry.closing.load(Ordering::SeqCst) == generation;
+    if entry.generation() != generation || closing {
         entry.holding.fetch_sub(1, Ordering::SeqCst);
-        wait_for_replacement(fd, entry);
+        if closing {
+            wait_for_close(fd, entry, generation, id);
+        }
         return None;
     }
     {
@@ -634,40 +637,55 @@ pub(crate) fn held(
     Some(ret)
 }
 
-/// Before the number of `entry` is closed or replaced: keeps holds from
-/// starting through it until the returned guard drops (after the system
-/// call), and waits for those in flight, so that they put the user's flags
-/// back through it. They are single non-blocking system calls. A signal
-/// handler does not wait: the attempt may be the code it interrupted.
-pub(crate) fn exclude_holds(entry: &FdEntry) -> HoldsExcluded<'_> {
-    entry.replacing.fetch_add(1, Ordering::SeqCst);
+/// Before the number of `entry` is closed or replaced, once its close
+/// started `generation` (`FdEntry::reset`): keeps holds from starting
+/// through the file it ends until the returned guard drops (after the
+/// system call), and waits for those in flight, so that they put the
+/// user's flags back through it. They are single non-blocking system
+/// calls. A signal handler does not wait: the attempt may be the code it
+/// interrupted.
+pub(crate) fn exclude_holds(entry: &FdEntry, generation: u32) -> HoldsExcluded<'_> {
+    entry.closing.store(generation, Ordering::SeqCst);
     if !switch::in_signal_handler() {
         while entry.holding.load(Ordering::SeqCst) != 0 {
             sys::sched_yield();
         }
     }
-    HoldsExcluded(entry)
+    HoldsExcluded { entry, generation }
 }
 
-/// Holds kept off a number while it is closed or replaced.
-pub(crate) struct HoldsExcluded<'a>(&'a FdEntry);
+/// Holds kept off a file while its number is closed or replaced.
+pub(crate) struct HoldsExcluded<'a> {
+    entry: &'a FdEntry,
+    generation: u32,
+}
 
 impl Drop for HoldsExcluded<'_> {
     fn drop(&mut self) {
-        self.0.replacing.fetch_sub(1, Ordering::SeqCst);
+        let none = u32::MAX;
+        let closing = &self.entry.closing;
+        let _ = closing.compare_exchange(self.generation, none, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
-/// Parks the calling coroutine until the close or replacement of `fd`
-/// under way ends (a lingering close takes up to its linger time): the
-/// caller then tries again, on what the number names then.
-fn wait_for_replacement(fd: c_int, entry: &FdEntry) {
+/// Parks the calling coroutine while the close of `fd`'s file of
+/// `generation` (of description `id`) is under way; the caller then tries
+/// again, on what the number names then. The kernel frees the number as
+/// the close starts, and a lingering close returns only after its linger
+/// time (its closer may even be gone, with its runtime): once the number
+/// names another file or none, the close is over for the number, and this
+/// starts the generation that its end would.
+fn wait_for_close(fd: c_int, entry: &FdEntry, generation: u32, id: (u64, u64)) {
     const FIRST: Duration = Duration::from_micros(50);
     const LONGEST: Duration = Duration::from_millis(32);
     let mut pause = FIRST;
-    while entry.replacing.load(Ordering::SeqCst) != 0 {
+    while entry.generation() == generation && entry.closing.load(Ordering::SeqCst) == generation {
         let what = crate::coroutine::Wait::Fd { fd, write: false };
         crate::coroutine::park(Some(Instant::now() + pause), what, drop);
+        if identity_of(fd) != Some(id) {
+            entry.reset_if(generation);
+            return;
+        }
         pause = (pause * 2).min(LONGEST);
     }
 }

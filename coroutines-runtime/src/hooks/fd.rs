@@ -59,7 +59,7 @@ fn replacing(fd: c_int, ended: Ended, replace: impl FnOnce() -> isize) -> isize 
         return replace();
     };
     let generation = entry.reset(ended);
-    let excluded = descriptor::exclude_holds(entry);
+    let excluded = descriptor::exclude_holds(entry, generation);
     let ret = replace();
     entry.reset_if(generation);
     drop(excluded);
@@ -298,7 +298,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     let ended = FD_TABLE.reset_range(first, last, Ended::Closed);
     let excluded: Vec<_> = ended
         .iter()
-        .map(|(entry, _)| descriptor::exclude_holds(entry))
+        .map(|(entry, generation)| descriptor::exclude_holds(entry, *generation))
         .collect();
     let ret = call();
     for (entry, generation) in &ended {

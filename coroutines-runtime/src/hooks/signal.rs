@@ -1,5 +1,5 @@
-//! Signal handlers: `sigaction` and glibc's one-call installers (`signal`,
-//! `sysv_signal`, `sigset`) install the user's handler behind a trampoline
+//! Signal handlers: `sigaction` and glibc's one-call installers (`signal`
+//! and its other names, `sysv_signal`, `sigset`) install the user's handler behind a trampoline
 //! that runs it outside the coroutine it interrupts.
 //!
 //! A handler runs on whatever stack the signal found; if that is a
@@ -247,6 +247,16 @@ pub unsafe extern "C" fn siginterrupt(signal: c_int, interrupt: c_int) -> c_int 
 /// As `signal(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bsd_signal(signal: c_int, handler: sighandler_t) -> sighandler_t {
+    // SAFETY: same contract.
+    unsafe { self::signal(signal, handler) }
+}
+
+/// Hooked: glibc's third name for `signal` (the same function there).
+///
+/// # Safety
+/// As `signal(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ssignal(signal: c_int, handler: sighandler_t) -> sighandler_t {
     // SAFETY: same contract.
     unsafe { self::signal(signal, handler) }
 }

@@ -84,10 +84,11 @@ pub(crate) struct FdEntry {
     /// number (see `hooks::descriptor`): closing or replacing the number
     /// waits for them, so that they can put the user's flags back.
     pub(crate) holding: AtomicU32,
-    /// Closes and replacements of the number under way: no hold starts
-    /// meanwhile (see `hooks::descriptor`), as its number may be gone before
-    /// it ends.
-    pub(crate) replacing: AtomicU32,
+    /// The generation a close or replacement of the number started, until
+    /// its system call returns (`u32::MAX`: none): no hold starts through
+    /// the file it ends (see `hooks::descriptor`), as the number may be gone
+    /// before the hold ends.
+    pub(crate) closing: AtomicU32,
     /// The entry may have waiters or locked state; see [`FdEntry::reset`].
     /// Never false while a waiter is queued.
     watched: AtomicBool,
@@ -197,7 +198,7 @@ impl FdEntry {
             read_closed: AtomicBool::new(false),
             urgent: AtomicBool::new(false),
             holding: AtomicU32::new(0),
-            replacing: AtomicU32::new(0),
+            closing: AtomicU32::new(u32::MAX),
             watched: AtomicBool::new(false),
             reset_pending: AtomicBool::new(false),
             closed: AtomicU32::new(u32::MAX),
