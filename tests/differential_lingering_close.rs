@@ -41,18 +41,7 @@ fn a_read_on_a_file_received_during_a_lingering_close_gets_its_data() {
         let number = lingering.into_raw_fd();
         // Fill every free number below ours, so that the next descriptor
         // the kernel hands out is ours once it is freed.
-        let mut fillers = Vec::new();
-        loop {
-            // SAFETY: a NUL-terminated path.
-            let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
-            assert!(fd >= 0);
-            if fd > number {
-                // SAFETY: ours, just opened.
-                unsafe { libc::close(fd) };
-                break;
-            }
-            fillers.push(fd);
-        }
+        let fillers = support::raw::fill_below(number);
         // The lingering close, on a plain thread on both sides.
         let closer = thread::spawn(move || {
             // SAFETY: the test owns `number` and closes it once.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, sighandler_t};
 use support::differential::*;
-use support::raw::set_linger;
+use support::raw::{fill_below, set_linger};
 use support::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -82,24 +82,6 @@ fn is_free(fd: RawFd) -> bool {
 fn raw_flags(fd: RawFd) -> i64 {
     // SAFETY: F_GETFL on any number is harmless.
     unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) }
-}
-
-/// Opens /dev/null on every free number below `number`, so that the next
-/// descriptor the kernel hands out is `number` once it is free.
-fn fill_below(number: RawFd) -> Vec<RawFd> {
-    let mut fillers = Vec::new();
-    loop {
-        // SAFETY: a NUL-terminated path.
-        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
-        assert!(fd >= 0);
-        if fd > number {
-            // SAFETY: ours, just opened.
-            unsafe { libc::close(fd) };
-            break;
-        }
-        fillers.push(fd);
-    }
-    fillers
 }
 
 fn close_all(fds: Vec<RawFd>) {

@@ -1,7 +1,8 @@
 //! Raw descriptor and socket calls for differential probes: integer and
 //! timeout socket options, socket pairs, pipes, reads, writes, sends and
 //! receives with flags, `splice` and `tee`, closing, Unix-path connects,
-//! descriptors passed with `SCM_RIGHTS`, and counting SIGPIPEs. Each makes the libc call (so through the hooks) and
+//! descriptors passed with `SCM_RIGHTS`, counting SIGPIPEs, and filling the
+//! numbers below one. Each makes the libc call (so through the hooks) and
 //! gives its result as plain data ([`Errno`], [`Bytes`]) where a case
 //! compares it.
 
@@ -313,4 +314,22 @@ pub fn recv_fd(stream: RawFd) -> RawFd {
     // SAFETY: the header `recvmsg` filled; `control` is live.
     let fds = unsafe { passed_fds(&msg) };
     *fds.first().expect("no descriptor came")
+}
+
+/// Opens /dev/null on every free number below `number`, so that the next
+/// descriptor the kernel hands out is `number` once it is free.
+pub fn fill_below(number: RawFd) -> Vec<RawFd> {
+    let mut fillers = Vec::new();
+    loop {
+        // SAFETY: a NUL-terminated path.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+        assert!(fd >= 0);
+        if fd > number {
+            // SAFETY: ours, just opened.
+            unsafe { libc::close(fd) };
+            break;
+        }
+        fillers.push(fd);
+    }
+    fillers
 }
