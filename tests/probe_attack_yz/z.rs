@@ -16,14 +16,14 @@
 //! number names another file or none. `ssignal`, glibc's third name for
 //! `signal`, was not hooked and missed the hooked `siginterrupt` (z04).
 
-mod support;
+use crate::support;
 
 use std::ffi::CStr;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,10 +32,8 @@ use support::differential::*;
 use support::raw::{fill_below, set_linger};
 use support::*;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
 fn serial_z() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    crate::SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 unsafe extern "C" {

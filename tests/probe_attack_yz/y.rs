@@ -17,7 +17,7 @@
 //! description non-blocking. `signal` after `siginterrupt` is
 //! `differential_signals.rs`'s.
 
-mod support;
+use crate::support;
 
 use std::ffi::CStr;
 use std::io::Write;
@@ -33,10 +33,8 @@ use support::differential::LIMIT;
 use support::differential::*;
 use support::*;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
 fn serial_y() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    crate::SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 type Installer = unsafe extern "C" fn(c_int, sighandler_t) -> sighandler_t;
