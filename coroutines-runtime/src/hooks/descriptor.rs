@@ -36,7 +36,7 @@ use libc::c_int;
 
 use crate::coroutine::switch;
 use crate::reactor::fd_table::{FdEntry, Interest};
-use crate::sync::SpinLock;
+use crate::sync::TicketLock;
 use crate::sys::{self, syscall};
 
 /// What a descriptor names, as far as blocking calls are concerned.
@@ -505,7 +505,10 @@ struct Held {
     user_nonblocking: c_int,
 }
 
-static HELD: SpinLock<Vec<Held>> = SpinLock::new(Vec::new());
+/// First come, first served: plain threads take it around every mode change,
+/// and one that changes a mode in a loop must not keep a worker's release
+/// out.
+static HELD: TicketLock<Vec<Held>> = TicketLock::new(Vec::new());
 /// `HELD.len()`, readable without the lock: the common case is 0. Raised
 /// before a hold sets the flag, lowered after it is put back.
 static HELD_COUNT: AtomicUsize = AtomicUsize::new(0);
@@ -746,7 +749,7 @@ pub(crate) fn get_flags(fd: c_int) -> isize {
 
 /// The holds' lock. A signal handler only takes it if it is free: the
 /// code it interrupted may hold it.
-fn held_lock() -> Option<crate::sync::SpinGuard<'static, Vec<Held>>> {
+fn held_lock() -> Option<crate::sync::TicketGuard<'static, Vec<Held>>> {
     match switch::in_signal_handler() {
         true => HELD.try_lock(),
         false => Some(HELD.lock()),

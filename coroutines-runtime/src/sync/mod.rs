@@ -7,6 +7,8 @@
 mod latch;
 pub(crate) mod membarrier;
 mod spin_lock;
+mod ticket_lock;
 
 pub use latch::Latch;
 pub(crate) use spin_lock::{SpinGuard, SpinLock};
+pub(crate) use ticket_lock::{TicketGuard, TicketLock};
