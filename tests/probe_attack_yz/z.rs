@@ -123,10 +123,11 @@ const QUICK: Duration = Duration::from_millis(80);
 /// z01. A listener that got the number while a lingering close of the
 /// number's previous file (another party's) is still in its system call:
 /// an accept on it with a client arriving after 20 ms returns the
-/// connection at once on a thread (the kernel freed the number first). In
-/// a coroutine the close's `replacing` count on the number's entry keeps
-/// the hold off it, and the accept parks until the close ends (here when
-/// the peer is drained, 100 ms later; else the whole linger time).
+/// connection at once on a thread (the kernel freed the number first), and
+/// in a coroutine too: the close marks only the file it ends
+/// (`FdEntry::closing`). Found with a count on the number instead: the
+/// accept parked until the close ended (here when the peer is drained,
+/// 100 ms later; else the whole linger time).
 #[test]
 fn z01_accept_on_a_listener_that_got_the_number_during_a_lingering_close() {
     let _serial = serial_z();
@@ -229,10 +230,12 @@ fn z02_connect_on_a_socket_that_got_the_number_during_a_lingering_close() {
 
 /// z03. A runtime dropped while one of its coroutines is in a lingering
 /// close (on a helper thread) abandons that coroutine, never unwinding it:
-/// the guard that lowers `replacing` (`HoldsExcluded`, hooks/descriptor.rs)
-/// never drops. Every later accept on that number, in any runtime, then
-/// parks for good, polling every 32 ms. On a thread, as in a runtime, an
-/// accept on a listener given the number later returns its connection.
+/// the guard that clears `closing` (`HoldsExcluded`, hooks/descriptor.rs)
+/// never drops. On a thread, as in a runtime, an accept on a listener given
+/// the number later returns its connection: a hold that meets `closing`
+/// asks the kernel whether the number still names the closing file. Found
+/// with a count on the number instead: every later accept on that number,
+/// in any runtime, parked for good, polling every 32 ms.
 #[test]
 fn z03_accept_on_a_number_whose_close_a_dropped_runtime_abandoned() {
     let _serial = serial_z();
@@ -515,7 +518,7 @@ fn z07_sigset_sig_err_then_signal_as_glibc() {
 /// every connection is accepted (the same file stays behind the number, as
 /// a thread's accept would see), errno stays as it was on success, the
 /// description is left blocking, and afterwards an accept on the number
-/// is prompt (no `replacing` left raised).
+/// is prompt (no `closing` left set).
 #[test]
 fn z08_accepts_through_replacements_of_the_same_listener() {
     let _serial = serial_z();
