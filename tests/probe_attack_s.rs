@@ -1026,29 +1026,10 @@ fn pair_cost(via: Cost, rounds: u32) -> f64 {
     e.as_nanos() as f64 / rounds as f64
 }
 
-/// Round trips between two threads over a socketpair, ns each.
-fn ping_pong(via: Via, rounds: u32) -> f64 {
-    let (a, b) = unix_socketpair(libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
-    let echo = thread::spawn(move || {
-        let mut buf = [0u8; 1];
-        for _ in 0..rounds {
-            recv(via, b, &mut buf, 0).unwrap();
-            send(via, b, &buf, 0).unwrap();
-        }
-    });
-    let mut buf = [0u8; 1];
-    let t = Instant::now();
-    for _ in 0..rounds {
-        send(via, a, &buf, 0).unwrap();
-        recv(via, a, &mut buf, 0).unwrap();
-    }
-    let e = t.elapsed();
-    echo.join().unwrap();
-    close(a);
-    close(b);
-    e.as_nanos() as f64 / rounds as f64
-}
-
+/// Hooked calls made on a plain thread cost what glibc's do, within the
+/// slack below, alone and while coroutines elsewhere hold descriptors
+/// (which the pass-through path must not pay for). Loose bounds: the
+/// benchmarks in `benches/` measure the cost itself.
 #[test]
 fn s17_pass_through_cost_beside_holds() {
     let _serial = serial();
@@ -1057,21 +1038,14 @@ fn s17_pass_through_cost_beside_holds() {
     let k = best(&|| pair_cost(Cost::Kernel, rounds));
     let l = best(&|| pair_cost(Cost::Libc, rounds));
     let h = best(&|| pair_cost(Cost::Hook, rounds));
-    let kp = best(&|| ping_pong(Via::Kernel, 20_000));
-    let hp = best(&|| ping_pong(Via::Hook, 20_000));
     let holds = holds();
     let kh = best(&|| pair_cost(Cost::Kernel, rounds));
     let lh = best(&|| pair_cost(Cost::Libc, rounds));
     let hh = best(&|| pair_cost(Cost::Hook, rounds));
-    let kph = best(&|| ping_pong(Via::Kernel, 20_000));
-    let hph = best(&|| ping_pong(Via::Hook, 20_000));
     let accepted = holds.accepted.load(Ordering::SeqCst);
     drop(holds);
     eprintln!(
-        "write+read pair, ns: kernel {k:.0}, glibc {l:.0}, hook {h:.0}; beside holds: kernel {kh:.0}, glibc {lh:.0}, hook {hh:.0}"
-    );
-    eprintln!(
-        "ping-pong round trip, ns: kernel {kp:.0}, hook {hp:.0}; beside holds: kernel {kph:.0}, hook {hph:.0} (accepts {accepted})"
+        "write+read pair, ns: kernel {k:.0}, glibc {l:.0}, hook {h:.0}; beside holds ({accepted} accepts): kernel {kh:.0}, glibc {lh:.0}, hook {hh:.0}"
     );
     // Unoptimized builds only report: their closures are not inlined.
     let slack = if cfg!(debug_assertions) { 2.0 } else { 1.15 };

@@ -309,7 +309,6 @@ fn drop_while_parked(kind: Park) {
             panic!("{e}");
         }
     }
-    thread::sleep(Duration::from_millis(400));
     let (f, t, took) = settle(fds0, tasks0, 2, Duration::from_secs(15));
     let z = zombies();
     eprintln!(

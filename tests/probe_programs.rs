@@ -79,6 +79,14 @@ where
     F: Fn(Side) -> T + Send + Sync + 'static,
 {
     let case = Arc::new(case);
+    // The process's first runtime opens the reactors' shared kick eventfd
+    // (reactor/poller.rs), which stays open: count once it exists, or every
+    // settle below waits its whole 3 s for a count it cannot reach.
+    Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap()
+        .block_on(|| ());
     // A runtime's own descriptors (epoll, eventfd) close when it drops,
     // after its watchdog has the result: let the count settle between
     // runs, so that each program's own count is its own.
