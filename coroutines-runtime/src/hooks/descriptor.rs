@@ -30,13 +30,14 @@
 //! on a socket that a coroutine splices (see `hooks::relay`).
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use libc::c_int;
 
 use crate::coroutine::switch;
 use crate::reactor::fd_table::{FdEntry, Interest};
-use crate::sync::TicketLock;
+use crate::sync::{FairSpinGuard, FairSpinLock};
 use crate::sys::{self, syscall};
 
 /// What a descriptor names, as far as blocking calls are concerned.
@@ -505,10 +506,9 @@ struct Held {
     user_nonblocking: c_int,
 }
 
-/// First come, first served: plain threads take it around every mode change,
-/// and one that changes a mode in a loop must not keep a worker's release
-/// out.
-static HELD: TicketLock<Vec<Held>> = TicketLock::new(Vec::new());
+/// Fair: plain threads take it around every mode change, and one that
+/// changes a mode in a loop must not keep a worker's release out.
+static HELD: FairSpinLock<Vec<Held>> = FairSpinLock::new(Vec::new());
 /// `HELD.len()`, readable without the lock: the common case is 0. Raised
 /// before a hold sets the flag, lowered after it is put back.
 static HELD_COUNT: AtomicUsize = AtomicUsize::new(0);
@@ -592,7 +592,7 @@ pub(crate) fn held(
         return None;
     }
     {
-        let mut held = HELD.lock();
+        let mut held = lock_held();
         HOLD_STARTS.fetch_add(1, Ordering::SeqCst);
         match held.iter_mut().find(|h| h.id == id) {
             Some(record) => record.holds += 1,
@@ -616,7 +616,7 @@ pub(crate) fn held(
     }
     let ret = attempt();
     {
-        let mut held = HELD.lock();
+        let mut held = lock_held();
         if let Some(index) = held.iter().position(|h| h.id == id) {
             held[index].holds -= 1;
             if held[index].holds == 0 {
@@ -747,13 +747,40 @@ pub(crate) fn get_flags(fd: c_int) -> isize {
     }
 }
 
-/// The holds' lock. A signal handler only takes it if it is free: the
-/// code it interrupted may hold it.
-fn held_lock() -> Option<crate::sync::TicketGuard<'static, Vec<Held>>> {
+/// The holds' lock. A signal handler does not wait for the code it
+/// interrupted, and waits for another thread for [`HANDLER_PATIENCE`] at
+/// the most; without the lock, it sees and changes the kernel's flags.
+fn held_lock() -> Option<FairSpinGuard<'static, Vec<Held>>> {
+    /// Far beyond a holder's few system calls, short enough for the
+    /// thread the handler stops.
+    const HANDLER_PATIENCE: Duration = Duration::from_millis(5);
     match switch::in_signal_handler() {
-        true => HELD.try_lock(),
-        false => Some(HELD.lock()),
+        true => HELD.lock_in_handler(HANDLER_PATIENCE),
+        false => Some(lock_held()),
     }
+}
+
+/// The holds' lock, waited for.
+fn lock_held() -> FairSpinGuard<'static, Vec<Held>> {
+    free_in_forked_children();
+    HELD.lock()
+}
+
+/// A child forked while another thread held the lock would wait for it for
+/// ever (that thread is not in the child), in any process that links the
+/// hooks, with a runtime or without. The child's records are its parent's
+/// holds, which the parent releases.
+fn free_in_forked_children() {
+    static ONCE: Once = Once::new();
+    extern "C" fn in_child() {
+        // SAFETY: the child's only thread runs this, before any other code.
+        unsafe { HELD.reset(Vec::new()) };
+        HELD_COUNT.store(0, Ordering::SeqCst);
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler without preconditions.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
 }
 
 /// The hold record of `fd`'s description, if the runtime holds it.

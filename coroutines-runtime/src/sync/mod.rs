@@ -4,11 +4,11 @@
 //! futex hook is installed, such a lock taken inside a coroutine would park
 //! it, and taken inside the scheduler it would recurse into the scheduler.
 
+mod fair_spin_lock;
 mod latch;
 pub(crate) mod membarrier;
 mod spin_lock;
-mod ticket_lock;
 
+pub(crate) use fair_spin_lock::{FairSpinGuard, FairSpinLock};
 pub use latch::Latch;
 pub(crate) use spin_lock::{SpinGuard, SpinLock};
-pub(crate) use ticket_lock::{TicketGuard, TicketLock};

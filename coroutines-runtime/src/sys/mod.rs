@@ -352,6 +352,18 @@ pub(crate) fn timespec_duration(ts: libc::timespec) -> Result<core::time::Durati
     ))
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: never 0 (the clock counts from boot),
+/// read through the vDSO, with no system call.
+pub(crate) fn monotonic_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write; the clock id is valid.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 /// The calling thread's kernel id.
 pub(crate) fn gettid() -> libc::pid_t {
     raw(libc::SYS_gettid, [0; 6]) as libc::pid_t
