@@ -140,11 +140,5 @@ fn epoch() -> Instant {
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds: a few nanoseconds to read
 /// (vDSO), precise to the scheduler tick, plenty for "waiting for 3 s".
 pub(crate) fn coarse_now() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec; it is not hooked.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    crate::sys::clock_nanos(libc::CLOCK_MONOTONIC_COARSE)
 }

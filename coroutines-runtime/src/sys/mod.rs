@@ -352,15 +352,21 @@ pub(crate) fn timespec_duration(ts: libc::timespec) -> Result<core::time::Durati
     ))
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds: never 0 (the clock counts from boot),
-/// read through the vDSO, with no system call.
+/// `CLOCK_MONOTONIC` in nanoseconds: never 0 (the clock counts from boot).
 pub(crate) fn monotonic_nanos() -> u64 {
+    clock_nanos(libc::CLOCK_MONOTONIC)
+}
+
+/// `clock` in nanoseconds, read through the vDSO with no system call
+/// (`clock_gettime` is not hooked).
+pub(crate) fn clock_nanos(clock: libc::clockid_t) -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `now` is a valid timespec to write; the clock id is valid.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    // SAFETY: `now` is a valid timespec to write; the clock ids passed are
+    // the system's.
+    unsafe { libc::clock_gettime(clock, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
